@@ -1,0 +1,52 @@
+# The two set-up commands of the README are `make quickstart` and `make test`.
+# Each creates (or reuses) the virtualenv in $(VENV) and installs what it needs first.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The CPU wheel of torch 2.13.0 for CI and laptops; GPU users: make TORCH_SPEC='torch' (README).
+TORCH_SPEC ?= torch==2.13.0
+QUICK_DIR ?= runs/quick
+STUDY_DIR ?= runs/cpu_study
+
+.PHONY: quickstart test venv system-deps system-deps-test bench study-cpu clean
+
+$(VENV)/.installed: requirements.txt requirements-test.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -r requirements-test.txt
+	touch $@
+
+venv: $(VENV)/.installed
+
+system-deps:
+	scripts/install_system_deps.sh
+
+system-deps-test:
+	scripts/install_system_deps.sh --test
+
+# The main job on the embedded corpus: collect -> verify -> train (quick) -> analyze -> visualize.
+quickstart: system-deps venv
+	$(PY) rare_char_fetch.py --source embedded --out data/corpus.jsonl
+	$(PY) verify_dataset.py data/corpus.jsonl --profile embedded --report data/dataset_report.json
+	$(PY) train_large_100k.py --preset quick --corpus data/corpus.jsonl --out-dir $(QUICK_DIR)
+	$(PY) analyze_100k.py $(QUICK_DIR)/training_history_100k.json --out $(QUICK_DIR)/analysis_100k_result.json
+	$(PY) visualize_results.py $(QUICK_DIR)/training_history_100k.json --analysis $(QUICK_DIR)/analysis_100k_result.json --out-dir results/quickstart
+
+test: system-deps-test venv
+	$(PY) -m pytest -q tests
+
+bench: venv
+	$(PY) bench/throughput.py --out bench/throughput_result.json
+
+# Issue 7's CPU tier: a reduced but genuine study (~30 min on 2 cores), outputs to results/.
+study-cpu: system-deps venv
+	$(PY) rare_char_fetch.py --source embedded --out data/corpus.jsonl
+	$(PY) verify_dataset.py data/corpus.jsonl --profile embedded --report data/dataset_report.json
+	$(PY) train_large_100k.py --preset cpu_study --corpus data/corpus.jsonl --out-dir $(STUDY_DIR)
+	$(PY) analyze_100k.py $(STUDY_DIR)/training_history_100k.json --out results/analysis_100k_result.json
+	$(PY) visualize_results.py $(STUDY_DIR)/training_history_100k.json --analysis results/analysis_100k_result.json --out-dir results
+	cp $(STUDY_DIR)/training_history_100k.json results/training_history_100k.json
+
+clean:
+	rm -rf $(QUICK_DIR) results/quickstart .pytest_cache

@@ -1,0 +1,238 @@
+"""A BERT encoder with its two pretraining heads (masked LM and next-sentence prediction) in one
+readable file.
+
+Architecture as in the BERT paper (post-LayerNorm layers, erf GELU, tied MLM decoder, tanh pooler),
+so that `hf_export.py` can map every weight one to one onto transformers' `BertForPreTraining`.
+Two departures that change speed, not results:
+  * the query/key/value projections are one fused Linear (split again on export);
+  * with labels, the MLM head runs only on the masked positions (about 15% of them): the [B, T, V]
+    logits over every position are never built during training.
+
+NSP label convention (see docs/DESIGN.md): 0 = sentence B is the true continuation (IsNext),
+1 = B is a random segment (NotNext), as in BERT and transformers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+IGNORE_INDEX = -100  # label value of the positions that are not masked (PyTorch's CE default)
+
+
+@dataclass
+class BertConfig:
+    vocab_size: int = 10000  # the character vocabulary of the study's corpus is 6000-10000 tokens
+    hidden_size: int = 512  # "large_100k" width of the original study
+    num_layers: int = 12  # BERT-base depth
+    num_heads: int = 8  # 512 / 8 = 64-dim heads, as in BERT-base
+    intermediate_size: int = 2048  # 4 x hidden, BERT's feed-forward ratio
+    max_position: int = 128  # the study trains on 128-token instances
+    type_vocab_size: int = 2  # segments A and B
+    dropout: float = 0.1  # hidden and attention-probability dropout (BERT's value)
+    layer_norm_eps: float = 1e-12  # BERT's epsilon; keeps export parity with transformers
+    initializer_range: float = 0.02  # std of the normal init of every matrix (BERT)
+    pad_token_id: int = 0  # [PAD] is id 0 in vocab.txt
+
+    def __post_init__(self):
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size {self.hidden_size} is not a multiple of num_heads {self.num_heads}")
+
+
+@dataclass
+class PretrainingOutput:
+    loss: Tensor  # mlm_loss + nsp_loss (scalar)
+    mlm_loss: Tensor  # mean cross-entropy over the masked positions
+    nsp_loss: Tensor  # mean cross-entropy over the batch (0 when no NSP labels were given)
+    mlm_correct: Tensor  # masked positions predicted right (int64, detached)
+    mlm_count: Tensor  # masked positions in the batch
+    nsp_correct: Tensor  # NSP pairs classified right
+    nsp_count: Tensor  # NSP pairs with a label
+
+
+class Embeddings(nn.Module):
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.word = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
+        self.position = nn.Embedding(config.max_position, config.hidden_size)
+        self.segment = nn.Embedding(config.type_vocab_size, config.hidden_size)
+        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, input_ids: Tensor, token_type_ids: Tensor) -> Tensor:
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+        hidden = self.word(input_ids) + self.position(positions) + self.segment(token_type_ids)
+        return self.dropout(self.norm(hidden))
+
+
+class EncoderLayer(nn.Module):
+    """Post-LN transformer layer: x = LN(x + Attn(x)); x = LN(x + FFN(x))."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        hidden = config.hidden_size
+        self.num_heads = config.num_heads
+        self.attn_dropout_p = config.dropout
+        self.qkv = nn.Linear(hidden, 3 * hidden)  # fused q, k, v: one matmul instead of three
+        self.attn_out = nn.Linear(hidden, hidden)
+        self.attn_norm = nn.LayerNorm(hidden, eps=config.layer_norm_eps)
+        self.ffn_in = nn.Linear(hidden, config.intermediate_size)
+        self.ffn_out = nn.Linear(config.intermediate_size, hidden)
+        self.ffn_norm = nn.LayerNorm(hidden, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: Tensor, key_mask: Tensor | None) -> Tensor:
+        batch, length, hidden = x.shape
+        q, k, v = self.qkv(x).view(batch, length, 3, self.num_heads, hidden // self.num_heads).permute(2, 0, 3, 1, 4)
+        attended = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=key_mask, dropout_p=self.attn_dropout_p if self.training else 0.0
+        )
+        attended = attended.transpose(1, 2).reshape(batch, length, hidden)
+        x = self.attn_norm(x + self.dropout(self.attn_out(attended)))
+        ffn = self.ffn_out(F.gelu(self.ffn_in(x)))  # F.gelu is the exact erf form, as BERT
+        return self.ffn_norm(x + self.dropout(ffn))
+
+
+class BertForPretraining(nn.Module):
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.config = config
+        self.embeddings = Embeddings(config)
+        self.layers = nn.ModuleList(EncoderLayer(config) for _ in range(config.num_layers))
+        self.pooler = nn.Linear(config.hidden_size, config.hidden_size)
+        # MLM head: transform (dense + GELU + LN), then the decoder tied to the word embeddings.
+        self.mlm_dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.mlm_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.mlm_bias = nn.Parameter(torch.zeros(config.vocab_size))
+        self.nsp = nn.Linear(config.hidden_size, 2)
+        self.apply(self._init_weights)
+
+    def _init_weights(self, module: nn.Module) -> None:
+        std = self.config.initializer_range
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+            if module.padding_idx is not None:
+                with torch.no_grad():
+                    module.weight[module.padding_idx].zero_()
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+
+    # ----------------------------------------------------------------------------- forward
+    def encode(self, input_ids: Tensor, token_type_ids: Tensor, attention_mask: Tensor | None) -> Tensor:
+        """Hidden states [B, T, H]. attention_mask None means "no padding": SDPA then gets no mask
+        and may take its fastest (flash / memory-efficient) kernel."""
+        key_mask = None
+        if attention_mask is not None:
+            key_mask = attention_mask.bool()[:, None, None, :]  # [B, 1, 1, T]: True = may be attended
+        hidden = self.embeddings(input_ids, token_type_ids)
+        for layer in self.layers:
+            hidden = layer(hidden, key_mask)
+        return hidden
+
+    def mlm_logits(self, hidden: Tensor) -> Tensor:
+        """Vocabulary logits for hidden states of any leading shape [..., H] -> [..., V]."""
+        transformed = self.mlm_norm(F.gelu(self.mlm_dense(hidden)))
+        return F.linear(transformed, self.embeddings.word.weight, self.mlm_bias)
+
+    def nsp_logits(self, hidden: Tensor) -> Tensor:
+        pooled = torch.tanh(self.pooler(hidden[:, 0]))  # the [CLS] position
+        return self.nsp(pooled)
+
+    def forward(
+        self,
+        input_ids: Tensor,
+        token_type_ids: Tensor,
+        attention_mask: Tensor | None = None,
+        mlm_labels: Tensor | None = None,
+        nsp_labels: Tensor | None = None,
+    ) -> PretrainingOutput | tuple[Tensor, Tensor]:
+        """input_ids/token_type_ids/attention_mask: [B, T] (mask 1 = real token, 0 = pad; None = no pad).
+        mlm_labels: [B, T], IGNORE_INDEX except at masked positions. nsp_labels: [B], 0 = IsNext.
+        Without labels: (mlm_logits [B, T, V], nsp_logits [B, 2]); with labels: PretrainingOutput."""
+        hidden = self.encode(input_ids, token_type_ids, attention_mask)
+        nsp_logits = self.nsp_logits(hidden)
+        if mlm_labels is None and nsp_labels is None:
+            return self.mlm_logits(hidden), nsp_logits
+
+        zero = hidden.new_zeros(())
+        if mlm_labels is not None:
+            selected = mlm_labels != IGNORE_INDEX
+            targets = mlm_labels[selected]
+            logits = self.mlm_logits(hidden[selected])  # [N, V] for the N masked positions only
+            count = targets.numel()
+            # sum / max(N, 1): a batch without masked positions gives loss 0, not NaN
+            mlm_loss = F.cross_entropy(logits.float(), targets, reduction="sum") / max(count, 1)
+            mlm_correct = (logits.detach().argmax(-1) == targets).sum()
+            mlm_count = torch.tensor(count, device=hidden.device)
+        else:
+            mlm_loss, mlm_correct, mlm_count = zero, zero.long(), zero.long()
+
+        if nsp_labels is not None:
+            nsp_loss = F.cross_entropy(nsp_logits.float(), nsp_labels)
+            nsp_correct = (nsp_logits.detach().argmax(-1) == nsp_labels).sum()
+            nsp_count = torch.tensor(nsp_labels.numel(), device=hidden.device)
+        else:
+            nsp_loss, nsp_correct, nsp_count = zero, zero.long(), zero.long()
+
+        return PretrainingOutput(
+            loss=mlm_loss + nsp_loss,
+            mlm_loss=mlm_loss,
+            nsp_loss=nsp_loss,
+            mlm_correct=mlm_correct,
+            mlm_count=mlm_count,
+            nsp_correct=nsp_correct,
+            nsp_count=nsp_count,
+        )
+
+    # ----------------------------------------------------------------------------- utilities
+    def num_parameters(self, non_embedding: bool = False) -> int:
+        """Parameter count (the tied decoder counted once). non_embedding leaves out the word,
+        position and segment tables, the count used in 6 x N FLOPs-per-token estimates."""
+        total = sum(p.numel() for p in self.parameters())
+        if non_embedding:
+            emb = self.embeddings
+            total -= emb.word.weight.numel() + emb.position.weight.numel() + emb.segment.weight.numel()
+        return total
+
+    def configure_optimizer(self, lr, weight_decay, betas, eps, device_type) -> torch.optim.AdamW:
+        """AdamW with weight decay on the weight matrices and embedding tables only; biases and
+        LayerNorm parameters (all 1-D) are not decayed, as in BERT (whose optimizer excludes
+        exactly "bias" and "LayerNorm"). fused=True on CUDA: one kernel for all parameters."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        decay = [p for p in params if p.dim() >= 2]
+        no_decay = [p for p in params if p.dim() < 2]
+        groups = [
+            {"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ]
+        extra = {"fused": True} if device_type == "cuda" else {}
+        return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=eps, **extra)
+
+
+def attention_flops_per_token(config: BertConfig, seq_len: int) -> int:
+    """Training FLOPs per token of the attention score/value products: 12 x layers x hidden x T
+    (forward 2 matmuls x 2 FLOPs x T x hidden, times 3 for forward + backward)."""
+    return 12 * config.num_layers * config.hidden_size * seq_len
+
+
+def training_flops_per_token(model: BertForPretraining, seq_len: int) -> int:
+    """6 x non-embedding parameters + the attention term: the MFU numerator per token."""
+    return 6 * model.num_parameters(non_embedding=True) + attention_flops_per_token(model.config, seq_len)
+
+
+__all__ = [
+    "IGNORE_INDEX",
+    "BertConfig",
+    "PretrainingOutput",
+    "BertForPretraining",
+    "attention_flops_per_token",
+    "training_flops_per_token",
+]

@@ -1,0 +1,180 @@
+"""The BERT model: padding is never attended to, the masked-only MLM path equals the full-logit
+path (loss and gradients), dropout is off in eval, init and parameter counts are BERT's."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from bertstudy.model import (
+    IGNORE_INDEX,
+    BertConfig,
+    BertForPretraining,
+    PretrainingOutput,
+    attention_flops_per_token,
+    training_flops_per_token,
+)
+
+torch.set_num_threads(1)
+
+
+def tiny_config(**overrides) -> BertConfig:
+    values = dict(vocab_size=60, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64, max_position=16)
+    values.update(overrides)
+    return BertConfig(**values)
+
+
+def make_batch(config: BertConfig, batch=3, length=12, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    input_ids = torch.randint(5, config.vocab_size, (batch, length), generator=gen)
+    token_type_ids = torch.zeros_like(input_ids)
+    token_type_ids[:, length // 2 :] = 1
+    attention_mask = torch.ones_like(input_ids)
+    attention_mask[1, 8:] = 0  # the second row is padded
+    input_ids[1, 8:] = config.pad_token_id
+    mlm_labels = torch.full_like(input_ids, IGNORE_INDEX)
+    for row, cols in enumerate([(1, 4, 7), (2, 5), (3, 9, 10)]):
+        for col in cols:
+            mlm_labels[row, col] = input_ids[row, col]
+    nsp_labels = torch.tensor([0, 1, 0])
+    return input_ids, token_type_ids, attention_mask, mlm_labels, nsp_labels
+
+
+@pytest.fixture()
+def model():
+    torch.manual_seed(0)
+    return BertForPretraining(tiny_config()).eval()
+
+
+def test_inference_shapes(model):
+    ids, types, mask, _, _ = make_batch(model.config)
+    mlm_logits, nsp_logits = model(ids, types, mask)
+    assert mlm_logits.shape == (3, 12, 60)
+    assert nsp_logits.shape == (3, 2)
+
+
+def test_padding_is_not_attended_to(model):
+    ids, types, mask, _, _ = make_batch(model.config)
+    before, _ = model(ids, types, mask)
+    changed = ids.clone()
+    changed[1, 8:] = torch.tensor([7, 8, 9, 10])  # new ids at the padded positions only
+    after, _ = model(changed, types, mask)
+    torch.testing.assert_close(before[1, :8], after[1, :8], rtol=0, atol=1e-6)
+    assert not torch.allclose(before[1, 8:], after[1, 8:])  # the padded positions themselves do change
+    # and without the mask the change does leak into real positions (so the test can fail)
+    leaked, _ = model(changed, types, None)
+    unmasked, _ = model(ids, types, None)
+    assert not torch.allclose(leaked[1, :8], unmasked[1, :8])
+
+
+def test_no_mask_equals_all_ones_mask(model):
+    ids, types, _, _, _ = make_batch(model.config)
+    ones = torch.ones_like(ids)
+    torch.testing.assert_close(model(ids, types, ones)[0], model(ids, types, None)[0], rtol=1e-5, atol=1e-6)
+
+
+def full_logit_losses(model, ids, types, mask, mlm_labels, nsp_labels):
+    mlm_logits, nsp_logits = model(ids, types, mask)
+    mlm_loss = F.cross_entropy(mlm_logits.reshape(-1, mlm_logits.shape[-1]), mlm_labels.reshape(-1), ignore_index=IGNORE_INDEX)
+    nsp_loss = F.cross_entropy(nsp_logits, nsp_labels)
+    return mlm_logits, nsp_logits, mlm_loss, nsp_loss
+
+
+def test_masked_only_loss_and_counts_equal_full_logits(model):
+    ids, types, mask, mlm_labels, nsp_labels = make_batch(model.config)
+    out = model(ids, types, mask, mlm_labels, nsp_labels)
+    assert isinstance(out, PretrainingOutput)
+    mlm_logits, nsp_logits, mlm_loss, nsp_loss = full_logit_losses(model, ids, types, mask, mlm_labels, nsp_labels)
+    torch.testing.assert_close(out.mlm_loss, mlm_loss)
+    torch.testing.assert_close(out.nsp_loss, nsp_loss)
+    torch.testing.assert_close(out.loss, mlm_loss + nsp_loss)
+    selected = mlm_labels != IGNORE_INDEX
+    assert out.mlm_count.item() == 8
+    assert out.mlm_correct.item() == (mlm_logits.argmax(-1)[selected] == mlm_labels[selected]).sum().item()
+    assert out.nsp_count.item() == 3
+    assert out.nsp_correct.item() == (nsp_logits.argmax(-1) == nsp_labels).sum().item()
+    assert not out.mlm_correct.requires_grad and out.mlm_correct.dtype == torch.int64
+
+
+def test_masked_only_gradients_equal_full_logit_gradients():
+    torch.manual_seed(1)
+    model = BertForPretraining(tiny_config()).eval()  # eval: dropout off so both passes are identical
+    ids, types, mask, mlm_labels, nsp_labels = make_batch(model.config, seed=3)
+    model(ids, types, mask, mlm_labels, nsp_labels).loss.backward()
+    fast = {name: p.grad.clone() for name, p in model.named_parameters()}
+    model.zero_grad(set_to_none=True)
+    _, _, mlm_loss, nsp_loss = full_logit_losses(model, ids, types, mask, mlm_labels, nsp_labels)
+    (mlm_loss + nsp_loss).backward()
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(fast[name], p.grad, rtol=1e-4, atol=1e-6, msg=f"gradient of {name}")
+
+
+def test_batch_without_masked_positions_gives_zero_mlm_loss(model):
+    ids, types, mask, mlm_labels, nsp_labels = make_batch(model.config)
+    out = model(ids, types, mask, torch.full_like(mlm_labels, IGNORE_INDEX), nsp_labels)
+    assert out.mlm_loss.item() == 0.0 and out.mlm_count.item() == 0
+    assert torch.isfinite(out.loss)
+    only_mlm = model(ids, types, mask, mlm_labels, None)
+    assert only_mlm.nsp_count.item() == 0 and only_mlm.nsp_loss.item() == 0.0
+
+
+def test_dropout_is_active_in_train_and_off_in_eval():
+    torch.manual_seed(0)
+    model = BertForPretraining(tiny_config(dropout=0.5))
+    ids, types, mask, _, _ = make_batch(model.config)
+    model.train()
+    assert not torch.allclose(model(ids, types, mask)[0], model(ids, types, mask)[0])
+    model.eval()
+    torch.testing.assert_close(model(ids, types, mask)[0], model(ids, types, mask)[0], rtol=0, atol=0)
+
+
+def test_init_follows_bert():
+    torch.manual_seed(0)
+    model = BertForPretraining(tiny_config(vocab_size=2000, hidden_size=64, intermediate_size=256))
+    layer = model.layers[0]
+    assert abs(layer.ffn_in.weight.std().item() - 0.02) < 0.002
+    assert abs(model.embeddings.word.weight[1:].std().item() - 0.02) < 0.002
+    assert torch.count_nonzero(model.embeddings.word.weight[0]) == 0  # [PAD] row
+    assert torch.count_nonzero(layer.qkv.bias) == 0 and torch.count_nonzero(model.mlm_bias) == 0
+    assert torch.all(layer.attn_norm.weight == 1) and torch.count_nonzero(layer.attn_norm.bias) == 0
+
+
+def test_parameter_counts_match_formula():
+    config = tiny_config()
+    model = BertForPretraining(config)
+    h, i, v, n = config.hidden_size, config.intermediate_size, config.vocab_size, config.num_layers
+    per_layer = 4 * h * h + 4 * h + 2 * h * i + i + h + 4 * h
+    heads = (h * h + h) + (h * h + h + 2 * h + v) + (2 * h + 2)  # pooler, MLM transform+bias, NSP
+    embeddings = (v + config.max_position + config.type_vocab_size) * h + 2 * h
+    assert model.num_parameters(non_embedding=True) == n * per_layer + heads + 2 * h
+    assert model.num_parameters() == n * per_layer + heads + embeddings
+    assert attention_flops_per_token(config, 16) == 12 * n * h * 16
+    assert training_flops_per_token(model, 16) == 6 * model.num_parameters(True) + 12 * n * h * 16
+
+
+def test_optimizer_decays_matrices_only(model):
+    optimizer = model.configure_optimizer(lr=1e-4, weight_decay=0.01, betas=(0.9, 0.999), eps=1e-6, device_type="cpu")
+    decay, no_decay = optimizer.param_groups
+    assert decay["weight_decay"] == 0.01 and no_decay["weight_decay"] == 0.0
+    assert all(p.dim() == 2 for p in decay["params"]) and all(p.dim() == 1 for p in no_decay["params"])
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
+    assert any(p is model.mlm_bias for p in no_decay["params"])
+
+
+def test_a_few_steps_learn_a_fixed_batch():
+    torch.manual_seed(0)
+    model = BertForPretraining(tiny_config(dropout=0.0))
+    batch = make_batch(model.config)
+    optimizer = model.configure_optimizer(lr=3e-3, weight_decay=0.0, betas=(0.9, 0.999), eps=1e-6, device_type="cpu")
+    first = None
+    for _ in range(30):
+        out = model(*batch)
+        optimizer.zero_grad()
+        out.loss.backward()
+        optimizer.step()
+        first = out.loss.item() if first is None else first
+    assert out.loss.item() < 0.5 * first
+
+
+def test_bad_config_is_refused():
+    with pytest.raises(ValueError, match="multiple"):
+        BertConfig(hidden_size=30, num_heads=4)

@@ -1,0 +1,85 @@
+#!/usr/bin/env python3
+"""Verify the corpus: compute its quality figures, print a report, write it as JSON, and exit 1
+when a threshold fails. The figures are computed from the sentences, never read from metadata."""
+
+from __future__ import annotations
+
+import sys
+
+from bertstudy import cli
+from bertstudy.atomic_io import atomic_write_json
+from bertstudy.dataset_report import DEFAULT_PROFILE, PROFILES, ReportConfig, build_report, format_report, thresholds_for
+from bertstudy.errors import EXIT_BAD_INPUT, EXIT_CHECK_FAILED, EXIT_OK, EXIT_USAGE
+
+
+def build_parser():
+    parser = cli.make_parser(
+        "verify_dataset.py",
+        "Compute the corpus's quality (size, vocabulary, lengths, duplicates, near duplicates, script, "
+        "traditional residue, domains, sources) and check it against thresholds.",
+        examples=[
+            "python verify_dataset.py data/corpus.jsonl --profile embedded",
+            "python verify_dataset.py chinese_dataset_100k.json          # the original study's format",
+            "python verify_dataset.py data/corpus.jsonl --min-vocab 8000 --max-near-dup-rate 0.05",
+        ],
+        exit_codes=[EXIT_OK, EXIT_CHECK_FAILED, EXIT_USAGE, EXIT_BAD_INPUT],
+    )
+    parser.add_argument("corpus", nargs="?", default="data/corpus.jsonl", help="corpus: ours (JSONL) or the original's JSON (default: %(default)s)")
+    parser.add_argument("--report", default="data/dataset_report.json", help="where to write the JSON report (default: %(default)s)")
+    parser.add_argument("--profile", choices=sorted(PROFILES), default=DEFAULT_PROFILE, help="threshold profile (default: %(default)s, the original study's)")
+    limits = parser.add_argument_group("thresholds (override the profile's)")
+    limits.add_argument("--min-sentences", type=cli.non_negative_int)
+    limits.add_argument("--min-vocab", type=cli.non_negative_int, help="minimum distinct characters")
+    limits.add_argument("--min-mean-len", type=cli.non_negative_float, help="minimum mean sentence length (characters)")
+    limits.add_argument("--max-mean-len", type=cli.positive_float, help="maximum mean sentence length (characters)")
+    limits.add_argument("--max-dup-rate", type=cli.unit_float, help="exact duplicate sentences must be below this share")
+    limits.add_argument("--max-near-dup-rate", type=cli.unit_float, help="near-duplicate distinct sentences must be below this share")
+    limits.add_argument("--max-non-cjk-share", type=cli.unit_float, help="maximum share of characters that are not CJK ideographs")
+    limits.add_argument("--max-traditional-share", type=cli.unit_float, help="maximum share of characters OpenCC t2s would change")
+    figures = parser.add_argument_group("how figures are computed")
+    defaults = ReportConfig()
+    figures.add_argument("--near-dup-threshold", type=cli.open_unit_float, default=defaults.near_dup_threshold, help="Jaccard of character shingles that counts as a near duplicate (default: %(default)s)")
+    figures.add_argument("--num-perm", type=cli.positive_int, default=defaults.num_perm, help="MinHash permutations (default: %(default)s)")
+    figures.add_argument("--shingle-size", type=cli.positive_int, default=defaults.shingle_size, help="character n-gram size (default: %(default)s)")
+    figures.add_argument("--seed", type=cli.non_negative_int, default=defaults.seed, help="MinHash seed (default: %(default)s)")
+    figures.add_argument("--hist-bin-width", type=cli.positive_int, default=defaults.hist_bin_width, help="length histogram bin width (default: %(default)s)")
+    figures.add_argument("--hist-max", type=cli.positive_int, default=defaults.hist_max, help="lengths from here go to the overflow bin (default: %(default)s)")
+    parser.add_argument("--quiet", action="store_true", help="print only the result line")
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+
+    def body() -> int:
+        config = ReportConfig(
+            near_dup_threshold=args.near_dup_threshold,
+            num_perm=args.num_perm,
+            shingle_size=args.shingle_size,
+            seed=args.seed,
+            hist_bin_width=args.hist_bin_width,
+            hist_max=args.hist_max,
+        )
+        thresholds = thresholds_for(
+            args.profile,
+            min_sentences=args.min_sentences,
+            min_vocab=args.min_vocab,
+            min_mean_len=args.min_mean_len,
+            max_mean_len=args.max_mean_len,
+            max_dup_rate=args.max_dup_rate,
+            max_near_dup_rate=args.max_near_dup_rate,
+            max_non_cjk_share=args.max_non_cjk_share,
+            max_traditional_share=args.max_traditional_share,
+        )
+        report = build_report(args.corpus, config, thresholds, profile=args.profile)
+        atomic_write_json(args.report, report)
+        text = format_report(report)
+        print(text.splitlines()[-1] if args.quiet else text)
+        print(f"report written to {args.report}")
+        return EXIT_OK if report["passed"] else EXIT_CHECK_FAILED
+
+    return cli.run_main(body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

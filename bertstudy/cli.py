@@ -69,6 +69,19 @@ open_unit_float = _number(float, low=0, high=1, low_open=True, high_open=True, w
 unit_float = _number(float, low=0, high=1, what="a number in [0, 1]")
 
 
+def int_in_range(low: int, high: int):
+    """An argparse type for an integer in [low, high], e.g. `--dpi` in [150, 300]."""
+    return _number(int, low=low, high=high, what=f"an integer in [{low}, {high}]")
+
+
+def labelled_path(text: str) -> tuple[str, str]:
+    """An argparse type for `LABEL=PATH` (e.g. `--compare 50k=runs/a/history.json`)."""
+    label, sep, path = text.partition("=")
+    if not sep or not label.strip() or not path.strip():
+        raise argparse.ArgumentTypeError(f"expected LABEL=PATH, got {text!r}")
+    return label.strip(), path.strip()
+
+
 def run_main(body: Callable[[], int | None]) -> int:
     """Run a script body; StudyError -> `error: ...` on stderr and its exit code."""
     try:

@@ -91,6 +91,11 @@ LABELS: dict[str, tuple[str, str]] = {
     "band": ("95% 预测区间", "95% prediction band"),
     "mae": ("MAE={mae:.4f}", "MAE={mae:.4f}"),
     "points": ("{n} 个数据点", "{n} points"),
+    "edge_mean": ("首/末 {k} 点均值", "mean of first/last {k} points"),
+    "eval_loss": ("验证集 MLM 损失", "held-out MLM loss"),
+    "headline": ("总步数 {steps:,}，皮尔逊 r = {r:.3f}，最佳曲线：{best}",
+                 "{steps:,} steps, Pearson r = {r:.3f}, best curve: {best}"),
+    "no_positive_steps": ("无正步数", "no positive steps"),
 }
 
 
@@ -115,13 +120,16 @@ class TextStyle:
         if self.lang == "both" and self.cjk_font is None:
             raise ValueError("bilingual labels need a CJK font")
 
-    def text(self, key: str, **values) -> str:
+    def text(self, key: str, sep: str = " / ", **values) -> str:
+        """The label in the style's language(s), halves joined by `sep` ("\n" for narrow places); a
+        value given as a (Chinese, English) pair, e.g. `LABELS["curve_linear"]`, fills each half
+        in its own language."""
         chinese, english = self.labels[key]
-        english = english.format(**values)
+        english = english.format(**{k: v[1] if isinstance(v, tuple) else v for k, v in values.items()})
         if self.lang == "en":
             return english
-        chinese = chinese.format(**values)
-        return chinese if chinese == english else f"{chinese} / {english}"
+        chinese = chinese.format(**{k: v[0] if isinstance(v, tuple) else v for k, v in values.items()})
+        return chinese if chinese == english else f"{chinese}{sep}{english}"
 
     def rc_params(self) -> dict:
         """matplotlib rcParams to create a figure under (text objects keep the font they were made with)."""

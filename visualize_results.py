@@ -1,0 +1,85 @@
+#!/usr/bin/env python3
+"""Draw the study's five charts (training curves, correlation and curve fits, run comparison, loss,
+forecast) from a training history, with bilingual Chinese/English labels when a CJK font is
+installed and English-only labels (plus a one-line warning) when not."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: files only, never a window
+
+from bertstudy.atomic_io import atomic_writer, read_json  # noqa: E402
+from bertstudy.cli import int_in_range, labelled_path, make_parser, open_unit_float, run_main  # noqa: E402
+from bertstudy.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, BadInputError, UsageError  # noqa: E402
+from bertstudy.fonts import LANGS, choose_text_style  # noqa: E402
+from bertstudy.history import load_history  # noqa: E402
+from bertstudy.plots import ChartConfig, all_charts, render_png  # noqa: E402
+
+EXAMPLES = [
+    "python visualize_results.py training_history_100k.json --analysis analysis_100k_result.json",
+    "python visualize_results.py runs/cpu_study/training_log_100k.jsonl --out-dir results --dpi 300",
+    "python visualize_results.py runs/b/training_history_100k.json "
+    "--compare 50K=runs/a/training_history_100k.json 100K=runs/b/training_history_100k.json",
+    "CBC_NO_CJK_FONT=1 python visualize_results.py history.json --lang en   # English-only labels",
+]
+
+
+def build_parser():
+    parser = make_parser("visualize_results.py", __doc__, EXAMPLES,
+                         [EXIT_OK, EXIT_USAGE, EXIT_BAD_INPUT, EXIT_RUNTIME])
+    parser.add_argument("history", nargs="?", default="training_history_100k.json",
+                        help="training history: ours, the original study's JSON, or the JSONL training log "
+                             "(default: %(default)s)")
+    parser.add_argument("--analysis", metavar="PATH",
+                        help="analysis_100k_result.json, for the headline numbers in the titles")
+    parser.add_argument("--compare", nargs="+", type=labelled_path, metavar="LABEL=PATH",
+                        help="runs for comparison_50k_100k.png (default: the main history alone)")
+    parser.add_argument("--train-fraction", type=open_unit_float, default=0.5,
+                        help="share of the points the forecast curves are fitted on (default: %(default)s)")
+    parser.add_argument("--out-dir", default="results", help="folder for the PNGs (default: %(default)s)")
+    parser.add_argument("--dpi", type=int_in_range(150, 300), default=200,
+                        help="resolution, 150-300 (default: %(default)s)")
+    parser.add_argument("--lang", choices=LANGS, default="both",
+                        help="'both' = Chinese / English labels (needs a CJK font), 'en' = English only")
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+
+    def body() -> int:
+        style = choose_text_style(args.lang)
+        if style.warning:
+            print(style.warning, file=sys.stderr)
+        history = load_history(args.history)
+        analysis = None
+        if args.analysis:
+            analysis = read_json(args.analysis)
+            if not isinstance(analysis, dict):
+                raise BadInputError(args.analysis, f"expected a JSON object, got {type(analysis).__name__}")
+        runs = None
+        if args.compare:
+            labels = [label for label, _ in args.compare]
+            repeated = sorted({label for label in labels if labels.count(label) > 1})
+            if repeated:
+                raise UsageError(f"--compare: label(s) used twice: {', '.join(repeated)}")
+            runs = [(label, load_history(path)) for label, path in args.compare]
+        figures = all_charts(history, style, runs=runs, analysis=analysis,
+                             config=ChartConfig(train_fraction=args.train_fraction))
+        out_dir = Path(args.out_dir)
+        for name, figure in figures.items():
+            png = render_png(figure, style, args.dpi)
+            with atomic_writer(out_dir / name, "wb") as handle:
+                handle.write(png)
+            print(f"wrote {out_dir / name} ({len(png) / 1024:.0f} KiB)")
+        return EXIT_OK
+
+    return run_main(body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

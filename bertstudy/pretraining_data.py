@@ -224,23 +224,40 @@ class InstanceSampler:
     def create_instance_from_document(self, doc: int, first_sentence: int, rng) -> tuple[Segment, Segment, int]:
         """BERT's create_instances_from_document for one starting sentence: fill a chunk of sentences up
         to the target length, split it at a random sentence boundary into A and B, and half the time
-        replace B by a segment of another document."""
+        replace B by a segment of another document.
+
+        Unlike BERT, the label is drawn first and then honoured: a one-sentence chunk takes the next
+        sentence along, and a one-sentence document is split inside its sentence. BERT forces NotNext
+        there, which on a corpus of short documents (half of the embedded one) skews NSP to ~80% NotNext.
+        """
         max_num_tokens = self.max_seq_len - 3
         target = max_num_tokens
         if rng.random() < self.short_seq_prob:
             target = int(rng.integers(2, max_num_tokens + 1))
+        label = NOT_NEXT if rng.random() < 0.5 else IS_NEXT
         chunk = self._segment_from(doc, first_sentence, target)
-        a_end = int(rng.integers(1, len(chunk))) if len(chunk) >= 2 else 1
-        segment_a = self._join(chunk[:a_end])
-        if len(chunk) == 1 or rng.random() < 0.5:
-            label = NOT_NEXT
+        if label == IS_NEXT and len(chunk) == 1 and chunk[0] + 1 < self.doc_off[doc + 1]:
+            chunk.append(chunk[0] + 1)
+        if len(chunk) >= 2:
+            a_end = int(rng.integers(1, len(chunk)))
+            segment_a, rest = self._join(chunk[:a_end]), chunk[a_end:]
+        else:
+            segment_a, rest = self._join(chunk), []
+        if label == IS_NEXT and not rest:
+            if len(segment_a.tokens) >= 2:  # a one-sentence document: B is the rest of its sentence
+                cut = int(rng.integers(1, len(segment_a.tokens)))
+                whole = segment_a
+                segment_a = Segment(whole.tokens[:cut], whole.word_starts[:cut])
+                segment_b = Segment(whole.tokens[cut:], whole.word_starts[cut:])
+            else:
+                label = NOT_NEXT
+        elif label == IS_NEXT:
+            segment_b = self._join(rest)
+        if label == NOT_NEXT:
             other = self._other_document(doc, rng)
             start = int(rng.integers(self.doc_off[other], self.doc_off[other + 1]))
             target_b = max(1, target - len(segment_a.tokens))
             segment_b = self._join(self._segment_from(other, start, target_b))
-        else:
-            label = IS_NEXT
-            segment_b = self._join(chunk[a_end:])
         segment_a, segment_b = truncate_seq_pair(segment_a, segment_b, max_num_tokens, rng)
         return segment_a, segment_b, label
 

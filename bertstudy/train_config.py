@@ -1,0 +1,132 @@
+"""The training run's configuration: one dataclass, three presets, every field a command-line flag.
+
+`--preset` picks the starting values; any `--field-name VALUE` then overrides one field, e.g.
+`--preset quick --hidden-size 256 --steps 500`. The resolved config is written to
+resolved_config.json next to the run's outputs and stored in every checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import asdict, dataclass, field, fields, replace
+
+from . import cli
+from .errors import UsageError
+
+
+def _f(default, kind, help_text):
+    return field(default=default, metadata={"type": kind, "help": help_text})
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    # ---- data
+    corpus: str = _f("data/corpus.jsonl", str, "corpus: ours JSONL or the original study's JSON")  # rare_char_fetch.py's output
+    out_dir: str = _f(".", str, "folder for history, log, checkpoints, final model")  # "." as in the original study
+    cache_dir: str = _f("data/cache", str, "folder for the tokenized-corpus cache")  # beside the corpus, never committed
+    min_freq: int = _f(1, cli.positive_int, "keep characters seen at least this often")  # 1: every character; rare ones are the study's point
+    heldout_fraction: float = _f(0.02, cli.open_unit_float, "fraction of documents held out for eval")  # 2%: enough instances, little lost
+    max_seq_len: int = _f(128, cli.positive_int, "tokens per instance incl. [CLS]/[SEP]")  # the original's length; BERT phase 1
+    mask_rate: float = _f(0.15, cli.open_unit_float, "fraction of tokens to predict")  # BERT's 15%
+    max_predictions: int = _f(20, cli.positive_int, "most masked positions per instance")  # BERT's 20 for length 128
+    short_seq_prob: float = _f(0.1, cli.unit_float, "chance of a shorter target length")  # BERT's 0.1: fewer train/test length mismatches
+    wwm: bool = _f(False, bool, "whole-word masking with jieba words (Chinese-BERT-wwm)")  # off: character masking as the original
+    eval_instances: int = _f(1024, cli.positive_int, "held-out instances scored at each eval")  # ~150k masked tokens of 128-length: +-0.3% noise
+    # ---- model
+    hidden_size: int = _f(512, cli.positive_int, "hidden width")  # the original's large_100k
+    num_layers: int = _f(12, cli.positive_int, "encoder layers")  # BERT-base depth
+    num_heads: int = _f(8, cli.positive_int, "attention heads")  # 64-dim heads
+    intermediate_size: int = _f(2048, cli.positive_int, "feed-forward width")  # 4 x hidden
+    dropout: float = _f(0.1, cli.unit_float, "dropout rate")  # BERT's 0.1
+    # ---- optimizer and schedule
+    lr: float = _f(5e-4, cli.positive_float, "peak learning rate")
+    # 5e-4, not the original's 5e-5: that is a fine-tuning rate; from scratch with a batch of 128 a
+    # 512-wide BERT needs ~1e-4..1e-3 (BERT-base used 1e-4 at batch 256, RoBERTa 6e-4 at 8k with
+    # post-LN warm-up); 5e-4 with 2k warm-up steps and beta2 0.98 trains stably at this width.
+    min_lr_ratio: float = _f(0.1, cli.unit_float, "cosine decays to lr x this (0: to zero)")  # 10%: the tail still learns
+    warmup_steps: int = _f(2000, cli.non_negative_int, "linear warm-up steps")  # 2% of 100k, BERT used 1%
+    weight_decay: float = _f(0.01, cli.non_negative_float, "AdamW weight decay")  # BERT's 0.01
+    beta1: float = _f(0.9, cli.open_unit_float, "AdamW beta1")  # BERT's
+    beta2: float = _f(0.98, cli.open_unit_float, "AdamW beta2")  # RoBERTa's 0.98: steadier with large lr
+    adam_eps: float = _f(1e-6, cli.positive_float, "AdamW epsilon")  # BERT's 1e-6
+    grad_clip: float = _f(1.0, cli.non_negative_float, "clip the global grad norm (0: off)")  # BERT's 1.0
+    # ---- run
+    steps: int = _f(100_000, cli.positive_int, "optimizer steps")  # the study's 100k
+    batch_size: int = _f(32, cli.positive_int, "instances per micro-batch per process")  # the original's 32
+    grad_accum: int = _f(4, cli.positive_int, "micro-batches per optimizer step")  # 32 x 4 = 128 per step
+    log_interval: int = _f(100, cli.positive_int, "steps between training log points")  # 1000 points over 100k
+    eval_interval: int = _f(1000, cli.positive_int, "steps between held-out evals")  # 100 evals over 100k
+    save_interval: int = _f(2000, cli.positive_int, "steps between checkpoints")  # lose <= ~2% of a run on a crash
+    keep_last: int = _f(3, cli.non_negative_int, "checkpoints kept (0: all)")  # 3: a corrupt newest still leaves two
+    seed: int = _f(42, cli.non_negative_int, "seed of init, split, batches and masks")
+    amp: bool | None = _f(None, bool, "mixed precision (default: on for CUDA, off for CPU)")  # CPU bf16 is slower on most CPUs
+    compile: bool = _f(False, bool, "torch.compile the model")  # off: compile time dominates short runs
+    device: str = _f("auto", str, "auto, cpu, cuda or cuda:N")  # auto: CUDA when present
+    max_nonfinite: int = _f(5, cli.positive_int, "stop after this many non-finite losses in a row")
+    progress: bool = _f(True, bool, "show a tqdm progress bar")
+    threads: int = _f(0, cli.non_negative_int, "torch CPU threads (0: torch's default)")
+    preset: str = "large_100k"  # set by --preset, recorded for the history's meta
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def global_batch(self) -> int:
+        return self.batch_size * self.grad_accum
+
+
+PRESETS: dict[str, dict] = {
+    # the study's run: the original's shape, a learning rate that learns from scratch
+    "large_100k": {},
+    # the whole stage in ~3-5 min on 2 CPU cores; held-out MLM accuracy climbs visibly (NSP needs far longer)
+    "quick": dict(hidden_size=128, num_layers=2, num_heads=4, intermediate_size=512, max_seq_len=64,
+                  max_predictions=10, batch_size=32, grad_accum=1, steps=1200, warmup_steps=60, lr=2e-3,
+                  log_interval=10, eval_interval=100, save_interval=300, eval_instances=256, dropout=0.0,
+                  min_lr_ratio=0.1),
+    # issue 7's reduced but genuine study: ~25-30 min on 2 idle CPU cores, several hundred log points
+    "cpu_study": dict(hidden_size=192, num_layers=4, num_heads=4, intermediate_size=768, max_seq_len=64,
+                      max_predictions=10, batch_size=32, grad_accum=1, steps=6000, warmup_steps=300, lr=1.5e-3,
+                      log_interval=15, eval_interval=250, save_interval=500, eval_instances=512, dropout=0.0,
+                      min_lr_ratio=0.1),
+}
+
+
+def preset_config(name: str, **overrides) -> TrainConfig:
+    if name not in PRESETS:
+        raise UsageError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return validate(replace(TrainConfig(), preset=name, **{**PRESETS[name], **overrides}))
+
+
+def validate(config: TrainConfig) -> TrainConfig:
+    """Cross-field checks the per-flag range types cannot make."""
+    if config.hidden_size % config.num_heads:
+        raise UsageError(f"--hidden-size {config.hidden_size} is not a multiple of --num-heads {config.num_heads}")
+    if config.max_seq_len < 8:
+        raise UsageError(f"--max-seq-len must be >= 8 ([CLS] A [SEP] B [SEP] and some text), got {config.max_seq_len}")
+    return config
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per field (--field-name), default None so an unset flag keeps the preset's value."""
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="large_100k",
+                        help="starting values (default large_100k); the flags below override them")
+    for f in fields(TrainConfig):
+        if f.name == "preset":
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        kind = f.metadata["type"]
+        if kind is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=f.metadata["help"])
+        else:
+            parser.add_argument(flag, type=kind, default=None, metavar=f.name.upper(),
+                                help=f"{f.metadata['help']} (large_100k: {f.default})")
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    overrides = {f.name: getattr(args, f.name) for f in fields(TrainConfig)
+                 if f.name != "preset" and getattr(args, f.name, None) is not None}
+    return preset_config(args.preset, **overrides)
+
+
+# model-shape fields: a checkpoint whose values differ cannot be loaded into this run's model
+ARCHITECTURE_FIELDS = ("hidden_size", "num_layers", "num_heads", "intermediate_size", "max_seq_len")

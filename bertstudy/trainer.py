@@ -1,0 +1,251 @@
+"""The pretraining step, evaluation and the device/precision/DDP plumbing (nanoGPT's train.py order).
+
+One optimizer step = grad_accum micro-batches per process. The loss of each micro-batch is scaled so
+that the summed gradient equals the gradient of ONE batch of batch_size x grad_accum x world_size:
+MLM cross-entropy is a mean over masked tokens, whose number varies per micro-batch, so each
+micro-batch's mean is re-weighted by (its masked tokens / the step's masked tokens over all
+micro-batches and ranks) instead of a plain 1/grad_accum; DDP averages over ranks, hence x world.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.distributed as torch_dist
+
+from .model import BertConfig, BertForPretraining
+from .pretraining_data import InstanceSampler, training_micro_batch
+from .train_config import TrainConfig
+
+TOTAL_NAMES = ("mlm_correct", "mlm_count", "nsp_correct", "nsp_count", "mlm_loss_sum", "nsp_loss_sum", "tokens")
+
+
+@dataclass
+class Distributed:
+    rank: int = 0  # global rank (torchrun's RANK)
+    world_size: int = 1  # processes in the job (torchrun's WORLD_SIZE)
+    local_rank: int = 0  # GPU index on this node (torchrun's LOCAL_RANK)
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed(device_choice: str) -> Distributed:
+    """Read torchrun's env; init the process group (nccl on CUDA, gloo on CPU) when WORLD_SIZE > 1."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device_choice == "auto":
+        device_choice = "cuda" if torch.cuda.is_available() else "cpu"
+    if device_choice == "cuda" and world > 1:
+        device_choice = f"cuda:{local_rank}"
+    device = torch.device(device_choice)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if world > 1 and not torch_dist.is_initialized():
+        torch_dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return Distributed(rank, world, local_rank, device)
+
+
+def teardown_distributed(dist: Distributed) -> None:
+    if dist.enabled and torch_dist.is_initialized():
+        torch_dist.destroy_process_group()
+
+
+def lr_at(step: int, config: TrainConfig) -> float:
+    """Linear warm-up to config.lr, then cosine decay to config.lr x min_lr_ratio at the last step."""
+    if step < config.warmup_steps:
+        return config.lr * (step + 1) / config.warmup_steps
+    span = max(1, config.steps - config.warmup_steps)
+    progress = min(1.0, (step - config.warmup_steps) / span)
+    floor = config.lr * config.min_lr_ratio
+    return floor + 0.5 * (1.0 + math.cos(math.pi * progress)) * (config.lr - floor)
+
+
+def precision_settings(device: torch.device, amp: bool | None):
+    """(autocast dtype or None, use a GradScaler). bf16 where supported; fp16 + scaler otherwise."""
+    use_amp = (device.type == "cuda") if amp is None else amp
+    if not use_amp:
+        return None, False
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        return torch.float16, True
+    return torch.bfloat16, False
+
+
+def model_config_for(config: TrainConfig, vocab_size: int) -> BertConfig:
+    return BertConfig(vocab_size=vocab_size, hidden_size=config.hidden_size, num_layers=config.num_layers,
+                      num_heads=config.num_heads, intermediate_size=config.intermediate_size,
+                      max_position=config.max_seq_len, dropout=config.dropout)
+
+
+def to_device(batch: dict[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
+    return {key: torch.from_numpy(value).to(device, non_blocking=True) for key, value in batch.items()}
+
+
+@dataclass
+class StepResult:
+    finite: bool  # False: the step was skipped (no update)
+    lr: float
+
+
+class Trainer:
+    """Holds model, optimizer and scaler; `train_step(step)` makes one optimizer update."""
+
+    def __init__(self, config: TrainConfig, model: BertForPretraining, sampler: InstanceSampler,
+                 dist: Distributed | None = None):
+        self.config = config
+        self.dist = dist or Distributed()
+        self.raw_model = model
+        self.sampler = sampler
+        device = self.dist.device
+        self.optimizer = model.configure_optimizer(config.lr, config.weight_decay, (config.beta1, config.beta2),
+                                                   config.adam_eps, device.type)
+        self.amp_dtype, use_scaler = precision_settings(device, config.amp)
+        self.scaler = torch.amp.GradScaler("cuda") if use_scaler else None
+        self.model = model
+        self.totals = torch.zeros(len(TOTAL_NAMES), dtype=torch.float64, device=device)
+        self.nonfinite_in_a_row = 0
+        self.nonfinite_total = 0
+
+    def wrap(self) -> None:
+        """DDP and torch.compile after any checkpoint was loaded into raw_model."""
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.dist.device.index] if self.dist.device.type == "cuda" else None
+            self.model = DistributedDataParallel(self.model, device_ids=ids)
+        if self.config.compile:
+            self.model = torch.compile(self.model)
+
+    def autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.dist.device.type, dtype=self.amp_dtype)
+
+    def _all_reduce(self, tensor: torch.Tensor, op=None) -> torch.Tensor:
+        if self.dist.enabled:
+            torch_dist.all_reduce(tensor, op=op or torch_dist.ReduceOp.SUM)
+        return tensor
+
+    def micro_batches(self, step: int) -> list[dict[str, np.ndarray]]:
+        c = self.config
+        return [training_micro_batch(self.sampler, c.seed, step, m, self.dist.rank, c.batch_size)
+                for m in range(c.grad_accum)]
+
+    def train_step(self, step: int, batches: list[dict[str, np.ndarray]] | None = None) -> StepResult:
+        """One optimizer update at `step` (0-based). A non-finite loss or gradient norm skips the
+        update (counted); the caller stops the run after max_nonfinite in a row."""
+        c, device = self.config, self.dist.device
+        lr = lr_at(step, c)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        batches = self.micro_batches(step) if batches is None else batches
+        local = [(int((b["mlm_labels"] != -100).sum()), len(b["nsp_labels"]), int(b["attention_mask"].sum()))
+                 for b in batches]
+        step_counts = self._all_reduce(torch.tensor([sum(x[0] for x in local), sum(x[1] for x in local)],
+                                                    dtype=torch.float64, device=device))
+        mlm_total, nsp_total = max(step_counts[0].item(), 1.0), step_counts[1].item()
+        step_totals = torch.zeros_like(self.totals)
+        loss_sum = torch.zeros((), dtype=torch.float32, device=device)
+        for m, numpy_batch in enumerate(batches):
+            batch = to_device(numpy_batch, device)
+            last = m == len(batches) - 1
+            sync = contextlib.nullcontext() if (last or not self.dist.enabled) else self.model.no_sync()
+            with sync:
+                with self.autocast():
+                    out = self.model(**batch)
+                weight_mlm = local[m][0] / mlm_total * self.dist.world_size
+                weight_nsp = local[m][1] / nsp_total * self.dist.world_size
+                loss = out.mlm_loss * weight_mlm + out.nsp_loss * weight_nsp
+                (self.scaler.scale(loss) if self.scaler else loss).backward()
+            loss_sum += loss.detach().float()
+            step_totals += torch.stack([out.mlm_correct.double(), out.mlm_count.double(), out.nsp_correct.double(),
+                                        out.nsp_count.double(), out.mlm_loss.detach().double() * local[m][0],
+                                        out.nsp_loss.detach().double() * local[m][1],
+                                        torch.tensor(float(local[m][2]), dtype=torch.float64, device=device)])
+        finite = torch.isfinite(loss_sum).float()
+        if self.scaler:
+            self.scaler.unscale_(self.optimizer)
+        if c.grad_clip > 0:
+            norm = torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), c.grad_clip)
+            if self.scaler is None:  # with fp16 the scaler itself skips inf gradients and lowers its scale
+                finite = finite * torch.isfinite(norm).float()
+        ok = self._all_reduce(finite, torch_dist.ReduceOp.MIN if self.dist.enabled else None).item() > 0
+        if ok:
+            if self.scaler:
+                self.scaler.step(self.optimizer)
+            else:
+                self.optimizer.step()
+            self.totals += step_totals
+            self.nonfinite_in_a_row = 0
+        else:
+            self.nonfinite_in_a_row += 1
+            self.nonfinite_total += 1
+        if self.scaler:
+            self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        return StepResult(finite=ok, lr=lr)
+
+    def take_totals(self) -> dict[str, float] | None:
+        """Training metrics over every micro-batch (and rank) since the last call; None if none counted."""
+        totals = self._all_reduce(self.totals.clone())
+        self.totals.zero_()
+        values = dict(zip(TOTAL_NAMES, totals.tolist()))
+        if values["mlm_count"] == 0 or values["nsp_count"] == 0:
+            return None
+        mlm_loss = values["mlm_loss_sum"] / values["mlm_count"]
+        nsp_loss = values["nsp_loss_sum"] / values["nsp_count"]
+        return {"mlm_acc": values["mlm_correct"] / values["mlm_count"], "nsp_acc": values["nsp_correct"] / values["nsp_count"],
+                "loss": mlm_loss + nsp_loss, "mlm_loss": mlm_loss, "nsp_loss": nsp_loss, "tokens": values["tokens"]}
+
+    @torch.no_grad()
+    def evaluate(self, batches: list[dict[str, torch.Tensor]]) -> dict[str, float]:
+        """Held-out MLM/NSP accuracy and MLM loss; dropout off; the raw model (no DDP hooks)."""
+        was_training = self.raw_model.training
+        self.raw_model.eval()
+        sums = torch.zeros(5, dtype=torch.float64, device=self.dist.device)
+        for batch in batches:
+            with self.autocast():
+                out = self.raw_model(**batch)
+            sums += torch.stack([out.mlm_correct.double(), out.mlm_count.double(), out.nsp_correct.double(),
+                                 out.nsp_count.double(), out.mlm_loss.double() * out.mlm_count.double()])
+        self.raw_model.train(was_training)
+        correct, count, nsp_correct, nsp_count, loss_sum = sums.tolist()
+        return {"mlm_acc": correct / max(count, 1), "nsp_acc": nsp_correct / max(nsp_count, 1),
+                "mlm_loss": loss_sum / max(count, 1)}
+
+    def state(self) -> dict:
+        return {"optimizer": self.optimizer.state_dict(),
+                "scaler": self.scaler.state_dict() if self.scaler else None,
+                "totals": self.totals.tolist(),
+                "nonfinite": [self.nonfinite_in_a_row, self.nonfinite_total]}
+
+    def load_state(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scaler and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.totals = torch.tensor(state["totals"], dtype=torch.float64, device=self.dist.device)
+        self.nonfinite_in_a_row, self.nonfinite_total = state["nonfinite"]
+
+
+class Stopwatch:
+    """Elapsed training seconds, carried across resumes."""
+
+    def __init__(self, already: float = 0.0):
+        self.already = already
+        self.start = time.monotonic()
+
+    def elapsed(self) -> float:
+        return self.already + time.monotonic() - self.start

@@ -1,0 +1,84 @@
+#!/usr/bin/env python3
+"""Watch the crawl and a training run from the files they write: counts against targets, step of
+total, speed, ETA, latest training and held-out metrics, newest checkpoint, and a warning when a
+running job has gone silent. One look by default; --follow refreshes until Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from bertstudy import cli
+from bertstudy.errors import EXIT_BAD_INPUT, EXIT_NOTHING_TO_WATCH, EXIT_OK, EXIT_USAGE, StudyError
+from bertstudy.progress import MonitorConfig, collect_progress, format_progress, nothing_to_watch_hint
+
+CLEAR_SCREEN = "\033[2J\033[H"
+
+
+def build_parser():
+    defaults = MonitorConfig()
+    parser = cli.make_parser(
+        "check_progress.py",
+        __doc__.strip().splitlines()[0],
+        examples=[
+            "python check_progress.py                               # crawl in data/, training in .",
+            "python check_progress.py --run-dir runs/quick --follow --interval 30",
+            "python check_progress.py --crawl-progress /tmp/embedded/crawl_progress.json --json",
+        ],
+        exit_codes=[EXIT_OK, EXIT_USAGE, EXIT_BAD_INPUT, EXIT_NOTHING_TO_WATCH],
+    )
+    parser.add_argument("--run-dir", default=str(defaults.run_dir),
+                        help="train_large_100k.py's --out-dir (default: %(default)s)")
+    parser.add_argument("--crawl-progress", default=str(defaults.crawl_progress),
+                        help="rare_char_fetch.py's progress file (default: %(default)s)")
+    parser.add_argument("--stale-minutes", type=cli.positive_float, default=defaults.stale_minutes,
+                        help="warn when a running job wrote nothing for this long (default: %(default)s)")
+    parser.add_argument("--follow", action="store_true", help="refresh every --interval seconds until Ctrl-C")
+    parser.add_argument("--interval", type=cli.positive_float, default=10.0,
+                        help="seconds between refreshes with --follow (default: %(default)s)")
+    parser.add_argument("--count", type=cli.non_negative_int, default=0,
+                        help="with --follow, stop after this many refreshes (default: 0, never)")
+    parser.add_argument("--json", action="store_true", help="print the summary as one JSON object per refresh")
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    config = MonitorConfig(crawl_progress=Path(args.crawl_progress), run_dir=Path(args.run_dir),
+                           stale_minutes=args.stale_minutes)
+
+    def show(summary: dict, clear: bool) -> None:
+        if args.json:
+            print(json.dumps(summary, ensure_ascii=False), flush=True)
+            return
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(summary["time"]))
+        text = nothing_to_watch_hint(config) + " (waiting)" if summary["nothing_to_watch"] else format_progress(summary)
+        print(f"{CLEAR_SCREEN if clear else ''}[{stamp}]\n{text}", flush=True)
+
+    def body() -> int:
+        if not args.follow:
+            summary = collect_progress(config)
+            if summary["nothing_to_watch"]:
+                raise StudyError(nothing_to_watch_hint(config), exit_code=EXIT_NOTHING_TO_WATCH)
+            show(summary, clear=False)
+            return EXIT_OK
+        clear = sys.stdout.isatty()  # redraw in place on a terminal; append when piped to a file
+        refreshes = 0
+        try:
+            while True:
+                summary = collect_progress(config)
+                show(summary, clear)
+                refreshes += 1
+                if args.count and refreshes >= args.count:
+                    return EXIT_NOTHING_TO_WATCH if summary["nothing_to_watch"] else EXIT_OK
+                time.sleep(args.interval)
+        except KeyboardInterrupt:
+            return EXIT_OK  # Ctrl-C is how --follow is meant to end
+
+    return cli.run_main(body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

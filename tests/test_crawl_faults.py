@@ -273,3 +273,77 @@ def test_bad_keywords_file(tmp_path, capsys, content):
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "keywords.json" in err and "Traceback" not in err
     assert not (tmp_path / "corpus.jsonl").exists() and not (tmp_path / "corpus.jsonl.partial").exists()
+
+
+GOOD_PAGE = ("<page><title>甲</title><ns>0</ns><id>1</id><revision><id>1</id>"
+             "<text>这是第一个条目的正文内容。这里还有第二句话呢。</text></revision></page>")
+
+
+@pytest.mark.parametrize("kind", ["not_xml", "truncated", "truncated_bz2", "missing"])
+def test_bad_dump(tmp_path, capsys, kind):
+    dump = tmp_path / ("dump.xml.bz2" if kind == "truncated_bz2" else "dump.xml")
+    whole = f'<mediawiki xmlns="http://www.mediawiki.org/xml/export-0.11/">{GOOD_PAGE * 50}</mediawiki>'.encode()
+    if kind == "not_xml":
+        dump.write_text("this is not a dump\n")
+    elif kind == "truncated":
+        dump.write_bytes(whole[: len(whole) * 2 // 3])
+    elif kind == "truncated_bz2":
+        packed = bz2.compress(whole)
+        dump.write_bytes(packed[: len(packed) // 2])
+    out = tmp_path / "corpus.jsonl"
+    assert rare_char_fetch.main(["--source", "wiki-dump", str(dump), "--out", str(out), "--workers", "1"]) == 3
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and str(dump) in err and "Traceback" not in err
+    assert not out.exists() and list(tmp_path.glob(".corpus.jsonl*")) == []
+
+
+# -- the dump source on good input -------------------------------------------------------------
+WIKITEXT = """{{Infobox 药材|名称=黄芪}}'''黄芪'''（学名：''Astragalus''）是-{zh-hans:豆科;zh-hant:荳科}-的一种植物。<ref>某书，第3页。</ref>它的根可以入药。
+== 历史 ==
+{| class="wikitable"
+| 表格里的内容不是正文 || 第二格
+|}
+[[File:X.jpg|thumb|图片的说明文字不是正文。]]
+据[[本草纲目|《本草纲目》]]记载，黃芪具有補氣的功效。<!-- 注释 -->__TOC__
+[[Category:中藥]] [[en:Astragalus]]"""
+
+
+def test_wikitext_to_plain_keeps_only_prose():
+    from bertstudy.sources.wiki_dump import wikitext_to_plain
+
+    plain, categories = wikitext_to_plain(WIKITEXT)
+    lines = [line for line in plain.split("\n") if line.strip()]
+    assert lines == ["黄芪（学名：Astragalus）是豆科的一种植物。它的根可以入药。", "据《本草纲目》记载，黃芪具有補氣的功效。"]
+    assert categories == ["中藥"]
+
+
+def _dump_xml(pages: int) -> str:
+    def page(pageid, title, text, ns=0, redirect=""):
+        return (f"<page><title>{title}</title><ns>{ns}</ns><id>{pageid}</id>{redirect}<revision><id>{pageid}</id>"
+                f"<text xml:space=\"preserve\">{text}</text></revision></page>")
+    from xml.sax.saxutils import escape
+
+    body = [page(n, f"条目{n}", escape(WIKITEXT.replace("它的根", f"它的第{n}条根"))) for n in range(1, pages + 1)]
+    body.append(page(pages + 1, "黄耆", "#REDIRECT [[条目1]]", redirect='<redirect title="条目1" />'))
+    body[1:1] = [page(pages + 2, "讨论", "讨论页上的这句话不属于语料。", ns=1)]
+    return ('<mediawiki xmlns="http://www.mediawiki.org/xml/export-0.10/"><siteinfo><sitename>W</sitename>'
+            "<base>http://127.0.0.1/index.php/首页</base></siteinfo>" + "".join(body) + "</mediawiki>")
+
+
+def test_dump_articles_only_same_corpus_for_any_worker_count(tmp_path):
+    (tmp_path / "dump.xml.bz2").write_bytes(bz2.compress(_dump_xml(150).encode("utf-8")))
+    write_keywords(tmp_path)
+    outputs = []
+    for workers in ("1", "2"):
+        out = tmp_path / f"corpus{workers}.jsonl"
+        assert rare_char_fetch.main(["--source", "wiki-dump", str(tmp_path / "dump.xml.bz2"), "--out", str(out),
+                                     "--keywords", str(tmp_path / "keywords.json"), "--workers", workers]) == 0
+        outputs.append(out.read_bytes())
+    assert outputs[0] == outputs[1]
+    docs = load_documents(tmp_path / "corpus1.jsonl")
+    assert [d.id for d in docs] == [f"wiki-{n}" for n in range(1, 151)]  # no redirect, no talk page
+    first = docs[0]
+    assert first.source == "wiki-dump" and first.domain == "herb"  # [[Category:中藥]] -> the 中药 keyword
+    assert first.url == "http://127.0.0.1/index.php/%E6%9D%A1%E7%9B%AE1"
+    assert first.sentences == ["黄芪（学名：Astragalus）是豆科的一种植物。", "它的第1条根可以入药。", "据《本草纲目》记载，黄芪具有补气的功效。"]
+    assert docs[1].sentences == ["它的第2条根可以入药。"]  # the repeated sentences are exact duplicates

@@ -203,7 +203,8 @@ def collect(config: CollectConfig) -> CollectResult:
     elif config.source == "wiki-dump":
         from .wiki_dump import cleaned_dump_documents
 
-        items = cleaned_dump_documents(config.dump_path, config.clean, stats, workers=config.workers)
+        items = cleaned_dump_documents(config.dump_path, config.clean, stats, workers=config.workers,
+                                       keywords_path=config.api["keywords_path"])
         totals = write_cleaned_corpus(config.out, items, SentenceDeduplicator(), stats, progress, config.stop)
     else:
         from .wiki_api import crawl

@@ -6,6 +6,7 @@ running job has gone silent. One look by default; --follow refreshes until Ctrl-
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -24,13 +25,14 @@ def build_parser():
         __doc__.strip().splitlines()[0],
         examples=[
             "python check_progress.py                               # crawl in data/, training in .",
-            "python check_progress.py --run-dir runs/quick --follow --interval 30",
+            "python check_progress.py runs/quick --follow --interval 30   # same as --run-dir runs/quick",
             "python check_progress.py --crawl-progress /tmp/embedded/crawl_progress.json --json",
         ],
         exit_codes=[EXIT_OK, EXIT_USAGE, EXIT_BAD_INPUT, EXIT_NOTHING_TO_WATCH],
     )
-    parser.add_argument("--run-dir", default=str(defaults.run_dir),
-                        help="train_large_100k.py's --out-dir (default: %(default)s)")
+    parser.add_argument("run_dir_arg", nargs="?", metavar="RUN_DIR",
+                        help=f"train_large_100k.py's --out-dir (default: {defaults.run_dir})")
+    parser.add_argument("--run-dir", help="the same as RUN_DIR")
     parser.add_argument("--crawl-progress", default=str(defaults.crawl_progress),
                         help="rare_char_fetch.py's progress file (default: %(default)s)")
     parser.add_argument("--stale-minutes", type=cli.positive_float, default=defaults.stale_minutes,
@@ -45,8 +47,12 @@ def build_parser():
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    config = MonitorConfig(crawl_progress=Path(args.crawl_progress), run_dir=Path(args.run_dir),
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.run_dir_arg and args.run_dir and Path(args.run_dir_arg) != Path(args.run_dir):
+        parser.error(f"RUN_DIR {args.run_dir_arg} and --run-dir {args.run_dir} disagree; give one")
+    run_dir = args.run_dir_arg or args.run_dir or MonitorConfig().run_dir
+    config = MonitorConfig(crawl_progress=Path(args.crawl_progress), run_dir=Path(run_dir),
                            stale_minutes=args.stale_minutes)
 
     def show(summary: dict, clear: bool) -> None:
@@ -77,7 +83,14 @@ def main(argv=None) -> int:
         except KeyboardInterrupt:
             return EXIT_OK  # Ctrl-C is how --follow is meant to end
 
-    return cli.run_main(body)
+    def body_quiet_on_closed_pipe() -> int:
+        try:
+            return body()
+        except BrokenPipeError:  # `check_progress.py | head`: the reader has all it wanted
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+            return EXIT_OK
+
+    return cli.run_main(body_quiet_on_closed_pipe)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,376 @@
+"""check_progress.py and bertstudy/progress.py: a JSONL log being written by another thread (half
+lines included), a history JSON (ours, the original's, one caught mid-write), crawl progress from
+the collector's own writer, staleness, --follow and Ctrl-C, bad input, and exit 5 on nothing."""
+
+import json
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+import check_progress
+from bertstudy import progress
+from bertstudy.errors import EXIT_BAD_INPUT, EXIT_NOTHING_TO_WATCH, EXIT_OK
+from bertstudy.run_log import HISTORY_NAME, LOG_NAME, add_eval_point, add_train_point, new_history, write_history
+from bertstudy.sources import CrawlProgress
+
+T0 = 1_700_000_000.0  # a fixed wall-clock origin for records whose times the tests choose
+
+
+def run(argv, capsys):
+    code = check_progress.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def line(record: dict) -> str:
+    return json.dumps(record) + "\n"
+
+
+def start(total=1000, resumed_from=None, t=T0):
+    return {"kind": "start", "time": t, "total_steps": total, "preset": "quick", "resumed_from": resumed_from,
+            "config": {}}
+
+
+def train(step, t, mlm_acc=0.1, tokens_per_s=5000.0):
+    return {"kind": "train", "step": step, "mlm_acc": mlm_acc, "nsp_acc": 0.5, "loss": 6.0, "mlm_loss": 5.5,
+            "nsp_loss": 0.5, "lr": 1e-4, "tokens_per_s": tokens_per_s, "elapsed_s": t - T0, "time": t}
+
+
+def watch(tmp_path, **kw):
+    return progress.MonitorConfig(crawl_progress=tmp_path / "crawl_progress.json", run_dir=tmp_path, **kw)
+
+
+# ---------------------------------------------------------------- pure helpers
+
+def test_format_duration():
+    assert progress.format_duration(5) == "5s"
+    assert progress.format_duration(65) == "1m 05s"
+    assert progress.format_duration(3 * 3600 + 61) == "3h 01m 01s"
+    assert progress.format_duration(2 * 86400 + 3600) == "2d 01h 00m"
+    assert progress.format_duration(None) == "?"
+
+
+def test_rate_uses_the_window_and_refuses_zero_time():
+    points = [(0, 0.0), (10, 10.0), (20, 15.0), (30, 20.0)]
+    assert progress._rate(points, window=1) == pytest.approx(2.0)  # (30-20)/(20-15)
+    assert progress._rate(points, window=10) == pytest.approx(1.5)  # (30-0)/(20-0)
+    assert progress._rate([(5, 1.0)], window=3) is None
+    assert progress._rate([(5, 1.0), (9, 1.0)], window=3) is None
+
+
+def test_checkpoint_names_agree_with_the_checkpoint_module():
+    from bertstudy import checkpoint
+
+    assert progress.CHECKPOINT_DIR_NAME == checkpoint.CHECKPOINT_DIR_NAME
+    assert progress.FINAL_MODEL_NAME == checkpoint.FINAL_MODEL_NAME
+    assert progress.CHECKPOINT_FILE.match(checkpoint.checkpoint_path("x", 1234).name)
+
+
+# ---------------------------------------------------------------- JSONL log
+
+def test_log_summary_step_speed_eta_metrics_and_newest_checkpoint(tmp_path, capsys):
+    records = [start(total=1000), {"kind": "eval", "step": 0, "mlm_acc": 0.0, "nsp_acc": 0.5, "mlm_loss": 9.0,
+                                   "time": T0 + 1}]
+    records += [train(step, T0 + step / 2, mlm_acc=step / 1000) for step in range(100, 501, 100)]  # 2 steps/s
+    records += [{"kind": "eval", "step": 400, "mlm_acc": 0.35, "nsp_acc": 0.7, "mlm_loss": 4.0, "time": T0 + 201},
+                {"kind": "checkpoint", "step": 400, "path": "x", "time": T0 + 202}]
+    (tmp_path / LOG_NAME).write_text("".join(map(line, records)))
+    folder = tmp_path / progress.CHECKPOINT_DIR_NAME
+    folder.mkdir()
+    for step in (200, 400):
+        (folder / f"step_{step:06d}.pth").write_bytes(b"x")
+    (folder / "notes.txt").write_text("not a checkpoint")
+    summary = progress.collect_progress(watch(tmp_path), now=time.time())
+    run_ = summary["training"]
+    assert run_["status"] == "running" and run_["step"] == 500 and run_["total_steps"] == 1000
+    assert run_["percent"] == pytest.approx(50.0)
+    assert run_["steps_per_s"] == pytest.approx(2.0)
+    assert run_["eta_s"] == pytest.approx(250.0)
+    assert run_["tokens_per_s"] == 5000.0
+    assert run_["train"]["mlm_acc"] == pytest.approx(0.5)
+    assert run_["eval"] == {"step": 400, "mlm_acc": 0.35, "nsp_acc": 0.7, "mlm_loss": 4.0}
+    assert run_["checkpoint"]["step"] == 400 and run_["checkpoint"]["count"] == 2
+    assert summary["crawl"] is None and not summary["warnings"]
+    code, out, err = run(["--run-dir", tmp_path, "--crawl-progress", tmp_path / "none.json"], capsys)
+    assert code == EXIT_OK and err == ""
+    assert "500 / 1,000 (50.0%)" in out and "2 steps/s" in out and "step_000400.pth" in out
+    assert "held-out" in out and "mlm_acc 0.3500" in out
+
+
+def test_resumed_log_counts_speed_from_the_latest_start_only(tmp_path):
+    # Before the crash: 1 step/s. After resuming at 200 (an hour later): 4 steps/s.
+    records = [start(), train(100, T0 + 100), train(200, T0 + 200), train(300, T0 + 300)]
+    later = T0 + 3600
+    records += [start(resumed_from=200, t=later), train(300, later + 25), train(400, later + 50)]
+    (tmp_path / LOG_NAME).write_text("".join(map(line, records)))
+    run_ = progress.collect_progress(watch(tmp_path))["training"]
+    assert run_["resumed_from"] == 200 and run_["step"] == 400
+    assert run_["steps_per_s"] == pytest.approx(4.0)
+
+
+def test_end_record_sets_the_status_and_drops_the_eta(tmp_path, capsys):
+    records = [start(total=200), train(100, T0 + 10), train(200, T0 + 20),
+               {"kind": "end", "step": 200, "time": T0 + 21, "status": "done"}]
+    (tmp_path / LOG_NAME).write_text("".join(map(line, records)))
+    (tmp_path / progress.FINAL_MODEL_NAME).write_bytes(b"x")
+    run_ = progress.collect_progress(watch(tmp_path))["training"]
+    assert run_["status"] == "done" and run_["eta_s"] is None
+    assert run_["final_model"].endswith(progress.FINAL_MODEL_NAME)
+    code, out, _ = run(["--run-dir", tmp_path, "--crawl-progress", tmp_path / "none.json"], capsys)
+    assert code == EXIT_OK and "(done, preset quick)" in out and "final model" in out
+
+
+def test_a_log_with_only_a_half_written_first_line_is_a_run_starting(tmp_path, capsys):
+    (tmp_path / LOG_NAME).write_text(line(start())[:20])
+    run_ = progress.collect_progress(watch(tmp_path))["training"]
+    assert run_["status"] == "starting" and run_["step"] is None
+    (tmp_path / LOG_NAME).write_text("")  # created, nothing written yet
+    assert progress.collect_progress(watch(tmp_path))["training"]["status"] == "starting"
+    code, out, _ = run(["--run-dir", tmp_path, "--crawl-progress", tmp_path / "none.json"], capsys)
+    assert code == EXIT_OK and "starting" in out
+
+
+def test_log_being_written_by_another_thread(tmp_path, capsys):
+    """The writer appends records one by one, each in two writes; while a record is half written
+    the reader must see the previous complete record, never fail, and never go backwards."""
+    path = tmp_path / LOG_NAME
+    steps = list(range(10, 210, 10))
+    half_written, read_done = threading.Event(), threading.Event()
+    errors = []
+
+    def writer():
+        try:
+            with open(path, "a", encoding="utf-8") as handle:
+                for step in [0] + steps:
+                    text = line(start(total=200, t=time.time()) if step == 0 else train(step, time.time()))
+                    handle.write(text[: len(text) // 2])
+                    handle.flush()
+                    half_written.set()
+                    assert read_done.wait(10), "reader did not answer"
+                    read_done.clear()
+                    handle.write(text[len(text) // 2:])
+                    handle.flush()
+        except BaseException as exc:  # surfaced in the main thread
+            errors.append(exc)
+            half_written.set()
+
+    thread = threading.Thread(target=writer, daemon=True)
+    thread.start()
+    seen = []
+    for index in range(len(steps) + 1):
+        assert half_written.wait(10)
+        half_written.clear()
+        assert not errors, errors
+        summary = progress.collect_progress(watch(tmp_path))
+        run_ = summary["training"]
+        expected = steps[index - 2] if index >= 2 else None  # record `index` is half written
+        assert run_["step"] == expected
+        if index == 0:
+            assert run_["status"] == "starting" and run_["total_steps"] is None  # even the start is half written
+        else:
+            assert run_["status"] in ("starting", "running") and run_["total_steps"] == 200
+        if index == len(steps) // 2:  # the script itself, on a half-written last line
+            code, out, err = run(["--run-dir", tmp_path, "--crawl-progress", tmp_path / "none.json"], capsys)
+            assert code == EXIT_OK and err == "" and f"{expected} / 200 ({expected / 2:.1f}%)" in out
+        seen.append(run_["step"] or 0)
+        read_done.set()
+    thread.join(10)
+    assert not errors, errors
+    assert seen == sorted(seen)
+    assert progress.collect_progress(watch(tmp_path))["training"]["step"] == 200
+
+
+def test_bad_line_in_the_middle_of_the_log_names_file_and_line(tmp_path, capsys):
+    (tmp_path / LOG_NAME).write_text(line(start()) + "{not json\n" + line(train(100, T0 + 1)))
+    code, out, err = run(["--run-dir", tmp_path], capsys)
+    assert code == EXIT_BAD_INPUT and out == ""
+    assert err.startswith("error: ") and f"{LOG_NAME}:2" in err and err.count("\n") == 1
+    (tmp_path / LOG_NAME).write_text(line(start()) + line({"kind": "train", "step": "ten", "mlm_acc": 0.1}))
+    code, _, err = run(["--run-dir", tmp_path], capsys)
+    assert code == EXIT_BAD_INPUT and f"{LOG_NAME}:2" in err and "'step'" in err
+
+
+# ---------------------------------------------------------------- history JSON
+
+def ours_history(points, total=1000, finished=False):
+    history = new_history({"preset": "quick", "total_steps": total, "started_at": T0, "finished_at": None})
+    for step, elapsed in points:
+        add_train_point(history, {**train(step, T0 + elapsed), "elapsed_s": elapsed, "tokens_per_s": 800.0})
+    add_eval_point(history, {"step": points[-1][0], "mlm_acc": 0.3, "nsp_acc": 0.6, "mlm_loss": 4.5})
+    if finished:
+        history["meta"]["finished_at"] = T0 + 999
+    return history
+
+
+def test_history_json_when_there_is_no_log(tmp_path, capsys):
+    write_history(tmp_path / HISTORY_NAME, ours_history([(100, 50.0), (200, 100.0), (300, 125.0)]))
+    run_ = progress.collect_progress(watch(tmp_path, rate_window=1))["training"]
+    assert run_["source_format"] == "ours" and run_["status"] == "running"
+    assert run_["step"] == 300 and run_["percent"] == pytest.approx(30.0)
+    assert run_["steps_per_s"] == pytest.approx(4.0)  # (300-200)/(125-100)
+    assert run_["eta_s"] == pytest.approx(700 / 4.0)
+    assert run_["tokens_per_s"] == 800.0
+    assert run_["eval"]["step"] == 300 and run_["eval"]["mlm_acc"] == 0.3
+    write_history(tmp_path / HISTORY_NAME, ours_history([(100, 50.0)], total=100, finished=True))
+    code, out, _ = run(["--run-dir", tmp_path, "--crawl-progress", tmp_path / "none.json"], capsys)
+    assert code == EXIT_OK and HISTORY_NAME in out and "(done" in out and "ETA" not in out
+
+
+def test_the_trainers_first_history_write_has_no_train_point(tmp_path):
+    history = new_history({"preset": "quick", "total_steps": 500})
+    add_eval_point(history, {"step": 0, "mlm_acc": 0.0, "nsp_acc": 0.5, "mlm_loss": 9.0})
+    write_history(tmp_path / HISTORY_NAME, history)
+    run_ = progress.collect_progress(watch(tmp_path, retry_delay_s=0.01))["training"]
+    assert run_["status"] == "starting" and run_["total_steps"] == 500 and run_["step"] is None
+
+
+def test_original_study_history_has_no_total_or_speed(tmp_path, capsys):
+    original = {"steps": [1000, 2000], "mlm_acc": [0.1, 0.2], "nsp_acc": [0.5, 0.6], "loss": [7.0, 6.0],
+                "lr": [1e-4, 1e-4]}
+    (tmp_path / HISTORY_NAME).write_text(json.dumps(original))
+    run_ = progress.collect_progress(watch(tmp_path))["training"]
+    assert run_["source_format"] == "original" and run_["status"] == "unknown"
+    assert run_["percent"] is None and run_["steps_per_s"] is None and run_["eta_s"] is None
+    os.utime(tmp_path / HISTORY_NAME, (T0, T0))  # old, but not known to be running: no warning
+    code, out, _ = run(["--run-dir", tmp_path, "--crawl-progress", tmp_path / "none.json"], capsys)
+    assert code == EXIT_OK and "(unknown)" in out and "(step 2,000)" in out
+    assert "warning" not in out
+
+
+def test_history_caught_mid_write_is_read_again(tmp_path):
+    path = tmp_path / HISTORY_NAME
+    full = json.dumps(ours_history([(100, 10.0), (200, 20.0)]))
+    path.write_text(full[: len(full) // 2])  # a non-atomic writer caught halfway
+    timer = threading.Timer(0.05, lambda: write_history(path, json.loads(full)))
+    timer.start()
+    try:
+        run_ = progress.collect_progress(watch(tmp_path, retry_delay_s=0.5))["training"]
+    finally:
+        timer.join()
+    assert run_["step"] == 200
+
+
+def test_history_that_stays_broken_is_bad_input(tmp_path, capsys):
+    (tmp_path / HISTORY_NAME).write_text('{"steps": [1, 2], "mlm_acc": [0.1')
+    code, out, err = run(["--run-dir", tmp_path, "--crawl-progress", tmp_path / "none.json"], capsys)
+    assert code == EXIT_BAD_INPUT and out == "" and HISTORY_NAME in err and err.count("\n") == 1
+
+
+# ---------------------------------------------------------------- crawl progress
+
+def test_crawl_progress_from_the_collectors_writer(tmp_path, capsys):
+    clock = iter([T0, T0 + 100.0])
+    writer = CrawlProgress(tmp_path / "crawl_progress.json", "wiki-api", target_vocab=8000,
+                           target_sentences=1000, clock=lambda: next(clock))
+    writer.update(documents=20, sentences=500, vocab=2000, force=True)
+    crawl = progress.collect_progress(watch(tmp_path))["crawl"]
+    assert (crawl["documents"], crawl["sentences"], crawl["vocab"]) == (20, 500, 2000)
+    assert crawl["sentences_percent"] == pytest.approx(50.0) and crawl["vocab_percent"] == pytest.approx(25.0)
+    assert crawl["sentences_per_s"] == pytest.approx(5.0) and crawl["eta_s"] == pytest.approx(100.0)
+    assert not crawl["done"] and not crawl["stale"]
+    code, out, err = run(["--run-dir", tmp_path, "--crawl-progress", tmp_path / "crawl_progress.json"], capsys)
+    assert code == EXIT_OK and err == ""
+    assert "500 / 1,000 (50.0%)" in out and "2,000 / 8,000 (25.0%)" in out and "(wiki-api, running)" in out
+
+
+def test_crawl_progress_without_targets_and_done(tmp_path):
+    path = tmp_path / "crawl_progress.json"
+    path.write_text(json.dumps({"source": "embedded", "documents": 3, "sentences": 90, "vocab": 50,
+                                "target_vocab": None, "target_sentences": None, "started_at": T0,
+                                "updated_at": T0, "done": True}))
+    crawl = progress.collect_progress(watch(tmp_path))["crawl"]
+    assert crawl["done"] and crawl["sentences_per_s"] is None and crawl["eta_s"] is None
+    assert crawl["sentences_percent"] is None
+    assert "90" in progress.format_progress(progress.collect_progress(watch(tmp_path)))
+
+
+@pytest.mark.parametrize("content, needle", [
+    ("[1, 2]", "JSON object"),
+    ('{"documents": "many", "sentences": 1, "vocab": 1, "started_at": 0, "updated_at": 1}', "'documents'"),
+    ('{"documents": 1, "sentences": 1, "vocab": 1, "started_at": 0}', "'updated_at'"),
+    ('{"documents": 1,', "invalid JSON"),
+])
+def test_bad_crawl_progress_is_one_line_naming_the_file(tmp_path, capsys, content, needle):
+    path = tmp_path / "crawl_progress.json"
+    path.write_text(content)
+    code, out, err = run(["--run-dir", tmp_path, "--crawl-progress", path], capsys)
+    assert code == EXIT_BAD_INPUT and out == ""
+    assert err.startswith(f"error: {path}") and needle in err and err.count("\n") == 1
+
+
+# ---------------------------------------------------------------- staleness
+
+def test_stale_running_jobs_are_warned_about(tmp_path, capsys):
+    log = tmp_path / LOG_NAME
+    log.write_text(line(start()) + line(train(100, T0 + 10)))
+    crawl = tmp_path / "crawl_progress.json"
+    crawl.write_text(json.dumps({"source": "wiki-api", "documents": 1, "sentences": 1, "vocab": 1,
+                                 "started_at": T0, "updated_at": T0 + 1, "done": False}))
+    old = time.time() - 20 * 60
+    for path in (log, crawl):
+        os.utime(path, (old, old))
+    summary = progress.collect_progress(watch(tmp_path, stale_minutes=10))
+    assert summary["training"]["stale"] and summary["crawl"]["stale"] and len(summary["warnings"]) == 2
+    assert not progress.collect_progress(watch(tmp_path, stale_minutes=30))["warnings"]
+    code, out, _ = run(["--run-dir", tmp_path, "--crawl-progress", crawl, "--stale-minutes", 10], capsys)
+    assert code == EXIT_OK
+    assert "warning: training: nothing written" in out and "20m 00s" in out
+    assert "warning: crawl:" in out
+    # A fresh checkpoint is a write too: the run is alive, only between log points.
+    folder = tmp_path / progress.CHECKPOINT_DIR_NAME
+    folder.mkdir()
+    (folder / "step_000100.pth").write_bytes(b"x")
+    assert not progress.collect_progress(watch(tmp_path, stale_minutes=10))["training"]["stale"]
+
+
+def test_a_finished_run_is_never_stale(tmp_path):
+    log = tmp_path / LOG_NAME
+    log.write_text(line(start()) + line(train(100, T0 + 10)) + line({"kind": "end", "step": 100, "time": T0 + 11,
+                                                                        "status": "interrupted"}))
+    os.utime(log, (T0, T0))
+    run_ = progress.collect_progress(watch(tmp_path))["training"]
+    assert run_["status"] == "interrupted" and not run_["stale"]
+
+
+# ---------------------------------------------------------------- nothing to watch, --follow, --json
+
+def test_empty_folder_exits_5_with_the_hint(tmp_path, capsys):
+    args = ["--run-dir", tmp_path, "--crawl-progress", tmp_path / "crawl_progress.json"]
+    code, out, err = run(args, capsys)
+    assert code == EXIT_NOTHING_TO_WATCH and out == "" and err.count("\n") == 1
+    assert "rare_char_fetch.py" in err and "train_large_100k.py" in err and LOG_NAME in err
+    code, out, _ = run(args + ["--follow", "--interval", "0.01", "--count", "2"], capsys)
+    assert code == EXIT_NOTHING_TO_WATCH and out.count("(waiting)") == 2
+
+
+def test_follow_refreshes_and_json_parses(tmp_path, capsys):
+    (tmp_path / LOG_NAME).write_text(line(start()) + line(train(100, T0 + 10)))
+    code, out, _ = run(["--run-dir", tmp_path, "--follow", "--interval", "0.01", "--count", "3", "--json"], capsys)
+    assert code == EXIT_OK
+    summaries = [json.loads(text) for text in out.splitlines()]
+    assert len(summaries) == 3 and all(s["training"]["step"] == 100 for s in summaries)
+
+
+def test_ctrl_c_ends_follow_with_exit_0(tmp_path, capsys):
+    (tmp_path / LOG_NAME).write_text(line(start()) + line(train(100, T0 + 10)))
+    timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        # --count bounds the test should the signal be lost; it is ~40 s away at this interval.
+        code, out, err = run(["--run-dir", tmp_path, "--follow", "--interval", "0.05", "--count", "800"], capsys)
+    finally:
+        timer.cancel()
+    assert code == EXIT_OK and err == ""
+    assert 1 <= out.count("training  ") < 800
+
+
+def test_run_dir_as_a_positional_argument(tmp_path, capsys):
+    (tmp_path / LOG_NAME).write_text(line(start()) + line(train(100, T0 + 10)))
+    code, out, _ = run([tmp_path, "--crawl-progress", tmp_path / "none.json"], capsys)
+    assert code == EXIT_OK and "100 / 1,000" in out
+    with pytest.raises(SystemExit) as exit_info:
+        check_progress.main([str(tmp_path), "--run-dir", str(tmp_path / "other")])
+    assert exit_info.value.code == 2

@@ -58,6 +58,7 @@ LABELS: dict[str, tuple[str, str]] = {
     "correlation_title": ("训练步数与 MLM 准确率", "Training steps vs MLM accuracy"),
     "observed": ("观测值", "observed"),
     "residual": ("残差", "residual"),
+    "residual_trend": ("残差滑动平均（窗口 {window}）", "residual moving average (window {window})"),
     "residuals_title": ("各曲线残差", "Residuals of each fit"),
     "fit_title": ("曲线拟合", "Curve fits"),
     "curve_linear": ("线性", "linear"),

@@ -198,7 +198,10 @@ def correlation_analysis(history: History, style: TextStyle, analysis: dict | No
         grid_x = grid_x[grid_x > 0] if len(grid_x) else grid_x
         residual_axes = []
         for row, (name, fit) in enumerate(fits.items()):
-            ax_res = fig.add_subplot(grid[row, 1], sharex=residual_axes[0] if residual_axes else None)
+            # One shared y scale: a curve of the wrong shape shows as a bigger, structured residual
+            # only when every panel is drawn to the same scale.
+            first = residual_axes[0] if residual_axes else None
+            ax_res = fig.add_subplot(grid[row, 1], sharex=first, sharey=first)
             residual_axes.append(ax_res)
             curve_label = style.text(f"curve_{name}")
             ax_res.set_title(curve_label, fontsize=10, loc="left")
@@ -215,8 +218,12 @@ def correlation_analysis(history: History, style: TextStyle, analysis: dict | No
             ax_res.axhline(0, color="0.2", lw=0.8)
             window = smoothing_window(len(residuals), config)
             # The smoothed residual shows structure a good curve would not leave (a hump = wrong shape).
-            ax_res.plot(steps, stats.moving_average(residuals, window), color="black", lw=1.2)
+            ax_res.plot(steps, stats.moving_average(residuals, window), color="black", lw=1.2,
+                        label=style.text("residual_trend", window=window))
             ax_res.set_title(f"{curve_label}  {stats_text}", fontsize=10, loc="left")
+        with_trend = [ax for ax in residual_axes if ax.get_lines()]
+        if with_trend:  # the same black line in every panel: explained once
+            with_trend[0].legend(loc="lower right", fontsize=8)
         if not any(f.ok for f in fits.values()):
             _note(ax_main, style.text("too_short"), y=0.5)
         for ax in residual_axes:

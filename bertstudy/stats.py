@@ -290,3 +290,98 @@ def lag1_autocorrelation(residuals) -> float | None:
     e = e - e.mean()
     denom = float(np.sum(e**2))
     return float(np.sum(e[1:] * e[:-1]) / denom) if len(e) > 2 and denom > 0 else None
+
+
+# --- moving-block bootstrap -------------------------------------------------------------------
+# Logged training metrics are autocorrelated (neighbouring logs share model state and the LR
+# schedule), so resampling single points would understate every interval. Blocks of consecutive
+# points keep that short-range dependence inside each resample.
+
+def choose_block_length(residuals) -> int:
+    """Block length: n^(1/3), lengthened by the AR(1) plug-in factor (2*rho/(1-rho^2))^(2/3) when
+    the residuals' lag-1 autocorrelation rho is positive; at most a third of the series."""
+    n = len(residuals)
+    base = max(1, round(n ** (1 / 3)))
+    rho = lag1_autocorrelation(residuals)
+    if rho is not None and 0 < rho < 0.999:
+        base = max(base, math.ceil((1.5 * n) ** (1 / 3) * (2 * rho / (1 - rho**2)) ** (2 / 3)))
+    return int(min(base, max(1, n // 3)))
+
+
+def moving_block_indices(n: int, block: int, n_resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """(n_resamples, n) indices: random blocks of `block` consecutive positions, concatenated."""
+    block = max(1, min(block, n))
+    n_blocks = math.ceil(n / block)
+    starts = rng.integers(0, n - block + 1, size=(n_resamples, n_blocks))
+    return (starts[:, :, None] + np.arange(block)).reshape(n_resamples, -1)[:, :n]
+
+
+def _percentile_ci(samples: np.ndarray, level: float) -> list:
+    finite = samples[np.isfinite(samples)]
+    if len(finite) < 2:
+        return [None, None]
+    lo, hi = np.quantile(finite, [0.5 - level / 2, 0.5 + level / 2])
+    return [float(lo), float(hi)]
+
+
+def bootstrap_association(steps, values, n_resamples: int, seed: int, block: int, level: float = 0.95) -> dict:
+    """Intervals for Pearson r and the OLS slope (per 10K steps) from blocks of (step, value) pairs."""
+    x, y = np.asarray(steps, float), np.asarray(values, float)
+    idx = moving_block_indices(len(x), block, n_resamples, np.random.default_rng(seed))
+    xb, yb = x[idx], y[idx]
+    xc, yc = xb - xb.mean(axis=1, keepdims=True), yb - yb.mean(axis=1, keepdims=True)
+    sxy, sxx, syy = (xc * yc).sum(axis=1), (xc**2).sum(axis=1), (yc**2).sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = sxy / np.sqrt(sxx * syy)
+        slope = sxy / sxx * STEPS_PER_SLOPE_UNIT
+    return {"pearson_r_ci": _percentile_ci(r, level), "slope_per_10k_ci": _percentile_ci(slope, level),
+            "pearson_r_se": _clean(np.nanstd(r)) if np.isfinite(r).any() else None}
+
+
+def bootstrap_curve_params(fit: CurveFit, steps, values, n_resamples: int, seed: int, block: int) -> np.ndarray:
+    """(n_resamples, k) parameter draws: refits of fitted curve + blocks of its centred residuals.
+    The power law is refitted by the vectorized profile over c (one matrix product for all draws)."""
+    x, y = np.asarray(steps, float), np.asarray(values, float)
+    fitted = fit.predict(x)
+    resid = (y - fitted) - np.mean(y - fitted)
+    idx = moving_block_indices(len(x), block, n_resamples, np.random.default_rng(seed))
+    Y = fitted[None, :] + resid[idx]
+    if fit.name == "power_saturating":
+        grid = np.geomspace(POWER_C_BOUNDS[0], POWER_C_GRID[-1], 300)  # reaches the fit's lower bound
+        a, b, c = profile_power_exponent(x, Y, grid)
+        return np.column_stack([a, b, c])
+    design = x if fit.name == "linear" else np.log(x)
+    X = np.column_stack([np.ones_like(design), design])
+    coef, *_ = np.linalg.lstsq(X, Y.T, rcond=None)
+    return coef.T
+
+
+def steps_to_target(name: str, params: np.ndarray, target: float) -> np.ndarray:
+    """Step at which each parameter row's curve reaches `target`; inf where it never does
+    (slope <= 0, or a target at or above the power law's ceiling a)."""
+    p = np.atleast_2d(np.asarray(params, float))
+    out = np.full(len(p), np.inf)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        if name == "linear":
+            ok = p[:, 1] > 0
+            out[ok] = (target - p[ok, 0]) / p[ok, 1]
+        else:
+            if name == "log_linear":
+                ok = p[:, 1] > 0
+                log_step = (target - p[ok, 0]) / p[ok, 1]
+            else:
+                ok = (p[:, 0] > target) & (p[:, 1] > 0) & (p[:, 2] > 0)
+                log_step = (np.log(p[ok, 1]) - np.log(p[ok, 0] - target)) / p[ok, 2]
+            out[ok] = np.exp(np.minimum(log_step, 700.0))  # exp(700) ~ 1e304: "never" in practice
+    out[~np.isfinite(out)] = np.inf
+    return out
+
+
+def interval_with_unreached(samples: np.ndarray, level: float = 0.95) -> list:
+    """Percentile interval of draws that may be inf (not reached); an inf bound comes back None."""
+    s = np.sort(np.asarray(samples, float))
+    if len(s) == 0:
+        return [None, None]
+    lo = s[int(math.floor((0.5 - level / 2) * (len(s) - 1)))]
+    hi = s[int(math.ceil((0.5 + level / 2) * (len(s) - 1)))]
+    return [_clean(lo), _clean(hi)]

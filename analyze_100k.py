@@ -1,0 +1,77 @@
+#!/usr/bin/env python3
+"""Honest statistics on a training history: how MLM accuracy tracks training steps (Pearson with a
+Fisher-z interval, Spearman, Kendall, slope), which learning curve describes it (linear, log-linear,
+saturating power law, compared by AIC and by forecasting the held-out second part of the run),
+block-bootstrap intervals that respect autocorrelation, and steps needed to reach target accuracies.
+Writes analysis_100k_result.json (the original study's keys plus the new ones) and prints a report."""
+
+from __future__ import annotations
+
+import sys
+
+from bertstudy.analysis import analyze, format_report
+from bertstudy.atomic_io import atomic_write_json
+from bertstudy.cli import labelled_path, make_parser, non_negative_int, open_unit_float, run_main, unit_float
+from bertstudy.errors import EXIT_BAD_INPUT, EXIT_CHECK_FAILED, EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, UsageError
+from bertstudy.history import load_history
+
+EXAMPLES = [
+    "python analyze_100k.py training_history_100k.json",
+    "python analyze_100k.py runs/cpu_study/training_log_100k.jsonl --metric eval_mlm_acc --target 0.5 0.6",
+    "python analyze_100k.py tests/data/original_training_history_100k.json --require-r 0.85   # exits 1: r=0.787",
+    "python analyze_100k.py b.json --compare 50K=a.json 100K=b.json --out results/analysis.json",
+]
+
+
+def build_parser():
+    parser = make_parser("analyze_100k.py", __doc__, EXAMPLES,
+                         [EXIT_OK, EXIT_CHECK_FAILED, EXIT_USAGE, EXIT_BAD_INPUT, EXIT_RUNTIME])
+    parser.add_argument("history", nargs="?", default="training_history_100k.json",
+                        help="training history: ours, the original study's JSON, or the JSONL training log "
+                             "(default: %(default)s)")
+    parser.add_argument("--metric", default="mlm_acc",
+                        help="metric against steps: mlm_acc (training MLM accuracy, comparable with the original), "
+                             "eval_mlm_acc (held-out, when the history has it), or any other logged list "
+                             "(default: %(default)s)")
+    parser.add_argument("--compare", nargs="+", type=labelled_path, default=[], metavar="LABEL=PATH",
+                        help="runs to compare, first one the baseline (e.g. 50K=a.json 100K=b.json)")
+    parser.add_argument("--train-fraction", type=open_unit_float, default=0.5,
+                        help="share of the points each curve is fitted on for the forecast check (default: %(default)s)")
+    parser.add_argument("--target", nargs="+", type=unit_float, default=[0.6, 0.7], metavar="ACC",
+                        help="accuracies for steps-to-target (default: 0.6 0.7)")
+    parser.add_argument("--bootstrap", type=non_negative_int, default=500, metavar="N",
+                        help="moving-block bootstrap resamples; 0 = none (default: %(default)s)")
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="bootstrap seed (default: %(default)s)")
+    parser.add_argument("--require-r", type=unit_float, default=None, metavar="R",
+                        help="goal check: exit 1 when Pearson r is below R (without it the exit is 0 whatever r is)")
+    parser.add_argument("--out", default="analysis_100k_result.json",
+                        help="result JSON, written atomically (default: %(default)s)")
+    parser.add_argument("--quiet", action="store_true", help="print only the output path, not the report")
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+
+    def body() -> int:
+        labels = [label for label, _ in args.compare]
+        repeated = sorted({label for label in labels if labels.count(label) > 1})
+        if repeated:
+            raise UsageError(f"--compare: label(s) used twice: {', '.join(repeated)}")
+        history = load_history(args.history)
+        runs = [(label, load_history(path)) for label, path in args.compare]
+        result = analyze(history, args.metric, train_fraction=args.train_fraction, targets=args.target,
+                         bootstrap=args.bootstrap, seed=args.seed, compare=runs, require_r=args.require_r)
+        atomic_write_json(args.out, result)
+        if not args.quiet:
+            print(format_report(result))
+        print(f"wrote {args.out}")
+        if args.require_r is not None and not result["goal_achieved"]:
+            return EXIT_CHECK_FAILED
+        return EXIT_OK
+
+    return run_main(body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -175,8 +175,10 @@ def _fit_linear_design(name: str, x: np.ndarray, y: np.ndarray, design_x: np.nda
 
 
 def profile_power_exponent(x: np.ndarray, Y: np.ndarray, c_grid: np.ndarray = POWER_C_GRID):
-    """For each row of Y (one series per row, shared x) the grid exponent c with the smallest RSS of
-    y = a - b*x^(-c), and that fit's a and b. Vectorized: one matrix product per call."""
+    """For each row of Y (one series per row, shared x) the exponent c with the smallest RSS of
+    y = a - b*x^(-c), and that fit's a and b. Vectorized: one matrix product over a grid of c, then
+    a parabolic step in ln(c) between the best grid point's neighbours (so draws are not stuck on
+    the grid), then the exact (a, b) for each row's c."""
     Y = np.atleast_2d(Y)
     scale = x.max()
     Z = np.power(x[None, :] / scale, -c_grid[:, None])  # (G, n); scaled so powers stay moderate
@@ -187,9 +189,21 @@ def profile_power_exponent(x: np.ndarray, Y: np.ndarray, c_grid: np.ndarray = PO
     rss = np.sum(Yc**2, axis=1)[:, None] - szy**2 / szz[None, :]
     best = np.argmin(rss, axis=1)
     rows = np.arange(len(Y))
-    slope = szy[rows, best] / szz[best]  # coefficient of (x/scale)^(-c): equals -b * scale^c
-    c = c_grid[best]
-    intercept = Y.mean(axis=1) - slope * Z[best].mean(axis=1)
+    log_c = np.log(c_grid[best])
+    inner = (best > 0) & (best < len(c_grid) - 1)
+    if inner.any():
+        i = best[inner]
+        r_lo, r_mid, r_hi = rss[rows[inner], i - 1], rss[rows[inner], i], rss[rows[inner], i + 1]
+        h = np.log(c_grid[i + 1]) - np.log(c_grid[i])  # the grid is geometric: equal steps in ln(c)
+        curvature = r_lo - 2 * r_mid + r_hi
+        with np.errstate(divide="ignore", invalid="ignore"):
+            shift = np.where(curvature > 0, 0.5 * h * (r_lo - r_hi) / curvature, 0.0)
+        log_c[inner] += np.clip(np.nan_to_num(shift), -h, h)
+    c = np.exp(log_c)
+    Zr = np.power(x[None, :] / scale, -c[:, None])  # (B, n): each row's own exponent
+    Zrc = Zr - Zr.mean(axis=1, keepdims=True)
+    slope = np.sum(Yc * Zrc, axis=1) / np.sum(Zrc**2, axis=1)  # coefficient of (x/scale)^(-c) = -b*scale^c
+    intercept = Y.mean(axis=1) - slope * Zr.mean(axis=1)
     b = -slope * np.power(scale, c)
     return intercept, b, c
 

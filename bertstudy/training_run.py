@@ -7,6 +7,7 @@ they are just before step s+1, so a resumed run continues exactly as an uninterr
 
 from __future__ import annotations
 
+import math
 import platform
 import random
 import signal
@@ -150,7 +151,7 @@ def _train(config: TrainConfig, resume: str | None, dist: Distributed, out_dir: 
             "corpus": {"path": str(config.corpus), "sha256": data.corpus_sha256, "tokens": data.corpus_tokens,
                        "train_documents": data.train_documents, "heldout_documents": data.heldout_documents},
             "parameters": model.num_parameters(), "device": str(dist.device), "world_size": dist.world_size,
-            "global_batch": config.global_batch * dist.world_size, "torch": torch.__version__,
+            "global_batch": config.global_batch * dist.world_size, "torch": str(torch.__version__),
             "python": platform.python_version(), "started_at": time.time(), "finished_at": None,
             "nonfinite_skipped": 0,
         })
@@ -184,6 +185,10 @@ def _train(config: TrainConfig, resume: str | None, dist: Distributed, out_dir: 
 
     def evaluate(step: int) -> None:
         result = trainer.evaluate(eval_batches)
+        if not all(math.isfinite(value) for value in result.values()):
+            # JSON has no NaN; a diverged model's eval is left out (the non-finite stop follows)
+            print(f"warning: held-out eval at step {step} is non-finite ({result}); not recorded", file=sys.stderr)
+            return
         add_eval_point(history, log.write("eval", step=step, **result))
         write_history(history_path, history)
 
@@ -221,7 +226,8 @@ def _train(config: TrainConfig, resume: str | None, dist: Distributed, out_dir: 
             if dist.is_main and (step % config.eval_interval == 0 or step == config.steps):
                 evaluate(step)
             stopping = _agree(stop.requested, dist)
-            if step % config.save_interval == 0 or step == config.steps or stopping:
+            # no periodic checkpoint during a run of non-finite losses: the last one stays the last good one
+            if stopping or ((step % config.save_interval == 0 or step == config.steps) and not trainer.nonfinite_in_a_row):
                 save(step)
             if stopping:
                 status = "interrupted"

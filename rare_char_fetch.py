@@ -38,7 +38,7 @@ def build_parser():
     parser.add_argument("--max-articles", type=positive_int, help="stop after this many documents")
     api = parser.add_argument_group("wiki-api")
     api.add_argument("--api-url", default="https://zh.wikipedia.org/w/api.php", help="MediaWiki api.php (default %(default)s)")
-    api.add_argument("--keywords", help="domain keywords JSON (default: bertstudy/data/domain_keywords.json)")
+    api.add_argument("--keywords", help="domain keywords JSON, also labels wiki-dump pages (default: bertstudy/data/domain_keywords.json)")
     api.add_argument("--per-keyword", type=positive_int, default=20, help="pages listed per keyword by search and by category (default 20)")
     api.add_argument("--max-rps", type=positive_float, default=2.0, help="requests per second at most (default 2)")
     api.add_argument("--timeout", type=positive_float, default=30.0, help="seconds per request (default 30)")

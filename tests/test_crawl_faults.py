@@ -317,6 +317,20 @@ def test_wikitext_to_plain_keeps_only_prose():
     assert categories == ["中藥"]
 
 
+@pytest.mark.parametrize("markup, shown", [
+    ("甲-{zh-hans:计算机;zh-hant:電腦}-乙", "甲计算机乙"),
+    ("甲-{zh-tw:台灣;zh-cn:台湾}-乙", "甲台湾乙"),  # zh-cn is preferred wherever it stands
+    ("甲-{zh-hant:電腦}-乙", "甲電腦乙"),  # no simplified variant: the one given (OpenCC converts it later)
+    ("甲-{H|zh-hans:计算机;zh-hant:電腦}-乙", "甲乙"),  # a hidden rule shows nothing
+    ("甲-{R|原样}-乙", "甲原样乙"),
+    ("甲-{不转换}-乙", "甲不转换乙"),
+])
+def test_language_conversion_markup(markup, shown):
+    from bertstudy.sources.wiki_dump import resolve_conversions
+
+    assert resolve_conversions(markup) == shown
+
+
 def _dump_xml(pages: int) -> str:
     def page(pageid, title, text, ns=0, redirect=""):
         return (f"<page><title>{title}</title><ns>{ns}</ns><id>{pageid}</id>{redirect}<revision><id>{pageid}</id>"

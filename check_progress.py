@@ -37,7 +37,8 @@ def build_parser():
                         help="rare_char_fetch.py's progress file (default: %(default)s)")
     parser.add_argument("--stale-minutes", type=cli.positive_float, default=defaults.stale_minutes,
                         help="warn when a running job wrote nothing for this long (default: %(default)s)")
-    parser.add_argument("--follow", action="store_true", help="refresh every --interval seconds until Ctrl-C")
+    parser.add_argument("--follow", action="store_true",
+                        help="refresh every --interval seconds until Ctrl-C; a bad file is reported, not fatal")
     parser.add_argument("--interval", type=cli.positive_float, default=10.0,
                         help="seconds between refreshes with --follow (default: %(default)s)")
     parser.add_argument("--count", type=cli.non_negative_int, default=0,
@@ -74,11 +75,16 @@ def main(argv=None) -> int:
         refreshes = 0
         try:
             while True:
-                summary = collect_progress(config)
-                show(summary, clear)
+                try:
+                    summary = collect_progress(config)
+                    show(summary, clear)
+                    code = EXIT_NOTHING_TO_WATCH if summary["nothing_to_watch"] else EXIT_OK
+                except StudyError as exc:  # a watcher keeps watching: the writer may repair the file
+                    print(f"error: {exc}", file=sys.stderr, flush=True)
+                    code = exc.exit_code
                 refreshes += 1
                 if args.count and refreshes >= args.count:
-                    return EXIT_NOTHING_TO_WATCH if summary["nothing_to_watch"] else EXIT_OK
+                    return code
                 time.sleep(args.interval)
         except KeyboardInterrupt:
             return EXIT_OK  # Ctrl-C is how --follow is meant to end

@@ -71,7 +71,7 @@ def crawl_summary(path: Path, now: float, stale_minutes: float) -> dict | None:
     # get rarer as the crawl goes on, so a linear vocabulary ETA would be optimistic.
     if not done and targets["sentences"] and sentences_per_s:
         eta_s = max(0.0, targets["sentences"] - counts["sentences"]) / sentences_per_s
-    age_s = now - os.stat(path).st_mtime
+    age_s = now - path.stat().st_mtime
     return {
         "path": str(path), "source": obj.get("source"), "done": done, **counts,
         "target_sentences": targets["sentences"], "target_vocab": targets["vocab"],
@@ -155,14 +155,18 @@ def _last(values, index: int = -1):
     return float(values[index]) if len(values) else None
 
 
+def _starting(path: Path, source_format: str, total=None, preset=None) -> dict:
+    """A run whose files exist but hold no train point yet."""
+    return {"source": str(path), "source_format": source_format, "status": "starting", "step": None,
+            "total_steps": int(total) if is_finite_number(total) else None, "preset": preset,
+            "resumed_from": None, "steps_per_s": None, "tokens_per_s": None, "train": None, "eval": None}
+
+
 def _summary_from_history(path: Path, window: int, delay_s: float) -> dict:
     history = _load_history_retrying(path, delay_s)
     if isinstance(history, dict):  # no train point yet
         meta = history.get("meta") if isinstance(history.get("meta"), dict) else {}
-        total = meta.get("total_steps")
-        return {"source": str(path), "source_format": "ours", "status": "starting", "step": None,
-                "total_steps": int(total) if is_finite_number(total) else None, "preset": meta.get("preset"),
-                "resumed_from": None, "steps_per_s": None, "tokens_per_s": None, "train": None, "eval": None}
+        return _starting(path, "ours", meta.get("total_steps"), meta.get("preset"))
     meta = history.meta
     total = meta.get("total_steps")
     total = int(total) if is_finite_number(total) else None
@@ -188,6 +192,14 @@ def _summary_from_history(path: Path, window: int, delay_s: float) -> dict:
     }
 
 
+def _stat(path: Path) -> os.stat_result | None:
+    """os.stat, or None when the file is absent (or was removed a moment ago by its writer)."""
+    try:
+        return path.stat()
+    except FileNotFoundError:
+        return None
+
+
 def newest_checkpoint(run_dir: Path, now: float) -> dict | None:
     folder = run_dir / CHECKPOINT_DIR_NAME
     if not folder.is_dir():
@@ -196,25 +208,28 @@ def newest_checkpoint(run_dir: Path, now: float) -> dict | None:
     if not found:
         return None
     step, path = found[-1]
-    try:
-        age = now - path.stat().st_mtime
-    except FileNotFoundError:  # pruned between listing and stat
+    stat = _stat(path)
+    if stat is None:  # pruned between listing and stat
         return None
-    return {"path": str(path), "step": step, "age_s": age, "count": len(found)}
+    return {"path": str(path), "step": step, "age_s": now - stat.st_mtime, "count": len(found)}
 
 
 def training_summary(run_dir: Path, now: float, config: MonitorConfig) -> dict | None:
     """Step, speed, ETA, latest metrics, newest checkpoint, staleness; None when there is no run."""
     log_path, history_path = run_dir / LOG_NAME, run_dir / HISTORY_NAME
-    if log_path.is_file() and log_path.stat().st_size > 0:
-        summary = _summary_from_log(log_path, config.rate_window)
-    elif history_path.exists():
+    log_stat, summary = _stat(log_path), None
+    if log_stat and log_stat.st_size > 0:
+        try:
+            summary = _summary_from_log(log_path, config.rate_window)
+        except BadInputError:
+            if log_path.exists():
+                raise
+            log_stat = None  # removed while we read: a fresh run replaces the old log
+    if summary is None and history_path.exists():
         summary = _summary_from_history(history_path, config.rate_window, config.retry_delay_s)
-    elif log_path.is_file():  # created, nothing written yet
-        summary = {"source": str(log_path), "source_format": "jsonl-log", "status": "starting", "step": None,
-                   "total_steps": None, "preset": None, "resumed_from": None, "steps_per_s": None,
-                   "tokens_per_s": None, "train": None, "eval": None}
-    else:
+    if summary is None and log_stat:  # created, nothing written yet
+        summary = _starting(log_path, "jsonl-log")
+    if summary is None:
         return None
     step, total = summary["step"], summary["total_steps"]
     summary["percent"] = 100.0 * step / total if step is not None and total else None
@@ -224,11 +239,11 @@ def training_summary(run_dir: Path, now: float, config: MonitorConfig) -> dict |
     summary["checkpoint"] = newest_checkpoint(run_dir, now)
     final = run_dir / FINAL_MODEL_NAME
     summary["final_model"] = str(final) if final.is_file() else None
-    mtimes = [p.stat().st_mtime for p in (log_path, history_path) if p.is_file()]
+    mtimes = [st.st_mtime for st in map(_stat, (log_path, history_path)) if st]
     if summary["checkpoint"]:
         mtimes.append(now - summary["checkpoint"]["age_s"])
-    summary["last_write_age_s"] = now - max(mtimes)
-    summary["stale"] = running and summary["last_write_age_s"] > config.stale_minutes * 60
+    summary["last_write_age_s"] = now - max(mtimes) if mtimes else None  # None: removed while we looked
+    summary["stale"] = bool(running and mtimes) and summary["last_write_age_s"] > config.stale_minutes * 60
     return summary
 
 

@@ -374,3 +374,26 @@ def test_run_dir_as_a_positional_argument(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         check_progress.main([str(tmp_path), "--run-dir", str(tmp_path / "other")])
     assert exit_info.value.code == 2
+
+
+def test_follow_reports_a_bad_file_and_keeps_watching(tmp_path, capsys):
+    (tmp_path / LOG_NAME).write_text(line(start()) + "{broken\n" + line(train(100, T0 + 10)))
+    code, out, err = run(["--run-dir", tmp_path, "--follow", "--interval", "0.01", "--count", "2"], capsys)
+    assert code == EXIT_BAD_INPUT and out == ""
+    assert err.count(f"{LOG_NAME}:2") == 2 and err.count("\n") == 2
+
+
+def test_a_log_removed_while_read_falls_back_to_the_history(tmp_path, monkeypatch):
+    """A fresh run unlinks the old log; a reader that saw it a moment earlier must not fail."""
+    log = tmp_path / LOG_NAME
+    log.write_text(line(start()) + line(train(100, T0 + 10)))
+    write_history(tmp_path / HISTORY_NAME, ours_history([(100, 50.0), (200, 100.0)]))
+    real_iter = progress.iter_jsonl
+
+    def iter_after_removal(path, **kw):
+        os.unlink(path)  # the writer wins the race between our stat and our read
+        return real_iter(path, **kw)
+
+    monkeypatch.setattr(progress, "iter_jsonl", iter_after_removal)
+    run_ = progress.collect_progress(watch(tmp_path))["training"]
+    assert run_["source"].endswith(HISTORY_NAME) and run_["step"] == 200

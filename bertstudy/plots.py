@@ -24,6 +24,7 @@ from .fonts import LABELS, TextStyle
 from .history import History
 
 CURVE_COLORS = {"linear": "tab:orange", "log_linear": "tab:green", "power_saturating": "tab:red"}
+CURVE_STYLES = {"linear": "-", "log_linear": (0, (6, 2)), "power_saturating": (0, (1.5, 1.5))}
 TRAIN_COLOR, EVAL_COLOR, NOTE_COLOR = "tab:blue", "tab:purple", "0.35"
 CHART_FILES = ("training_curves.png", "correlation_analysis.png", "comparison_50k_100k.png",
                "loss_analysis.png", "forecast.png")
@@ -129,12 +130,20 @@ def training_curves(history: History, style: TextStyle, analysis: dict | None = 
         ax_mlm.legend(loc="upper left")
 
         if len(history.nsp_acc):
-            ax_nsp.plot(history.steps, history.nsp_acc, color=TRAIN_COLOR, lw=1, label=style.text("train"))
+            # Per-batch NSP accuracy is coarse and noisy (multiples of 1/batch): the raw line is faint
+            # and a moving average shows whether it leaves the chance line at all.
+            window = smoothing_window(len(history.nsp_acc), config)
+            ax_nsp.plot(history.steps, history.nsp_acc, color=TRAIN_COLOR, lw=0.7, alpha=0.4)
+            ax_nsp.plot(history.steps, stats.moving_average(history.nsp_acc, window), color=TRAIN_COLOR, lw=1.8,
+                        label=style.text("train_smoothed", window=window))
             if len(history.eval_nsp_acc):
                 ax_nsp.plot(history.eval_steps, history.eval_nsp_acc, "o-", color=EVAL_COLOR, ms=3, lw=1.2,
                             label=style.text("held_out"))
             ax_nsp.axhline(0.5, color="0.3", ls="--", lw=1, label=style.text("chance"))
-            ax_nsp.legend(loc="best")
+            # Accuracy never exceeds 1: the band above it holds the legend, so it never covers data.
+            ax_nsp.set_ylim(0, 1.2)
+            ax_nsp.set_yticks(np.linspace(0, 1, 6))
+            ax_nsp.legend(loc="upper center", ncols=3, fontsize=9)
         else:
             _note(ax_nsp, style.text("no_data"))
         ax_nsp.set_ylabel(style.text("nsp_acc"))
@@ -210,7 +219,10 @@ def correlation_analysis(history: History, style: TextStyle, analysis: dict | No
                 continue
             stats_text = style.text("fit_stats", r2=fit.r_squared, aic=fit.aic)
             marker = f" ★ {style.text('best')}" if name == best else ""
-            ax_main.plot(grid_x, fit.predict(grid_x), color=CURVE_COLORS[name], lw=2.2 if name == best else 1.5,
+            # Two curves can nearly coincide (a power law with a small exponent is log-like): distinct
+            # dash patterns keep both visible, and the best one is drawn on top.
+            ax_main.plot(grid_x, fit.predict(grid_x), color=CURVE_COLORS[name], ls=CURVE_STYLES[name],
+                         lw=2.4 if name == best else 1.6, zorder=3 if name == best else 2,
                          label=f"{curve_label}: {stats_text}{marker}")
             residuals = acc - fit.predict(steps)
             ax_res.scatter(steps, residuals, s=config.marker_size * 0.6, color=CURVE_COLORS[name], alpha=0.5,
@@ -221,9 +233,10 @@ def correlation_analysis(history: History, style: TextStyle, analysis: dict | No
             ax_res.plot(steps, stats.moving_average(residuals, window), color="black", lw=1.2,
                         label=style.text("residual_trend", window=window))
             ax_res.set_title(f"{curve_label}  {stats_text}", fontsize=10, loc="left")
-        with_trend = [ax for ax in residual_axes if ax.get_lines()]
-        if with_trend:  # the same black line in every panel: explained once
-            with_trend[0].legend(loc="lower right", fontsize=8)
+        trend = [line for ax in residual_axes for line in ax.get_lines() if line.get_label() and
+                 not line.get_label().startswith("_")]
+        if trend:  # the same black line in every panel: explained once, under the panels, off the data
+            fig.legend(handles=trend[:1], loc="outside lower right", fontsize=9, frameon=False)
         if not any(f.ok for f in fits.values()):
             _note(ax_main, style.text("too_short"), y=0.5)
         for ax in residual_axes:
@@ -333,7 +346,9 @@ def loss_analysis(history: History, style: TextStyle, config: ChartConfig = Char
         ax_drop.set_ylim(0, max(initial, final) * 1.25 if max(initial, final) > 0 else 1)
         drop = initial - final
         pct = 100 * drop / initial if initial else math.nan
-        ax_drop.set_xlabel(style.text("edge_mean", k=edge) + "\n" + style.text("decrease_note", drop=drop, pct=pct),
+        # The single first/last points too: they are what a "loss went from X to Y" headline quotes.
+        ax_drop.set_xlabel("\n".join([style.text("edge_mean", k=edge), style.text("decrease_note", drop=drop, pct=pct),
+                                      style.text("edge_points", first=float(loss[0]), last=float(loss[-1]))]),
                            fontsize=9)
         ax_drop.grid(True, axis="y", alpha=0.3)
     return fig

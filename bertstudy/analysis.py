@@ -126,7 +126,7 @@ def _run_bootstrap(steps, values, fits, best, n_resamples: int, seed: int, level
             continue
         samples = stats.bootstrap_curve_params(fit, steps, values, n_resamples, seed + 1, block)
         draws[name] = samples
-        out["curves"][name] = {p: stats._percentile_ci(samples[:, i], level)
+        out["curves"][name] = {p: stats.percentile_ci(samples[:, i], level)
                                for i, p in enumerate(stats.PARAM_NAMES[name])}
     return out, draws
 
@@ -140,7 +140,7 @@ def _targets(steps, values, fits, draws, targets: Sequence[float], level: float)
             if not fit.ok:
                 row["curves"][name] = {"step": None, "status": "fit_failed", "ci": [None, None]}
                 continue
-            step = float(stats.steps_to_target(name, fit._param_vector(), target)[0])
+            step = float(stats.steps_to_target(name, fit.param_vector(), target)[0])
             entry = {"step": _num(step), "status": _target_status(step, last), "ci": [None, None],
                      "share_of_resamples_reaching": None}
             if name in draws:

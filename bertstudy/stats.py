@@ -96,14 +96,14 @@ class CurveFit:
     def k(self) -> int:
         return len(PARAM_NAMES[self.name])
 
-    def _param_vector(self) -> np.ndarray:
+    def param_vector(self) -> np.ndarray:
         return np.array([self.params[p] for p in PARAM_NAMES[self.name]], dtype=float)
 
     def predict(self, steps: np.ndarray) -> np.ndarray:
         x = np.asarray(steps, dtype=float)
         if not self.ok:
             return np.full(x.shape, np.nan)
-        return curve_value(self.name, self._param_vector(), x)
+        return curve_value(self.name, self.param_vector(), x)
 
     def prediction_band(self, steps, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
         """Band for a new observation: parameter uncertainty (delta method) plus residual noise."""
@@ -111,7 +111,7 @@ class CurveFit:
         centre = self.predict(x)
         if not self.ok or self.cov is None or self.n <= self.k:
             return np.full(x.shape, np.nan), np.full(x.shape, np.nan)
-        grad = curve_gradient(self.name, self._param_vector(), x)  # (len(x), k)
+        grad = curve_gradient(self.name, self.param_vector(), x)  # (len(x), k)
         param_var = np.einsum("ij,jk,ik->i", grad, self.cov, grad)
         noise_var = self.rss / (self.n - self.k)
         half = _t_quantile(level, self.n - self.k) * np.sqrt(np.maximum(param_var, 0) + noise_var)
@@ -330,7 +330,7 @@ def moving_block_indices(n: int, block: int, n_resamples: int, rng: np.random.Ge
     return (starts[:, :, None] + np.arange(block)).reshape(n_resamples, -1)[:, :n]
 
 
-def _percentile_ci(samples: np.ndarray, level: float) -> list:
+def percentile_ci(samples: np.ndarray, level: float) -> list:
     finite = samples[np.isfinite(samples)]
     if len(finite) < 2:
         return [None, None]
@@ -348,7 +348,7 @@ def bootstrap_association(steps, values, n_resamples: int, seed: int, block: int
     with np.errstate(divide="ignore", invalid="ignore"):
         r = sxy / np.sqrt(sxx * syy)
         slope = sxy / sxx * STEPS_PER_SLOPE_UNIT
-    return {"pearson_r_ci": _percentile_ci(r, level), "slope_per_10k_ci": _percentile_ci(slope, level),
+    return {"pearson_r_ci": percentile_ci(r, level), "slope_per_10k_ci": percentile_ci(slope, level),
             "pearson_r_se": _clean(np.nanstd(r)) if np.isfinite(r).any() else None}
 
 

@@ -27,7 +27,7 @@ EXIT_CODE_LINES = {
     EXIT_BAD_INPUT: "an input file is missing, empty or malformed (the message names file and line)",
     EXIT_RUNTIME: "the job could not finish (disk full, server gave up, non-finite losses)",
     EXIT_NOTHING_TO_WATCH: "nothing to watch (check_progress.py)",
-    EXIT_INTERRUPTED: "interrupted by SIGINT/SIGTERM after saving state (rerun with --resume)",
+    EXIT_INTERRUPTED: "interrupted by SIGINT/SIGTERM after saving state (rerun to continue; training: --resume)",
 }
 
 

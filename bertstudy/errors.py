@@ -9,7 +9,7 @@ EXIT_USAGE = 2  # bad command line (argparse uses 2 as well)
 EXIT_BAD_INPUT = 3  # an input file is missing, empty, malformed or of the wrong kind
 EXIT_RUNTIME = 4  # the job could not finish: disk full, too many non-finite losses, server gave up
 EXIT_NOTHING_TO_WATCH = 5  # check_progress.py found no file to report on
-EXIT_INTERRUPTED = 130  # SIGINT/SIGTERM: state was saved; rerun with --resume
+EXIT_INTERRUPTED = 130  # SIGINT/SIGTERM: state was saved; rerun to continue (training: --resume)
 
 
 class StudyError(Exception):

@@ -130,3 +130,13 @@ def test_corpus_bad_records_name_file_and_line(tmp_path, line, message):
     with pytest.raises(BadInputError, match=message) as info:
         corpus_io.load_documents(path)
     assert f"{path}:2" in str(info.value)
+
+
+def test_atomic_write_gives_umask_permissions_not_owner_only(tmp_path):
+    old = os.umask(0o022)
+    try:
+        target = tmp_path / "out.json"
+        atomic_io.atomic_write_json(target, {"a": 1})
+    finally:
+        os.umask(old)
+    assert target.stat().st_mode & 0o777 == 0o644  # mkstemp alone would leave 0600

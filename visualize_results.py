@@ -14,7 +14,7 @@ matplotlib.use("Agg")  # headless: files only, never a window
 
 from bertstudy.atomic_io import atomic_writer, read_json  # noqa: E402
 from bertstudy.cli import int_in_range, labelled_path, make_parser, open_unit_float, run_main  # noqa: E402
-from bertstudy.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, BadInputError, UsageError  # noqa: E402
+from bertstudy.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, BadInputError, StudyError, UsageError  # noqa: E402
 from bertstudy.fonts import LANGS, choose_text_style  # noqa: E402
 from bertstudy.history import load_history  # noqa: E402
 from bertstudy.plots import ChartConfig, all_charts, render_png  # noqa: E402
@@ -68,9 +68,13 @@ def main(argv=None) -> int:
             if repeated:
                 raise UsageError(f"--compare: label(s) used twice: {', '.join(repeated)}")
             runs = [(label, load_history(path)) for label, path in args.compare]
+        out_dir = Path(args.out_dir)
+        try:  # before the (slow) drawing: a folder that cannot exist fails at once
+            out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StudyError(f"{out_dir}: cannot create the output folder ({exc.strerror or exc})") from None
         figures = all_charts(history, style, runs=runs, analysis=analysis,
                              config=ChartConfig(train_fraction=args.train_fraction))
-        out_dir = Path(args.out_dir)
         for name, figure in figures.items():
             png = render_png(figure, style, args.dpi)
             with atomic_writer(out_dir / name, "wb") as handle:

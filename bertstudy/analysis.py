@@ -104,19 +104,20 @@ def _observed_step(steps: np.ndarray, values: np.ndarray, target: float) -> int 
     return int(steps[hit[0]]) if len(hit) else None
 
 
-def _run_bootstrap(steps, values, fits, best, n_resamples: int, seed: int, level: float):
-    """Block-bootstrap intervals; returns (json dict, {curve: parameter draws})."""
-    n = len(steps)
+def _run_bootstrap(steps, values, curve_x, curve_y, fits, best, n_resamples: int, seed: int, level: float):
+    """Block-bootstrap intervals (association on all points, curves on `curve_x/curve_y`, the points
+    with step > 0); returns (json dict, {curve: parameter draws})."""
+    n = len(curve_x)
     if n_resamples <= 0:
         return {"resamples": 0, "message": "bootstrap not requested (--bootstrap 0)"}, {}
     if n < 4:
         return {"resamples": 0, "message": f"too few points for a bootstrap: {n} (needs at least 4)"}, {}
     ref = fits[best] if best else fits["linear"]
-    residuals = values - ref.predict(steps)
+    residuals = curve_y - ref.predict(curve_x)
     block = stats.choose_block_length(residuals)
     out = {"resamples": n_resamples, "seed": seed, "level": level, "block_length": block,
            "block_rule": "n^(1/3), lengthened by the AR(1) plug-in factor of the residuals' lag-1 autocorrelation",
-           "residual_lag1_autocorrelation": {name: _num(stats.lag1_autocorrelation(values - f.predict(steps)))
+           "residual_lag1_autocorrelation": {name: _num(stats.lag1_autocorrelation(curve_y - f.predict(curve_x)))
                                              for name, f in fits.items() if f.ok},
            "association": stats.bootstrap_association(steps, values, n_resamples, seed, block, level),
            "curves": {}}
@@ -124,7 +125,7 @@ def _run_bootstrap(steps, values, fits, best, n_resamples: int, seed: int, level
     for name, fit in fits.items():
         if not fit.ok or n <= fit.k:
             continue
-        samples = stats.bootstrap_curve_params(fit, steps, values, n_resamples, seed + 1, block)
+        samples = stats.bootstrap_curve_params(fit, curve_x, curve_y, n_resamples, seed + 1, block)
         draws[name] = samples
         out["curves"][name] = {p: stats.percentile_ci(samples[:, i], level)
                                for i, p in enumerate(stats.PARAM_NAMES[name])}
@@ -203,7 +204,11 @@ def analyze(history: History, metric: str = "mlm_acc", *, train_fraction: float 
     """Everything analyze_100k.py reports, as a JSON-ready dict. Pure: nothing is read or written."""
     steps, values = _metric_arrays(history, metric)
     assoc = stats.association(steps, values, level)
-    fits = stats.fit_all_curves(steps, values)
+    # ln(step) and step^(-c) need step > 0; an evaluation of the untrained model at step 0 is left
+    # out of every curve (the same points for all three, so their AICs stay comparable).
+    positive = steps > 0
+    curve_x, curve_y = steps[positive], values[positive]
+    fits = stats.fit_all_curves(curve_x, curve_y)
     best = stats.best_curve(fits)
     curves = {}
     for name, fit in fits.items():
@@ -211,7 +216,7 @@ def analyze(history: History, metric: str = "mlm_acc", *, train_fraction: float 
         entry["delta_aic"] = _num(fit.aic - fits[best].aic) if best and fit.ok else None
         entry["note"] = _curve_note(fit)
         curves[name] = entry
-    boot, draws = _run_bootstrap(steps, values, fits, best, bootstrap, seed, level)
+    boot, draws = _run_bootstrap(steps, values, curve_x, curve_y, fits, best, bootstrap, seed, level)
     r = assoc["pearson"]["r"]
     result = {
         "source": {"path": history.path, "format": history.source_format,
@@ -228,9 +233,11 @@ def analyze(history: History, metric: str = "mlm_acc", *, train_fraction: float 
         "association": assoc,
         "curves": curves,
         "best_curve": best,
-        "forecast": _forecast_json(stats.forecast_check(steps, values, train_fraction)),
+        "curve_points": {"n": int(positive.sum()), "excluded_steps": [int(x) for x in steps[~positive]],
+                         "why": "curves need step > 0" if not positive.all() else ""},
+        "forecast": _forecast_json(stats.forecast_check(curve_x, curve_y, train_fraction)),
         "bootstrap": boot,
-        "targets": _targets(steps, values, fits, draws, targets, level),
+        "targets": _targets(curve_x, curve_y, fits, draws, targets, level),
         "comparison": compare_runs(compare, metric, final_window) if compare else None,
     }
     if require_r is not None:
@@ -244,6 +251,8 @@ def _fmt(value, spec: str = ".4f", none: str = "n/a") -> str:
 
 
 def _fmt_ci(ci, spec: str = ".4f") -> str:
+    if ci[0] is None and ci[1] is None:
+        return "n/a"
     return f"[{_fmt(ci[0], spec, '-inf')}, {_fmt(ci[1], spec, 'inf')}]"
 
 
@@ -269,6 +278,9 @@ def format_report(result: dict) -> str:
     else:
         lines += [f"  bootstrap: {boot.get('message', 'not run')}"]
     lines += ["", "Learning curves (best by AIC marked *)"]
+    if result["curve_points"]["excluded_steps"]:
+        lines.append(f"  fitted on {result['curve_points']['n']} points; left out step(s) "
+                     f"{result['curve_points']['excluded_steps']}: {result['curve_points']['why']}")
     forecast = result["forecast"]["curves"]
     for name, c in result["curves"].items():
         mark = "*" if name == result["best_curve"] else " "

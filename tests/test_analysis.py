@@ -174,3 +174,14 @@ def test_report_shows_the_headline_figures(result):
     for fragment in ("Pearson r   0.7869", "R^2         0.6193", "*log_linear", "mean 0.5053", "8.9572 -> 2.9728",
                      "NSP stayed at chance", "extrapolated"):
         assert fragment in text
+
+
+def test_an_evaluation_at_step_zero_is_left_out_of_the_curves_only():
+    steps = np.arange(0, 2001, 100)  # our trainer evaluates the untrained model at step 0
+    acc = 0.05 + 0.03 * np.log1p(steps / 50.0)
+    res = analyze(make_history(steps, acc), targets=(0.2,), bootstrap=30)
+    assert res["data_points"] == 21 and res["association"]["n"] == 21
+    assert res["curve_points"] == {"n": 20, "excluded_steps": [0], "why": "curves need step > 0"}
+    assert all(c["ok"] and c["n"] == 20 for c in res["curves"].values())
+    assert res["bootstrap"]["curves"].keys() == {"linear", "log_linear", "power_saturating"}
+    assert "left out step(s) [0]" in format_report(res)

@@ -167,13 +167,13 @@ def test_any_corrupted_list_is_refused(tmp_path, n, key, mutation, where):
         obj[key][i] = float("nan")
         fragment = "non-finite"
     elif mutation == "unsorted":
-        j = (i + 1) % n
-        obj["steps"][i], obj["steps"][j] = obj["steps"][j], obj["steps"][i]
-        fragment = "out of order"
+        k = where % (n - 1)
+        obj["steps"][k], obj["steps"][k + 1] = obj["steps"][k + 1], obj["steps"][k]
+        fragment = f"step {obj['steps'][k + 1]} at index {k + 1} is out of order"
     elif mutation == "repeated":
-        j = (i + 1) % n
-        obj["steps"][max(i, j)] = obj["steps"][min(i, j)]
-        fragment = "repeated"
+        k = where % (n - 1)
+        obj["steps"][k + 1] = obj["steps"][k]
+        fragment = f"step {obj['steps'][k]} at index {k + 1} is repeated"
     elif mutation == "bool":
         obj[key][i] = True
         fragment = f"'{key}'[{i}] must be a finite number"

@@ -96,8 +96,8 @@ LABELS: dict[str, tuple[str, str]] = {
     "edge_mean": ("首/末 {k} 点均值", "mean of first/last {k} points"),
     "edge_points": ("首/末点 {first:.3f} → {last:.3f}", "first/last point {first:.3f} → {last:.3f}"),
     "eval_loss": ("验证集 MLM 损失", "held-out MLM loss"),
-    "headline": ("总步数 {steps:,}，皮尔逊 r = {r:.3f}，最佳曲线：{best}",
-                 "{steps:,} steps, Pearson r = {r:.3f}, best curve: {best}"),
+    "headline": ("总步数 {steps:,}，皮尔逊 r{r_of} = {r:.3f}，最佳曲线：{best}",
+                 "{steps:,} steps, Pearson r{r_of} = {r:.3f}, best curve: {best}"),
     "no_positive_steps": ("无正步数", "no positive steps"),
 }
 

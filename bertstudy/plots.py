@@ -101,7 +101,11 @@ def _headline(analysis: dict | None, style: TextStyle) -> str | None:
         return None
     best_key = f"curve_{best}" if isinstance(best, str) else None
     best_label = LABELS[best_key] if best_key in LABELS else ("—", "—")
-    return style.text("headline", steps=int(steps), r=float(r), best=best_label)
+    metric = analysis.get("metric")
+    metric = metric.get("name") if isinstance(metric, dict) else metric
+    # The charts plot training MLM accuracy; an analysis of another metric says which r it quotes.
+    r_of = f" ({metric})" if isinstance(metric, str) and metric != "mlm_acc" else ""
+    return style.text("headline", steps=int(steps), r=float(r), best=best_label, r_of=r_of)
 
 
 def _title(fig: Figure, style: TextStyle, key: str, history: History, analysis: dict | None = None) -> None:
@@ -187,9 +191,13 @@ def correlation_analysis(history: History, style: TextStyle, analysis: dict | No
                          config: ChartConfig = ChartConfig()) -> Figure:
     """Step vs MLM accuracy with the three fitted curves (left) and each curve's residuals (right)."""
     steps, acc = history.steps.astype(float), history.mlm_acc
-    fits = stats.fit_all_curves(steps, acc)
-    best = stats.best_curve(fits)
     assoc = stats.association(steps, acc)
+    # Curves are fitted on steps > 0 (ln(step) and step^-c need them), the points analyze_100k.py
+    # fits, so the chart shows the same fits, AICs and best curve as the analysis.
+    positive = steps > 0
+    curve_x, curve_y = steps[positive], acc[positive]
+    fits = stats.fit_all_curves(curve_x, curve_y)
+    best = stats.best_curve(fits)
     with rc_context(style.rc_params()):
         fig = _new_figure(style, config)
         grid = fig.add_gridspec(len(fits), 2, width_ratios=(1.5, 1))
@@ -203,8 +211,7 @@ def correlation_analysis(history: History, style: TextStyle, analysis: dict | No
         observed = style.text("observed") + ("\n" + "\n".join(parts) if parts else "")
         ax_main.scatter(steps, acc, s=config.marker_size, alpha=0.45, color=TRAIN_COLOR, label=observed,
                         edgecolors="none")
-        grid_x = np.linspace(steps.min(), steps.max(), 400)
-        grid_x = grid_x[grid_x > 0] if len(grid_x) else grid_x
+        grid_x = np.linspace(curve_x.min(), curve_x.max(), 400) if len(curve_x) else curve_x
         residual_axes = []
         for row, (name, fit) in enumerate(fits.items()):
             # One shared y scale: a curve of the wrong shape shows as a bigger, structured residual
@@ -224,13 +231,13 @@ def correlation_analysis(history: History, style: TextStyle, analysis: dict | No
             ax_main.plot(grid_x, fit.predict(grid_x), color=CURVE_COLORS[name], ls=CURVE_STYLES[name],
                          lw=2.4 if name == best else 1.6, zorder=3 if name == best else 2,
                          label=f"{curve_label}: {stats_text}{marker}")
-            residuals = acc - fit.predict(steps)
-            ax_res.scatter(steps, residuals, s=config.marker_size * 0.6, color=CURVE_COLORS[name], alpha=0.5,
+            residuals = curve_y - fit.predict(curve_x)
+            ax_res.scatter(curve_x, residuals, s=config.marker_size * 0.6, color=CURVE_COLORS[name], alpha=0.5,
                            edgecolors="none")
             ax_res.axhline(0, color="0.2", lw=0.8)
             window = smoothing_window(len(residuals), config)
             # The smoothed residual shows structure a good curve would not leave (a hump = wrong shape).
-            ax_res.plot(steps, stats.moving_average(residuals, window), color="black", lw=1.2,
+            ax_res.plot(curve_x, stats.moving_average(residuals, window), color="black", lw=1.2,
                         label=style.text("residual_trend", window=window))
             ax_res.set_title(f"{curve_label}  {stats_text}", fontsize=10, loc="left")
         trend = [line for ax in residual_axes for line in ax.get_lines() if line.get_label() and
@@ -356,7 +363,8 @@ def loss_analysis(history: History, style: TextStyle, config: ChartConfig = Char
 
 def forecast(history: History, style: TextStyle, config: ChartConfig = ChartConfig()) -> Figure:
     """Each curve fitted on the first part, its 95% prediction band over the rest, against the data."""
-    steps, acc = history.steps.astype(float), history.mlm_acc
+    positive = history.steps > 0  # as analyze_100k.py: the curves need step > 0
+    steps, acc = history.steps[positive].astype(float), history.mlm_acc[positive]
     check = stats.forecast_check(steps, acc, train_fraction=config.train_fraction)
     n_train = check["n_train"]
     with rc_context(style.rc_params()):
@@ -380,7 +388,7 @@ def forecast(history: History, style: TextStyle, config: ChartConfig = ChartConf
                                      else "fit_failed"), y=0.3)
                 continue
             color = CURVE_COLORS[name]
-            fit_x = steps[:n_train][steps[:n_train] > 0] if name != "linear" else steps[:n_train]
+            fit_x = steps[:n_train]
             ax.plot(fit_x, fit.predict(fit_x), color=color, lw=1.8)
             lo, hi = fit.prediction_band(test_x)
             band = ax.fill_between(test_x, lo, hi, color=color, alpha=0.18)
@@ -392,7 +400,8 @@ def forecast(history: History, style: TextStyle, config: ChartConfig = ChartConf
         handles, labels = axes[0].get_legend_handles_labels()
         fig.legend(handles, labels, loc="outside lower center", ncols=len(handles), fontsize=9, markerscale=2)
         axes[0].set_ylabel(style.text("mlm_acc"))
-        low, high = float(acc.min()), float(acc.max())
+        shown = acc if len(acc) else history.mlm_acc  # only step-0 points: nothing is forecast
+        low, high = float(shown.min()), float(shown.max())
         pad = 0.15 * (high - low) if high > low else 0.05
         axes[0].set_ylim(low - pad, high + pad)  # a wild extrapolated band must not flatten the data
     return fig

@@ -123,6 +123,26 @@ def test_headline_from_the_analysis_goes_into_the_titles(bilingual, english):
     assert "\n" not in fig.get_suptitle()  # an analysis without the numbers adds no headline
 
 
+def test_headline_names_the_metric_when_the_analysis_is_not_of_training_accuracy(english):
+    analysis = {"total_steps": 20000, "pearson_correlation": 0.5, "best_curve": None,
+                "metric": {"name": "eval_mlm_acc", "description": "held-out"}}
+    title = plots.forecast(synthetic_history(n=40), english, config=SMALL).get_suptitle()
+    assert "\n" not in title  # the forecast chart takes no analysis
+    title = plots.training_curves(synthetic_history(n=40), english, analysis, config=SMALL).get_suptitle()
+    assert "Pearson r (eval_mlm_acc) = 0.500, best curve: —" in title
+
+
+def test_a_step_zero_point_is_left_out_of_the_fits_as_in_the_analysis(english):
+    history = synthetic_history(n=80)
+    history.steps = np.concatenate([[0], history.steps[1:]])  # an evaluation of the untrained model
+    fig = plots.correlation_analysis(history, english, config=SMALL)
+    assert len(fig.axes[0].get_lines()) == 3  # log-linear and power fits need step > 0: still drawn
+    assert len(fig.axes[0].collections[0].get_offsets()) == 80  # ...while the scatter shows every point
+    assert all(len(ax.collections[0].get_offsets()) == 79 for ax in fig.axes[1:])
+    forecast = plots.forecast(history, english, config=SMALL)
+    assert all(ax.get_legend() is not None for ax in forecast.axes)  # every curve forecast (MAE legend)
+
+
 def test_no_missing_glyph_warning_and_every_drawn_chinese_character_is_in_the_font(bilingual):
     history = synthetic_history()
     cmaps = [fonts.font_cmap(path, index) for path, index in bilingual.cjk_font.faces]

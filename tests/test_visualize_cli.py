@@ -84,6 +84,31 @@ def test_writes_five_valid_pngs_at_the_requested_dpi(tmp_path, capsys):
         assert f"wrote {out / name}" in captured.out
 
 
+def test_headline_from_a_real_analyze_100k_result(tmp_path, capsys):
+    import analyze_100k
+
+    history = write_history(tmp_path / "h.json", n=60, total=6000)
+    analysis = tmp_path / "analysis_100k_result.json"
+    assert analyze_100k.main([str(history), "--out", str(analysis), "--bootstrap", "0", "--quiet"]) == 0
+    result = json.loads(analysis.read_text())
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from bertstudy.fonts import TextStyle
+    from bertstudy.history import load_history
+    from bertstudy.plots import ChartConfig, correlation_analysis
+
+    fig = correlation_analysis(load_history(history), TextStyle(lang="en"), result, ChartConfig(width=8, height=5))
+    headline = fig.get_suptitle().splitlines()[1]
+    assert headline.startswith(f"{result['total_steps']:,} steps, Pearson r = {result['pearson_correlation']:.3f}")
+    assert "best curve: —" not in headline  # analyze_100k's best_curve is a curve name this chart knows
+    # The chart's own fits agree with the analysis: same best curve, same R² in its legend.
+    legend = "\n".join(t.get_text() for t in fig.axes[0].get_legend().get_texts())
+    best = result["best_curve"]
+    assert f"R²={result['curves'][best]['r_squared']:.3f}" in [line for line in legend.splitlines() if "★" in line][0]
+    capsys.readouterr()
+
+
 def test_jsonl_log_and_compare_with_a_second_run(tmp_path, capsys):
     log = write_jsonl_log(tmp_path / "training_log_100k.jsonl")
     other = write_history(tmp_path / "other.json", n=25, total=2000, seed=3, held_out=False)

@@ -46,7 +46,7 @@ LABELS: dict[str, tuple[str, str]] = {
     "mlm_acc": ("MLM 准确率", "MLM accuracy"),
     "nsp_acc": ("NSP 准确率", "NSP accuracy"),
     "train": ("训练", "train"),
-    "train_smoothed": ("训练（滑动平均，窗口 {window}）", "train (moving average, window {window})"),
+    "train_smoothed": ("训练（{window} 点滑动平均）", "train ({window}-point moving average)"),
     "held_out": ("验证集", "held-out"),
     "chance": ("随机水平 50%", "chance 50%"),
     "loss": ("损失", "loss"),

@@ -131,23 +131,26 @@ def training_curves(history: History, style: TextStyle, analysis: dict | None = 
             _note(ax_mlm, style.text("no_held_out"), y=0.12)
         ax_mlm.set_ylabel(style.text("mlm_acc"))
         ax_mlm.set_title(style.text("mlm_acc"))
-        ax_mlm.legend(loc="upper left")
+        ax_mlm.legend(loc="best")  # matplotlib picks the corner the curves leave free
 
         if len(history.nsp_acc):
             # Per-batch NSP accuracy is coarse and noisy (multiples of 1/batch): the raw line is faint
             # and a moving average shows whether it leaves the chance line at all.
             window = smoothing_window(len(history.nsp_acc), config)
-            ax_nsp.plot(history.steps, history.nsp_acc, color=TRAIN_COLOR, lw=0.7, alpha=0.4)
-            ax_nsp.plot(history.steps, stats.moving_average(history.nsp_acc, window), color=TRAIN_COLOR, lw=1.8,
-                        label=style.text("train_smoothed", window=window))
+            if window > 1:
+                ax_nsp.plot(history.steps, history.nsp_acc, color=TRAIN_COLOR, lw=0.7, alpha=0.4)
+                ax_nsp.plot(history.steps, stats.moving_average(history.nsp_acc, window), color=TRAIN_COLOR,
+                            lw=1.8, label=style.text("train_smoothed", window=window))
+            else:  # too few points to smooth
+                ax_nsp.plot(history.steps, history.nsp_acc, color=TRAIN_COLOR, lw=1.2, label=style.text("train"))
             if len(history.eval_nsp_acc):
                 ax_nsp.plot(history.eval_steps, history.eval_nsp_acc, "o-", color=EVAL_COLOR, ms=3, lw=1.2,
                             label=style.text("held_out"))
             ax_nsp.axhline(0.5, color="0.3", ls="--", lw=1, label=style.text("chance"))
             # Accuracy never exceeds 1: the band above it holds the legend, so it never covers data.
-            ax_nsp.set_ylim(0, 1.2)
+            ax_nsp.set_ylim(0, 1.38)
             ax_nsp.set_yticks(np.linspace(0, 1, 6))
-            ax_nsp.legend(loc="upper center", ncols=3, fontsize=9)
+            ax_nsp.legend(loc="upper center", fontsize=8.5, labelspacing=0.3, borderaxespad=0.3)
         else:
             _note(ax_nsp, style.text("no_data"))
         ax_nsp.set_ylabel(style.text("nsp_acc"))
@@ -165,7 +168,7 @@ def training_curves(history: History, style: TextStyle, analysis: dict | None = 
                          label=style.text("eval_loss"))
             plotted = True
         if plotted:
-            ax_loss.legend(loc="upper right")
+            ax_loss.legend(loc="best", fontsize=9)
         else:
             _note(ax_loss, style.text("no_data"))
         ax_loss.set_ylabel(style.text("loss"))

@@ -14,7 +14,15 @@ matplotlib.use("Agg")  # headless: files only, never a window
 
 from bertstudy.atomic_io import atomic_writer, read_json  # noqa: E402
 from bertstudy.cli import int_in_range, labelled_path, make_parser, open_unit_float, run_main  # noqa: E402
-from bertstudy.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, BadInputError, StudyError, UsageError  # noqa: E402
+from bertstudy.errors import (  # noqa: E402
+    EXIT_BAD_INPUT,
+    EXIT_OK,
+    EXIT_RUNTIME,
+    EXIT_USAGE,
+    BadInputError,
+    StudyError,
+    UsageError,
+)
 from bertstudy.fonts import LANGS, choose_text_style  # noqa: E402
 from bertstudy.history import load_history  # noqa: E402
 from bertstudy.plots import ChartConfig, all_charts, render_png  # noqa: E402

@@ -45,6 +45,11 @@ def smoothing_window(n_points: int, config: ChartConfig = ChartConfig()) -> int:
     return max(1, int(round(n_points * 0.02)) | 1)  # odd, so the centred window is symmetric
 
 
+def marker_area(n_points: int, config: ChartConfig = ChartConfig()) -> float:
+    """Scatter marker area: the configured size for ~1,000 points, up to 6x larger for a handful."""
+    return config.marker_size * float(np.clip(200 / max(n_points, 1), 1, 6))
+
+
 def run_summary(history: History) -> dict:
     """Mean, max and final training MLM accuracy and the final loss (None where absent)."""
     acc = history.mlm_acc
@@ -212,7 +217,7 @@ def correlation_analysis(history: History, style: TextStyle, analysis: dict | No
         if assoc["spearman"]["rho"] is not None:
             parts.append(style.text("spearman", rho=assoc["spearman"]["rho"]))
         observed = style.text("observed") + ("\n" + "\n".join(parts) if parts else "")
-        ax_main.scatter(steps, acc, s=config.marker_size, alpha=0.45, color=TRAIN_COLOR, label=observed,
+        ax_main.scatter(steps, acc, s=marker_area(len(steps), config), alpha=0.45, color=TRAIN_COLOR, label=observed,
                         edgecolors="none")
         grid_x = np.linspace(curve_x.min(), curve_x.max(), 400) if len(curve_x) else curve_x
         residual_axes = []
@@ -235,13 +240,15 @@ def correlation_analysis(history: History, style: TextStyle, analysis: dict | No
                          lw=2.4 if name == best else 1.6, zorder=3 if name == best else 2,
                          label=f"{curve_label}: {stats_text}{marker}")
             residuals = curve_y - fit.predict(curve_x)
-            ax_res.scatter(curve_x, residuals, s=config.marker_size * 0.6, color=CURVE_COLORS[name], alpha=0.5,
-                           edgecolors="none")
+            ax_res.scatter(curve_x, residuals, s=marker_area(len(curve_x), config) * 0.6, color=CURVE_COLORS[name],
+                           alpha=0.5, edgecolors="none")
             ax_res.axhline(0, color="0.2", lw=0.8)
             window = smoothing_window(len(residuals), config)
-            # The smoothed residual shows structure a good curve would not leave (a hump = wrong shape).
-            ax_res.plot(curve_x, stats.moving_average(residuals, window), color="black", lw=1.2,
-                        label=style.text("residual_trend", window=window))
+            # The smoothed residual shows structure a good curve would not leave (a hump = wrong shape);
+            # with a handful of points (window 1) it would only join the dots.
+            if window > 1:
+                ax_res.plot(curve_x, stats.moving_average(residuals, window), color="black", lw=1.2,
+                            label=style.text("residual_trend", window=window))
             ax_res.set_title(f"{curve_label}  {stats_text}", fontsize=10, loc="left")
         trend = [line for ax in residual_axes for line in ax.get_lines() if line.get_label() and
                  not line.get_label().startswith("_")]
@@ -375,12 +382,13 @@ def forecast(history: History, style: TextStyle, config: ChartConfig = ChartConf
         axes = fig.subplots(1, len(check["curves"]), sharey=True)
         _title(fig, style, "forecast_title", history)
         test_x = steps[n_train:]
+        area = marker_area(len(steps), config)
         for ax, (name, entry) in zip(axes, check["curves"].items()):
             fit = entry["fit"]
-            ax.scatter(steps[:n_train], acc[:n_train], s=config.marker_size, color="0.55", edgecolors="none",
+            ax.scatter(steps[:n_train], acc[:n_train], s=area, color="0.55", edgecolors="none",
                        label=style.text("fit_part"))
-            ax.scatter(test_x, acc[n_train:], s=config.marker_size, color=TRAIN_COLOR, alpha=0.6,
-                       edgecolors="none", label=style.text("held_part"))
+            ax.scatter(test_x, acc[n_train:], s=area, color=TRAIN_COLOR, alpha=0.6, edgecolors="none",
+                       label=style.text("held_part"))
             ax.set_title(style.text(f"curve_{name}"))
             _steps_axis(ax, style)
             if check["split_step"] is not None:

@@ -234,6 +234,16 @@ def test_run_label_and_smoothing_window():
     assert plots.run_label(bare) == "900"
     assert plots.smoothing_window(1000) == 21 and plots.smoothing_window(10) == 1
     assert plots.smoothing_window(1000, plots.ChartConfig(smoothing_window=5)) == 5
+    assert plots.marker_area(1000) == plots.ChartConfig().marker_size
+    assert plots.marker_area(10) == 6 * plots.ChartConfig().marker_size  # a handful of points stay visible
+
+
+def test_residual_trend_only_where_there_is_something_to_smooth(english):
+    many = plots.correlation_analysis(synthetic_history(n=200), english, config=SMALL)
+    assert [t.get_text() for t in many.legends[0].get_texts()] == ["residual moving average (window 5)"]
+    assert all(len(ax.get_lines()) == 2 for ax in many.axes[1:])  # zero line + trend
+    few = plots.correlation_analysis(synthetic_history(n=40), english, config=SMALL)
+    assert few.legends == [] and all(len(ax.get_lines()) == 1 for ax in few.axes[1:])
 
 
 @pytest.mark.skipif(not ORIGINAL_HISTORY.exists(), reason=f"{ORIGINAL_HISTORY} not added yet")

@@ -105,7 +105,8 @@ def test_headline_from_a_real_analyze_100k_result(tmp_path, capsys):
     # The chart's own fits agree with the analysis: same best curve, same R² in its legend.
     legend = "\n".join(t.get_text() for t in fig.axes[0].get_legend().get_texts())
     best = result["best_curve"]
-    assert f"R²={result['curves'][best]['r_squared']:.3f}" in [line for line in legend.splitlines() if "★" in line][0]
+    best_line = [line for line in legend.splitlines() if "★" in line][0]
+    assert f"R²={result['curves'][best]['r_squared']:.3f}" in best_line
     capsys.readouterr()
 
 

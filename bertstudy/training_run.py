@@ -200,10 +200,12 @@ def _train(config: TrainConfig, resume: str | None, dist: Distributed, out_dir: 
     bar = tqdm(total=config.steps, initial=start_step, disable=not (dist.is_main and config.progress),
                dynamic_ncols=True, desc="train", file=sys.stderr)
     status, step = "failed", start_step
-    last_log_time = time.monotonic()
+    step_seconds = 0.0  # time in train_step since the last log point: tokens/s leaves evals and saves out
     try:
         while step < config.steps:
+            started = time.monotonic()
             result = trainer.train_step(step)
+            step_seconds += time.monotonic() - started
             step += 1
             bar.update(1)
             if trainer.nonfinite_in_a_row >= config.max_nonfinite:
@@ -213,16 +215,15 @@ def _train(config: TrainConfig, resume: str | None, dist: Distributed, out_dir: 
                                  f"{last[-1][1] if last else 'none'}; try a lower --lr", exit_code=EXIT_RUNTIME)
             if step % config.log_interval == 0 or step == config.steps:
                 totals = trainer.take_totals()
-                now = time.monotonic()
                 if dist.is_main and totals:
                     record = log.write("train", step=step, mlm_acc=totals["mlm_acc"], nsp_acc=totals["nsp_acc"],
                                        loss=totals["loss"], mlm_loss=totals["mlm_loss"], nsp_loss=totals["nsp_loss"],
-                                       lr=result.lr, tokens_per_s=totals["tokens"] / max(now - last_log_time, 1e-9),
+                                       lr=result.lr, tokens_per_s=totals["tokens"] / max(step_seconds, 1e-9),
                                        elapsed_s=clock.elapsed())
                     add_train_point(history, record)
                     write_history(history_path, history)
                     bar.set_postfix(loss=f"{totals['loss']:.3f}", mlm=f"{totals['mlm_acc']:.3f}")
-                last_log_time = now
+                step_seconds = 0.0
             if dist.is_main and (step % config.eval_interval == 0 or step == config.steps):
                 evaluate(step)
             stopping = _agree(stop.requested, dist)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 
+import json
+
 import pytest
 import torch
 
@@ -105,3 +107,23 @@ def test_unknown_preset_exits_2():
     with pytest.raises(SystemExit) as exit_info:
         train_large_100k.main(["--preset", "huge"])
     assert exit_info.value.code == EXIT_USAGE
+
+
+@pytest.mark.parametrize("variant", ["wwm", "amp", "original_json"])
+def test_variants_run_end_to_end(variant, tmp_path):
+    """Whole-word masking (jieba), bf16 autocast on CPU (--amp), and the original study's JSON corpus."""
+    corpus = write_tiny_corpus(tmp_path)
+    overrides = {"steps": 4, "eval_interval": 2, "save_interval": 4}
+    if variant == "original_json":
+        sentences = [s for _, doc in iter_jsonl(corpus) for s in doc["sentences"]]
+        corpus = tmp_path / "original.json"
+        corpus.write_text(json.dumps({"sentences": sentences, "vocab": [], "metadata": {}}, ensure_ascii=False, indent=2),
+                          encoding="utf-8")
+    else:
+        overrides[variant] = True
+    out = tmp_path / "run"
+    assert train_large_100k.main(tiny_args(corpus, out, tmp_path / "cache", **overrides)) == EXIT_OK
+    history = read_json(out / "training_history_100k.json")
+    assert history["steps"] == [2, 4] and all(0 <= a <= 1 for a in history["eval_mlm_acc"])
+    assert history["meta"]["config"][variant if variant != "original_json" else "corpus"] in (True, str(corpus))
+    assert load_final_model(out / "stage4_large_100k_final.pth")["step"] == 4

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from .atomic_io import atomic_writer
-from .errors import BadInputError, StudyError
+from .errors import BadInputError
 
 CHECKPOINT_FORMAT = "chinese-bert-correlation/checkpoint-v1"
 FINAL_FORMAT = "chinese-bert-correlation/final-model-v1"
@@ -129,7 +129,3 @@ def save_final_model(path, model_state: dict, model_config: dict, vocab_hash: st
 def load_final_model(path) -> dict:
     return load_checkpoint(path, required=("format", "model", "model_config", "vocab_hash"), kind=FINAL_FORMAT)
 
-
-def require_same(a: dict, b: dict, what: str) -> None:
-    if a != b:
-        raise StudyError(f"{what} differ")

@@ -14,6 +14,7 @@ NSP label convention (BERT's and transformers' `next_sentence_label`):
 from __future__ import annotations
 
 import hashlib
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -117,7 +118,7 @@ def load_or_build_cache(documents, corpus_path, vocab: Vocab, cache_dir, wwm: bo
             }
             return TokenizedCorpus(**arrays), folder, False
         except (BadInputError, OSError, ValueError, KeyError) as exc:
-            print(f"warning: token cache {folder} is unreadable ({exc}); rebuilding it")
+            print(f"warning: token cache {folder} is unreadable ({exc}); rebuilding it", file=sys.stderr)
     corpus = tokenize_documents(documents, vocab, wwm)
     try:
         written = []
@@ -131,7 +132,7 @@ def load_or_build_cache(documents, corpus_path, vocab: Vocab, cache_dir, wwm: bo
         atomic_write_json(manifest_path, {"key": key, "tokenization_version": TOKENIZATION_VERSION, "wwm": wwm,
                                           "vocab_hash": vocab.hash, "arrays": written, "tokens": int(len(corpus.tokens))})
     except StudyError as exc:
-        print(f"warning: could not write the token cache ({exc}); continuing without it")
+        print(f"warning: could not write the token cache ({exc}); continuing without it", file=sys.stderr)
     return corpus, folder, True
 
 

@@ -300,7 +300,7 @@ def format_report(result: dict) -> str:
     if result["forecast"].get("best_by_mae"):
         lines.append(f"  best forecaster of the held-out part: {result['forecast']['best_by_mae']}")
     for row in result["targets"]:
-        lines += ["", f"Steps to reach {metric} = {row['target']} (observed: "
+        lines += ["", f"Steps to reach {metric} = {row['target']} (first reached by its moving average: "
                   f"{'never' if row['observed_step'] is None else format(row['observed_step'], ',')})"]
         for name, e in row["curves"].items():
             step = "never" if e["step"] is None else f"{e['step']:,.0f}"

@@ -81,9 +81,10 @@ class TrainConfig:
 PRESETS: dict[str, dict] = {
     # the study's run: the original's shape, a learning rate that learns from scratch
     "large_100k": {},
-    # The whole stage in ~4 min on 2 idle CPU cores (~0.18 s per 64 x 64-token step). Tuned on the
-    # embedded corpus (vocab 5033): held-out MLM accuracy 0.1% -> 5.4% (step 100, the "always the
-    # most frequent character" plateau) -> 13% (step 300) -> 14.6% (step 1200); NSP 49% -> 84%.
+    # The whole stage in ~3.5 min on 2 idle CPU cores (~0.15 s per 64 x 64-token step, 26k tokens/s).
+    # Tuned on the embedded corpus (vocab 5033): held-out MLM accuracy 0.1% -> 5.6% (step 100, the
+    # "always the most frequent character" level) -> 13% (step 300) -> 14.6-14.8% (step 1200), still
+    # on the plateau that only a longer run leaves (see cpu_study); NSP 49% -> 81-84%.
     # lr 2e-3 is at the edge: 4e-3 never left the plateau, 1e-3 was slower; a batch of 64 learned
     # a little more per token than 32 x 2400 steps; 4 layers or 2 heads learned no faster per step.
     "quick": dict(hidden_size=128, num_layers=2, num_heads=4, intermediate_size=512, max_seq_len=64,
@@ -94,7 +95,9 @@ PRESETS: dict[str, dict] = {
     # 2.4M-parameter model costs ~2.4x a quick step of 32: ~0.22 s with 2 idle threads, so 5000 steps
     # take ~18 min + ~1 min of evals and saves: ~9.6M tokens (~3 passes over the 3M-token corpus) for
     # 1.4M non-embedding parameters, near compute-optimal (~20 tokens per parameter) at this budget.
-    # 500 log points, 40 held-out evals, a checkpoint every 500 steps.
+    # 500 log points, 40 held-out evals, a checkpoint every 500 steps. Measured: 18 min 53 s on 2 cores
+    # (load ~2), 9.4k tokens/s; held-out MLM 4% (step 125) -> 12.8% (500) -> a 14% plateau to step
+    # ~1750 -> 22.1% (5000), NSP 85%: a fast rise, a plateau, then a second rise still going at the end.
     # dropout 0: a model this small, seeing each token ~3 times, underfits; dropout would only slow it.
     "cpu_study": dict(hidden_size=192, num_layers=3, num_heads=4, intermediate_size=768, max_seq_len=64,
                       max_predictions=10, batch_size=32, grad_accum=1, steps=5000, warmup_steps=200, lr=1.5e-3,

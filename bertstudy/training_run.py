@@ -143,6 +143,13 @@ def _train(config: TrainConfig, resume: str | None, dist: Distributed, out_dir: 
         history = truncate_history(state["history"], start_step)
         if dist.is_main:
             print(f"resuming from {path} (step {start_step})", file=sys.stderr)
+    if not found and dist.is_main:
+        stale = ckpt.list_checkpoints(checkpoint_dir)
+        if stale:  # a fresh run restarts the log too; old checkpoints would otherwise win a later --resume
+            print(f"note: a fresh run: removing {len(stale)} checkpoint(s) of an earlier run in {checkpoint_dir}",
+                  file=sys.stderr)
+            for _, path in stale:
+                path.unlink(missing_ok=True)
     trainer.wrap()
     if history is None:
         history = new_history({

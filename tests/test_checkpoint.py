@@ -125,3 +125,15 @@ def test_keep_last_prunes_oldest(tmp_path):
     assert [p.name for p in removed] == ["step_000001.pth", "step_000002.pth"]
     assert [s for s, _ in ckpt.list_checkpoints(tmp_path)] == [3, 4]
     assert ckpt.prune_checkpoints(tmp_path, 0) == []
+
+
+def test_a_fresh_run_removes_an_earlier_runs_checkpoints(run_dir, tmp_path, capsys):
+    root, corpus, out = run_dir
+    fresh = tmp_path / "fresh"
+    folder = fresh / "checkpoints_100k"
+    folder.mkdir(parents=True)
+    for step in (2, 4, 6, 900):  # 900: an earlier, longer run's, which a later --resume would pick
+        ckpt.checkpoint_path(folder, step).write_bytes(ckpt.checkpoint_path(out / "checkpoints_100k", 6).read_bytes())
+    assert train_large_100k.main(tiny_args(corpus, fresh, root / "cache", steps=2, save_interval=2)) == 0
+    assert "removing 4 checkpoint(s) of an earlier run" in capsys.readouterr().err
+    assert [s for s, _ in ckpt.list_checkpoints(folder)] == [2]

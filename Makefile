@@ -39,7 +39,7 @@ test: system-deps-test venv
 bench: venv
 	$(PY) bench/throughput.py --out bench/throughput_result.json
 
-# Issue 7's CPU tier: a reduced but genuine study (~30 min on 2 cores), outputs to results/.
+# The CPU tier of the study: a reduced but genuine run (25 min on 2 idle cores, results/README.md), outputs to results/.
 study-cpu: system-deps venv
 	$(PY) rare_char_fetch.py --source embedded --out data/corpus.jsonl
 	$(PY) verify_dataset.py data/corpus.jsonl --profile embedded --report data/dataset_report.json

@@ -7,6 +7,8 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 QUICK_DIR ?= runs/quick
 STUDY_DIR ?= runs/cpu_study
+# Extra train_large_100k.py options, e.g. make quickstart TRAIN_ARGS='--threads 1' on a busy CPU.
+TRAIN_ARGS ?=
 
 .PHONY: quickstart test venv system-deps system-deps-test bench study-cpu clean
 
@@ -29,7 +31,7 @@ system-deps-test:
 quickstart: system-deps venv
 	$(PY) rare_char_fetch.py --source embedded --out data/corpus.jsonl
 	$(PY) verify_dataset.py data/corpus.jsonl --profile embedded --report data/dataset_report.json
-	$(PY) train_large_100k.py --preset quick --corpus data/corpus.jsonl --out-dir $(QUICK_DIR)
+	$(PY) train_large_100k.py --preset quick --corpus data/corpus.jsonl --out-dir $(QUICK_DIR) $(TRAIN_ARGS)
 	$(PY) analyze_100k.py $(QUICK_DIR)/training_history_100k.json --out $(QUICK_DIR)/analysis_100k_result.json
 	$(PY) visualize_results.py $(QUICK_DIR)/training_history_100k.json --analysis $(QUICK_DIR)/analysis_100k_result.json --out-dir results/quickstart
 
@@ -43,7 +45,7 @@ bench: venv
 study-cpu: system-deps venv
 	$(PY) rare_char_fetch.py --source embedded --out data/corpus.jsonl
 	$(PY) verify_dataset.py data/corpus.jsonl --profile embedded --report data/dataset_report.json
-	$(PY) train_large_100k.py --preset cpu_study --corpus data/corpus.jsonl --out-dir $(STUDY_DIR)
+	$(PY) train_large_100k.py --preset cpu_study --corpus data/corpus.jsonl --out-dir $(STUDY_DIR) $(TRAIN_ARGS)
 	$(PY) analyze_100k.py $(STUDY_DIR)/training_history_100k.json --out results/analysis_100k_result.json
 	$(PY) visualize_results.py $(STUDY_DIR)/training_history_100k.json --analysis results/analysis_100k_result.json --out-dir results
 	cp $(STUDY_DIR)/training_history_100k.json results/training_history_100k.json

@@ -1,5 +1,5 @@
-"""Kill -9 a training run (between checkpoints and in the middle of writing one), resume it, and get
-exactly the history and weights of an uninterrupted run (CPU, one thread, dropout on)."""
+"""Kill -9 a training run (between checkpoints, twice in one run, and in the middle of writing one),
+resume it, and get exactly the history and weights of an uninterrupted run (CPU, one thread, dropout on)."""
 
 from __future__ import annotations
 
@@ -117,6 +117,25 @@ def test_sigkill_between_checkpoints_then_resume_equals_uninterrupted(reference,
     _assert_same_as_reference(reference_out, out)
     starts = [r for _, r in iter_jsonl(out / "training_log_100k.jsonl") if r["kind"] == "start"]
     assert starts[0]["resumed_from"] is None and starts[-1]["resumed_from"] >= 4
+
+
+def test_a_resumed_run_killed_again_then_resumed_equals_uninterrupted(reference, tmp_path):
+    """Two kills in one run (steps 6 and 10, each past a different checkpoint): resume twice."""
+    root, corpus, reference_out = reference
+    out = tmp_path / "killed_twice"
+    args = tiny_args(corpus, out, root / "cache", **RUN)
+    log = out / "training_log_100k.jsonl"
+    for kill_step, extra, newest in ((6, [], 4), (10, ["--resume"], 8)):
+        process = _start(args + extra, tmp_path / "unused", step_pause=0.25)
+        marker = f'"kind": "train", "step": {kill_step}'
+        _wait_for(lambda: log.exists() and marker in log.read_text(encoding="utf-8"), process)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        assert ckpt.list_checkpoints(out / "checkpoints_100k")[-1][0] == newest
+    assert train_large_100k.main(args + ["--resume"]) == 0
+    _assert_same_as_reference(reference_out, out)
+    starts = [r for _, r in iter_jsonl(out / "training_log_100k.jsonl") if r["kind"] == "start"]
+    assert [s["resumed_from"] for s in starts] == [None, 4, 8]
 
 
 def test_sigkill_during_a_checkpoint_write_then_resume_equals_uninterrupted(reference, tmp_path):

@@ -200,3 +200,26 @@ def test_bf16_autocast_matches_fp32_within_bf16_tolerance():
         scale = plain_grads[name].abs().max().item() + 1e-8
         err = (p.grad - plain_grads[name]).abs().max().item()
         assert err <= 0.05 * scale, f"gradient of {name}: max error {err:.3g} vs max {scale:.3g}"
+
+
+def test_fused_adamw_takes_the_same_steps_as_the_plain_one():
+    """The optimizer the trainer builds for CUDA (fused=True, one kernel for all parameters) moves the
+    weights exactly as the per-parameter loop used on CPU; torch runs the fused kernel on CPU too."""
+    torch.manual_seed(3)
+    plain_model = BertForPretraining(tiny_config(dropout=0.0))
+    fused_model = BertForPretraining(tiny_config(dropout=0.0))
+    fused_model.load_state_dict(plain_model.state_dict())
+    start = [p.detach().clone() for p in plain_model.parameters()]
+    settings = dict(lr=3e-3, weight_decay=0.01, betas=(0.9, 0.98), eps=1e-6)
+    plain = plain_model.configure_optimizer(**settings, device_type="cpu")
+    fused = fused_model.configure_optimizer(**settings, device_type="cuda")
+    assert fused.defaults["fused"] and not plain.defaults.get("fused")
+    batch = make_batch(plain_model.config, seed=4)
+    for _ in range(3):
+        for model, optimizer in ((plain_model, plain), (fused_model, fused)):
+            optimizer.zero_grad(set_to_none=True)
+            model(*batch).loss.backward()
+            optimizer.step()
+    for (name, p), q in zip(plain_model.named_parameters(), fused_model.parameters()):
+        torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-6, msg=name)
+    assert all(not torch.equal(p, s) for p, s in zip(plain_model.parameters(), start))  # every weight moved

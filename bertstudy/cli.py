@@ -31,10 +31,13 @@ EXIT_CODE_LINES = {
 }
 
 
-def make_parser(prog: str, description: str, examples: Sequence[str], exit_codes: Sequence[int]) -> argparse.ArgumentParser:
-    """A parser whose epilog lists usage examples and the exit codes this script can return."""
+def make_parser(prog: str, description: str, examples: Sequence[str], exit_codes: Sequence[int],
+                exit_code_lines: dict[int, str] | None = None) -> argparse.ArgumentParser:
+    """A parser whose epilog lists usage examples and the exit codes this script can return;
+    `exit_code_lines` replaces the shared wording of a code where a script means something narrower."""
+    wording = {**EXIT_CODE_LINES, **(exit_code_lines or {})}
     lines = ["examples:"] + [f"  {example}" for example in examples]
-    lines += ["", "exit codes:"] + [f"  {code:<4} {EXIT_CODE_LINES[code]}" for code in exit_codes]
+    lines += ["", "exit codes:"] + [f"  {code:<4} {wording[code]}" for code in exit_codes]
     return argparse.ArgumentParser(
         prog=prog,
         description=description,

@@ -19,6 +19,7 @@ from scipy import stats as sps
 from . import stats
 from .errors import BadInputError
 from .history import History
+from .provenance import series_fingerprint
 
 METRIC_DESCRIPTIONS = {
     "mlm_acc": "training masked-LM accuracy (per logged batch; the original study's metric)",
@@ -220,7 +221,9 @@ def analyze(history: History, metric: str = "mlm_acc", *, train_fraction: float 
     r = assoc["pearson"]["r"]
     result = {
         "source": {"path": history.path, "format": history.source_format,
-                   "preset": history.meta.get("preset"), "meta_total_steps": history.meta.get("total_steps")},
+                   "preset": history.meta.get("preset"), "meta_total_steps": history.meta.get("total_steps"),
+                   # the analysed numbers' hash: visualize_results.py checks an analysis belongs to its history
+                   "data_sha256": series_fingerprint(steps, values)},
         "metric": {"name": metric, "description": METRIC_DESCRIPTIONS.get(metric, metric)},
         "total_steps": int(steps[-1]),
         "data_points": len(steps),

@@ -64,11 +64,12 @@ def run_label(history: History) -> str:
     return f"{steps / 1000:g}K" if steps >= 1000 else str(steps)
 
 
-def render_png(fig: Figure, style: TextStyle, dpi: int) -> bytes:
-    """PNG bytes of a figure; drawing happens under the style's fonts (tick labels are made then)."""
+def render_png(fig: Figure, style: TextStyle, dpi: int, metadata: dict[str, str] | None = None) -> bytes:
+    """PNG bytes of a figure; drawing happens under the style's fonts (tick labels are made then).
+    `metadata` goes into PNG text chunks (visualize_results.py records which history it drew)."""
     buffer = io.BytesIO()
     with rc_context(style.rc_params()):
-        fig.savefig(buffer, format="png", dpi=dpi)
+        fig.savefig(buffer, format="png", dpi=dpi, metadata=metadata)
     return buffer.getvalue()
 
 

@@ -20,10 +20,11 @@ def build_parser():
         ],
         exit_codes=[EXIT_OK, EXIT_USAGE, EXIT_BAD_INPUT],
     )
-    parser.add_argument("words", nargs="+", metavar="[MODEL_DIR] TEXT",
+    parser.add_argument("words", nargs="+", metavar="MODEL_DIR TEXT",
                         help="the export folder (or give it as --model-dir) and the sentence, with one or more "
                              "literal [MASK]")
     parser.add_argument("--model-dir", help="export folder (config.json, model.safetensors, vocab.txt)")
+    parser.usage = "fill_mask.py [-h] [--top-k TOP_K] [--json] (MODEL_DIR | --model-dir MODEL_DIR) TEXT"
     parser.add_argument("--top-k", type=positive_int, default=5, help="candidates per mask (default 5)")
     parser.add_argument("--json", action="store_true", help="print the predictions as JSON instead of a table")
     return parser

@@ -85,7 +85,8 @@ RESUME_HINT = "resume from a checkpoints_100k/step_XXXXXX.pth, or give --resume 
 def describe_non_checkpoint(path: Path) -> str | None:
     """What a file that cannot be a torch checkpoint is (JSON, text, empty...), or None if it may be one."""
     if path.is_dir():
-        return f"is a folder, not a checkpoint; to continue the run in it: --out-dir {path} --resume"
+        run = path.parent if path.name == CHECKPOINT_DIR_NAME else path
+        return f"is a folder, not a checkpoint; to continue the run in it: --out-dir {run} --resume"
     with open(path, "rb") as handle:
         head = handle.read(256)
     if not head:

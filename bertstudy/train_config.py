@@ -205,8 +205,9 @@ def resume_config(saved: dict, given: dict, session: TrainConfig, source: str) -
         run = ", ".join(f"{name} {base.get(name)}" for name in fixed)
         asked = ", ".join(f"{name} {given[name]}" for name in fixed)
         raise UsageError(f"--resume: {source} was trained with {run}; this command line gives {asked}. "
-                         f"Only {', '.join('--' + n.replace('_', '-') for n in CHANGEABLE_ON_RESUME[:4])} and the like "
-                         f"may change on resume: drop those flags, or start a new run in another --out-dir")
+                         f"A resumed run may change only {', '.join('--' + n.replace('_', '-') for n in CHANGEABLE_ON_RESUME)} "
+                         f"and this session's {', '.join('--' + n.replace('_', '-') for n in SESSION_FIELDS[1:])}: "
+                         f"drop the others, or start a new run in another --out-dir")
     values = {**base, **{name: given[name] for name in CHANGEABLE_ON_RESUME if name in given},
               **{name: getattr(session, name) for name in SESSION_FIELDS}}
     return validate(TrainConfig(**values))

@@ -96,12 +96,17 @@ def setup_distributed(choice: str, env: Mapping[str, str] | None = None) -> Dist
     rank = _env_int(env, "RANK", 0)
     local_rank = _env_int(env, "LOCAL_RANK", 0)
     device = select_device(choice, env)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-        enable_tf32()
+    bind_device(device)
     if world > 1 and not torch_dist.is_initialized():
         torch_dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     return Distributed(rank, world, local_rank, device)
+
+
+def bind_device(device: torch.device) -> None:
+    """Make `device` this process's current GPU (kernels, NCCL) and let its fp32 matmuls use TF32."""
+    if device.type == "cuda":
+        torch.cuda.set_device(device)  # needs an index: select_device always gives one
+        enable_tf32()
 
 
 def teardown_distributed(dist: Distributed) -> None:

@@ -7,6 +7,7 @@ import os
 import signal
 import stat
 
+import numpy as np
 import pytest
 import torch
 
@@ -14,8 +15,14 @@ import train_large_100k
 from bertstudy import checkpoint as ckpt
 from bertstudy import trainer
 from bertstudy.atomic_io import iter_jsonl, read_json
-from bertstudy.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
-from tests.train_helpers import tiny_args, write_tiny_corpus
+from bertstudy.device import Distributed
+from bertstudy.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UsageError
+from bertstudy.model import BertForPretraining
+from bertstudy.pretraining_data import InstanceSampler, tokenize_documents
+from bertstudy.train_config import preset_config, resume_config
+from bertstudy.trainer import Trainer, model_config_for
+from bertstudy.vocab import build_vocab
+from tests.train_helpers import tiny_args, tiny_documents, write_tiny_corpus
 
 torch.set_num_threads(1)
 
@@ -207,3 +214,38 @@ def test_export_folder_has_the_usual_permissions(finished):
     umask = os.umask(0)
     os.umask(umask)
     assert stat.S_IMODE((out / "export_hf").stat().st_mode) == 0o777 & ~umask
+
+
+def test_resume_config_takes_the_runs_values_and_only_safe_changes():
+    saved = preset_config("quick", hidden_size=48, lr=3e-3, steps=100, threads=1, device="cpu").to_dict()
+    session = preset_config("large_100k", out_dir="runs/x", threads=2, steps=500)  # the resume line's own config
+    resumed = resume_config(saved, {"steps": 500, "lr": 3e-3, "out_dir": "runs/x", "threads": 2}, session, "ck.pth")
+    assert (resumed.hidden_size, resumed.lr, resumed.steps, resumed.preset) == (48, 3e-3, 500, "quick")
+    assert (resumed.out_dir, resumed.threads, resumed.device) == ("runs/x", 2, "auto")  # this session's
+    with pytest.raises(UsageError, match=r"ck.pth was trained with batch_size 64, preset quick; this command line "
+                                         r"gives batch_size 32, preset large_100k"):
+        resume_config(saved, {"batch_size": 32, "preset": "large_100k", "steps": 9}, session, "ck.pth")
+
+
+def test_resumed_optimizer_keeps_the_configs_hyper_parameters_and_rank_0_alone_gets_the_totals():
+    config = preset_config("quick", hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, device="cpu",
+                           beta2=0.95, adam_eps=1e-8, weight_decay=0.02)
+    docs = tiny_documents(10)
+    vocab = build_vocab(s for d in docs for s in d.sentences)
+    sampler = InstanceSampler(tokenize_documents(docs, vocab), np.arange(10), len(vocab), 32, 0.15, 5, 0.1, False)
+    model = BertForPretraining(model_config_for(config, len(vocab)))
+    first = Trainer(config, model, sampler)
+    first.train_step(0)
+    first.totals += 1.0
+    state = first.state()
+    for group in state["optimizer"]["param_groups"]:  # a checkpoint whose optimizer says otherwise
+        group.update(betas=(0.5, 0.5), eps=1.0, weight_decay=9.0, lr=7.0)
+    for rank in (0, 1):
+        resumed = Trainer(config, model, sampler, Distributed(rank=rank, world_size=2))
+        resumed.load_state(state)
+        decay, no_decay = resumed.optimizer.param_groups
+        assert decay["betas"] == (0.9, 0.95) and decay["eps"] == 1e-8 and decay["weight_decay"] == 0.02
+        assert no_decay["weight_decay"] == 0.0
+        moments = resumed.optimizer.state[decay["params"][0]]["exp_avg"]
+        assert torch.equal(moments, first.optimizer.state[decay["params"][0]]["exp_avg"])  # the moments are the run's
+        assert resumed.totals.tolist() == (state["totals"] if rank == 0 else [0.0] * len(state["totals"]))

@@ -3,7 +3,9 @@ one whole line that says what to do."""
 
 from __future__ import annotations
 
+import argparse
 import os
+import re
 import signal
 import stat
 
@@ -13,7 +15,7 @@ import torch
 
 import train_large_100k
 from bertstudy import checkpoint as ckpt
-from bertstudy import trainer
+from bertstudy import cli, trainer
 from bertstudy.atomic_io import iter_jsonl, read_json
 from bertstudy.device import Distributed
 from bertstudy.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UsageError
@@ -192,6 +194,12 @@ def test_show_preset_prints_its_values(capsys):
 def test_an_integer_in_float_notation_is_read_and_a_fraction_refused(capsys):
     args = train_large_100k.build_parser().parse_args(["--steps", "2e3"])
     assert args.steps == 2000
+    assert cli.positive_int("2e3") == 2000 and cli.non_negative_int("1_000") == 1000
+    for parse, text, message in [(cli.positive_int, "1.5", "expected an integer, got '1.5'"),
+                                 (cli.positive_int, "x", "expected an integer, got 'x'"),
+                                 (cli.positive_float, "fast", "expected a number, got 'fast'")]:
+        with pytest.raises(argparse.ArgumentTypeError, match=re.escape(message)):
+            parse(text)
     with pytest.raises(SystemExit):
         train_large_100k.main(["--steps", "2.5"])
     assert "expected an integer, got '2.5'" in capsys.readouterr().err

@@ -63,8 +63,10 @@ def check_writable_folder(folder, flag: str) -> None:
     os.unlink(name)
 
 
-def check_corpus(path) -> None:
+def check_corpus(path, resuming: bool = False) -> None:
     path = Path(path)
+    if not path.exists() and resuming:
+        raise BadInputError(path, "no such corpus (the one the run was trained on); give its new place with --corpus")
     if not path.exists():
         raise BadInputError(path, "no such corpus; collect one first: python rare_char_fetch.py (writes "
                                   "data/corpus.jsonl), or give --corpus")
@@ -108,7 +110,7 @@ def _plan_on_this_rank(config: TrainConfig, resume: str | None, given: dict, ove
                          if saved_world > 1 else f"--resume: {path} was written by 1 process (global batch "
                          f"{resumed.global_batch}), this run has {world_size}; resume it without torchrun")
     check_writable_folder(resumed.cache_dir, "--cache-dir")
-    check_corpus(resumed.corpus)
+    check_corpus(resumed.corpus, resuming=True)
     return StartPlan(resumed, state, path)
 
 

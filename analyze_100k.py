@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import sys
 
-from bertstudy.analysis import analyze, format_report
+from bertstudy.analysis import analyze
+from bertstudy.report import format_report
 from bertstudy.atomic_io import atomic_write_json, check_writable_file
 from bertstudy.cli import labelled_path, make_parser, non_negative_int, open_unit_float, run_main, unit_float
 from bertstudy.errors import EXIT_BAD_INPUT, EXIT_CHECK_FAILED, EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, UsageError

@@ -4,8 +4,10 @@ that analyze_100k.py writes as `analysis_100k_result.json`, and a readable text 
 The dict keeps the original study's keys (`total_steps, data_points, pearson_correlation,
 r_squared, mlm_stats, loss_stats, comparison`) with their meaning (`mlm_stats` always describes the
 training MLM accuracy, as the original's did) and adds `association, curves, best_curve, forecast,
-bootstrap, targets, nsp_stats, metric, metric_stats, source`. Numbers that are undefined are None
-(JSON null), never NaN.
+bootstrap, targets, nsp_stats, metric, metric_stats, source` and, since issue 15,
+`association_dependence, r_by_step_range, curve_ranking, forecast_rolling, phases, model_choice,
+chosen_curve` (docs/DESIGN.md says what each holds). Numbers that are undefined are None (JSON null),
+never NaN. The text report is `report.format_report`.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Sequence
 import numpy as np
 from scipy import stats as sps
 
-from . import stats
+from . import dependence, phases, stats
 from .errors import BadInputError
 from .history import History
 from .provenance import series_fingerprint
@@ -30,6 +32,8 @@ METRIC_DESCRIPTIONS = {
 FAR_BEYOND_FACTOR = 100  # a predicted step beyond 100x the run's last step is "far beyond" the data
 MIN_POINTS = 3  # a correlation needs three points; fewer is bad input, not a result
 NSP_CHANCE = 0.5  # NSP is balanced 50/50 IsNext/NotNext, so chance accuracy is one half
+ROLLING_ORIGINS = (0.4, 0.5, 0.6, 0.7, 0.8)  # forecast origins, as shares of the curve points
+MAX_PHASE_RESAMPLES = 200  # each plateau resample refits the two-break model (~50 ms on 500 points)
 
 
 def _num(value) -> float | None:
@@ -105,19 +109,22 @@ def _observed_step(steps: np.ndarray, values: np.ndarray, target: float) -> int 
     return int(steps[hit[0]]) if len(hit) else None
 
 
-def _run_bootstrap(steps, values, curve_x, curve_y, fits, best, n_resamples: int, seed: int, level: float):
-    """Block-bootstrap intervals (association on all points, curves on `curve_x/curve_y`, the points
-    with step > 0); returns (json dict, {curve: parameter draws})."""
+def _run_bootstrap(steps, values, curve_x, curve_y, fits, n_resamples: int, seed: int, level: float):
+    """Circular block bootstrap intervals, each statistic with the block its own model's residuals call
+    for: r and the slope (all points) from the straight line's, each curve's parameters (points with
+    step > 0) from that curve's. Returns (json dict, {curve: parameter draws})."""
     n = len(curve_x)
     if n_resamples <= 0:
         return {"resamples": 0, "message": "bootstrap not requested (--bootstrap 0)"}, {}
     if n < 4:
         return {"resamples": 0, "message": f"too few points for a bootstrap: {n} (needs at least 4)"}, {}
-    ref = fits[best] if best else fits["linear"]
-    residuals = curve_y - ref.predict(curve_x)
-    block = stats.choose_block_length(residuals)
-    out = {"resamples": n_resamples, "seed": seed, "level": level, "block_length": block,
-           "block_rule": "n^(1/3), lengthened by the AR(1) plug-in factor of the residuals' lag-1 autocorrelation",
+    block = stats.association_block_length(steps, values)
+    out = {"resamples": n_resamples, "seed": seed, "level": level, "scheme": "circular block",
+           "block_length": block,  # r and the slope's block (the key the first version had for all)
+           "block_lengths": {"association": block, "curves": {}},
+           "block_rule": "per statistic, from the residuals of its own model (the line for r and the slope, "
+                         "each curve for its parameters): n^(1/3), lengthened by the AR(1) plug-in factor of "
+                         "their lag-1 autocorrelation",
            "residual_lag1_autocorrelation": {name: _num(stats.lag1_autocorrelation(curve_y - f.predict(curve_x)))
                                              for name, f in fits.items() if f.ok},
            "association": stats.bootstrap_association(steps, values, n_resamples, seed, block, level),
@@ -126,7 +133,9 @@ def _run_bootstrap(steps, values, curve_x, curve_y, fits, best, n_resamples: int
     for name, fit in fits.items():
         if not fit.ok or n <= fit.k:
             continue
-        samples = stats.bootstrap_curve_params(fit, curve_x, curve_y, n_resamples, seed + 1, block)
+        own_block = stats.choose_block_length(curve_y - fit.predict(curve_x))
+        out["block_lengths"]["curves"][name] = own_block
+        samples = stats.bootstrap_curve_params(fit, curve_x, curve_y, n_resamples, seed + 1, own_block)
         draws[name] = samples
         out["curves"][name] = {p: stats.percentile_ci(samples[:, i], level)
                                for i, p in enumerate(stats.PARAM_NAMES[name])}
@@ -149,11 +158,70 @@ def _targets(steps, values, fits, draws, targets: Sequence[float], level: float)
                      "share_of_resamples_reaching": None}
             if name in draws:
                 sample_steps = stats.steps_to_target(name, draws[name], target)
-                entry["ci"] = stats.interval_with_unreached(sample_steps, level)
                 entry["share_of_resamples_reaching"] = float(np.mean(np.isfinite(sample_steps)))
+                if entry["status"] == "beyond_100x_run":  # an interval that far out is the curve's, not the data's
+                    entry["ci_withheld"] = f"beyond {FAR_BEYOND_FACTOR}x the run: no interval"
+                else:
+                    entry["ci"] = stats.interval_with_unreached(sample_steps, level)
             row["curves"][name] = entry
+        row["spread"] = _target_spread(row["curves"])
         rows.append(row)
     return rows
+
+
+def _target_spread(curves: dict) -> dict:
+    """Steps-to-target across the families that reach it: each family's interval is conditional on
+    that family being right, so the spread between families is the honest first uncertainty."""
+    reaching = {name: e["step"] for name, e in curves.items() if e["status"] in ("within_run", "extrapolated")}
+    far = sorted(name for name, e in curves.items() if e["status"] == "beyond_100x_run")
+    never = sorted(name for name, e in curves.items() if e["status"] == "not_reached")
+    return {"families_reaching": sorted(reaching), "min_step": min(reaching.values()) if reaching else None,
+            "max_step": max(reaching.values()) if reaching else None, "beyond_100x_run": far, "not_reached": never}
+
+
+def _association_dependence(steps, values, assoc: dict, level: float) -> dict:
+    """What the association's figures mean for autocorrelated points: the line's residual lag-1
+    autocorrelation, the effective n, a Fisher interval at that n, and a Newey-West slope interval."""
+    line = stats.fit_curve("linear", steps, values)
+    resid = values - line.predict(steps) if line.ok else values - values.mean()
+    n_eff = dependence.effective_n(resid)
+    r, fisher = assoc["pearson"]["r"], [None, None]
+    if r is not None and n_eff is not None and n_eff > 4:
+        z, se = math.atanh(max(min(r, 1 - 1e-15), -1 + 1e-15)), 1 / math.sqrt(n_eff - 3)
+        q = float(sps.norm.ppf(0.5 + level / 2))
+        fisher = [math.tanh(z - q * se), math.tanh(z + q * se)]
+    return {"residual_lag1": _num(stats.lag1_autocorrelation(resid)), "effective_n": _num(n_eff),
+            "effective_n_rule": "n (1 - rho) / (1 + rho), rho = lag-1 autocorrelation of the line's residuals",
+            "pearson_ci_fisher_effective_n": fisher,
+            "slope_per_10k_newey_west": dependence.newey_west_slope(steps, values, level=level),
+            "plain_intervals_assume": "independent points (Fisher z interval, p-values, the slope's t-interval)"}
+
+
+def _ranking_json(ranking: dict) -> dict:
+    return {k: ([{**row, "residual_lag1": _num(row["residual_lag1"])} for row in v] if k == "order" else v)
+            for k, v in ranking.items()}
+
+
+def _honest_parts(steps, values, curve_x, curve_y, fits, assoc: dict, bootstrap: int, seed: int,
+                  level: float) -> dict:
+    """The keys issue 15 added: dependence-aware association figures, r by step range, the effective-n
+    AIC ranking, the rolling-origin forecast (families and the phase model), the phase model and
+    which curve is chosen."""
+    ranking = dependence.rank_curves(fits, curve_x, curve_y)
+    rolling = dependence.rolling_origin_forecast(curve_x, curve_y, ROLLING_ORIGINS)
+    phase_forecast = phases.rolling_origin_forecast(curve_x, curve_y, ROLLING_ORIGINS)
+    phase = phases.detect_phases(curve_x, curve_y, n_resamples=min(bootstrap, MAX_PHASE_RESAMPLES), seed=seed + 2,
+                                 level=level)
+    choice = phases.choose_model(phase, fits, ranking, rolling, phase_forecast, curve_x, curve_y)
+    rolling["phases"] = phase_forecast
+    bound_hit = "power_saturating" in ranking.get("notes", {})
+    # a power law on its exponent bound is log-linear: a forecast "win" of it is log-linear's
+    rolling["best_read_as"] = ("log_linear" if bound_hit and rolling["best_by_mean_mae"] == "power_saturating"
+                               else rolling["best_by_mean_mae"])
+    return {"association_dependence": _association_dependence(steps, values, assoc, level),
+            "r_by_step_range": dependence.r_by_step_range(steps, values),
+            "curve_ranking": _ranking_json(ranking), "forecast_rolling": rolling, "phases": phase,
+            "model_choice": choice, "chosen_curve": choice["chosen"]}
 
 
 def _forecast_json(check: dict) -> dict:
@@ -219,7 +287,7 @@ def analyze(history: History, metric: str = "mlm_acc", *, train_fraction: float 
         entry["delta_aic"] = _num(fit.aic - fits[best].aic) if best and fit.ok else None
         entry["note"] = _curve_note(fit)
         curves[name] = entry
-    boot, draws = _run_bootstrap(steps, values, curve_x, curve_y, fits, best, bootstrap, seed, level)
+    boot, draws = _run_bootstrap(steps, values, curve_x, curve_y, fits, bootstrap, seed, level)
     r = assoc["pearson"]["r"]
     result = {
         "source": {"path": history.path, "format": history.source_format,
@@ -245,125 +313,8 @@ def analyze(history: History, metric: str = "mlm_acc", *, train_fraction: float 
         "targets": _targets(curve_x, curve_y, fits, draws, targets, level),
         "comparison": compare_runs(compare, metric, final_window) if compare else None,
     }
+    result.update(_honest_parts(steps, values, curve_x, curve_y, fits, assoc, bootstrap, seed, level))
     if require_r is not None:
         result["goal"] = {"require_r": require_r, "r": r}
         result["goal_achieved"] = bool(r is not None and r >= require_r)
     return result
-
-
-def _fmt(value, spec: str = ".4f", none: str = "n/a") -> str:
-    return none if value is None else format(value, spec)
-
-
-def _fmt_ci(ci, spec: str = ".4f") -> str:
-    if ci[0] is None and ci[1] is None:
-        return "n/a"
-    return f"[{_fmt(ci[0], spec, '-inf')}, {_fmt(ci[1], spec, 'inf')}]"
-
-
-def _curve_points_note(result: dict) -> str:
-    """Say up front when the curves use fewer points than the correlation (e.g. step 0 left out)."""
-    cp = result["curve_points"]
-    if not cp["excluded_steps"]:
-        return ""
-    left_out = ", ".join(f"{s:,}" for s in cp["excluded_steps"])
-    return f" (curves: {cp['n']}, step {left_out} left out)"
-
-
-def _target_text(e: dict) -> str:
-    """One curve's steps-to-target in words; a step beyond 100x the run gets no number and no
-    interval (a curve extrapolated that far says nothing about the step, only that it is far)."""
-    status = e["status"]
-    if status in ("not_fitted", "fit_failed"):
-        return f"{'not fitted' if status == 'not_fitted' else 'fit failed'}: {e.get('message', '')}".rstrip(": ")
-    if status == "not_reached":
-        return "never: the fitted curve levels off below the target"
-    if status == "beyond_100x_run":
-        return f"beyond {FAR_BEYOND_FACTOR}x the run"
-    where = "within the run" if status == "within_run" else "extrapolated"
-    return f"{e['step']:>14,.0f}  {where:<15} 95% CI {_fmt_ci(e['ci'], ',.0f')}"
-
-
-def _stats_line(label: str, s: dict) -> str:
-    return (f"  {label}  mean {s['mean']:.4f}  max {s['max']:.4f}  min {s['min']:.4f}  std {s['std']:.4f}  "
-            f"final-window mean {s['final_window_mean']:.4f}")
-
-
-def _summary_lines(result: dict) -> list[str]:
-    """The analysed metric first; training MLM accuracy (the original's mlm_stats) only as a labelled
-    extra when another metric was analysed."""
-    metric = result["metric"]["name"]
-    lines = [_stats_line(f"{metric} (analysed)", result["metric_stats"])]
-    if metric != "mlm_acc":
-        lines.append(_stats_line("extra, not analysed: training MLM accuracy (mlm_acc)", result["mlm_stats"]))
-    loss, nsp = result["loss_stats"], result["nsp_stats"]
-    if loss:
-        lines.append(f"  training loss {loss['initial']:.4f} -> {loss['final']:.4f}  (decrease {loss['decrease']:.4f}, "
-                     f"{_fmt(loss['decrease_percent'], '.1f')}%)")
-    if nsp:
-        lines.append(f"  training NSP accuracy  mean {nsp['mean']:.4f}; {nsp['verdict']}")
-    return lines
-
-
-def format_report(result: dict) -> str:
-    """A readable multi-line report of an `analyze` result."""
-    a, metric = result["association"], result["metric"]["name"]
-    pearson = a["pearson"]
-    lines = [f"Analysis of {result['source']['path']} ({result['source']['format']} format)",
-             f"metric: {metric} - {result['metric']['description']}",
-             f"points: {result['data_points']}{_curve_points_note(result)}, last step: {result['total_steps']:,}", "",
-             "Association with training step",
-             f"  Pearson r   {_fmt(pearson['r'])}  95% CI (Fisher z) {_fmt_ci(pearson['ci'])}  "
-             f"p={_fmt(pearson['p_value'], '.2g')}",
-             f"  R^2         {_fmt(result['r_squared'])}",
-             f"  Spearman    {_fmt(a['spearman']['rho'])}   Kendall tau {_fmt(a['kendall']['tau'])}",
-             f"  slope       {_fmt(a['slope_per_10k']['estimate'])} per 10K steps, "
-             f"95% CI {_fmt_ci(a['slope_per_10k']['ci'])}"]
-    boot = result["bootstrap"]
-    if boot.get("resamples"):
-        ba = boot["association"]
-        lines += [f"  block bootstrap ({boot['resamples']} resamples, block {boot['block_length']}): "
-                  f"r {_fmt_ci(ba['pearson_r_ci'])}, slope/10K {_fmt_ci(ba['slope_per_10k_ci'])}"]
-    else:
-        lines += [f"  bootstrap: {boot.get('message', 'not run')}"]
-    lines += ["", "Learning curves (best by AIC marked *)"]
-    if result["curve_points"]["excluded_steps"]:
-        lines.append(f"  fitted on {result['curve_points']['n']} of the {result['data_points']} points; left out "
-                     f"step(s) {result['curve_points']['excluded_steps']}: {result['curve_points']['why']}")
-    forecast = result["forecast"]["curves"]
-    for name, c in result["curves"].items():
-        mark = "*" if name == result["best_curve"] else " "
-        if not c["ok"]:
-            lines.append(f" {mark}{name:<17} not fitted: {c['message']}")
-            continue
-        params = ", ".join(f"{k}={_fmt(v, '.4g')}" for k, v in c["params"].items())
-        f = forecast[name]
-        lines.append(f" {mark}{name:<17} {c['formula']:<16} R^2={_fmt(c['r_squared'])} AIC={_fmt(c['aic'], '.1f')} "
-                     f"dAIC={_fmt(c['delta_aic'], '.1f')}  {params}")
-        lines.append(f"  {'':<17} forecast (fit on first {result['forecast']['train_fraction']:.0%}): "
-                     f"MAE={_fmt(f['mae'])} RMSE={_fmt(f['rmse'])}"
-                     + (f"  lag-1 autocorr of residuals {_fmt(boot['residual_lag1_autocorrelation'].get(name), '.2f')}"
-                        if boot.get("resamples") else ""))
-        if c["note"]:
-            lines.append(f"  {'':<17} note: {c['note']}")
-    if result["forecast"].get("best_by_mae"):
-        lines.append(f"  best forecaster of the held-out part: {result['forecast']['best_by_mae']}")
-    for row in result["targets"]:
-        lines += ["", f"Steps to reach {metric} = {row['target']} (first reached by its moving average: "
-                  f"{'not yet' if row['observed_step'] is None else format(row['observed_step'], ',')})"]
-        lines += [f"  {name:<17} {_target_text(e)}" for name, e in row["curves"].items()]
-    lines += ["", "Summaries"] + _summary_lines(result)
-    comparison = result.get("comparison")
-    if comparison:
-        lines += ["", f"Comparison ({comparison['metric']}, baseline {comparison['baseline']})"]
-        for label, s in comparison["runs"].items():
-            lines.append(f"  {label:<8} r={_fmt(s['pearson_r'])} mean={_fmt(s['mean'])} max={_fmt(s['max'])} "
-                         f"final-window={_fmt(s['final_window_mean'])} steps={s['total_steps']:,} ({s['path']})")
-        for label, d in comparison["differences"].items():
-            lines.append(f"  {label}: r {_fmt(d.get('pearson_r'), '+.4f')} "
-                         f"({_fmt(d.get('pearson_r_percent'), '+.1f')}%), mean {_fmt(d.get('mean'), '+.4f')}, "
-                         f"final-window {_fmt(d.get('final_window_mean'), '+.4f')}")
-    if "goal_achieved" in result:
-        lines += ["", f"goal r >= {result['goal']['require_r']}: "
-                  f"{'MET' if result['goal_achieved'] else 'NOT MET'} (r={_fmt(result['pearson_correlation'])})"]
-    return "\n".join(lines)

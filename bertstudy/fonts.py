@@ -102,6 +102,10 @@ LABELS: dict[str, tuple[str, str]] = {
     "headline": ("总步数 {steps:,}，皮尔逊 r{r_of} = {r:.3f}，最佳曲线：{best}",
                  "{steps:,} steps, Pearson r{r_of} = {r:.3f}, best curve: {best}"),
     "no_positive_steps": ("无正步数", "no positive steps"),
+    "curve_phases": ("阶段模型", "phase model"),
+    "phase_fit": ("阶段模型（对数步数分段线性）", "phase model (piecewise linear in ln step)"),
+    "plateau_span": ("平台期：第 {start} 至 {end} 步，水平 {level:.3f}", "plateau: steps {start} to {end}, level {level:.3f}"),
+    "plateau_ci": ("平台起止的 95% 区间", "95% interval of the plateau's start and end"),
 }
 
 

@@ -24,6 +24,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import optimize
 
+from . import dependence, stats
+from .stats import circular_block_indices  # noqa: F401  (the resampling scheme lives in stats)
+
 AIC_TIE = 4.0  # AIC gaps below this are ties (Burnham & Anderson: < 4 is "considerable support" for both)
 PLATEAU_SLOPE_RATIO = 1 / 3  # the plateau rises at most a third as fast as the rises on either side
 MIN_SEGMENT_POINTS = 3  # each segment needs this many points, or its slope is noise
@@ -156,15 +159,6 @@ def plateau_of(fit: SegmentedFit | None) -> dict | None:
             "rise_slopes_per_ln_step": [s1, s3]}
 
 
-def circular_block_indices(n: int, block: int, n_resamples: int, rng: np.random.Generator) -> np.ndarray:
-    """(n_resamples, n) indices of blocks that wrap around the end, so every position (the first and
-    last included) is drawn equally often: the moving-block scheme under-samples both ends."""
-    block = max(1, min(block, n))
-    n_blocks = math.ceil(n / block)
-    starts = rng.integers(0, n, size=(n_resamples, n_blocks))
-    return ((starts[:, :, None] + np.arange(block)) % n).reshape(n_resamples, -1)[:, :n]
-
-
 def detect_phases(steps, values, *, n_resamples: int = 200, seed: int = 0, block: int | None = None,
                   level: float = 0.95) -> dict:
     """Fit 0, 1 and 2 breakpoints; report a plateau when the two-break fit wins by more than AIC_TIE
@@ -189,29 +183,101 @@ def detect_phases(steps, values, *, n_resamples: int = 200, seed: int = 0, block
     if gap <= AIC_TIE:
         out["verdict"] = f"no plateau: the two-break fit beats fewer breaks by only {gap:.1f} AIC (a tie)"
         return out
-    block = block or _block_from(two.residuals)
-    draws = _bootstrap_plateau(x, y, two, n_resamples, seed, block)
+    block = block or stats.choose_block_length(two.residuals)
+    draws = _bootstrap_plateau(x, y, two, n_resamples, seed, block) if n_resamples > 0 else np.full((0, 3), np.nan)
     q = [0.5 - level / 2, 0.5 + level / 2]
     for key, column in (("start_step", 0), ("end_step", 1), ("level", 2)):
         finite = draws[:, column][np.isfinite(draws[:, column])]
         plateau[f"{key}_ci"] = [float(v) for v in np.quantile(finite, q)] if len(finite) >= 2 else [None, None]
     plateau["bootstrap"] = {"resamples": n_resamples, "block": block, "scheme": "circular block, residuals",
-                            "no_plateau_share": float(np.mean(~np.isfinite(draws[:, 0])))}
+                            "no_plateau_share": _num(np.mean(~np.isfinite(draws[:, 0]))) if n_resamples else None}
     out["plateau"] = plateau
     out["verdict"] = (f"plateau from step {plateau['start_step']:,.0f} to {plateau['end_step']:,.0f} "
                       f"(AIC {gap:.1f} ahead of fewer breaks)")
     return out
 
 
-def _block_from(residuals: np.ndarray) -> int:
-    e = residuals - residuals.mean()
-    denom = float(np.sum(e**2))
-    rho = float(np.sum(e[1:] * e[:-1]) / denom) if denom > 0 and len(e) > 2 else 0.0
-    n = len(e)
-    base = max(1, round(n ** (1 / 3)))
-    if 0 < rho < 0.999:
-        base = max(base, math.ceil((1.5 * n) ** (1 / 3) * (2 * rho / (1 - rho**2)) ** (2 / 3)))
-    return int(min(base, max(1, n // 3)))
+def _num(value) -> float | None:
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def predict_from_json(fit_json: dict, steps) -> np.ndarray:
+    """Values of a fit as `SegmentedFit.to_json` wrote it (the analysis JSON): the charts draw it."""
+    u = np.log(np.asarray(steps, float))
+    slopes = fit_json["slopes_per_ln_step"]
+    coef = np.array([fit_json["intercept"], slopes[0], *np.diff(slopes)], float)
+    return _design(u, np.log(fit_json["breaks"])) @ coef
+
+
+def fit_best_segmented(steps, values) -> SegmentedFit | None:
+    """The fit with 0, 1 or 2 breaks that has the smallest AIC (None with fewer than 3 points)."""
+    fits = [f for f in (fit_segmented(steps, values, k) for k in (0, 1, 2)) if f is not None]
+    return min(fits, key=lambda f: f.aic) if fits else None
+
+
+def rolling_origin_forecast(steps, values, origins=(0.4, 0.5, 0.6, 0.7, 0.8)) -> dict:
+    """The segmented model's forecast at the same origins as `dependence.rolling_origin_forecast`:
+    on the points before each origin it fits 0, 1 and 2 breaks, keeps the smallest AIC, and its last
+    segment (a line in ln(step)) is extrapolated over all later points; MAE as for the families.
+    Nothing after the origin is used, so a phase change that has not begun by then is not foreseen."""
+    x, y = np.asarray(steps, float), np.asarray(values, float)
+    rows = []
+    for fraction in origins:
+        n_train = int(math.floor(len(x) * fraction))
+        if n_train < 4 or n_train >= len(x):
+            continue
+        best = fit_best_segmented(x[:n_train], y[:n_train])
+        mae = float(np.mean(np.abs(best.predict(x[n_train:]) - y[n_train:]))) if best else None
+        rows.append({"fraction": fraction, "split_step": float(x[n_train]), "mae": mae,
+                     "breaks": [float(b) for b in best.breaks] if best else None})
+    maes = [r["mae"] for r in rows if r["mae"] is not None]
+    return {"origins": rows, "mean_mae": float(np.mean(maes)) if rows and len(maes) == len(rows) else None}
+
+
+def choose_model(phase: dict, family_fits: dict, ranking: dict, family_forecast: dict, phase_forecast: dict,
+                 steps, values) -> dict:
+    """Is the phase model (the two-break fit, a candidate only when it shows a plateau) chosen over the
+    best family? Only when both hold:
+    - AIC: its lead over the best family, scaled by n_eff/n (the smaller effective n of the two
+      fits' residuals, as `dependence.rank_curves` scales gaps), exceeds AIC_TIE;
+    - forecast: the rolling-origin check does not contradict it, i.e. its mean MAE over the
+      origins (`rolling_origin_forecast`) is no larger than the best family's mean MAE there.
+    Otherwise the leading family stays the chosen curve."""
+    leader = ranking.get("leader")
+    out = {"chosen": leader, "candidate": False, "rule": "phase model chosen only when its effective-n AIC lead "
+           f"over the best family exceeds {AIC_TIE:g} and its rolling-origin mean MAE is no larger than the best "
+           "family's"}
+    two = phase.get("fits", {}).get("2")
+    if phase.get("plateau") is None or two is None or leader is None:
+        out["verdict"] = "phase model not a candidate: " + (phase.get("verdict") or "no two-break fit")
+        return out
+    x, y = np.asarray(steps, float), np.asarray(values, float)
+    family = family_fits[leader]
+    n_eff = min(dependence.effective_n(y - predict_from_json(two, x)) or len(x),
+                dependence.effective_n(y - family.predict(x)) or len(x))
+    gap = family.aic - two["aic"]
+    scaled = gap * min(1.0, n_eff / len(x))
+    best_family = family_forecast.get("best_by_mean_mae")
+    family_mae = family_forecast["mean_mae"].get(best_family) if best_family else None
+    phase_mae = phase_forecast.get("mean_mae")
+    aic_wins = scaled > AIC_TIE
+    forecast_ok = phase_mae is not None and family_mae is not None and phase_mae <= family_mae
+    out.update(candidate=True, aic_gap=float(gap), aic_gap_effective=float(scaled), effective_n=float(n_eff),
+               aic_beats_families=bool(aic_wins), forecast_mean_mae=phase_mae, best_family_by_forecast=best_family,
+               best_family_mean_mae=family_mae, forecast_contradicts=not forecast_ok)
+    if aic_wins and forecast_ok:
+        out["chosen"] = "phases"
+        out["verdict"] = (f"phase model chosen: AIC {gap:.1f} ahead of {leader} ({scaled:.1f} at effective n "
+                          f"{n_eff:.0f}) and rolling-origin MAE {phase_mae:.4f} <= {family_mae:.4f} ({best_family})")
+    else:
+        why = [] if aic_wins else [f"its AIC lead over {leader} is a tie at effective n ({scaled:.1f})"]
+        if not forecast_ok:
+            why.append("the rolling-origin forecast contradicts it (mean MAE "
+                       f"{'n/a' if phase_mae is None else format(phase_mae, '.4f')} against "
+                       f"{'n/a' if family_mae is None else format(family_mae, '.4f')} for {best_family})")
+        out["verdict"] = "phase model not chosen: " + "; ".join(why)
+    return out
 
 
 def _bootstrap_plateau(x, y, fit: SegmentedFit, n_resamples: int, seed: int, block: int) -> np.ndarray:

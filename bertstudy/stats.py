@@ -1,5 +1,5 @@
 """Statistics on one metric against training steps: association, three learning curves, a forecast
-check, a moving-block bootstrap that respects autocorrelation, and steps-to-target.
+check, a circular block bootstrap that respects autocorrelation, and steps-to-target.
 
 Everything here is pure: arrays in, dicts or `CurveFit`s out, nothing printed or written.
 Curves (x = training step):
@@ -306,7 +306,7 @@ def lag1_autocorrelation(residuals) -> float | None:
     return float(np.sum(e[1:] * e[:-1]) / denom) if len(e) > 2 and denom > 0 else None
 
 
-# --- moving-block bootstrap -------------------------------------------------------------------
+# --- circular block bootstrap -----------------------------------------------------------------
 # Logged training metrics are autocorrelated (neighbouring logs share model state and the LR
 # schedule), so resampling single points would understate every interval. Blocks of consecutive
 # points keep that short-range dependence inside each resample.
@@ -322,12 +322,14 @@ def choose_block_length(residuals) -> int:
     return int(min(base, max(1, n // 3)))
 
 
-def moving_block_indices(n: int, block: int, n_resamples: int, rng: np.random.Generator) -> np.ndarray:
-    """(n_resamples, n) indices: random blocks of `block` consecutive positions, concatenated."""
+def circular_block_indices(n: int, block: int, n_resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """(n_resamples, n) indices of `block` consecutive positions that wrap around the end, so every
+    position (the first and last included) is drawn equally often; blocks that stop at the end (the
+    moving-block scheme) leave the first point out of most resamples and bias r and the slope."""
     block = max(1, min(block, n))
     n_blocks = math.ceil(n / block)
-    starts = rng.integers(0, n - block + 1, size=(n_resamples, n_blocks))
-    return (starts[:, :, None] + np.arange(block)).reshape(n_resamples, -1)[:, :n]
+    starts = rng.integers(0, n, size=(n_resamples, n_blocks))
+    return ((starts[:, :, None] + np.arange(block)) % n).reshape(n_resamples, -1)[:, :n]
 
 
 def percentile_ci(samples: np.ndarray, level: float) -> list:
@@ -339,9 +341,10 @@ def percentile_ci(samples: np.ndarray, level: float) -> list:
 
 
 def bootstrap_association(steps, values, n_resamples: int, seed: int, block: int, level: float = 0.95) -> dict:
-    """Intervals for Pearson r and the OLS slope (per 10K steps) from blocks of (step, value) pairs."""
+    """Intervals for Pearson r and the OLS slope (per 10K steps) from circular blocks of (step, value)
+    pairs; `block` should come from the line's own residuals (`association_block_length`)."""
     x, y = np.asarray(steps, float), np.asarray(values, float)
-    idx = moving_block_indices(len(x), block, n_resamples, np.random.default_rng(seed))
+    idx = circular_block_indices(len(x), block, n_resamples, np.random.default_rng(seed))
     xb, yb = x[idx], y[idx]
     xc, yc = xb - xb.mean(axis=1, keepdims=True), yb - yb.mean(axis=1, keepdims=True)
     sxy, sxx, syy = (xc * yc).sum(axis=1), (xc**2).sum(axis=1), (yc**2).sum(axis=1)
@@ -352,13 +355,20 @@ def bootstrap_association(steps, values, n_resamples: int, seed: int, block: int
             "pearson_r_se": _clean(np.nanstd(r)) if np.isfinite(r).any() else None}
 
 
+def association_block_length(steps, values) -> int:
+    """Block length for r and the slope: from the residuals of the straight line they describe."""
+    x, y = np.asarray(steps, float), np.asarray(values, float)
+    slope, intercept = np.polyfit(x, y, 1) if np.ptp(x) > 0 else (0.0, float(np.mean(y)))
+    return choose_block_length(y - (intercept + slope * x))
+
+
 def bootstrap_curve_params(fit: CurveFit, steps, values, n_resamples: int, seed: int, block: int) -> np.ndarray:
     """(n_resamples, k) parameter draws: refits of fitted curve + blocks of its centred residuals.
     The power law is refitted by the vectorized profile over c (one matrix product for all draws)."""
     x, y = np.asarray(steps, float), np.asarray(values, float)
     fitted = fit.predict(x)
     resid = (y - fitted) - np.mean(y - fitted)
-    idx = moving_block_indices(len(x), block, n_resamples, np.random.default_rng(seed))
+    idx = circular_block_indices(len(x), block, n_resamples, np.random.default_rng(seed))
     Y = fitted[None, :] + resid[idx]
     if fit.name == "power_saturating":
         grid = np.geomspace(POWER_C_BOUNDS[0], POWER_C_GRID[-1], 300)  # reaches the fit's lower bound

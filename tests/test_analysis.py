@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bertstudy.analysis import analyze, compare_runs, format_report
+from bertstudy.analysis import analyze, compare_runs
+from bertstudy.report import format_report
 from bertstudy.errors import BadInputError
 from bertstudy.history import History, load_history
 

@@ -21,7 +21,7 @@ from bertstudy.history import History, load_history  # noqa: E402
 ORIGINAL_HISTORY = Path(__file__).parent / "data" / "original_training_history_100k.json"
 CJK = re.compile(r"[\u3000-\u303f\u4e00-\u9fff\uff00-\uffef]")
 AXES_PER_CHART = {"training_curves.png": 4, "correlation_analysis.png": 4, "comparison_50k_100k.png": 3,
-                  "loss_analysis.png": 3, "forecast.png": 3}
+                  "loss_analysis.png": 3, "forecast.png": 4}
 SMALL = plots.ChartConfig(width=8.0, height=5.0)  # smaller canvases render faster; layout code is the same
 FAST_DPI = 60  # for "it still renders" checks; the 150-300 dpi range is the script's, tested there
 
@@ -92,9 +92,12 @@ def test_each_chart_has_its_panels_on_synthetic_data(bilingual):
     assert "Pearson r = " in legend and "Spearman ρ = " in legend
     assert len(fit_panel.get_lines()) == 3  # one line per fitted curve
     assert "★" in legend  # the best curve is marked
-    for ax in charts["forecast.png"].axes:
+    *family_axes, phase_axis = charts["forecast.png"].axes
+    for ax in family_axes:
         texts = [t.get_text() for t in ax.get_legend().get_texts()]
         assert any(t.startswith("MAE=") for t in texts) and len(ax.collections) >= 3  # 2 scatters + band
+    assert phase_axis.get_title() == "阶段模型 / phase model"  # the phase model forecast: no band, an MAE
+    assert [t.get_text() for t in phase_axis.get_legend().get_texts()][0].startswith("MAE=")
     assert charts["loss_analysis.png"].axes[2].get_xscale() == "log"
 
 
@@ -262,7 +265,7 @@ def test_forecast_limits_hold_the_prediction_bands_or_say_they_are_cut(english):
     # A short noisy run: wide prediction bands that a data-only y range would cut at the top.
     short = synthetic_history(n=12, total=200, seed=4)
     fig = plots.forecast(short, english, config=SMALL)
-    for ax in fig.axes:
+    for ax in fig.axes[:-1]:  # the last panel is the phase model's, which has no band
         bottom, top = ax.get_ylim()
         bands = [c for c in ax.collections if isinstance(c, PolyCollection)]
         assert bands, "no prediction band drawn"

@@ -125,10 +125,28 @@ def test_block_length_grows_with_autocorrelation():
     assert stats.choose_block_length(np.arange(5.0)) >= 1
 
 
-def test_block_indices_are_runs_of_consecutive_positions():
-    idx = stats.moving_block_indices(100, 10, 7, np.random.default_rng(0))
+def test_block_indices_are_runs_of_consecutive_positions_that_wrap():
+    idx = stats.circular_block_indices(100, 10, 7, np.random.default_rng(0))
     assert idx.shape == (7, 100) and idx.min() >= 0 and idx.max() < 100
-    assert (np.diff(idx[:, :10], axis=1) == 1).all()
+    steps = np.diff(idx[:, :10], axis=1)
+    assert ((steps == 1) | (steps == -99)).all()  # consecutive, wrapping from the last position to the first
+
+
+def test_circular_blocks_cover_the_ends_as_often_as_the_middle():
+    # the moving-block scheme drew the first of 40 points in only about a fifth of the resamples
+    idx = stats.circular_block_indices(40, 12, 4000, np.random.default_rng(1))
+    share_with_first = np.mean((idx == 0).any(axis=1))
+    share_with_middle = np.mean((idx == 20).any(axis=1))
+    assert abs(share_with_first - share_with_middle) < 0.05 and share_with_first > 0.5
+
+
+def test_association_block_comes_from_the_lines_own_residuals():
+    # a straight line plus white noise needs no long blocks, even though a curve through it would
+    x = np.arange(1, 401, dtype=float)
+    y = 0.001 * x + np.random.default_rng(2).normal(0, 0.01, 400)
+    assert stats.association_block_length(x, y) == round(400 ** (1 / 3))
+    curved = 0.05 * np.log(x) + np.random.default_rng(2).normal(0, 0.001, 400)
+    assert stats.association_block_length(x, curved) > 2 * round(400 ** (1 / 3))
 
 
 def test_block_bootstrap_slope_interval_contains_truth_on_ar1_noise():

@@ -1,25 +1,32 @@
 #!/usr/bin/env python3
 """Honest statistics on a training history: how MLM accuracy tracks training steps (Pearson with a
 Fisher-z interval, Spearman, Kendall, slope), which learning curve describes it (linear, log-linear,
-saturating power law, compared by AIC and by forecasting the held-out second part of the run),
-block-bootstrap intervals that respect autocorrelation, and steps needed to reach target accuracies.
-Writes analysis_100k_result.json (the original study's keys plus the new ones) and prints a report."""
+saturating power law, and a phase model for "rise, plateau, second rise", compared by AIC at the
+effective n and by rolling-origin forecasts), the plateau with bootstrap intervals, intervals that
+respect autocorrelation (circular block bootstrap, Newey-West) beside the plain ones, and steps needed
+to reach target accuracies. Writes analysis_100k_result.json beside the history (the original study's
+keys plus the new ones) and prints a report."""
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from bertstudy.analysis import analyze
-from bertstudy.report import format_report
 from bertstudy.atomic_io import atomic_write_json, check_writable_file
 from bertstudy.cli import labelled_path, make_parser, non_negative_int, open_unit_float, run_main, unit_float
 from bertstudy.errors import EXIT_BAD_INPUT, EXIT_CHECK_FAILED, EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, UsageError
 from bertstudy.history import load_history
+from bertstudy.provenance import check_analysis_out, series_fingerprint
+from bertstudy.report import format_report
+
+DEFAULT_OUT_NAME = "analysis_100k_result.json"  # beside the history, as the charts are
 
 EXAMPLES = [
-    "python analyze_100k.py training_history_100k.json",
+    "python analyze_100k.py runs/quick/training_history_100k.json   # writes runs/quick/analysis_100k_result.json",
     "python analyze_100k.py runs/cpu_study/training_log_100k.jsonl --metric eval_mlm_acc --target 0.5 0.6",
-    "python analyze_100k.py tests/data/original_training_history_100k.json --require-r 0.85   # exits 1: r=0.787",
+    "python analyze_100k.py tests/data/original_training_history_100k.json --require-r 0.85 --out /tmp/a.json"
+    "   # exits 1: r=0.787",
     "python analyze_100k.py b.json --compare 50K=a.json 100K=b.json --out results/analysis.json",
 ]
 
@@ -46,12 +53,15 @@ def build_parser():
     parser.add_argument("--target", nargs="+", type=unit_float, default=[0.6, 0.7], metavar="ACC",
                         help="accuracies for steps-to-target (default: 0.6 0.7)")
     parser.add_argument("--bootstrap", type=non_negative_int, default=500, metavar="N",
-                        help="moving-block bootstrap resamples; 0 = none (default: %(default)s)")
+                        help="circular block bootstrap resamples (the plateau's: at most 200); 0 = none (default: %(default)s)")
     parser.add_argument("--seed", type=non_negative_int, default=0, help="bootstrap seed (default: %(default)s)")
     parser.add_argument("--require-r", type=unit_float, default=None, metavar="R",
                         help="goal check: exit 1 when Pearson r is below R (without it the exit is 0 whatever r is)")
-    parser.add_argument("--out", default="analysis_100k_result.json",
-                        help="result JSON, written atomically (default: %(default)s)")
+    parser.add_argument("--out", default=None,
+                        help="result JSON, written atomically (default: analysis_100k_result.json beside the history)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an --out file that holds an analysis of another history or metric, or a file "
+                             "of unknown origin (an analysis of the same numbers is always redone)")
     parser.add_argument("--quiet", action="store_true", help="print only the output path, not the report")
     return parser
 
@@ -64,15 +74,18 @@ def main(argv=None) -> int:
         repeated = sorted({label for label in labels if labels.count(label) > 1})
         if repeated:
             raise UsageError(f"--compare: label(s) used twice: {', '.join(repeated)}")
-        check_writable_file(args.out, "--out")  # before the work: a bad path fails at once, not after the bootstrap
+        out = Path(args.out) if args.out is not None else Path(args.history).parent / DEFAULT_OUT_NAME
+        check_writable_file(out, "--out")  # before the work: a bad path fails at once, not after the bootstrap
         history = load_history(args.history)
+        steps, values = history.metric(args.metric)
+        check_analysis_out(out, series_fingerprint(steps.astype(float), values), args.overwrite)
         runs = [(label, load_history(path)) for label, path in args.compare]
         result = analyze(history, args.metric, train_fraction=args.train_fraction, targets=args.target,
                          bootstrap=args.bootstrap, seed=args.seed, compare=runs, require_r=args.require_r)
-        atomic_write_json(args.out, result)
+        atomic_write_json(out, result)
         if not args.quiet:
             print(format_report(result))
-        print(f"wrote {args.out}")
+        print(f"wrote {out}")
         if args.require_r is not None and not result["goal_achieved"]:
             # on stderr, so --quiet (and a pipe of stdout) still say why the exit is 1
             print(f"check failed: Pearson r {goal_r_text(result)} is below --require-r {args.require_r}",

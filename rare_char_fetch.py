@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sys
 
+from bertstudy.atomic_io import check_writable_file
 from bertstudy.cli import make_parser, non_negative_float, positive_float, positive_int, run_main
 from bertstudy.sources import build_config, collect, summary_lines
 from bertstudy.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_RUNTIME, EXIT_USAGE
@@ -58,6 +59,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
 
     def body() -> int:
+        check_writable_file(args.out, "--out")  # before the crawl: a bad path fails at once, not after it
         config = build_config(args)
         result = collect(config)
         for line in summary_lines(config, result):

@@ -2,8 +2,9 @@
 """Draw the study's five charts (training curves, correlation and curve fits, run comparison, loss,
 forecast) from a training history, with bilingual Chinese/English labels when a CJK font is
 installed and English-only labels (plus a one-line warning) when not. The charts go beside the
-history unless --out-dir says otherwise; charts of another run are never replaced without
---overwrite, and an --analysis must be the analysis of this history."""
+history unless --out-dir says otherwise (never into the repository root by default); charts of
+another run are never replaced without --overwrite, and an --analysis must be the analysis of this
+history. The correlation and forecast charts draw the phase model when it finds a plateau."""
 
 from __future__ import annotations
 
@@ -28,8 +29,10 @@ from bertstudy.provenance import (  # noqa: E402
     history_fingerprint,
 )
 
+REPO_ROOT = Path(__file__).resolve().parent  # charts are never written here unless --out-dir says so
+
 EXAMPLES = [
-    "python visualize_results.py training_history_100k.json --analysis analysis_100k_result.json",
+    "python visualize_results.py training_history_100k.json --analysis analysis_100k_result.json --out-dir charts",
     "python visualize_results.py runs/quick/training_history_100k.json   # charts in runs/quick/",
     "python visualize_results.py runs/cpu_study/training_log_100k.jsonl --out-dir results --overwrite --dpi 300",
     "python visualize_results.py runs/b/training_history_100k.json "
@@ -70,6 +73,11 @@ def main(argv=None) -> int:
         if style.warning:
             print(style.warning, file=sys.stderr)
         out_dir = Path(args.out_dir) if args.out_dir is not None else Path(args.history).parent
+        if args.out_dir is None and out_dir.resolve() == REPO_ROOT:
+            # a history in the checkout's root (train's default --out-dir is ".") must not scatter PNGs
+            # among the scripts; results/ holds the committed charts
+            raise UsageError(f"the history {args.history} is in the repository's root folder: charts are not written "
+                             "there by default; give --out-dir (e.g. --out-dir charts)")
         check_writable_dir(out_dir, "--out-dir")  # before the (slow) drawing: a bad folder fails at once
         history = load_history(args.history)
         fingerprint = history_fingerprint(history)

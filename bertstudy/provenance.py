@@ -93,3 +93,23 @@ def check_chart_folder(out_dir: Path, names: Iterable[str], fingerprint: str, ov
         shown = ", ".join(foreign[:2]) + (f" and {len(foreign) - 2} more" if len(foreign) > 2 else "")
         raise UsageError(f"--out-dir {out_dir} holds charts of another run or of unknown origin ({shown}); "
                          "nothing was written: choose another --out-dir, or add --overwrite to replace them")
+
+
+def analysis_origin(path: Path) -> str | None:
+    """The `source.data_sha256` an analysis JSON records, or None (not ours, older, or unreadable)."""
+    try:
+        obj = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    source = obj.get("source") if isinstance(obj, dict) else None
+    return source.get("data_sha256") if isinstance(source, dict) else None
+
+
+def check_analysis_out(path: Path, fingerprint: str, overwrite: bool) -> None:
+    """Refuse (UsageError, exit 2) to replace an existing file at `path` unless it is an analysis of the
+    same numbers (same history and metric: it is only redone) or `overwrite` is given."""
+    path = Path(path)
+    if overwrite or not path.exists() or analysis_origin(path) == fingerprint:
+        return
+    raise UsageError(f"--out {path} holds an analysis of another history or metric, or a file of unknown origin; "
+                     "nothing was written: choose another --out, or add --overwrite to replace it")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from bertstudy.analysis import analyze
+from bertstudy.analysis import analyze, metric_arrays
 from bertstudy.atomic_io import atomic_write_json, check_writable_file
 from bertstudy.cli import labelled_path, make_parser, non_negative_int, open_unit_float, run_main, unit_float
 from bertstudy.errors import EXIT_BAD_INPUT, EXIT_CHECK_FAILED, EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, UsageError
@@ -77,8 +77,8 @@ def main(argv=None) -> int:
         out = Path(args.out) if args.out is not None else Path(args.history).parent / DEFAULT_OUT_NAME
         check_writable_file(out, "--out")  # before the work: a bad path fails at once, not after the bootstrap
         history = load_history(args.history)
-        steps, values = history.metric(args.metric)
-        check_analysis_out(out, series_fingerprint(steps.astype(float), values), args.overwrite)
+        steps, values = metric_arrays(history, args.metric)  # bad input (exit 3) before a refusal (exit 2)
+        check_analysis_out(out, series_fingerprint(steps, values), args.overwrite)
         runs = [(label, load_history(path)) for label, path in args.compare]
         result = analyze(history, args.metric, train_fraction=args.train_fraction, targets=args.target,
                          bootstrap=args.bootstrap, seed=args.seed, compare=runs, require_r=args.require_r)

@@ -231,7 +231,7 @@ def _forecast_json(check: dict) -> dict:
     return out
 
 
-def _metric_arrays(history: History, metric: str) -> tuple[np.ndarray, np.ndarray]:
+def metric_arrays(history: History, metric: str) -> tuple[np.ndarray, np.ndarray]:
     steps, values = history.metric(metric)
     if len(steps) < MIN_POINTS:
         raise BadInputError(history.path, f"only {len(steps)} logged point(s) of '{metric}': "
@@ -241,7 +241,7 @@ def _metric_arrays(history: History, metric: str) -> tuple[np.ndarray, np.ndarra
 
 def run_summary(history: History, metric: str = "mlm_acc", final_window: float = 0.1) -> dict:
     """The headline figures of one run (no bootstrap), used for --compare."""
-    steps, values = _metric_arrays(history, metric)
+    steps, values = metric_arrays(history, metric)
     assoc = stats.association(steps, values)
     fits = stats.fit_all_curves(steps, values)
     loss = loss_summary(history, final_window)
@@ -273,7 +273,7 @@ def analyze(history: History, metric: str = "mlm_acc", *, train_fraction: float 
             compare: Sequence[tuple[str, History]] = (), require_r: float | None = None,
             level: float = 0.95, final_window: float = 0.1) -> dict:
     """Everything analyze_100k.py reports, as a JSON-ready dict. Pure: nothing is read or written."""
-    steps, values = _metric_arrays(history, metric)
+    steps, values = metric_arrays(history, metric)
     assoc = stats.association(steps, values, level)
     # ln(step) and step^(-c) need step > 0; an evaluation of the untrained model at step 0 is left
     # out of every curve (the same points for all three, so their AICs stay comparable).

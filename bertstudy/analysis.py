@@ -18,7 +18,7 @@ from typing import Sequence
 import numpy as np
 from scipy import stats as sps
 
-from . import dependence, phases, stats
+from . import curves, dependence, phases, stats
 from .errors import BadInputError
 from .history import History
 from .provenance import series_fingerprint
@@ -87,8 +87,8 @@ def nsp_summary(history: History, final_window: float = 0.1, alpha: float = 0.01
             "left_chance": left, "verdict": verdict}
 
 
-def _curve_note(fit: stats.CurveFit) -> str:
-    if fit.name == "power_saturating" and fit.ok and fit.params["c"] <= stats.POWER_C_BOUNDS[0] * 1.01:
+def _curve_note(fit: curves.CurveFit) -> str:
+    if fit.name == "power_saturating" and fit.ok and fit.params["c"] <= curves.POWER_C_BOUNDS[0] * 1.01:
         return ("exponent c is at its lower bound: the data show no saturation, the power law reduces to "
                 "log-linear and its ceiling a is not identified")
     return ""
@@ -135,10 +135,10 @@ def _run_bootstrap(steps, values, curve_x, curve_y, fits, n_resamples: int, seed
             continue
         own_block = stats.choose_block_length(curve_y - fit.predict(curve_x))
         out["block_lengths"]["curves"][name] = own_block
-        samples = stats.bootstrap_curve_params(fit, curve_x, curve_y, n_resamples, seed + 1, own_block)
+        samples = curves.bootstrap_curve_params(fit, curve_x, curve_y, n_resamples, seed + 1, own_block)
         draws[name] = samples
         out["curves"][name] = {p: stats.percentile_ci(samples[:, i], level)
-                               for i, p in enumerate(stats.PARAM_NAMES[name])}
+                               for i, p in enumerate(curves.PARAM_NAMES[name])}
     return out, draws
 
 
@@ -153,28 +153,28 @@ def _targets(steps, values, fits, draws, targets: Sequence[float], level: float)
                 status = "not_fitted" if fit.message.startswith("too few points") else "fit_failed"
                 row["curves"][name] = {"step": None, "status": status, "ci": [None, None], "message": fit.message}
                 continue
-            step = float(stats.steps_to_target(name, fit.param_vector(), target)[0])
+            step = float(curves.steps_to_target(name, fit.param_vector(), target)[0])
             entry = {"step": _num(step), "status": _target_status(step, last), "ci": [None, None],
                      "share_of_resamples_reaching": None}
             if name in draws:
-                sample_steps = stats.steps_to_target(name, draws[name], target)
+                sample_steps = curves.steps_to_target(name, draws[name], target)
                 entry["share_of_resamples_reaching"] = float(np.mean(np.isfinite(sample_steps)))
                 if entry["status"] == "beyond_100x_run":  # an interval that far out is the curve's, not the data's
                     entry["ci_withheld"] = f"beyond {FAR_BEYOND_FACTOR}x the run: no interval"
                 else:
-                    entry["ci"] = stats.interval_with_unreached(sample_steps, level)
+                    entry["ci"] = curves.interval_with_unreached(sample_steps, level)
             row["curves"][name] = entry
         row["spread"] = _target_spread(row["curves"])
         rows.append(row)
     return rows
 
 
-def _target_spread(curves: dict) -> dict:
+def _target_spread(by_family: dict) -> dict:
     """Steps-to-target across the families that reach it: each family's interval is conditional on
     that family being right, so the spread between families is the honest first uncertainty."""
-    reaching = {name: e["step"] for name, e in curves.items() if e["status"] in ("within_run", "extrapolated")}
-    far = sorted(name for name, e in curves.items() if e["status"] == "beyond_100x_run")
-    never = sorted(name for name, e in curves.items() if e["status"] == "not_reached")
+    reaching = {name: e["step"] for name, e in by_family.items() if e["status"] in ("within_run", "extrapolated")}
+    far = sorted(name for name, e in by_family.items() if e["status"] == "beyond_100x_run")
+    never = sorted(name for name, e in by_family.items() if e["status"] == "not_reached")
     return {"families_reaching": sorted(reaching), "min_step": min(reaching.values()) if reaching else None,
             "max_step": max(reaching.values()) if reaching else None, "beyond_100x_run": far, "not_reached": never}
 
@@ -182,7 +182,7 @@ def _target_spread(curves: dict) -> dict:
 def _association_dependence(steps, values, assoc: dict, level: float) -> dict:
     """What the association's figures mean for autocorrelated points: the line's residual lag-1
     autocorrelation, the effective n, a Fisher interval at that n, and a Newey-West slope interval."""
-    line = stats.fit_curve("linear", steps, values)
+    line = curves.fit_curve("linear", steps, values)
     resid = values - line.predict(steps) if line.ok else values - values.mean()
     n_eff = dependence.effective_n(resid)
     r, fisher = assoc["pearson"]["r"], [None, None]
@@ -243,12 +243,12 @@ def run_summary(history: History, metric: str = "mlm_acc", final_window: float =
     """The headline figures of one run (no bootstrap), used for --compare."""
     steps, values = metric_arrays(history, metric)
     assoc = stats.association(steps, values)
-    fits = stats.fit_all_curves(steps, values)
+    fits = curves.fit_all_curves(steps, values)
     loss = loss_summary(history, final_window)
     return {"path": history.path, "format": history.source_format, "total_steps": int(steps[-1]),
             "data_points": len(steps), "pearson_r": assoc["pearson"]["r"], "r_squared": assoc["r_squared"],
             **{k: v for k, v in series_summary(values, final_window).items() if k != "final_window_points"},
-            "final_loss": loss["final"] if loss else None, "best_curve": stats.best_curve(fits)}
+            "final_loss": loss["final"] if loss else None, "best_curve": curves.best_curve(fits)}
 
 
 def compare_runs(runs: Sequence[tuple[str, History]], metric: str = "mlm_acc", final_window: float = 0.1) -> dict:
@@ -279,14 +279,14 @@ def analyze(history: History, metric: str = "mlm_acc", *, train_fraction: float 
     # out of every curve (the same points for all three, so their AICs stay comparable).
     positive = steps > 0
     curve_x, curve_y = steps[positive], values[positive]
-    fits = stats.fit_all_curves(curve_x, curve_y)
-    best = stats.best_curve(fits)
-    curves = {}
+    fits = curves.fit_all_curves(curve_x, curve_y)
+    best = curves.best_curve(fits)
+    curve_entries = {}
     for name, fit in fits.items():
         entry = fit.to_json()
         entry["delta_aic"] = _num(fit.aic - fits[best].aic) if best and fit.ok else None
         entry["note"] = _curve_note(fit)
-        curves[name] = entry
+        curve_entries[name] = entry
     boot, draws = _run_bootstrap(steps, values, curve_x, curve_y, fits, bootstrap, seed, level)
     r = assoc["pearson"]["r"]
     result = {
@@ -304,11 +304,11 @@ def analyze(history: History, metric: str = "mlm_acc", *, train_fraction: float 
         "loss_stats": loss_summary(history, final_window),
         "nsp_stats": nsp_summary(history, final_window),
         "association": assoc,
-        "curves": curves,
+        "curves": curve_entries,
         "best_curve": best,
         "curve_points": {"n": int(positive.sum()), "excluded_steps": [int(x) for x in steps[~positive]],
                          "why": "curves need step > 0" if not positive.all() else ""},
-        "forecast": _forecast_json(stats.forecast_check(curve_x, curve_y, train_fraction)),
+        "forecast": _forecast_json(curves.forecast_check(curve_x, curve_y, train_fraction)),
         "bootstrap": boot,
         "targets": _targets(curve_x, curve_y, fits, draws, targets, level),
         "comparison": compare_runs(compare, metric, final_window) if compare else None,

@@ -15,7 +15,7 @@ import math
 import numpy as np
 from scipy import stats as sstats
 
-from . import stats
+from . import curves, stats
 
 AIC_TIE = 4.0  # AIC gaps below this (after the effective-n adjustment) are ties
 POWER_BOUND_C = 0.01  # a power law whose exponent sits at or below this is log-linear in disguise
@@ -96,21 +96,21 @@ def rolling_origin_forecast(steps, values, origins=(0.4, 0.5, 0.6, 0.7, 0.8)) ->
     """Fit every family on the points before each origin (a fraction of the points) and score its
     mean absolute error on all later points; one split can fall on a phase change, several rarely all do."""
     x, y = np.asarray(steps, float), np.asarray(values, float)
-    per_origin, maes = [], {name: [] for name in stats.CURVE_NAMES}
+    per_origin, maes = [], {name: [] for name in curves.CURVE_NAMES}
     for fraction in origins:
         n_train = int(math.floor(len(x) * fraction))
         if n_train < 4 or n_train >= len(x):
             continue
         row = {"fraction": fraction, "split_step": float(x[n_train]), "mae": {}}
-        for name in stats.CURVE_NAMES:
-            fit = stats.fit_curve(name, x[:n_train], y[:n_train])
+        for name in curves.CURVE_NAMES:
+            fit = curves.fit_curve(name, x[:n_train], y[:n_train])
             mae = float(np.mean(np.abs(fit.predict(x[n_train:]) - y[n_train:]))) if fit.ok else None
             row["mae"][name] = mae
             if mae is not None and math.isfinite(mae):
                 maes[name].append(mae)
         per_origin.append(row)
     mean_mae = {name: (float(np.mean(v)) if len(v) == len(per_origin) and v else None) for name, v in maes.items()}
-    wins = {name: 0 for name in stats.CURVE_NAMES}
+    wins = {name: 0 for name in curves.CURVE_NAMES}
     for row in per_origin:
         scored = {k: v for k, v in row["mae"].items() if v is not None}
         if scored:

@@ -12,7 +12,7 @@ import numpy as np
 from matplotlib import rc_context
 from matplotlib.figure import Figure
 
-from . import phases, stats
+from . import curves, phases, stats
 from .fonts import TextStyle
 from .history import History
 from .plot_style import (CURVE_COLORS, CURVE_STYLES, NOTE_COLOR, PHASE_COLOR, TRAIN_COLOR, ChartConfig, draw_note,
@@ -69,8 +69,8 @@ def correlation_analysis(history: History, style: TextStyle, analysis: dict | No
     # fits, so the chart shows the same fits, AICs and best curve as the analysis.
     positive = steps > 0
     curve_x, curve_y = steps[positive], acc[positive]
-    fits = stats.fit_all_curves(curve_x, curve_y)
-    best = stats.best_curve(fits)
+    fits = curves.fit_all_curves(curve_x, curve_y)
+    best = curves.best_curve(fits)
     with rc_context(style.rc_params()):
         fig = new_figure(style, config)
         grid = fig.add_gridspec(len(fits), 2, width_ratios=(1.5, 1))
@@ -145,7 +145,7 @@ def forecast(history: History, style: TextStyle, config: ChartConfig = ChartConf
     segment extrapolated; no band), and every panel shades the plateau of the whole run, if any."""
     positive = history.steps > 0  # as analyze_100k.py: the curves need step > 0
     steps, acc = history.steps[positive].astype(float), history.mlm_acc[positive]
-    check = stats.forecast_check(steps, acc, train_fraction=config.train_fraction)
+    check = curves.forecast_check(steps, acc, train_fraction=config.train_fraction)
     n_train = check["n_train"]
     with rc_context(style.rc_params()):
         fig = new_figure(style, config, height=config.height * 0.72)

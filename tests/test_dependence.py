@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bertstudy import dependence, stats
+from bertstudy import curves, dependence, stats
 
 ORIGINAL = Path(__file__).parent / "data" / "original_training_history_100k.json"
 
@@ -50,7 +50,7 @@ def test_effective_n_of_ar1_residuals():
 def test_small_aic_gap_is_a_tie_and_a_bound_power_law_reads_as_log_linear():
     history = json.loads(ORIGINAL.read_text())
     x, y = np.array(history["steps"], float), np.array(history["mlm_acc"], float)
-    ranking = dependence.rank_curves(stats.fit_all_curves(x, y), x, y)
+    ranking = dependence.rank_curves(curves.fit_all_curves(x, y), x, y)
     assert ranking["leader"] == "log_linear"
     assert ranking["tied_with_leader"] == ["power_saturating"]
     assert "log-linear" in ranking["notes"]["power_saturating"]
@@ -60,7 +60,7 @@ def test_small_aic_gap_is_a_tie_and_a_bound_power_law_reads_as_log_linear():
 def test_a_clear_winner_is_not_a_tie():
     x = np.linspace(10, 10_000, 300)
     y = 0.1 + 0.03 * np.log(x) + np.random.default_rng(4).normal(0, 0.002, 300)
-    ranking = dependence.rank_curves(stats.fit_all_curves(x, y), x, y)
+    ranking = dependence.rank_curves(curves.fit_all_curves(x, y), x, y)
     assert ranking["leader"] in ("log_linear", "power_saturating")
     assert "linear" not in ranking["tied_with_leader"]
 

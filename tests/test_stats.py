@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from bertstudy import stats
+from bertstudy import curves, stats
 
 STEPS = np.arange(100, 100_001, 100, dtype=float)
 
@@ -19,7 +19,7 @@ def test_exact_line_gives_r_one_and_the_known_slope():
     assert a["spearman"]["rho"] == pytest.approx(1.0)
     assert a["kendall"]["tau"] == pytest.approx(1.0)
     assert a["slope_per_10k"]["estimate"] == pytest.approx(0.03)
-    fit = stats.fit_curve("linear", STEPS, y)
+    fit = curves.fit_curve("linear", STEPS, y)
     assert fit.ok and fit.params["a"] == pytest.approx(0.1) and fit.params["b"] == pytest.approx(3e-6)
     assert fit.r_squared == pytest.approx(1.0)
     assert math.isfinite(fit.aic)  # RSS 0 is floored, not -inf
@@ -62,14 +62,14 @@ def test_power_law_recovers_a_saturating_curve_and_wins_by_aic():
     rng = np.random.default_rng(3)
     truth = {"a": 0.72, "b": 3.0, "c": 0.35}
     y = truth["a"] - truth["b"] * STEPS ** -truth["c"] + rng.normal(0, 0.004, len(STEPS))
-    fits = stats.fit_all_curves(STEPS, y)
+    fits = curves.fit_all_curves(STEPS, y)
     power = fits["power_saturating"]
     assert power.ok
     assert power.params["a"] == pytest.approx(truth["a"], abs=0.01)
     assert power.params["c"] == pytest.approx(truth["c"], rel=0.1)
     lo, hi = power.param_ci["a"]
     assert lo < truth["a"] < hi
-    assert stats.best_curve(fits) == "power_saturating"
+    assert curves.best_curve(fits) == "power_saturating"
     assert fits["power_saturating"].aic < fits["log_linear"].aic - 10
     band_lo, band_hi = power.prediction_band(STEPS)
     inside = np.mean((y >= band_lo) & (y <= band_hi))
@@ -79,25 +79,25 @@ def test_power_law_recovers_a_saturating_curve_and_wins_by_aic():
 def test_log_linear_data_pick_log_linear_and_forecast_beats_linear():
     rng = np.random.default_rng(4)
     y = -0.5 + 0.1 * np.log(STEPS) + rng.normal(0, 0.02, len(STEPS))
-    fits = stats.fit_all_curves(STEPS, y)
+    fits = curves.fit_all_curves(STEPS, y)
     assert fits["log_linear"].params["b"] == pytest.approx(0.1, rel=0.05)
     assert fits["log_linear"].aic < fits["linear"].aic
-    check = stats.forecast_check(STEPS, y, train_fraction=0.5)
+    check = curves.forecast_check(STEPS, y, train_fraction=0.5)
     assert check["n_train"] == 500 and check["split_step"] == STEPS[500]
     assert check["curves"]["log_linear"]["mae"] < check["curves"]["linear"]["mae"] / 3
     assert check["best_by_mae"] in ("log_linear", "power_saturating")
 
 
 def test_too_few_points_are_a_failed_fit_with_a_message():
-    fit = stats.fit_curve("power_saturating", [1, 2, 3], [0.1, 0.2, 0.3])
+    fit = curves.fit_curve("power_saturating", [1, 2, 3], [0.1, 0.2, 0.3])
     assert not fit.ok and "too few points" in fit.message
     assert np.isnan(fit.predict([5])).all()
-    assert stats.fit_curve("log_linear", [0, 1, 2, 3], [0.1, 0.2, 0.3, 0.4]).ok is False
-    assert stats.best_curve({"x": fit}) is None
-    check = stats.forecast_check([1, 2], [0.1, 0.2], train_fraction=0.5)
+    assert curves.fit_curve("log_linear", [0, 1, 2, 3], [0.1, 0.2, 0.3, 0.4]).ok is False
+    assert curves.best_curve({"x": fit}) is None
+    check = curves.forecast_check([1, 2], [0.1, 0.2], train_fraction=0.5)
     assert all(c["mae"] is None for c in check["curves"].values())
     with pytest.raises(ValueError):
-        stats.fit_curve("cubic", [1, 2, 3], [1, 2, 3])
+        curves.fit_curve("cubic", [1, 2, 3], [1, 2, 3])
 
 
 def test_moving_average_matches_numpy_convolution_in_the_interior():
@@ -154,7 +154,7 @@ def test_block_bootstrap_slope_interval_contains_truth_on_ar1_noise():
     x = np.arange(1, 601, dtype=float) * 100
     slope = 2e-6
     y = 0.3 + slope * x + _ar1(len(x), 0.7, 0.02, rng)
-    resid = y - stats.fit_curve("linear", x, y).predict(x)
+    resid = y - curves.fit_curve("linear", x, y).predict(x)
     block = stats.choose_block_length(resid)
     boot = stats.bootstrap_association(x, y, 400, seed=0, block=block)
     lo, hi = boot["slope_per_10k_ci"]
@@ -162,8 +162,8 @@ def test_block_bootstrap_slope_interval_contains_truth_on_ar1_noise():
     # it is wider than the i.i.d. OLS interval, which ignores the autocorrelation
     ols_lo, ols_hi = stats.association(x, y)["slope_per_10k"]["ci"]
     assert hi - lo > ols_hi - ols_lo
-    fit = stats.fit_curve("linear", x, y)
-    draws = stats.bootstrap_curve_params(fit, x, y, 400, seed=1, block=block)
+    fit = curves.fit_curve("linear", x, y)
+    draws = curves.bootstrap_curve_params(fit, x, y, 400, seed=1, block=block)
     assert draws.shape == (400, 2)
     b_lo, b_hi = np.quantile(draws[:, 1], [0.025, 0.975])
     assert b_lo < slope < b_hi
@@ -172,27 +172,27 @@ def test_block_bootstrap_slope_interval_contains_truth_on_ar1_noise():
 def test_power_law_bootstrap_draws_stay_near_the_truth():
     rng = np.random.default_rng(7)
     y = 0.7 - 2.0 * STEPS**-0.3 + rng.normal(0, 0.005, len(STEPS))
-    fit = stats.fit_curve("power_saturating", STEPS, y)
-    draws = stats.bootstrap_curve_params(fit, STEPS, y, 200, seed=0, block=10)
+    fit = curves.fit_curve("power_saturating", STEPS, y)
+    draws = curves.bootstrap_curve_params(fit, STEPS, y, 200, seed=0, block=10)
     a_lo, a_hi = np.quantile(draws[:, 0], [0.025, 0.975])
     assert a_lo < 0.7 < a_hi and a_hi - a_lo < 0.05
 
 
 def test_steps_to_target_inverts_each_curve():
-    assert stats.steps_to_target("linear", [0.1, 1e-5], 0.6)[0] == pytest.approx(50_000)
-    assert stats.steps_to_target("log_linear", [0.0, 0.1], 0.5)[0] == pytest.approx(math.exp(5))
-    step = stats.steps_to_target("power_saturating", [0.8, 2.0, 0.5], 0.6)[0]
+    assert curves.steps_to_target("linear", [0.1, 1e-5], 0.6)[0] == pytest.approx(50_000)
+    assert curves.steps_to_target("log_linear", [0.0, 0.1], 0.5)[0] == pytest.approx(math.exp(5))
+    step = curves.steps_to_target("power_saturating", [0.8, 2.0, 0.5], 0.6)[0]
     assert 0.8 - 2.0 * step**-0.5 == pytest.approx(0.6)
     # above the ceiling, a falling line, a flat log: never
-    assert stats.steps_to_target("power_saturating", [0.8, 2.0, 0.5], 0.8)[0] == math.inf
-    assert stats.steps_to_target("linear", [0.9, -1e-6], 0.95)[0] == math.inf
-    assert stats.steps_to_target("log_linear", [0.0, 0.0], 0.5)[0] == math.inf
-    rows = stats.steps_to_target("linear", np.array([[0.1, 1e-5], [0.1, -1e-5]]), 0.6)
+    assert curves.steps_to_target("power_saturating", [0.8, 2.0, 0.5], 0.8)[0] == math.inf
+    assert curves.steps_to_target("linear", [0.9, -1e-6], 0.95)[0] == math.inf
+    assert curves.steps_to_target("log_linear", [0.0, 0.0], 0.5)[0] == math.inf
+    rows = curves.steps_to_target("linear", np.array([[0.1, 1e-5], [0.1, -1e-5]]), 0.6)
     assert rows[0] == pytest.approx(50_000) and rows[1] == math.inf
 
 
 def test_interval_with_unreached_draws_is_open_ended():
     draws = np.concatenate([np.arange(90.0), np.full(10, np.inf)])
-    lo, hi = stats.interval_with_unreached(draws)
+    lo, hi = curves.interval_with_unreached(draws)
     assert lo == pytest.approx(2.0) and hi is None
-    assert stats.interval_with_unreached(np.arange(100.0)) == [2.0, 97.0]
+    assert curves.interval_with_unreached(np.arange(100.0)) == [2.0, 97.0]

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import optimize
 
-from .stats import _clean, _t_quantile, circular_block_indices
+from .stats import circular_block_indices, json_number, t_quantile
 
 CURVE_NAMES = ("linear", "log_linear", "power_saturating")
 PARAM_NAMES = {"linear": ("a", "b"), "log_linear": ("a", "b"), "power_saturating": ("a", "b", "c")}
@@ -62,14 +62,14 @@ class CurveFit:
         grad = curve_gradient(self.name, self.param_vector(), x)  # (len(x), k)
         param_var = np.einsum("ij,jk,ik->i", grad, self.cov, grad)
         noise_var = self.rss / (self.n - self.k)
-        half = _t_quantile(level, self.n - self.k) * np.sqrt(np.maximum(param_var, 0) + noise_var)
+        half = t_quantile(level, self.n - self.k) * np.sqrt(np.maximum(param_var, 0) + noise_var)
         return centre - half, centre + half
 
     def to_json(self) -> dict:
         return {"name": self.name, "formula": FORMULAS[self.name], "ok": self.ok, "message": self.message,
-                "params": {k: _clean(v) for k, v in self.params.items()},
-                "param_ci": {k: [_clean(lo), _clean(hi)] for k, (lo, hi) in self.param_ci.items()},
-                "r_squared": _clean(self.r_squared), "aic": _clean(self.aic), "rss": _clean(self.rss), "n": self.n}
+                "params": {k: json_number(v) for k, v in self.params.items()},
+                "param_ci": {k: [json_number(lo), json_number(hi)] for k, (lo, hi) in self.param_ci.items()},
+                "r_squared": json_number(self.r_squared), "aic": json_number(self.aic), "rss": json_number(self.rss), "n": self.n}
 
 
 def curve_value(name: str, p: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -102,7 +102,7 @@ def _finish(name: str, p: np.ndarray, cov: np.ndarray | None, x: np.ndarray, y: 
     tss = float(np.sum((y - y.mean()) ** 2))
     # An exact fit has RSS 0 and AIC -inf; a floor keeps AIC finite (and still the smallest).
     aic = n * math.log(max(rss, 1e-300 * n) / n) + 2 * k
-    q = _t_quantile(0.95, n - k)
+    q = t_quantile(0.95, n - k)
     ci = {}
     for i, pname in enumerate(PARAM_NAMES[name]):
         se = math.sqrt(cov[i, i]) if cov is not None and cov[i, i] >= 0 else math.nan
@@ -279,4 +279,4 @@ def interval_with_unreached(samples: np.ndarray, level: float = 0.95) -> list:
         return [None, None]
     lo = s[int(math.floor((0.5 - level / 2) * (len(s) - 1)))]
     hi = s[int(math.ceil((0.5 + level / 2) * (len(s) - 1)))]
-    return [_clean(lo), _clean(hi)]
+    return [json_number(lo), json_number(hi)]

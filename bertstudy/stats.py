@@ -16,11 +16,11 @@ from scipy import stats
 STEPS_PER_SLOPE_UNIT = 10_000  # slopes are reported per 10K steps, the original study's unit
 
 
-def _t_quantile(level: float, dof: int) -> float:
+def t_quantile(level: float, dof: int) -> float:
     return float(stats.t.ppf(0.5 + level / 2, dof)) if dof > 0 else math.inf
 
 
-def _clean(value) -> float | None:
+def json_number(value) -> float | None:
     """A float for JSON, or None where the value is undefined (NaN/inf)."""
     if value is None:
         return None
@@ -42,7 +42,7 @@ def pearson_with_ci(x: np.ndarray, y: np.ndarray, level: float = 0.95) -> dict:
         z, se = math.atanh(max(min(r, 1 - 1e-15), -1 + 1e-15)), 1 / math.sqrt(n - 3)
         q = float(stats.norm.ppf(0.5 + level / 2))
         ci = [math.tanh(z - q * se), math.tanh(z + q * se)]
-    return {"r": r, "p_value": _clean(result.pvalue), "ci": ci, "n": n, "message": ""}
+    return {"r": r, "p_value": json_number(result.pvalue), "ci": ci, "n": n, "message": ""}
 
 
 def association(steps: np.ndarray, values: np.ndarray, level: float = 0.95) -> dict:
@@ -59,12 +59,12 @@ def association(steps: np.ndarray, values: np.ndarray, level: float = 0.95) -> d
         warnings.simplefilter("ignore")  # ties and tiny n give scipy warnings; the numbers stand
         sp, kt = stats.spearmanr(x, y), stats.kendalltau(x, y)
     reg = stats.linregress(x, y)
-    half = _t_quantile(level, len(x) - 2) * reg.stderr
+    half = t_quantile(level, len(x) - 2) * reg.stderr
     unit = STEPS_PER_SLOPE_UNIT
-    out["spearman"] = {"rho": _clean(sp.statistic), "p_value": _clean(sp.pvalue)}
-    out["kendall"] = {"tau": _clean(kt.statistic), "p_value": _clean(kt.pvalue)}
-    out["slope_per_10k"] = {"estimate": float(reg.slope * unit), "ci": [_clean((reg.slope - half) * unit),
-                            _clean((reg.slope + half) * unit)], "stderr": _clean(reg.stderr * unit)}
+    out["spearman"] = {"rho": json_number(sp.statistic), "p_value": json_number(sp.pvalue)}
+    out["kendall"] = {"tau": json_number(kt.statistic), "p_value": json_number(kt.pvalue)}
+    out["slope_per_10k"] = {"estimate": float(reg.slope * unit), "ci": [json_number((reg.slope - half) * unit),
+                            json_number((reg.slope + half) * unit)], "stderr": json_number(reg.stderr * unit)}
     return out
 
 
@@ -135,7 +135,7 @@ def bootstrap_association(steps, values, n_resamples: int, seed: int, block: int
         r = sxy / np.sqrt(sxx * syy)
         slope = sxy / sxx * STEPS_PER_SLOPE_UNIT
     return {"pearson_r_ci": percentile_ci(r, level), "slope_per_10k_ci": percentile_ci(slope, level),
-            "pearson_r_se": _clean(np.nanstd(r)) if np.isfinite(r).any() else None}
+            "pearson_r_se": json_number(np.nanstd(r)) if np.isfinite(r).any() else None}
 
 
 def association_block_length(steps, values) -> int:

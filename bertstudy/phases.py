@@ -1,7 +1,7 @@
 """Plateaus and phase transitions in a learning curve: a continuous piecewise-linear fit in ln(step).
 
 A BERT's MLM accuracy often rises (character frequencies), sits on a plateau, then rises again once
-attention starts to use context. The smooth families in `stats.py` average over that shape; this
+attention starts to use context. The smooth families in `curves.py` average over that shape; this
 model expresses it. With u = ln(step) and breakpoints b1 < b2 (in u),
 
     y = a + s1*u + (s2 - s1)*max(u - b1, 0) + (s3 - s2)*max(u - b2, 0)
@@ -13,7 +13,13 @@ parameters in AIC (k = 2 + 2 x breaks), the usual convention for segmented regre
 
 A *plateau* is reported only when the middle segment of the two-break fit rises much more slowly
 than the segments on both sides (slope ratio below PLATEAU_SLOPE_RATIO) and the segmented fit beats
-the one-break and no-break fits by more than an AIC tie (AIC_TIE). Everything here is pure.
+the one-break and no-break fits by more than an AIC tie (AIC_TIE). The plateau's intervals come
+from a circular block bootstrap of the two-break fit's residuals (`stats.circular_block_indices`).
+
+`rolling_origin_forecast` scores the model as a forecaster at the families' origins (refitted on the
+points before each, its last segment extrapolated), and `choose_model` decides whether the phase
+model or the leading family is the curve to report (AIC beyond a tie at the effective n, and a
+rolling-origin forecast that does not contradict it). Everything here is pure.
 """
 
 from __future__ import annotations

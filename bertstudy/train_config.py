@@ -62,6 +62,9 @@ class TrainConfig:
     amp: bool | None = _f(None, bool, "mixed precision (default: on for CUDA, off for CPU)")  # CPU bf16 is slower on most CPUs
     compile: bool = _f(False, bool, "torch.compile the model")  # off: compile time dominates short runs
     device: str = _f("auto", str, "auto, cpu, cuda or cuda:N")  # auto: CUDA when present
+    data_workers: int = _f(-1, cli.int_in_range(-1, 64), "processes building batches ahead (-1: 2 on CUDA, "
+                                                        "0 on CPU = built in the loop)")
+    # -1: on a GPU two workers keep ahead of the step; on a CPU they would take cores from the model
     max_nonfinite: int = _f(5, cli.positive_int, "stop after this many non-finite losses in a row")
     progress: bool = _f(True, bool, "show a tqdm progress bar")
     threads: int = _f(0, cli.non_negative_int, "torch CPU threads (0: torch's default, one per core; "

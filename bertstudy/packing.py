@@ -31,19 +31,20 @@ def pack_rows(lengths: np.ndarray, row_len: int) -> list[list[int]]:
     """First-fit decreasing: each instance (longest first, ties by index) goes into the first row with
     room for it. Returns the rows as lists of instance indices, in the order they were opened."""
     order = np.argsort(-np.asarray(lengths), kind="stable")
-    room = np.empty(len(lengths), dtype=np.int64)
     rows: list[list[int]] = []
-    for i in order:
+    room: list[int] = []  # free positions of each row, in row order
+    for i in order.tolist():
         n = int(lengths[i])
         if n > row_len:
             raise ValueError(f"instance {i} has {n} tokens, more than a row's {row_len}")
-        fits = np.flatnonzero(room[:len(rows)] >= n)
-        if len(fits):
-            rows[fits[0]].append(int(i))
-            room[fits[0]] -= n
+        for r, free in enumerate(room):
+            if free >= n:
+                rows[r].append(i)
+                room[r] -= n
+                break
         else:
-            rows.append([int(i)])
-            room[len(rows) - 1] = row_len - n
+            rows.append([i])
+            room.append(row_len - n)
     return rows
 
 

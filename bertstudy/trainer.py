@@ -129,7 +129,7 @@ class Trainer:
             ids = [self.dist.device.index] if self.dist.device.type == "cuda" else None
             self.model = DistributedDataParallel(self.model, device_ids=ids)
         if self.config.compile:
-            self.model = torch.compile(self.model)
+            self.model = torch.compile(self.model, mode=self.config.compile_mode)
 
     def autocast(self):
         if self.amp_dtype is None:

@@ -22,6 +22,7 @@ import torch.distributed as torch_dist
 from tqdm import tqdm
 
 from . import checkpoint as ckpt
+from .batch_fit import resolve_batch_split
 from .atomic_io import atomic_write_json
 from .corpus_io import load_documents
 from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_RUNTIME, StudyError
@@ -126,6 +127,8 @@ def _train(config: TrainConfig, resume: str | None, dist: Distributed, out_dir: 
     model = BertForPretraining(model_config).to(dist.device)
     torch.manual_seed(config.seed + dist.rank)  # dropout streams differ per rank
     trainer = Trainer(config, model, data.train_sampler, dist)
+    config = trainer.config = resolve_batch_split(config, model, len(data.vocab), dist.device, trainer.autocast,
+                                                  verbose=dist.is_main)  # --batch-size auto (CUDA)
     vocab_hash = data.vocab.hash
 
     start_step, elapsed, history, resumed_from = 0, 0.0, None, None

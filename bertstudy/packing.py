@@ -119,3 +119,25 @@ def padding_fraction(batches: list[dict[str, np.ndarray]]) -> float:
     """Share of the computed token positions that are padding."""
     grid = sum(b["input_ids"].size for b in batches)
     return 1.0 - sum(host_counts(b)[2] for b in batches) / max(grid, 1)
+
+
+def collate_padded(instances: list[tuple], row_len: int) -> dict[str, np.ndarray]:
+    """The plain layout for comparison: one instance per row, padded to row_len ([B, T] attention_mask),
+    with the masked positions still gathered on the host (flat mlm_positions, like the packed layout)."""
+    num = len(instances)
+    ids = np.full((num, row_len), PAD_ID, dtype=np.int64)
+    types = np.zeros((num, row_len), dtype=np.int64)
+    mask = np.zeros((num, row_len), dtype=np.int64)
+    labels_grid = np.full((num, row_len), IGNORE_INDEX, dtype=np.int64)
+    for r, (inst_ids, inst_types, inst_labels, _) in enumerate(instances):
+        n = len(inst_ids)
+        ids[r, :n], types[r, :n], mask[r, :n], labels_grid[r, :n] = inst_ids, inst_types, 1, inst_labels
+    flat = labels_grid.reshape(-1)
+    masked = np.flatnonzero(flat != IGNORE_INDEX)
+    num_mlm = _round_up(max(len(masked), 1), 64)
+    mlm_positions = np.zeros(num_mlm, dtype=np.int64)
+    mlm_positions[:len(masked)] = masked
+    mlm_labels = np.full(num_mlm, IGNORE_INDEX, dtype=np.int64)
+    mlm_labels[:len(masked)] = flat[masked]
+    return {"input_ids": ids, "token_type_ids": types, "attention_mask": mask, "mlm_positions": mlm_positions,
+            "mlm_labels": mlm_labels, "nsp_labels": np.asarray([inst[3] for inst in instances], dtype=np.int64)}

@@ -2,9 +2,11 @@
 but drawn on the fly from a tokenized corpus cached as numpy arrays.
 
 Why on the fly: masking is dynamic (a fresh mask every time an instance is drawn, as RoBERTa showed
-helps), and every instance is a pure function of (seed, stream, step, micro-step, index). So a
-resumed run draws exactly the batches an uninterrupted run would, and DDP ranks take disjoint slices
-of the same global batch (rank r takes indices r*B .. r*B+B-1), so 2 ranks x B equals 1 rank x 2B.
+helps), and every training instance is a pure function of (seed, step, global index in the step's
+batch). So a resumed run draws exactly the batches an uninterrupted run would, DDP ranks take
+disjoint slices of the same global batch (rank r takes indices r*P .. r*P+P-1 of P per rank), and
+neither the world size nor the micro-batch split changes which instances a step trains on.
+bertstudy/packing.py lays the instances into rows; bertstudy/loader.py builds steps ahead.
 
 NSP label convention (BERT's and transformers' `next_sentence_label`):
     nsp_label = 0  ->  "IsNext": segment B is the true continuation of A in the same document

@@ -38,7 +38,7 @@ quickstart: system-deps venv
 test: system-deps-test venv
 	$(PY) -m pytest -q tests
 
-# Training throughput on this machine (about 5 min on 2 idle CPU cores): docs/PERFORMANCE.md.
+# Training throughput on this machine (8 min on 2 loaded CPU cores; docs/PERFORMANCE.md), ours vs transformers.
 bench: venv data/corpus.jsonl
 	$(PY) bench/throughput.py --out bench/throughput_result.json
 

@@ -47,7 +47,8 @@ from bertstudy.model import BertForPretraining, PretrainingOutput, _masked_cross
 from bertstudy.packing import collate_padded, host_counts  # noqa: E402
 from bertstudy.pretraining_data import training_instances  # noqa: E402
 from bertstudy.train_config import preset_config  # noqa: E402
-from bertstudy.trainer import Distributed, Trainer, model_config_for  # noqa: E402
+from bertstudy.device import Distributed, enable_tf32, precision_settings  # noqa: E402
+from bertstudy.trainer import Trainer, model_config_for  # noqa: E402
 
 H100_BF16_DENSE_TFLOPS = 989.0  # H100 SXM dense bf16 peak (NVIDIA datasheet), the CUDA default
 BENCH_PRESETS = {  # train_config presets (tiny: for tests, a second a step on one thread)
@@ -228,6 +229,8 @@ def peak_memory_alone(name: str, argv: list[str]) -> float:
 
 def run_benchmark(args, argv: list[str]) -> dict:
     device = pick_device(args.device)
+    if device.type == "cuda":
+        enable_tf32()  # as a training run does (device.bind_device)
     if not Path(args.corpus).exists():
         raise UsageError(f"{args.corpus}: no corpus; make one with: python rare_char_fetch.py --source embedded --out {args.corpus}")
     load_before = os.getloadavg()
@@ -283,8 +286,6 @@ def run_benchmark(args, argv: list[str]) -> dict:
 
 
 def runners_precision(device) -> str:
-    from bertstudy.trainer import precision_settings
-
     dtype, scaler = precision_settings(device, None)[:2]
     return "fp32" if dtype is None else f"{dtype} autocast" + (" + GradScaler" if scaler else "")
 

@@ -45,3 +45,37 @@ def test_compile_trains_on_cpu(tmp_path):
     history = read_json(out / "training_history_100k.json")
     assert history["meta"]["config"]["compile"] is True and history["steps"] == [1, 2]
     assert all(0 < loss < 20 for loss in history["loss"])
+
+
+def test_a_step_reads_one_value_back_from_the_device_not_one_per_micro_batch(monkeypatch):
+    """The micro-batch loop never waits for the device: the only value our code reads back is the
+    step's finiteness check (before optimizer.step), not one per micro-batch."""
+    import traceback
+    from pathlib import Path
+
+    import numpy as np
+
+    from bertstudy.train_config import preset_config
+    from bertstudy.trainer import Trainer, model_config_for
+
+    sampler = _sampler(tiny_documents(30))
+    config = preset_config("quick", hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, max_seq_len=32,
+                           batch_size=4, grad_accum=4, device="cpu", amp=False, warmup_steps=0)
+    trainer = Trainer(config, BertForPretraining(model_config_for(config, sampler.vocab_size)), sampler)
+    batches = trainer.micro_batches(0)
+    assert len(batches) == 4
+    reads = []
+    for name in ("item", "tolist", "__bool__", "__float__", "__int__", "numpy"):
+        real = getattr(torch.Tensor, name)
+
+        def counting(self, *args, _real=real, _name=name, **kwargs):
+            caller = traceback.extract_stack()[-2]  # who asked; torch.optim's CPU step counters are host tensors
+            if "bertstudy" in caller.filename:
+                reads.append((_name, Path(caller.filename).name, caller.line))
+            return _real(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, counting)
+    assert trainer.train_step(0, batches).finite
+    monkeypatch.undo()
+    assert len(reads) == 1 and reads[0][:2] == ("item", "trainer.py") and "finite" in reads[0][2], reads
+    assert np.isfinite(trainer.take_totals()["loss"])

@@ -26,6 +26,7 @@ TRAIN_LISTS = {  # history list -> key of the "train" log record
     "data_wait_s": "data_wait_s",  # seconds the loop waited for batches since the previous point
 }
 EVAL_LISTS = {"eval_steps": "step", "eval_mlm_acc": "mlm_acc", "eval_nsp_acc": "nsp_acc", "eval_mlm_loss": "mlm_loss"}
+OPTIONAL_TRAIN_KEYS = ("data_wait_s",)  # lists a history may lack (see add_train_point)
 TIMING_LISTS = ("tokens_per_s", "elapsed_s", "data_wait_s")  # differ between runs of identical content
 
 
@@ -37,8 +38,15 @@ def new_history(meta: dict) -> dict:
 
 def add_train_point(history: dict, record: dict) -> None:
     for name, key in TRAIN_LISTS.items():
-        # a history begun by an older release lacks the newer lists: earlier points get null there
-        history.setdefault(name, [None] * (len(history["steps"]) - (name != "steps"))).append(record[key])
+        if key in OPTIONAL_TRAIN_KEYS:
+            # kept only while every point has it (a history begun by an older release, or a record
+            # from another writer, goes without it): the lists stay parallel and all numbers
+            if key in record and len(history.get(name, ())) == len(history["steps"]) - 1:
+                history.setdefault(name, []).append(record[key])
+            else:
+                history.pop(name, None)
+            continue
+        history[name].append(record[key])
 
 
 def add_eval_point(history: dict, record: dict) -> None:

@@ -42,3 +42,18 @@ def test_readme_gpu_section_is_the_commands_the_script_runs():
     assert len(_script_commands()) == 5
     makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
     assert re.search(r"^gpu-check:.*\n\tscripts/gpu_check\.sh$", makefile, flags=re.M)
+
+
+def test_the_scripts_training_and_benchmark_lines_parse():
+    import shlex
+
+    import train_large_100k
+    from bench import throughput
+    from bertstudy.train_config import config_from_args
+
+    lines = {shlex.split(c)[1]: shlex.split(c) for c in _script_commands() if c.startswith(".venv") and "--summarize" not in c}
+    train = lines["scripts/gpu_train_check.py"]
+    config = config_from_args(train_large_100k.build_parser().parse_args(train[train.index("--") + 1:]))
+    assert config.auto_batch and config.global_batch == 128 and config.preset == "large_100k"
+    bench = throughput.build_parser().parse_args(lines["bench/throughput.py"][2:])
+    assert bench.device == "cuda" and bench.preset == "large_100k"

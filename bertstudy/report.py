@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from .analysis import FAR_BEYOND_FACTOR
 
+R_RANGE_CAVEAT = "r depends on the step range and the logging density, not only on learning"
+
 
 def _fmt(value, spec: str = ".4f", none: str = "n/a") -> str:
     return none if value is None else format(value, spec)
@@ -127,9 +129,12 @@ def format_report(result: dict) -> str:
             lines.append(f"  {label}: r {_fmt(d.get('pearson_r'), '+.4f')} "
                          f"({_fmt(d.get('pearson_r_percent'), '+.1f')}%), mean {_fmt(d.get('mean'), '+.4f')}, "
                          f"final-window {_fmt(d.get('final_window_mean'), '+.4f')}")
+        lines.append(f"  {R_RANGE_CAVEAT}: runs of different lengths or logging densities differ in r even when "
+                     "they learn alike")
     if "goal_achieved" in result:
         lines += ["", f"goal r >= {result['goal']['require_r']}: "
-                  f"{'MET' if result['goal_achieved'] else 'NOT MET'} (r={_fmt(result['pearson_correlation'])})"]
+                  f"{'MET' if result['goal_achieved'] else 'NOT MET'} (r={_fmt(result['pearson_correlation'])}; "
+                  f"{R_RANGE_CAVEAT}, see above)"]
     return "\n".join(lines)
 
 
@@ -155,7 +160,7 @@ def _r_range_lines(result: dict) -> list[str]:
              for key, v in ranges.items() if key.startswith("first_")]
     if "log_spaced" in ranges:
         parts.append(f"log-spaced subsample of {ranges['log_spaced']['n']} points {_fmt(ranges['log_spaced']['r'], '.3f')}")
-    return ["  r depends on the step range and the logging density, not only on learning: r over the",
+    return [f"  {R_RANGE_CAVEAT}: r over the",
             "  " + "; ".join(parts)]
 
 

@@ -190,3 +190,16 @@ def test_cpu_tier_plateau_with_intervals(metric, start, end):
     # the phase model wins AIC by far, but fitted on the points before the early origins it cannot
     # foresee the second rise: the rolling-origin forecast contradicts it and the line stays chosen
     assert choice["aic_beats_families"] and choice["forecast_contradicts"] and result["chosen_curve"] == "linear"
+
+
+def test_r_range_caveat_where_r_is_compared_or_checked():
+    history = load_history(ORIGINAL)
+    half = History(path="half.json", source_format="ours", steps=history.steps[:500], mlm_acc=history.mlm_acc[:500],
+                   nsp_acc=np.zeros(0), loss=np.zeros(0), lr=np.zeros(0))
+    result = analyze(history, bootstrap=0, compare=[("50K", half), ("100K", history)], require_r=0.85)
+    text = format_report(result)
+    comparison = text[text.index("Comparison ("):]
+    assert any(line.startswith("  r depends on the step range") and "runs of different lengths" in line
+               for line in comparison.splitlines())
+    goal = next(line for line in text.splitlines() if line.startswith("goal r >= 0.85"))
+    assert "NOT MET (r=0.7869; r depends on the step range" in goal

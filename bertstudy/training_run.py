@@ -22,9 +22,11 @@ import torch.distributed as torch_dist
 from tqdm import tqdm
 
 from . import checkpoint as ckpt
+from . import milestones as ms
 from .atomic_io import atomic_write_json
 from .corpus_io import load_documents
 from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_RUNTIME, StudyError
+from .heldout_split import SPLIT_NAME, split_record, write_split
 from .model import BertForPretraining
 from .pretraining_data import (InstanceSampler, fixed_eval_batches, file_sha256, load_or_build_cache,
                                split_documents)
@@ -62,10 +64,14 @@ def prepare_data(config: TrainConfig, dist: Distributed) -> PreparedData:
         if dist.enabled:
             torch_dist.barrier()
     train_docs, heldout_docs = split_documents(corpus, config.heldout_fraction, config.seed)
+    corpus_sha256 = file_sha256(config.corpus)
+    if dist.is_main:  # which documents were held out, by id: probes test only on those (heldout_split.py)
+        write_split(config.out_dir, split_record(documents, heldout_docs, config.corpus, corpus_sha256,
+                                                 config.seed, config.heldout_fraction))
     common = dict(vocab_size=len(vocab), max_seq_len=config.max_seq_len, mask_rate=config.mask_rate,
                   max_predictions=config.max_predictions, short_seq_prob=config.short_seq_prob, wwm=config.wwm)
     return PreparedData(vocab, InstanceSampler(corpus, train_docs, **common), InstanceSampler(corpus, heldout_docs, **common),
-                        file_sha256(config.corpus), len(train_docs), len(heldout_docs), int(len(corpus.tokens)))
+                        corpus_sha256, len(train_docs), len(heldout_docs), int(len(corpus.tokens)))
 
 
 class StopRequest:
@@ -150,13 +156,19 @@ def _train(config: TrainConfig, resume: str | None, dist: Distributed, out_dir: 
                   file=sys.stderr)
             for _, path in stale:
                 path.unlink(missing_ok=True)
+    if not found and dist.is_main:  # an earlier run's milestones would mix two runs in a probe
+        for _, path in ms.list_milestones(checkpoint_dir):
+            path.unlink(missing_ok=True)
+    milestone_steps = set(ms.milestone_steps(config.milestones, config.steps))
     trainer.wrap()
     if history is None:
         history = new_history({
             "preset": config.preset, "config": config.to_dict(), "total_steps": config.steps,
             "vocab_size": len(data.vocab), "vocab_hash": vocab_hash,
             "corpus": {"path": str(config.corpus), "sha256": data.corpus_sha256, "tokens": data.corpus_tokens,
-                       "train_documents": data.train_documents, "heldout_documents": data.heldout_documents},
+                       "train_documents": data.train_documents, "heldout_documents": data.heldout_documents,
+                       "heldout_split": SPLIT_NAME},
+            "milestones": sorted(milestone_steps),
             "parameters": model.num_parameters(), "device": str(dist.device), "world_size": dist.world_size,
             "global_batch": config.global_batch * dist.world_size, "torch": str(torch.__version__),
             "python": platform.python_version(), "started_at": time.time(), "finished_at": None,
@@ -190,18 +202,28 @@ def _train(config: TrainConfig, resume: str | None, dist: Distributed, out_dir: 
         log.write("checkpoint", step=step, path=str(path))
         ckpt.prune_checkpoints(checkpoint_dir, config.keep_last)
 
-    def evaluate(step: int) -> None:
+    def evaluate(step: int) -> dict | None:
         result = trainer.evaluate(eval_batches)
         if not all(math.isfinite(value) for value in result.values()):
             # JSON has no NaN; a diverged model's eval is left out (the non-finite stop follows)
             print(f"warning: held-out eval at step {step} is non-finite ({result}); not recorded", file=sys.stderr)
-            return
+            return None
         add_eval_point(history, log.write("eval", step=step, **result))
         write_history(history_path, history)
+        return result
+
+    def save_milestone(step: int, heldout: dict | None) -> None:
+        """Weights for probing at a milestone step, with that step's held-out eval (logged too)."""
+        path = ms.milestone_path(checkpoint_dir, step)
+        ms.save_milestone(path, step, model.state_dict(), asdict(model_config), config.to_dict(), vocab_hash, heldout)
+        log.write("milestone", step=step, path=str(path), heldout_mlm_acc=(heldout or {}).get("mlm_acc"),
+                  heldout_nsp_acc=(heldout or {}).get("nsp_acc"))
 
     clock = Stopwatch(elapsed)
     if dist.is_main and not found:
-        evaluate(0)  # the untrained model's accuracy: the curve's first point
+        initial = evaluate(0)  # the untrained model's accuracy: the curve's first point
+        if 0 in milestone_steps:
+            save_milestone(0, initial)
     stop = StopRequest()
     stop.install()
     bar = tqdm(total=config.steps, initial=start_step, disable=not (dist.is_main and config.progress),
@@ -231,8 +253,11 @@ def _train(config: TrainConfig, resume: str | None, dist: Distributed, out_dir: 
                     write_history(history_path, history)
                     bar.set_postfix(loss=f"{totals['loss']:.3f}", mlm=f"{totals['mlm_acc']:.3f}")
                 step_seconds = 0.0
+            evaluated = None
             if dist.is_main and (step % config.eval_interval == 0 or step == config.steps):
-                evaluate(step)
+                evaluated = evaluate(step)
+            if dist.is_main and step in milestone_steps:  # an extra eval when the milestone is off the interval
+                save_milestone(step, evaluated if evaluated is not None else evaluate(step))
             stopping = _agree(stop.requested, dist)
             # no periodic checkpoint during a run of non-finite losses: the last one stays the last good one
             if stopping or ((step % config.save_interval == 0 or step == config.steps) and not trainer.nonfinite_in_a_row):

@@ -33,6 +33,8 @@ EXAMPLES = [
     "python visualize_results.py runs/b/training_history_100k.json "
     "--compare 50K=runs/a/training_history_100k.json 100K=runs/b/training_history_100k.json",
     "CBC_NO_CJK_FONT=1 python visualize_results.py history.json --lang en   # English-only labels",
+    "python visualize_results.py runs/cpu_study_ms/training_history_100k.json "
+    "--downstream runs/cpu_study_ms/downstream_100k.json   # adds downstream.png",
 ]
 
 
@@ -48,6 +50,8 @@ def build_parser():
                         help="runs for comparison_50k_100k.png (default: the main history alone)")
     parser.add_argument("--train-fraction", type=open_unit_float, default=0.5,
                         help="share of the points the forecast curves are fitted on (default: %(default)s)")
+    parser.add_argument("--downstream", metavar="FILE",
+                        help="probe_downstream.py's JSON: adds a sixth chart, downstream.png")
     parser.add_argument("--out-dir", default="results", help="folder for the PNGs (default: %(default)s)")
     parser.add_argument("--dpi", type=int_in_range(150, 300), default=200,
                         help="resolution, 150-300 (default: %(default)s)")
@@ -83,6 +87,11 @@ def main(argv=None) -> int:
             raise StudyError(f"{out_dir}: cannot create the output folder ({exc.strerror or exc})") from None
         figures = all_charts(history, style, runs=runs, analysis=analysis,
                              config=ChartConfig(train_fraction=args.train_fraction))
+        if args.downstream:
+            from bertstudy.downstream.analysis import load_downstream
+            from bertstudy.downstream.plots import DOWNSTREAM_CHART, downstream_chart
+
+            figures[DOWNSTREAM_CHART] = downstream_chart(load_downstream(args.downstream), style)
         for name, figure in figures.items():
             png = render_png(figure, style, args.dpi)
             with atomic_writer(out_dir / name, "wb") as handle:

@@ -99,6 +99,21 @@ LABELS: dict[str, tuple[str, str]] = {
     "headline": ("总步数 {steps:,}，皮尔逊 r{r_of} = {r:.3f}，最佳曲线：{best}",
                  "{steps:,} steps, Pearson r{r_of} = {r:.3f}, best curve: {best}"),
     "no_positive_steps": ("无正步数", "no positive steps"),
+    # downstream.png (bertstudy/downstream/plots.py)
+    "ds_title": ("下游任务得分与预训练进度（{mode}）", "Downstream scores across pretraining ({mode})"),
+    "ds_probe": ("线性探针", "linear probe"),
+    "ds_finetune": ("微调", "fine-tuning"),
+    "ds_cws": ("中文分词 词级 F1", "word segmentation F1"),
+    "ds_sentiment": ("情感分类 准确率", "sentiment accuracy"),
+    "ds_step": ("训练步数（对数轴）", "training step (log axis)"),
+    "ds_mlm": ("验证集 MLM 准确率", "held-out MLM accuracy"),
+    "ds_model": ("本模型的检查点", "this model's checkpoints"),
+    "ds_jieba": ("jieba 分词", "jieba"),
+    "ds_char_ngram_logreg": ("字 n-gram 逻辑回归", "char n-gram logistic regression"),
+    "ds_majority": ("多数类", "majority class"),
+    "ds_step0": ("未训练模型（第 0 步）", "untrained model (step 0)"),
+    "ds_corr": ("皮尔逊 r = {r}，斯皮尔曼 ρ = {rho}（n = {n}）", "Pearson r = {r}, Spearman ρ = {rho} (n = {n})"),
+    "ds_no_points": ("无检查点得分", "no checkpoint scores"),
 }
 
 

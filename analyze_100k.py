@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 
 from bertstudy.analysis import analyze, format_report
-from bertstudy.atomic_io import atomic_write_json
+from bertstudy.atomic_io import atomic_write_json, check_writable_file
 from bertstudy.cli import labelled_path, make_parser, non_negative_int, open_unit_float, run_main, unit_float
 from bertstudy.errors import EXIT_BAD_INPUT, EXIT_CHECK_FAILED, EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, UsageError
 from bertstudy.history import load_history
@@ -22,6 +22,11 @@ EXAMPLES = [
     "python analyze_100k.py b.json --compare 50K=a.json 100K=b.json --out results/analysis.json",
     "python analyze_100k.py runs/cpu_study_ms/training_history_100k.json --downstream runs/cpu_study_ms/downstream_100k.json",
 ]
+
+
+def goal_r_text(result: dict) -> str:
+    r = result["pearson_correlation"]
+    return "undefined (constant metric)" if r is None else f"{r:.4f}"
 
 
 def build_parser():
@@ -62,6 +67,7 @@ def main(argv=None) -> int:
         repeated = sorted({label for label in labels if labels.count(label) > 1})
         if repeated:
             raise UsageError(f"--compare: label(s) used twice: {', '.join(repeated)}")
+        check_writable_file(args.out, "--out")  # before the work: a bad path fails at once, not after the bootstrap
         history = load_history(args.history)
         runs = [(label, load_history(path)) for label, path in args.compare]
         result = analyze(history, args.metric, train_fraction=args.train_fraction, targets=args.target,
@@ -79,6 +85,9 @@ def main(argv=None) -> int:
                 print("\n" + format_downstream(result["downstream"]))
         print(f"wrote {args.out}")
         if args.require_r is not None and not result["goal_achieved"]:
+            # on stderr, so --quiet (and a pipe of stdout) still say why the exit is 1
+            print(f"check failed: Pearson r {goal_r_text(result)} is below --require-r {args.require_r}",
+                  file=sys.stderr)
             return EXIT_CHECK_FAILED
         return EXIT_OK
 

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from bertstudy import cli
-from bertstudy.errors import EXIT_BAD_INPUT, EXIT_NOTHING_TO_WATCH, EXIT_OK, EXIT_USAGE, StudyError
+from bertstudy.errors import EXIT_BAD_INPUT, EXIT_NOTHING_TO_WATCH, EXIT_OK, EXIT_USAGE, BadInputError, StudyError
 from bertstudy.progress import MonitorConfig, collect_progress, format_progress, nothing_to_watch_hint
 
 CLEAR_SCREEN = "\033[2J\033[H"
@@ -22,7 +22,7 @@ def build_parser():
     defaults = MonitorConfig()
     parser = cli.make_parser(
         "check_progress.py",
-        __doc__.strip().splitlines()[0],
+        __doc__.strip(),  # the whole docstring: its first line alone stops mid-sentence
         examples=[
             "python check_progress.py                               # crawl in data/, training in .",
             "python check_progress.py runs/quick --follow --interval 30   # same as --run-dir runs/quick",
@@ -64,7 +64,22 @@ def main(argv=None) -> int:
         text = nothing_to_watch_hint(config) + " (waiting)" if summary["nothing_to_watch"] else format_progress(summary)
         print(f"{CLEAR_SCREEN if clear else ''}[{stamp}]\n{text}", flush=True)
 
+    def check_run_dir() -> None:
+        """A folder named on the command line must exist: a typo would otherwise show nothing (or,
+        with the default '.', the current folder's crawl) and exit 0."""
+        named = args.run_dir_arg or args.run_dir
+        if named is None:
+            return
+        path = Path(named)
+        if not path.exists():
+            raise BadInputError(path, "no such folder (the run folder is train_large_100k.py's --out-dir; "
+                                "start the run first or check the spelling)")
+        if not path.is_dir():
+            raise BadInputError(path, f"is a file, not a run folder; give the folder that holds it: "
+                                f"python check_progress.py {path.parent}")
+
     def body() -> int:
+        check_run_dir()
         if not args.follow:
             summary = collect_progress(config)
             if summary["nothing_to_watch"]:

@@ -3,20 +3,23 @@
 
 Writes into --out-dir: vocab.txt, training_log_100k.jsonl, training_history_100k.json,
 resolved_config.json, checkpoints_100k/step_XXXXXX.pth, stage4_large_100k_final.pth and export_hf/.
-Multi-GPU/CPU: torchrun --nproc_per_node N train_large_100k.py ... (DDP; the global batch is
-batch x accumulation x N).
+A folder that already holds a run is never replaced silently: continue it with --resume, or
+replace it with --overwrite. Multi-GPU/CPU: torchrun --nproc_per_node N train_large_100k.py ...
+(DDP; the global batch is batch x accumulation x N).
 """
 
 import sys
 
 from bertstudy.cli import make_parser, run_main
 from bertstudy.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_RUNTIME, EXIT_USAGE
-from bertstudy.train_config import add_config_arguments, config_from_args
+from bertstudy.train_config import PRESETS, add_config_arguments, config_from_args, describe_preset, given_fields
 
 EXAMPLES = [
     "python train_large_100k.py --preset quick --corpus data/corpus.jsonl --out-dir runs/quick",
-    "python train_large_100k.py --preset cpu_study --out-dir runs/cpu_study --resume",
+    "python train_large_100k.py --out-dir runs/quick --resume",
+    "python train_large_100k.py --preset cpu_study --out-dir runs/cpu_study --resume-if-possible",
     "python train_large_100k.py --corpus data/corpus.jsonl --hidden-size 256 --steps 500 --out-dir runs/try",
+    "python train_large_100k.py --show-preset quick",
     "torchrun --nproc_per_node 8 train_large_100k.py --corpus data/corpus.jsonl --out-dir runs/large_100k",
 ]
 
@@ -24,20 +27,36 @@ EXAMPLES = [
 def build_parser():
     parser = make_parser("train_large_100k.py", __doc__.strip().splitlines()[0], EXAMPLES,
                          [EXIT_OK, EXIT_USAGE, EXIT_BAD_INPUT, EXIT_RUNTIME, EXIT_INTERRUPTED])
-    parser.add_argument("--resume", nargs="?", const="auto", default=None, metavar="CHECKPOINT",
-                        help="continue from the newest valid checkpoint in OUT_DIR/checkpoints_100k "
-                             "(or from CHECKPOINT); starts fresh when there is none")
+    start = parser.add_mutually_exclusive_group()
+    start.add_argument("--resume", nargs="?", const="auto", default=None, metavar="CHECKPOINT",
+                       help="continue the run in --out-dir from its newest valid checkpoint (or from CHECKPOINT), "
+                            "with the run's own config; only --steps, the intervals, --keep-last, --max-nonfinite, "
+                            "--corpus/--cache-dir (same content) and this session's --device, --threads, --amp, "
+                            "--compile, --progress may be given. Fails when there is no checkpoint")
+    start.add_argument("--resume-if-possible", action="store_true",
+                       help="for scripts: --resume when --out-dir holds a checkpoint, else start a new run")
+    start.add_argument("--overwrite", action="store_true",
+                       help="start a new run in an --out-dir that holds another run, deleting its checkpoints "
+                            "and log (without it such a folder is refused)")
+    parser.add_argument("--show-preset", choices=sorted(PRESETS), metavar="NAME",
+                        help=f"print the values of preset NAME ({', '.join(PRESETS)}) and exit")
     add_config_arguments(parser)
     return parser
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.show_preset:
+        print(describe_preset(args.show_preset))
+        return EXIT_OK
 
     def body():
         from bertstudy.training_run import run_training  # torch is imported only once the command line is valid
 
-        return run_training(config_from_args(args), resume=args.resume)
+        resume = "auto" if args.resume_if_possible else args.resume
+        return run_training(config_from_args(args), resume=resume, given=given_fields(args),
+                            overwrite=args.overwrite, if_possible=args.resume_if_possible)
 
     return run_main(body)
 

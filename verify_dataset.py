@@ -7,8 +7,8 @@ from __future__ import annotations
 import sys
 
 from bertstudy import cli
-from bertstudy.atomic_io import atomic_write_json
-from bertstudy.dataset_report import DEFAULT_PROFILE, PROFILES, ReportConfig, build_report, format_report, thresholds_for
+from bertstudy.atomic_io import atomic_write_json, check_writable_file
+from bertstudy.dataset_report import AUTO_PROFILE, PROFILES, ReportConfig, build_report, format_report
 from bertstudy.errors import EXIT_BAD_INPUT, EXIT_CHECK_FAILED, EXIT_OK, EXIT_USAGE
 
 
@@ -23,10 +23,13 @@ def build_parser():
             "python verify_dataset.py data/corpus.jsonl --min-vocab 8000 --max-near-dup-rate 0.05",
         ],
         exit_codes=[EXIT_OK, EXIT_CHECK_FAILED, EXIT_USAGE, EXIT_BAD_INPUT],
+        exit_code_lines={EXIT_CHECK_FAILED: "a threshold check failed (the report is written all the same)"},
     )
     parser.add_argument("corpus", nargs="?", default="data/corpus.jsonl", help="corpus: ours (JSONL) or the original's JSON (default: %(default)s)")
     parser.add_argument("--report", default="data/dataset_report.json", help="where to write the JSON report (default: %(default)s)")
-    parser.add_argument("--profile", choices=sorted(PROFILES), default=DEFAULT_PROFILE, help="threshold profile (default: %(default)s, the original study's)")
+    parser.add_argument("--profile", choices=[AUTO_PROFILE, *sorted(PROFILES)], default=AUTO_PROFILE,
+                        help="threshold profile (default: %(default)s = 'embedded' when every document's recorded "
+                             "source is the embedded corpus, else 'original', the original study's)")
     limits = parser.add_argument_group("thresholds (override the profile's)")
     limits.add_argument("--min-sentences", type=cli.non_negative_int)
     limits.add_argument("--min-vocab", type=cli.non_negative_int, help="minimum distinct characters")
@@ -52,6 +55,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
 
     def body() -> int:
+        check_writable_file(args.report, "--report")  # before the work: near duplicates take a while
         config = ReportConfig(
             near_dup_threshold=args.near_dup_threshold,
             num_perm=args.num_perm,
@@ -60,8 +64,7 @@ def main(argv=None) -> int:
             hist_bin_width=args.hist_bin_width,
             hist_max=args.hist_max,
         )
-        thresholds = thresholds_for(
-            args.profile,
+        overrides = dict(
             min_sentences=args.min_sentences,
             min_vocab=args.min_vocab,
             min_mean_len=args.min_mean_len,
@@ -71,7 +74,7 @@ def main(argv=None) -> int:
             max_non_cjk_share=args.max_non_cjk_share,
             max_traditional_share=args.max_traditional_share,
         )
-        report = build_report(args.corpus, config, thresholds, profile=args.profile)
+        report = build_report(args.corpus, config, profile=args.profile, overrides=overrides)
         atomic_write_json(args.report, report)
         text = format_report(report)
         print(text.splitlines()[-1] if args.quiet else text)

@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Draw the study's five charts (training curves, correlation and curve fits, run comparison, loss,
 forecast) from a training history, with bilingual Chinese/English labels when a CJK font is
-installed and English-only labels (plus a one-line warning) when not."""
+installed and English-only labels (plus a one-line warning) when not. The charts go beside the
+history unless --out-dir says otherwise; charts of another run are never replaced without
+--overwrite, and an --analysis must be the analysis of this history."""
 
 from __future__ import annotations
 
@@ -12,24 +14,24 @@ import matplotlib
 
 matplotlib.use("Agg")  # headless: files only, never a window
 
-from bertstudy.atomic_io import atomic_writer, read_json  # noqa: E402
+from bertstudy.atomic_io import atomic_writer, check_writable_dir, read_json  # noqa: E402
 from bertstudy.cli import int_in_range, labelled_path, make_parser, open_unit_float, run_main  # noqa: E402
-from bertstudy.errors import (  # noqa: E402
-    EXIT_BAD_INPUT,
-    EXIT_OK,
-    EXIT_RUNTIME,
-    EXIT_USAGE,
-    BadInputError,
-    StudyError,
-    UsageError,
-)
+from bertstudy.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, UsageError  # noqa: E402
 from bertstudy.fonts import LANGS, choose_text_style  # noqa: E402
 from bertstudy.history import load_history  # noqa: E402
-from bertstudy.plots import ChartConfig, all_charts, render_png  # noqa: E402
+from bertstudy.plots import CHART_FILES, ChartConfig, all_charts, render_png  # noqa: E402
+from bertstudy.provenance import (  # noqa: E402
+    CHART_HISTORY_KEY,
+    CHART_HISTORY_PATH_KEY,
+    check_analysis_matches,
+    check_chart_folder,
+    history_fingerprint,
+)
 
 EXAMPLES = [
     "python visualize_results.py training_history_100k.json --analysis analysis_100k_result.json",
-    "python visualize_results.py runs/cpu_study/training_log_100k.jsonl --out-dir results --dpi 300",
+    "python visualize_results.py runs/quick/training_history_100k.json   # charts in runs/quick/",
+    "python visualize_results.py runs/cpu_study/training_log_100k.jsonl --out-dir results --overwrite --dpi 300",
     "python visualize_results.py runs/b/training_history_100k.json "
     "--compare 50K=runs/a/training_history_100k.json 100K=runs/b/training_history_100k.json",
     "CBC_NO_CJK_FONT=1 python visualize_results.py history.json --lang en   # English-only labels",
@@ -52,7 +54,11 @@ def build_parser():
                         help="share of the points the forecast curves are fitted on (default: %(default)s)")
     parser.add_argument("--downstream", metavar="FILE",
                         help="probe_downstream.py's JSON: adds a sixth chart, downstream.png")
-    parser.add_argument("--out-dir", default="results", help="folder for the PNGs (default: %(default)s)")
+    parser.add_argument("--out-dir", default=None,
+                        help="folder for the PNGs (default: the history's folder)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace charts in --out-dir that were drawn from another history or whose origin "
+                             "is unknown (e.g. the committed results/); without it they are kept and nothing is drawn")
     parser.add_argument("--dpi", type=int_in_range(150, 300), default=200,
                         help="resolution, 150-300 (default: %(default)s)")
     parser.add_argument("--lang", choices=LANGS, default="both",
@@ -67,12 +73,21 @@ def main(argv=None) -> int:
         style = choose_text_style(args.lang)
         if style.warning:
             print(style.warning, file=sys.stderr)
+        out_dir = Path(args.out_dir) if args.out_dir is not None else Path(args.history).parent
+        check_writable_dir(out_dir, "--out-dir")  # before the (slow) drawing: a bad folder fails at once
         history = load_history(args.history)
+        fingerprint = history_fingerprint(history)
+        downstream = None
+        if args.downstream:  # read before drawing: a bad file fails at once
+            from bertstudy.downstream.analysis import load_downstream
+            from bertstudy.downstream.plots import DOWNSTREAM_CHART, downstream_chart
+
+            downstream = load_downstream(args.downstream)
+        check_chart_folder(out_dir, CHART_FILES + ((DOWNSTREAM_CHART,) if downstream else ()), fingerprint, args.overwrite)
         analysis = None
         if args.analysis:
             analysis = read_json(args.analysis)
-            if not isinstance(analysis, dict):
-                raise BadInputError(args.analysis, f"expected a JSON object, got {type(analysis).__name__}")
+            check_analysis_matches(analysis, args.analysis, history)
         runs = None
         if args.compare:
             labels = [label for label, _ in args.compare]
@@ -80,20 +95,13 @@ def main(argv=None) -> int:
             if repeated:
                 raise UsageError(f"--compare: label(s) used twice: {', '.join(repeated)}")
             runs = [(label, load_history(path)) for label, path in args.compare]
-        out_dir = Path(args.out_dir)
-        try:  # before the (slow) drawing: a folder that cannot exist fails at once
-            out_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StudyError(f"{out_dir}: cannot create the output folder ({exc.strerror or exc})") from None
         figures = all_charts(history, style, runs=runs, analysis=analysis,
                              config=ChartConfig(train_fraction=args.train_fraction))
-        if args.downstream:
-            from bertstudy.downstream.analysis import load_downstream
-            from bertstudy.downstream.plots import DOWNSTREAM_CHART, downstream_chart
-
-            figures[DOWNSTREAM_CHART] = downstream_chart(load_downstream(args.downstream), style)
+        if downstream is not None:
+            figures[DOWNSTREAM_CHART] = downstream_chart(downstream, style)
         for name, figure in figures.items():
-            png = render_png(figure, style, args.dpi)
+            png = render_png(figure, style, args.dpi,
+                             metadata={CHART_HISTORY_KEY: fingerprint, CHART_HISTORY_PATH_KEY: str(args.history)})
             with atomic_writer(out_dir / name, "wb") as handle:
                 handle.write(png)
             print(f"wrote {out_dir / name} ({len(png) / 1024:.0f} KiB)")

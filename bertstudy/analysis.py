@@ -19,6 +19,7 @@ from scipy import stats as sps
 from . import stats
 from .errors import BadInputError
 from .history import History
+from .provenance import series_fingerprint
 
 METRIC_DESCRIPTIONS = {
     "mlm_acc": "training masked-LM accuracy (per logged batch; the original study's metric)",
@@ -139,7 +140,9 @@ def _targets(steps, values, fits, draws, targets: Sequence[float], level: float)
         row = {"target": float(target), "observed_step": _observed_step(steps, values, target), "curves": {}}
         for name, fit in fits.items():
             if not fit.ok:
-                row["curves"][name] = {"step": None, "status": "fit_failed", "ci": [None, None]}
+                # "not_fitted": too few points to try; "fit_failed": tried and did not converge
+                status = "not_fitted" if fit.message.startswith("too few points") else "fit_failed"
+                row["curves"][name] = {"step": None, "status": status, "ci": [None, None], "message": fit.message}
                 continue
             step = float(stats.steps_to_target(name, fit.param_vector(), target)[0])
             entry = {"step": _num(step), "status": _target_status(step, last), "ci": [None, None],
@@ -220,7 +223,9 @@ def analyze(history: History, metric: str = "mlm_acc", *, train_fraction: float 
     r = assoc["pearson"]["r"]
     result = {
         "source": {"path": history.path, "format": history.source_format,
-                   "preset": history.meta.get("preset"), "meta_total_steps": history.meta.get("total_steps")},
+                   "preset": history.meta.get("preset"), "meta_total_steps": history.meta.get("total_steps"),
+                   # the analysed numbers' hash: visualize_results.py checks an analysis belongs to its history
+                   "data_sha256": series_fingerprint(steps, values)},
         "metric": {"name": metric, "description": METRIC_DESCRIPTIONS.get(metric, metric)},
         "total_steps": int(steps[-1]),
         "data_points": len(steps),
@@ -256,13 +261,57 @@ def _fmt_ci(ci, spec: str = ".4f") -> str:
     return f"[{_fmt(ci[0], spec, '-inf')}, {_fmt(ci[1], spec, 'inf')}]"
 
 
+def _curve_points_note(result: dict) -> str:
+    """Say up front when the curves use fewer points than the correlation (e.g. step 0 left out)."""
+    cp = result["curve_points"]
+    if not cp["excluded_steps"]:
+        return ""
+    left_out = ", ".join(f"{s:,}" for s in cp["excluded_steps"])
+    return f" (curves: {cp['n']}, step {left_out} left out)"
+
+
+def _target_text(e: dict) -> str:
+    """One curve's steps-to-target in words; a step beyond 100x the run gets no number and no
+    interval (a curve extrapolated that far says nothing about the step, only that it is far)."""
+    status = e["status"]
+    if status in ("not_fitted", "fit_failed"):
+        return f"{'not fitted' if status == 'not_fitted' else 'fit failed'}: {e.get('message', '')}".rstrip(": ")
+    if status == "not_reached":
+        return "never: the fitted curve levels off below the target"
+    if status == "beyond_100x_run":
+        return f"beyond {FAR_BEYOND_FACTOR}x the run"
+    where = "within the run" if status == "within_run" else "extrapolated"
+    return f"{e['step']:>14,.0f}  {where:<15} 95% CI {_fmt_ci(e['ci'], ',.0f')}"
+
+
+def _stats_line(label: str, s: dict) -> str:
+    return (f"  {label}  mean {s['mean']:.4f}  max {s['max']:.4f}  min {s['min']:.4f}  std {s['std']:.4f}  "
+            f"final-window mean {s['final_window_mean']:.4f}")
+
+
+def _summary_lines(result: dict) -> list[str]:
+    """The analysed metric first; training MLM accuracy (the original's mlm_stats) only as a labelled
+    extra when another metric was analysed."""
+    metric = result["metric"]["name"]
+    lines = [_stats_line(f"{metric} (analysed)", result["metric_stats"])]
+    if metric != "mlm_acc":
+        lines.append(_stats_line("extra, not analysed: training MLM accuracy (mlm_acc)", result["mlm_stats"]))
+    loss, nsp = result["loss_stats"], result["nsp_stats"]
+    if loss:
+        lines.append(f"  training loss {loss['initial']:.4f} -> {loss['final']:.4f}  (decrease {loss['decrease']:.4f}, "
+                     f"{_fmt(loss['decrease_percent'], '.1f')}%)")
+    if nsp:
+        lines.append(f"  training NSP accuracy  mean {nsp['mean']:.4f}; {nsp['verdict']}")
+    return lines
+
+
 def format_report(result: dict) -> str:
     """A readable multi-line report of an `analyze` result."""
     a, metric = result["association"], result["metric"]["name"]
     pearson = a["pearson"]
     lines = [f"Analysis of {result['source']['path']} ({result['source']['format']} format)",
              f"metric: {metric} - {result['metric']['description']}",
-             f"points: {result['data_points']}, last step: {result['total_steps']:,}", "",
+             f"points: {result['data_points']}{_curve_points_note(result)}, last step: {result['total_steps']:,}", "",
              "Association with training step",
              f"  Pearson r   {_fmt(pearson['r'])}  95% CI (Fisher z) {_fmt_ci(pearson['ci'])}  "
              f"p={_fmt(pearson['p_value'], '.2g')}",
@@ -279,8 +328,8 @@ def format_report(result: dict) -> str:
         lines += [f"  bootstrap: {boot.get('message', 'not run')}"]
     lines += ["", "Learning curves (best by AIC marked *)"]
     if result["curve_points"]["excluded_steps"]:
-        lines.append(f"  fitted on {result['curve_points']['n']} points; left out step(s) "
-                     f"{result['curve_points']['excluded_steps']}: {result['curve_points']['why']}")
+        lines.append(f"  fitted on {result['curve_points']['n']} of the {result['data_points']} points; left out "
+                     f"step(s) {result['curve_points']['excluded_steps']}: {result['curve_points']['why']}")
     forecast = result["forecast"]["curves"]
     for name, c in result["curves"].items():
         mark = "*" if name == result["best_curve"] else " "
@@ -301,19 +350,9 @@ def format_report(result: dict) -> str:
         lines.append(f"  best forecaster of the held-out part: {result['forecast']['best_by_mae']}")
     for row in result["targets"]:
         lines += ["", f"Steps to reach {metric} = {row['target']} (first reached by its moving average: "
-                  f"{'never' if row['observed_step'] is None else format(row['observed_step'], ',')})"]
-        for name, e in row["curves"].items():
-            step = "never" if e["step"] is None else f"{e['step']:,.0f}"
-            lines.append(f"  {name:<17} {step:>14}  {e['status']:<16} 95% CI {_fmt_ci(e['ci'], ',.0f')}")
-    mlm, loss, nsp = result["mlm_stats"], result["loss_stats"], result["nsp_stats"]
-    lines += ["", "Summaries",
-              f"  MLM accuracy  mean {mlm['mean']:.4f}  max {mlm['max']:.4f}  min {mlm['min']:.4f}  "
-              f"std {mlm['std']:.4f}  final-window mean {mlm['final_window_mean']:.4f}"]
-    if loss:
-        lines.append(f"  loss          {loss['initial']:.4f} -> {loss['final']:.4f}  (decrease {loss['decrease']:.4f}, "
-                     f"{_fmt(loss['decrease_percent'], '.1f')}%)")
-    if nsp:
-        lines.append(f"  NSP accuracy  mean {nsp['mean']:.4f}; {nsp['verdict']}")
+                  f"{'not yet' if row['observed_step'] is None else format(row['observed_step'], ',')})"]
+        lines += [f"  {name:<17} {_target_text(e)}" for name, e in row["curves"].items()]
+    lines += ["", "Summaries"] + _summary_lines(result)
     comparison = result.get("comparison")
     if comparison:
         lines += ["", f"Comparison ({comparison['metric']}, baseline {comparison['baseline']})"]

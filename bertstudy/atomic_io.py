@@ -16,7 +16,61 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-from .errors import BadInputError, StudyError
+from .errors import BadInputError, StudyError, UsageError
+
+
+def _first_existing(path: Path) -> Path:
+    """The path itself or its nearest existing ancestor (the folder a mkdir -p would start from)."""
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    return probe
+
+
+def _check_creatable_under(path: Path, flag: str) -> None:
+    """`path` does not exist yet: its nearest existing ancestor must be a writable folder."""
+    ancestor = _first_existing(path.parent)
+    if not ancestor.is_dir():
+        raise UsageError(f"{flag}{path}: {ancestor} is a file, not a folder; choose another path")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise UsageError(f"{flag}{path}: folder {ancestor} is not writable; choose another path")
+
+
+def check_writable_file(path: str | os.PathLike, flag: str | None = None) -> Path:
+    """Check, before any work, that an output file could be written at `path`; nothing is created.
+
+    Refused with UsageError (exit 2, a bad command-line value): `path` is a folder, a parent on
+    the way is a file (`README.md/x.json`), or the folder is not writable. `flag` (e.g. "--out")
+    prefixes the message so the user knows which option to change.
+    """
+    path = Path(path)
+    prefix = f"{flag} " if flag else ""
+    if path.is_dir():
+        raise UsageError(f"{prefix}{path}: is a folder; give a file name")
+    if path.exists():
+        if not os.access(path, os.W_OK) or not os.access(path.parent, os.W_OK | os.X_OK):
+            raise UsageError(f"{prefix}{path}: not writable; choose another path")
+        return path
+    _check_creatable_under(path, prefix)
+    return path
+
+
+def check_writable_dir(path: str | os.PathLike, flag: str | None = None) -> Path:
+    """Check, before any work, that `path` is (or could be created as) a writable folder; nothing is created.
+
+    Refused with UsageError (exit 2): `path` is a file, a parent on the way is a file, or the
+    folder is not writable.
+    """
+    path = Path(path)
+    prefix = f"{flag} " if flag else ""
+    if path.exists():
+        if not path.is_dir():
+            raise UsageError(f"{prefix}{path}: is a file, not a folder; choose another path")
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise UsageError(f"{prefix}{path}: folder is not writable; choose another path")
+        return path
+    _check_creatable_under(path, prefix)
+    return path
 
 
 @contextlib.contextmanager

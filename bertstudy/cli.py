@@ -31,10 +31,13 @@ EXIT_CODE_LINES = {
 }
 
 
-def make_parser(prog: str, description: str, examples: Sequence[str], exit_codes: Sequence[int]) -> argparse.ArgumentParser:
-    """A parser whose epilog lists usage examples and the exit codes this script can return."""
+def make_parser(prog: str, description: str, examples: Sequence[str], exit_codes: Sequence[int],
+                exit_code_lines: dict[int, str] | None = None) -> argparse.ArgumentParser:
+    """A parser whose epilog lists usage examples and the exit codes this script can return;
+    `exit_code_lines` replaces the shared wording of a code where a script means something narrower."""
+    wording = {**EXIT_CODE_LINES, **(exit_code_lines or {})}
     lines = ["examples:"] + [f"  {example}" for example in examples]
-    lines += ["", "exit codes:"] + [f"  {code:<4} {EXIT_CODE_LINES[code]}" for code in exit_codes]
+    lines += ["", "exit codes:"] + [f"  {code:<4} {wording[code]}" for code in exit_codes]
     return argparse.ArgumentParser(
         prog=prog,
         description=description,
@@ -43,12 +46,26 @@ def make_parser(prog: str, description: str, examples: Sequence[str], exit_codes
     )
 
 
+def _integer(text: str) -> int:
+    """int('2000'), and also '2e3' or '2000.0': a float literal whose value is a whole number."""
+    try:
+        return int(text)
+    except ValueError:
+        value = float(text)  # ValueError for non-numbers
+        if not value.is_integer():
+            raise ValueError(text) from None
+        return int(value)
+
+
 def _number(kind: Callable, low=None, high=None, low_open=False, high_open=False, what="value"):
+    parse_kind = _integer if kind is int else kind
+    expected = "an integer" if kind is int else "a number"
+
     def parse(text: str):
         try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a {kind.__name__}") from None
+            value = parse_kind(text)
+        except (ValueError, OverflowError):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
         if value != value or value in (float("inf"), float("-inf")):
             raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
         if low is not None and (value <= low if low_open else value < low):

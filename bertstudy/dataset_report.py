@@ -64,6 +64,20 @@ PROFILES: dict[str, Thresholds] = {
     ),
 }
 DEFAULT_PROFILE = "original"
+# The command line's default: the profile follows the sources the documents record, so that
+# `rare_char_fetch.py` then `verify_dataset.py`, both with defaults, check the embedded corpus against
+# what was measured on it; any other source (or a mix, or the original's JSON) gets the original's.
+AUTO_PROFILE = "auto"
+EMBEDDED_SOURCE_PREFIX = "embedded:"
+
+
+def profile_for_sources(documents: list[Document]) -> tuple[str, str]:
+    """(profile, why) for --profile auto: 'embedded' when every document came from the embedded source."""
+    sources = sorted({doc.source or "(none)" for doc in documents})
+    if sources and all(source.startswith(EMBEDDED_SOURCE_PREFIX) for source in sources):
+        return "embedded", f"auto: every document's source is {EMBEDDED_SOURCE_PREFIX}* ({', '.join(sources)})"
+    shown = ", ".join(sources[:3]) + (f" and {len(sources) - 3} more" if len(sources) > 3 else "")
+    return DEFAULT_PROFILE, f"auto: sources {shown} are not all {EMBEDDED_SOURCE_PREFIX}*, so the original study's"
 
 # For each check: (threshold field, report figure, operator). Rates use "<" as the original did.
 CHECKS = (
@@ -281,17 +295,25 @@ def evaluate_checks(stats: dict, thresholds: Thresholds) -> list[dict]:
     return checks
 
 
-def build_report(path, config: ReportConfig | None = None, thresholds: Thresholds | None = None, profile: str = DEFAULT_PROFILE) -> dict:
-    """Read the corpus (either format), compute every figure and the checks. Raises BadInputError."""
+def build_report(path, config: ReportConfig | None = None, thresholds: Thresholds | None = None,
+                 profile: str = DEFAULT_PROFILE, overrides: dict | None = None) -> dict:
+    """Read the corpus (either format), compute every figure and the checks. Raises BadInputError.
+
+    `profile` may be AUTO_PROFILE (chosen from the documents' sources); `overrides` are threshold
+    values that replace the profile's (None = keep), used when `thresholds` is not given."""
     config = config or ReportConfig()
-    thresholds = thresholds or PROFILES[profile]
     documents = load_documents(path)
+    choice = f"given: --profile {profile}"
+    if profile == AUTO_PROFILE:
+        profile, choice = profile_for_sources(documents)
+    thresholds = thresholds or thresholds_for(profile, **(overrides or {}))
     require_chinese(path, documents)
     stats = compute_statistics(documents, config)
     checks = evaluate_checks(stats, thresholds)
     return {
         "corpus": str(path),
         "profile": profile,
+        "profile_choice": choice,
         "config": asdict(config),
         "thresholds": asdict(thresholds),
         **stats,
@@ -345,7 +367,7 @@ def format_report(report: dict) -> str:
         name_width = max([len(title)] + [len(name) for name in groups])
         lines += ["", f"  {title:<{name_width}} {'documents':>10} {'sentences':>10}"]
         lines += [f"  {name:<{name_width}} {g['documents']:>10,} {g['sentences']:>10,}" for name, g in groups.items()]
-    lines += ["", f"Checks (profile {report['profile']})"]
+    lines += ["", f"Checks (profile {report['profile']}; {report.get('profile_choice', 'given')})"]
     check_width = max([len(c["name"]) for c in report["checks"]], default=0)
     for c in report["checks"]:
         verdict = "PASS" if c["passed"] else "FAIL"

@@ -161,6 +161,9 @@ def export_pretrained(model: BertForPretraining, vocab_tokens: list[str], out_di
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes it owner-only (0700); the export is an ordinary folder
     try:
         atomic_write_json(staging / "config.json", transformers_config(model.config))
         with atomic_writer(staging / "model.safetensors", "wb") as handle:

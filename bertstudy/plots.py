@@ -64,11 +64,12 @@ def run_label(history: History) -> str:
     return f"{steps / 1000:g}K" if steps >= 1000 else str(steps)
 
 
-def render_png(fig: Figure, style: TextStyle, dpi: int) -> bytes:
-    """PNG bytes of a figure; drawing happens under the style's fonts (tick labels are made then)."""
+def render_png(fig: Figure, style: TextStyle, dpi: int, metadata: dict[str, str] | None = None) -> bytes:
+    """PNG bytes of a figure; drawing happens under the style's fonts (tick labels are made then).
+    `metadata` goes into PNG text chunks (visualize_results.py records which history it drew)."""
     buffer = io.BytesIO()
     with rc_context(style.rc_params()):
-        fig.savefig(buffer, format="png", dpi=dpi)
+        fig.savefig(buffer, format="png", dpi=dpi, metadata=metadata)
     return buffer.getvalue()
 
 
@@ -273,8 +274,9 @@ def correlation_analysis(history: History, style: TextStyle, analysis: dict | No
 
 
 def run_comparison(runs: Sequence[tuple[str, History]], style: TextStyle,
-                   config: ChartConfig = ChartConfig()) -> Figure:
-    """1..N runs: MLM accuracy curves on one axis, grouped accuracy bars, final-loss bars."""
+                   config: ChartConfig = ChartConfig(), title: str | None = None) -> Figure:
+    """1..N runs: MLM accuracy curves on one axis, grouped accuracy bars, final-loss bars. `title`
+    replaces "Run comparison" (one run alone is a summary of that run, and says so)."""
     if not runs:
         raise ValueError("run_comparison needs at least one run")
     colors = [f"C{i % 10}" for i in range(len(runs))]
@@ -282,7 +284,7 @@ def run_comparison(runs: Sequence[tuple[str, History]], style: TextStyle,
     with rc_context(style.rc_params()):
         fig = _new_figure(style, config, height=config.height * 0.8)
         ax_curves, ax_acc, ax_loss = fig.subplots(1, 3, width_ratios=(2.2, 1.6, 0.9))
-        fig.suptitle(style.text("comparison_title"), fontsize=14)
+        fig.suptitle(title or style.text("comparison_title"), fontsize=14)
         for (label, history), color in zip(runs, colors):
             window = smoothing_window(len(history.steps), config)
             ax_curves.plot(history.steps, history.mlm_acc, color=color, lw=0.7, alpha=0.35)
@@ -383,12 +385,14 @@ def forecast(history: History, style: TextStyle, config: ChartConfig = ChartConf
         _title(fig, style, "forecast_title", history)
         test_x = steps[n_train:]
         area = marker_area(len(steps), config)
+        band_edges = []  # (axis, low, high) of each drawn band, for the y-limits
         for ax, (name, entry) in zip(axes, check["curves"].items()):
             fit = entry["fit"]
+            # Points above the band (zorder 3 > 1): a band drawn over them would tint them grey.
             ax.scatter(steps[:n_train], acc[:n_train], s=area, color="0.55", edgecolors="none",
-                       label=style.text("fit_part"))
-            ax.scatter(test_x, acc[n_train:], s=area, color=TRAIN_COLOR, alpha=0.6, edgecolors="none",
-                       label=style.text("held_part"))
+                       label=style.text("fit_part"), zorder=3)
+            ax.scatter(test_x, acc[n_train:], s=area, color=TRAIN_COLOR, alpha=0.75, edgecolors="none",
+                       label=style.text("held_part"), zorder=3)
             ax.set_title(style.text(f"curve_{name}"))
             _steps_axis(ax, style)
             if check["split_step"] is not None:
@@ -402,7 +406,8 @@ def forecast(history: History, style: TextStyle, config: ChartConfig = ChartConf
             fit_x = steps[:n_train]
             ax.plot(fit_x, fit.predict(fit_x), color=color, lw=1.8)
             lo, hi = fit.prediction_band(test_x)
-            band = ax.fill_between(test_x, lo, hi, color=color, alpha=0.18)
+            band = ax.fill_between(test_x, lo, hi, color=color, alpha=0.18, zorder=1, lw=0)
+            band_edges.append((ax, lo, hi))
             (line,) = ax.plot(test_x, fit.predict(test_x), color=color, lw=1.8, ls="--")
             # Per panel only what differs between panels: the forecast, its band and its error.
             ax.legend([line, band], [style.text("mae", mae=entry["mae"]), style.text("band")],
@@ -412,20 +417,42 @@ def forecast(history: History, style: TextStyle, config: ChartConfig = ChartConf
         fig.legend(handles, labels, loc="outside lower center", ncols=len(handles), fontsize=9, markerscale=2)
         axes[0].set_ylabel(style.text("mlm_acc"))
         shown = acc if len(acc) else history.mlm_acc  # only step-0 points: nothing is forecast
-        low, high = float(shown.min()), float(shown.max())
-        pad = 0.15 * (high - low) if high > low else 0.05
-        axes[0].set_ylim(low - pad, high + pad)  # a wild extrapolated band must not flatten the data
+        low, high, _ = forecast_ylim(shown, [(lo, hi) for _, lo, hi in band_edges])
+        axes[0].set_ylim(low, high)
+        for ax, lo, hi in band_edges:  # say so where a band is cut, rather than let it pass for a narrow one
+            if len(lo) and (np.min(lo) < low or np.max(hi) > high):
+                ax.text(0.02, 0.98, style.text("band_clipped"), transform=ax.transAxes, ha="left", va="top",
+                        fontsize=8.5, color=NOTE_COLOR)
     return fig
+
+
+def forecast_ylim(values: np.ndarray, bands: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[float, float, bool]:
+    """(low, high, cut) y-limits of the forecast chart: the data with a margin, widened to hold the
+    prediction bands, but never past [0, 1] (accuracy) nor more than one data span beyond the data on
+    either side (a wild extrapolated band must not flatten the data); `cut` when a band still
+    reaches past the top or bottom edge."""
+    low, high = float(np.min(values)), float(np.max(values))
+    span = high - low if high > low else 0.05
+    lo_lim, hi_lim = low - 0.15 * span, high + 0.15 * span
+    floor, ceiling = max(-0.02, low - span), min(1.02, high + span)
+    band_lo = min((float(np.min(lo)) for lo, _ in bands if len(lo)), default=lo_lim)
+    band_hi = max((float(np.max(hi)) for _, hi in bands if len(hi)), default=hi_lim)
+    lo_lim, hi_lim = min(lo_lim, max(band_lo - 0.03 * span, floor)), max(hi_lim, min(band_hi + 0.03 * span, ceiling))
+    return lo_lim, hi_lim, band_lo < lo_lim or band_hi > hi_lim
 
 
 def all_charts(history: History, style: TextStyle, runs: Sequence[tuple[str, History]] | None = None,
                analysis: dict | None = None, config: ChartConfig = ChartConfig()) -> dict[str, Figure]:
     """The five charts by file name; `runs` defaults to the main history alone."""
-    runs = list(runs) if runs else [(run_label(history), history)]
+    # Without --compare the chart (file name kept from the original study) summarizes the one run and
+    # its title says so; its line is labelled with the run's step count.
+    single = not runs
+    runs = list(runs) if runs else [(style.text("this_run", steps=run_label(history)), history)]
     return {
         "training_curves.png": training_curves(history, style, analysis, config),
         "correlation_analysis.png": correlation_analysis(history, style, analysis, config),
-        "comparison_50k_100k.png": run_comparison(runs, style, config),
+        "comparison_50k_100k.png": run_comparison(runs, style, config,
+                                                  title=style.text("single_run_title") if single else None),
         "loss_analysis.png": loss_analysis(history, style, config),
         "forecast.png": forecast(history, style, config),
     }

@@ -11,6 +11,7 @@ import argparse
 from dataclasses import asdict, dataclass, field, fields, replace
 
 from . import cli
+from .device import device_choice
 from .errors import UsageError
 
 
@@ -63,7 +64,7 @@ class TrainConfig:
     seed: int = _f(42, cli.non_negative_int, "seed of init, split, batches and masks")
     amp: bool | None = _f(None, bool, "mixed precision (default: on for CUDA, off for CPU)")  # CPU bf16 is slower on most CPUs
     compile: bool = _f(False, bool, "torch.compile the model")  # off: compile time dominates short runs
-    device: str = _f("auto", str, "auto, cpu, cuda or cuda:N")  # auto: CUDA when present
+    device: str = _f("auto", device_choice, "auto, cpu, cuda or cuda:N")  # auto: CUDA when present; cuda: GPU LOCAL_RANK
     max_nonfinite: int = _f(5, cli.positive_int, "stop after this many non-finite losses in a row")
     progress: bool = _f(True, bool, "show a tqdm progress bar")
     threads: int = _f(0, cli.non_negative_int, "torch CPU threads (0: torch's default, one per core; "
@@ -128,27 +129,92 @@ def validate(config: TrainConfig) -> TrainConfig:
     return config
 
 
+def _preset_values(name: str) -> str:
+    """' (large_100k: 512; quick: 128; cpu_study: 192)' where the presets differ, else the one default."""
+    values = {preset: PRESETS[preset].get(name, TrainConfig.__dataclass_fields__[name].default) for preset in PRESETS}
+    if len(set(map(repr, values.values()))) == 1:
+        value = next(iter(values.values()))
+        return "" if value is None else f" (default {value})"
+    return " (" + "; ".join(f"{preset}: {value}" for preset, value in values.items()) + ")"
+
+
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """One flag per field (--field-name), default None so an unset flag keeps the preset's value."""
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="large_100k",
-                        help="starting values (default large_100k); the flags below override them")
+    """One flag per field (--field-name), default None so an unset flag keeps the preset's (or, on
+    --resume, the run's) value."""
+    parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                        help="starting values (default large_100k); the flags below override them; "
+                             "--show-preset NAME lists a preset's values")
     for f in fields(TrainConfig):
         if f.name == "preset":
             continue
         flag = "--" + f.name.replace("_", "-")
         kind = f.metadata["type"]
         if kind is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=f.metadata["help"])
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
+                                help=f.metadata["help"] + _preset_values(f.name))
         else:
             parser.add_argument(flag, type=kind, default=None, metavar=f.name.upper(),
-                                help=f"{f.metadata['help']} (large_100k: {f.default})")
+                                help=f.metadata["help"] + _preset_values(f.name))
+
+
+def given_fields(args: argparse.Namespace) -> dict:
+    """The fields set on the command line (not their defaults), --preset included when given."""
+    given = {f.name: getattr(args, f.name) for f in fields(TrainConfig)
+             if f.name != "preset" and getattr(args, f.name, None) is not None}
+    if getattr(args, "preset", None) is not None:
+        given["preset"] = args.preset
+    return given
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    overrides = {f.name: getattr(args, f.name) for f in fields(TrainConfig)
-                 if f.name != "preset" and getattr(args, f.name, None) is not None}
-    return preset_config(args.preset, **overrides)
+    overrides = {name: value for name, value in given_fields(args).items() if name != "preset"}
+    return preset_config(getattr(args, "preset", None) or "large_100k", **overrides)
+
+
+def describe_preset(name: str) -> str:
+    """`--show-preset NAME`: every field's value in that preset, as the flags that would set it."""
+    config = preset_config(name)
+    lines = [f"preset {name} (any flag overrides its value):"]
+    for f in fields(TrainConfig):
+        if f.name == "preset":
+            continue
+        value = getattr(config, f.name)
+        flag = "--" + f.name.replace("_", "-")
+        if isinstance(value, bool) or value is None:
+            shown = {True: flag, False: "--no-" + f.name.replace("_", "-"), None: "(unset: " + f.metadata["help"] + ")"}
+            lines.append(f"  {shown[value]}")
+        else:
+            lines.append(f"  {flag} {value}")
+    return "\n".join(lines)
 
 
 # model-shape fields: a checkpoint whose values differ cannot be loaded into this run's model
 ARCHITECTURE_FIELDS = ("hidden_size", "num_layers", "num_heads", "intermediate_size", "max_seq_len")
+# On --resume the run's own config (from its checkpoint) is used. These fields may be changed by a flag
+# on the resume line: how long, how often to log/eval/save, and where the (same) corpus and cache are.
+# A new --steps moves the end of the cosine schedule from the resumed step on.
+CHANGEABLE_ON_RESUME = ("steps", "log_interval", "eval_interval", "save_interval", "keep_last", "milestones", "max_nonfinite",
+                        "corpus", "cache_dir")
+# These belong to this session, not to the run: they come from the resume line, defaults included.
+SESSION_FIELDS = ("out_dir", "device", "threads", "progress", "compile", "amp")
+
+
+def resume_config(saved: dict, given: dict, session: TrainConfig, source: str) -> TrainConfig:
+    """The config a resumed run continues with: the run's own (`saved`), the changeable fields that
+    `given` sets, this session's fields. Any other given flag that differs from the run's value
+    (architecture, lr, batch, seed, preset...) is refused, naming each field: it would silently make
+    another run (the optimizer's saved moments, the data order and the schedule belong to these values)."""
+    known = {f.name for f in fields(TrainConfig)}
+    base = {name: value for name, value in saved.items() if name in known}
+    fixed = [name for name, value in given.items()
+             if name not in CHANGEABLE_ON_RESUME and name not in SESSION_FIELDS and base.get(name) != value]
+    if fixed:
+        run = ", ".join(f"{name} {base.get(name)}" for name in fixed)
+        asked = ", ".join(f"{name} {given[name]}" for name in fixed)
+        raise UsageError(f"--resume: {source} was trained with {run}; this command line gives {asked}. "
+                         f"A resumed run may change only {', '.join('--' + n.replace('_', '-') for n in CHANGEABLE_ON_RESUME)} "
+                         f"and this session's {', '.join('--' + n.replace('_', '-') for n in SESSION_FIELDS[1:])}: "
+                         f"drop the others, or start a new run in another --out-dir")
+    values = {**base, **{name: given[name] for name in CHANGEABLE_ON_RESUME if name in given},
+              **{name: getattr(session, name) for name in SESSION_FIELDS}}
+    return validate(TrainConfig(**values))

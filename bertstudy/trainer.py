@@ -1,4 +1,4 @@
-"""The pretraining step, evaluation and the device/precision/DDP plumbing (nanoGPT's train.py order).
+"""The pretraining step and evaluation (nanoGPT's train.py order); device, precision and ranks are in device.py.
 
 One optimizer step = grad_accum micro-batches per process. The loss of each micro-batch is scaled so
 that the summed gradient equals the gradient of ONE batch of batch_size x grad_accum x world_size:
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import time
 from dataclasses import dataclass
 
@@ -19,49 +18,12 @@ import numpy as np
 import torch
 import torch.distributed as torch_dist
 
+from .device import Distributed, precision_settings, to_device
 from .model import BertConfig, BertForPretraining
 from .pretraining_data import InstanceSampler, training_micro_batch
 from .train_config import TrainConfig
 
 TOTAL_NAMES = ("mlm_correct", "mlm_count", "nsp_correct", "nsp_count", "mlm_loss_sum", "nsp_loss_sum", "tokens")
-
-
-@dataclass
-class Distributed:
-    rank: int = 0  # global rank (torchrun's RANK)
-    world_size: int = 1  # processes in the job (torchrun's WORLD_SIZE)
-    local_rank: int = 0  # GPU index on this node (torchrun's LOCAL_RANK)
-    device: torch.device = torch.device("cpu")
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def setup_distributed(device_choice: str) -> Distributed:
-    """Read torchrun's env; init the process group (nccl on CUDA, gloo on CPU) when WORLD_SIZE > 1."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if device_choice == "auto":
-        device_choice = "cuda" if torch.cuda.is_available() else "cpu"
-    if device_choice == "cuda" and world > 1:
-        device_choice = f"cuda:{local_rank}"
-    device = torch.device(device_choice)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    if world > 1 and not torch_dist.is_initialized():
-        torch_dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return Distributed(rank, world, local_rank, device)
-
-
-def teardown_distributed(dist: Distributed) -> None:
-    if dist.enabled and torch_dist.is_initialized():
-        torch_dist.destroy_process_group()
 
 
 def lr_at(step: int, config: TrainConfig) -> float:
@@ -74,24 +36,10 @@ def lr_at(step: int, config: TrainConfig) -> float:
     return floor + 0.5 * (1.0 + math.cos(math.pi * progress)) * (config.lr - floor)
 
 
-def precision_settings(device: torch.device, amp: bool | None):
-    """(autocast dtype or None, use a GradScaler). bf16 where supported; fp16 + scaler otherwise."""
-    use_amp = (device.type == "cuda") if amp is None else amp
-    if not use_amp:
-        return None, False
-    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        return torch.float16, True
-    return torch.bfloat16, False
-
-
 def model_config_for(config: TrainConfig, vocab_size: int) -> BertConfig:
     return BertConfig(vocab_size=vocab_size, hidden_size=config.hidden_size, num_layers=config.num_layers,
                       num_heads=config.num_heads, intermediate_size=config.intermediate_size,
                       max_position=config.max_seq_len, dropout=config.dropout)
-
-
-def to_device(batch: dict[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
-    return {key: torch.from_numpy(value).to(device, non_blocking=True) for key, value in batch.items()}
 
 
 @dataclass
@@ -227,16 +175,27 @@ class Trainer:
                 "mlm_loss": loss_sum / max(count, 1)}
 
     def state(self) -> dict:
+        """What a checkpoint keeps of the trainer. Every rank calls it: the metric totals since the last
+        log point are summed over ranks here, and load_state gives that sum back to rank 0 only."""
         return {"optimizer": self.optimizer.state_dict(),
                 "scaler": self.scaler.state_dict() if self.scaler else None,
-                "totals": self.totals.tolist(),
+                "totals": self._all_reduce(self.totals.clone()).tolist(),
                 "nonfinite": [self.nonfinite_in_a_row, self.nonfinite_total]}
 
     def load_state(self, state: dict) -> None:
+        """The optimizer's moments and step counts come from the checkpoint; its hyper-parameters (betas,
+        eps, weight decay; lr is set at every step) and implementation flags (fused, foreach) stay those
+        this trainer was built with from the run's config on this device. resume_config refuses a
+        changed --lr/--beta1/--beta2/--adam-eps/--weight-decay, so the values agree; nothing is overridden
+        silently in either direction."""
+        built = [{key: value for key, value in group.items() if key != "params"} for group in self.optimizer.param_groups]
         self.optimizer.load_state_dict(state["optimizer"])
+        for group, settings in zip(self.optimizer.param_groups, built):
+            group.update(settings)
         if self.scaler and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
-        self.totals = torch.tensor(state["totals"], dtype=torch.float64, device=self.dist.device)
+        totals = torch.tensor(state["totals"], dtype=torch.float64, device=self.dist.device)
+        self.totals = totals if self.dist.is_main else torch.zeros_like(totals)  # the saved sum counts once
         self.nonfinite_in_a_row, self.nonfinite_total = state["nonfinite"]
 
 

@@ -25,20 +25,20 @@ from . import checkpoint as ckpt
 from . import milestones as ms
 from .atomic_io import atomic_write_json
 from .corpus_io import load_documents
-from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_RUNTIME, StudyError
+from .device import Distributed, setup_distributed, teardown_distributed, to_device
+from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_RUNTIME, BadInputError, StudyError
 from .heldout_split import SPLIT_NAME, split_record, write_split
 from .model import BertForPretraining
 from .pretraining_data import (InstanceSampler, fixed_eval_batches, file_sha256, load_or_build_cache,
                                split_documents)
+from .run_folder import EXPORT_DIR_NAME, StartPlan, plan_start
 from .run_log import HISTORY_NAME, LOG_NAME, RunLog, add_eval_point, add_train_point, new_history, \
     truncate_history, write_history
 from .train_config import ARCHITECTURE_FIELDS, TrainConfig
-from .trainer import Distributed, Stopwatch, Trainer, model_config_for, setup_distributed, teardown_distributed, \
-    to_device
+from .trainer import Stopwatch, Trainer, model_config_for
 from .vocab import Vocab, build_vocab, save_vocab
 
 RESOLVED_CONFIG_NAME = "resolved_config.json"
-EXPORT_DIR_NAME = "export_hf"
 
 
 @dataclass
@@ -50,14 +50,13 @@ class PreparedData:
     train_documents: int
     heldout_documents: int
     corpus_tokens: int
+    split: dict  # which documents are held out, by id (heldout_split.py), written with the run's outputs
 
 
 def prepare_data(config: TrainConfig, dist: Distributed) -> PreparedData:
-    """Vocabulary (written by rank 0), token cache, held-out split and the two samplers."""
+    """Vocabulary, token cache, held-out split and the two samplers (nothing written in out_dir yet)."""
     documents = load_documents(config.corpus)
     vocab = build_vocab((s for d in documents for s in d.sentences), config.min_freq)
-    if dist.is_main:
-        save_vocab(vocab, Path(config.out_dir) / "vocab.txt")
     for turn in ("main", "others") if dist.enabled else ("main",):
         if (turn == "main") == dist.is_main:  # rank 0 builds the cache; the others then read it
             corpus, _, _ = load_or_build_cache(documents, config.corpus, vocab, config.cache_dir, config.wwm)
@@ -65,13 +64,11 @@ def prepare_data(config: TrainConfig, dist: Distributed) -> PreparedData:
             torch_dist.barrier()
     train_docs, heldout_docs = split_documents(corpus, config.heldout_fraction, config.seed)
     corpus_sha256 = file_sha256(config.corpus)
-    if dist.is_main:  # which documents were held out, by id: probes test only on those (heldout_split.py)
-        write_split(config.out_dir, split_record(documents, heldout_docs, config.corpus, corpus_sha256,
-                                                 config.seed, config.heldout_fraction))
+    split = split_record(documents, heldout_docs, config.corpus, corpus_sha256, config.seed, config.heldout_fraction)
     common = dict(vocab_size=len(vocab), max_seq_len=config.max_seq_len, mask_rate=config.mask_rate,
                   max_predictions=config.max_predictions, short_seq_prob=config.short_seq_prob, wwm=config.wwm)
     return PreparedData(vocab, InstanceSampler(corpus, train_docs, **common), InstanceSampler(corpus, heldout_docs, **common),
-                        corpus_sha256, len(train_docs), len(heldout_docs), int(len(corpus.tokens)))
+                        corpus_sha256, len(train_docs), len(heldout_docs), int(len(corpus.tokens)), split)
 
 
 class StopRequest:
@@ -105,24 +102,53 @@ def _agree(flag: bool, dist: Distributed) -> bool:
     return value.item() > 0
 
 
-def _load_resume_state(resume: str, checkpoint_dir: Path):
-    if resume != "auto":
-        return ckpt.load_checkpoint(resume), Path(resume)
-    return ckpt.find_resume_checkpoint(checkpoint_dir)
-
-
-def run_training(config: TrainConfig, resume: str | None = None) -> int:
-    """Train per `config`; resume: None (fresh), "auto" (newest valid checkpoint) or a checkpoint path."""
-    out_dir = Path(config.out_dir)
-    checkpoint_dir = out_dir / ckpt.CHECKPOINT_DIR_NAME
+def run_training(config: TrainConfig, resume: str | None = None, *, given: dict | None = None,
+                 overwrite: bool = False, if_possible: bool = False) -> int:
+    """Train per `config`. resume: None (a new run), "auto" (the newest valid checkpoint in out_dir) or a
+    checkpoint path; given: the flags set on the command line (on resume only some may change the run's
+    config); if_possible: a new run when "auto" finds no checkpoint; overwrite: a new run may replace
+    another run's files in out_dir. The rules are in run_folder.py."""
     dist = setup_distributed(config.device)
     try:
-        return _train(config, resume, dist, out_dir, checkpoint_dir)
+        try:
+            plan = plan_start(config, resume, given or {}, overwrite, if_possible, dist)
+        except StudyError as exc:
+            if dist.is_main:
+                raise
+            return exc.exit_code  # rank 0 prints the one line
+        return _train(plan, dist, overwrite)
     finally:
         teardown_distributed(dist)
 
 
-def _train(config: TrainConfig, resume: str | None, dist: Distributed, out_dir: Path, checkpoint_dir: Path) -> int:
+def _check_same_corpus(state: dict, data: PreparedData, config: TrainConfig) -> None:
+    saved = state["history"]["meta"].get("corpus", {}).get("sha256")
+    if saved and saved != data.corpus_sha256:
+        raise BadInputError(config.corpus, f"is not the corpus the run was trained on (sha256 {saved[:12]}, this "
+                                           f"file's {data.corpus_sha256[:12]}); resume with that run's --corpus")
+
+
+def _summary(history: dict, out_dir: Path, step: int) -> str:
+    """What a finished run prints: the final held-out accuracies and the files it wrote."""
+    lines = [f"done: {step} steps"]
+    if history["eval_steps"]:
+        lines[0] += (f"; held-out MLM accuracy {history['eval_mlm_acc'][-1]:.1%}, NSP accuracy "
+                     f"{history['eval_nsp_acc'][-1]:.1%} (step {history['eval_steps'][-1]})")
+    if history["loss"]:
+        lines[0] += f"; training loss {history['loss'][-1]:.3f}"
+    names = [HISTORY_NAME, LOG_NAME, RESOLVED_CONFIG_NAME, "vocab.txt", ckpt.FINAL_MODEL_NAME, EXPORT_DIR_NAME + "/"]
+    checkpoints = ckpt.list_checkpoints(out_dir / ckpt.CHECKPOINT_DIR_NAME)
+    if checkpoints:
+        names.append(f"{ckpt.CHECKPOINT_DIR_NAME}/ ({len(checkpoints)} checkpoint(s))")
+    lines.append(f"wrote in {out_dir}: {', '.join(names)}")
+    return "\n".join(lines)
+
+
+def _train(plan: StartPlan, dist: Distributed, overwrite: bool) -> int:
+    config, state = plan.config, plan.state
+    plan.state = None  # the checkpoint is loaded below; do not keep a second copy alive
+    out_dir = Path(config.out_dir)
+    checkpoint_dir = out_dir / ckpt.CHECKPOINT_DIR_NAME
     if config.threads:
         torch.set_num_threads(config.threads)
     data = prepare_data(config, dist)
@@ -136,29 +162,30 @@ def _train(config: TrainConfig, resume: str | None, dist: Distributed, out_dir: 
     vocab_hash = data.vocab.hash
 
     start_step, elapsed, history, resumed_from = 0, 0.0, None, None
-    found = _load_resume_state(resume, checkpoint_dir) if resume else None
-    if resume and found is None:
-        print(f"note: no checkpoint in {checkpoint_dir}; starting from step 0", file=sys.stderr)
+    found = state is not None
     if found:
-        state, path = found
-        ckpt.check_compatible(state, path, config.to_dict(), vocab_hash, ARCHITECTURE_FIELDS)
+        ckpt.check_compatible(state, plan.path, config.to_dict(), vocab_hash, ARCHITECTURE_FIELDS)
+        _check_same_corpus(state, data, config)
         model.load_state_dict(state["model"])
         trainer.load_state(state)
-        ckpt.restore_rng_states(state["rng"])
+        ckpt.restore_rng_states(ckpt.rank_rng_states(state, dist.rank), dist.device)
         start_step, elapsed, resumed_from = state["step"], state["elapsed_s"], state["step"]
         history = truncate_history(state["history"], start_step)
         if dist.is_main:
-            print(f"resuming from {path} (step {start_step})", file=sys.stderr)
-    if not found and dist.is_main:
-        stale = ckpt.list_checkpoints(checkpoint_dir)
-        if stale:  # a fresh run restarts the log too; old checkpoints would otherwise win a later --resume
-            print(f"note: a fresh run: removing {len(stale)} checkpoint(s) of an earlier run in {checkpoint_dir}",
+            print(f"resuming from {plan.path} (step {start_step})", file=sys.stderr)
+        del state
+    if dist.is_main:  # the inputs are valid: from here on the run writes into out_dir
+        stale = ckpt.list_checkpoints(checkpoint_dir) if not found and overwrite else []
+        if stale:  # --overwrite: old checkpoints would otherwise win a later --resume
+            print(f"note: --overwrite: removing {len(stale)} checkpoint(s) of an earlier run in {checkpoint_dir}",
                   file=sys.stderr)
             for _, path in stale:
                 path.unlink(missing_ok=True)
-    if not found and dist.is_main:  # an earlier run's milestones would mix two runs in a probe
-        for _, path in ms.list_milestones(checkpoint_dir):
-            path.unlink(missing_ok=True)
+        if not found and overwrite:  # an earlier run's milestones would mix two runs in a probe
+            for _, path in ms.list_milestones(checkpoint_dir):
+                path.unlink(missing_ok=True)
+        save_vocab(data.vocab, out_dir / "vocab.txt")
+        write_split(out_dir, data.split)  # probes test only on the held-out documents
     milestone_steps = set(ms.milestone_steps(config.milestones, config.steps))
     trainer.wrap()
     if history is None:
@@ -188,19 +215,32 @@ def _train(config: TrainConfig, resume: str | None, dist: Distributed, out_dir: 
     history_path = out_dir / HISTORY_NAME
 
     def save(step: int) -> None:
-        if not dist.is_main:
-            return
-        history["meta"]["nonfinite_skipped"] = trainer.nonfinite_total
-        path = ckpt.checkpoint_path(checkpoint_dir, step)
-        ckpt.save_checkpoint(path, {
-            "format": ckpt.CHECKPOINT_FORMAT, "step": step, "model": model.state_dict(), **trainer.state(),
-            "rng": ckpt.capture_rng_states(), "config": config.to_dict(), "vocab_hash": vocab_hash,
-            "history": history, "elapsed_s": clock.elapsed(),
-            "data_position": {"next_step": step, "seed": config.seed, "batch_size": config.batch_size,
-                              "grad_accum": config.grad_accum, "world_size": dist.world_size},
-        })
-        log.write("checkpoint", step=step, path=str(path))
-        ckpt.prune_checkpoints(checkpoint_dir, config.keep_last)
+        """Every rank: metric totals summed over ranks, each rank's RNG states gathered to rank 0, which
+        writes; then all ranks learn whether the write worked (so none runs on or exits before it is done)."""
+        trainer_state = trainer.state()  # collective: the totals are all-reduced
+        rng = ckpt.capture_rng_states(dist.device)
+        rng_by_rank = [rng]
+        if dist.enabled:
+            rng_by_rank = [None] * dist.world_size if dist.is_main else None
+            torch_dist.gather_object(rng, rng_by_rank, dst=0)
+        failure = None
+        if dist.is_main:
+            history["meta"]["nonfinite_skipped"] = trainer.nonfinite_total
+            path = ckpt.checkpoint_path(checkpoint_dir, step)
+            try:
+                ckpt.save_checkpoint(path, {
+                    "format": ckpt.CHECKPOINT_FORMAT, "step": step, "model": model.state_dict(), **trainer_state,
+                    "rng": rng_by_rank[0], "rng_by_rank": rng_by_rank, "config": config.to_dict(),
+                    "vocab_hash": vocab_hash, "history": history, "elapsed_s": clock.elapsed(),
+                    "data_position": {"next_step": step, "seed": config.seed, "batch_size": config.batch_size,
+                                      "grad_accum": config.grad_accum, "world_size": dist.world_size},
+                })
+                log.write("checkpoint", step=step, path=str(path))
+                ckpt.prune_checkpoints(checkpoint_dir, config.keep_last)
+            except StudyError as exc:
+                failure = exc
+        if _agree(failure is not None, dist):
+            raise failure or StudyError(f"rank 0 could not write the checkpoint of step {step}", exit_code=EXIT_RUNTIME)
 
     def evaluate(step: int) -> dict | None:
         result = trainer.evaluate(eval_batches)
@@ -264,7 +304,9 @@ def _train(config: TrainConfig, resume: str | None, dist: Distributed, out_dir: 
                 save(step)
             if stopping:
                 status = "interrupted"
-                print(f"interrupted: checkpoint saved at step {step}; rerun with --resume", file=sys.stderr)
+                bar.close()  # the message on its own line, and no redraw of the bar after it
+                if dist.is_main:
+                    print(f"interrupted: checkpoint saved at step {step}; rerun with --resume", file=sys.stderr)
                 return EXIT_INTERRUPTED
         if dist.is_main:
             raw_state = model.state_dict()
@@ -275,6 +317,8 @@ def _train(config: TrainConfig, resume: str | None, dist: Distributed, out_dir: 
             history["meta"]["finished_at"] = time.time()
             history["meta"]["nonfinite_skipped"] = trainer.nonfinite_total
             write_history(history_path, history)
+            bar.close()
+            print(_summary(history, out_dir, step))
         status = "done"
         return EXIT_OK
     finally:

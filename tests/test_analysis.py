@@ -54,7 +54,13 @@ def test_result_has_the_original_and_the_new_keys_and_is_strict_json(result):
     assert result["comparison"] is None and "goal_achieved" not in result
     text = json.dumps(result, allow_nan=False)  # no NaN/inf anywhere
     assert json.loads(text)["metric"]["name"] == "mlm_acc"
+    fingerprint = result["source"].pop("data_sha256")
     assert result["source"] == {"path": str(FIXTURE), "format": "original", "preset": None, "meta_total_steps": None}
+    from bertstudy.provenance import series_fingerprint
+
+    original = load_history(FIXTURE)
+    assert fingerprint == series_fingerprint(original.steps, original.mlm_acc) and len(fingerprint) == 64
+    result["source"]["data_sha256"] = fingerprint  # the fixture is shared by the module's tests
 
 
 def test_curves_on_the_original_history(result):
@@ -96,7 +102,9 @@ def test_a_target_far_beyond_the_run_is_flagged():
     res = analyze(make_history(steps, acc), targets=(0.9,), bootstrap=50)
     linear = res["targets"][0]["curves"]["linear"]
     assert linear["status"] == "beyond_100x_run" and linear["step"] == pytest.approx(8e6, rel=0.05)
-    assert "beyond_100x_run" in format_report(res)
+    line = next(t for t in format_report(res).splitlines() if t.strip().startswith("linear ") and "beyond" in t)
+    # no step count and no "95% CI" for a curve extrapolated beyond 100x the run: only that it is that far
+    assert line.split() == ["linear", "beyond", "100x", "the", "run"]
 
 
 def test_nsp_stayed_at_chance_in_the_original(result):
@@ -134,9 +142,11 @@ def test_too_few_points_is_bad_input_and_three_points_report_failed_fits():
     assert res["curves"]["power_saturating"]["ok"] is False
     assert "too few points" in res["curves"]["power_saturating"]["message"]
     assert res["bootstrap"]["resamples"] == 0 and "too few points" in res["bootstrap"]["message"]
-    assert res["targets"][0]["curves"]["power_saturating"]["status"] == "fit_failed"
+    target = res["targets"][0]["curves"]["power_saturating"]
+    assert target["status"] == "not_fitted" and "too few points" in target["message"]
     json.dumps(res, allow_nan=False)
-    assert "not fitted" in format_report(res)
+    text = format_report(res)
+    assert "not fitted" in text and "never" not in text and "fit_failed" not in text
 
 
 def test_constant_accuracy_is_reported_not_crashing():
@@ -185,3 +195,20 @@ def test_an_evaluation_at_step_zero_is_left_out_of_the_curves_only():
     assert all(c["ok"] and c["n"] == 20 for c in res["curves"].values())
     assert res["bootstrap"]["curves"].keys() == {"linear", "log_linear", "power_saturating"}
     assert "left out step(s) [0]" in format_report(res)
+
+
+def test_report_of_a_held_out_metric_with_step_zero_is_consistent():
+    """--metric eval_mlm_acc on three evaluations (step 0 included): the header says the curves use
+    two points, curves and targets say 'not fitted: too few points', and the summaries show the
+    analysed metric, with training MLM accuracy only as a labelled extra."""
+    history = make_history([50, 100, 150, 200], [0.05, 0.08, 0.1, 0.12])
+    history.eval_steps, history.eval_mlm_acc = np.array([0, 100, 200]), np.array([0.0, 0.07, 0.11])
+    res = analyze(history, "eval_mlm_acc", targets=(0.6,), bootstrap=0)
+    text = format_report(res)
+    assert "points: 3 (curves: 2, step 0 left out)" in text
+    assert "fitted on 2 of the 3 points" in text
+    assert "never" not in text and "fit_failed" not in text
+    summaries = text.split("Summaries")[1].splitlines()
+    assert summaries[1].startswith("  eval_mlm_acc (analysed)  mean 0.0600")
+    assert summaries[2].startswith("  extra, not analysed: training MLM accuracy (mlm_acc)  mean 0.0875")
+    assert "Summaries\n  mlm_acc (analysed)" in format_report(analyze(history, targets=(), bootstrap=0))

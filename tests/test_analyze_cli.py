@@ -46,11 +46,25 @@ def test_original_history_end_to_end(tmp_path, capsys):
 @pytest.mark.parametrize("goal, expected", [(0.85, EXIT_CHECK_FAILED), (0.75, EXIT_OK)])
 def test_require_r_exit_codes(tmp_path, capsys, goal, expected):
     out_path = tmp_path / "a.json"
-    code, out, _ = run([FIXTURE, "--out", out_path, "--bootstrap", "0", "--quiet", "--require-r", goal], capsys)
+    code, out, err = run([FIXTURE, "--out", out_path, "--bootstrap", "0", "--quiet", "--require-r", goal], capsys)
     assert code == expected
     result = json.loads(out_path.read_text(encoding="utf-8"))  # written either way
     assert result["goal_achieved"] is (expected == EXIT_OK)
     assert out.strip() == f"wrote {out_path}"
+    if expected == EXIT_CHECK_FAILED:  # --quiet still says, in one line on stderr, why the exit is 1
+        assert err == f"check failed: Pearson r 0.7869 is below --require-r {goal}\n"
+    else:
+        assert err == ""
+
+
+@pytest.mark.parametrize("out", ["README.md/x.json", "sub/dir"])
+def test_bad_out_path_is_refused_before_the_work(tmp_path, capsys, out):
+    (tmp_path / "README.md").write_text("keep")
+    (tmp_path / "sub" / "dir").mkdir(parents=True)
+    code, out_text, err = run([FIXTURE, "--out", tmp_path / out, "--bootstrap", "0"], capsys)
+    assert code == 2 and out_text == ""  # no report printed: nothing was analysed
+    assert err.startswith("error: --out ") and len(err.strip().splitlines()) == 1
+    assert (tmp_path / "README.md").read_text() == "keep"
 
 
 def test_compare_two_real_files(tmp_path, capsys, first_half):

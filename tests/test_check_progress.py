@@ -397,3 +397,22 @@ def test_a_log_removed_while_read_falls_back_to_the_history(tmp_path, monkeypatc
     monkeypatch.setattr(progress, "iter_jsonl", iter_after_removal)
     run_ = progress.collect_progress(watch(tmp_path))["training"]
     assert run_["source"].endswith(HISTORY_NAME) and run_["step"] == 200
+
+
+def test_a_run_folder_that_does_not_exist_is_one_line_exit_3(tmp_path, capsys):
+    missing = tmp_path / "no" / "such" / "dir"
+    for argv in ([missing], ["--run-dir", missing], [missing, "--follow", "--count", "1", "--interval", "0.01"]):
+        code, out, err = run(argv, capsys)
+        assert code == EXIT_BAD_INPUT and out == ""
+        assert err.startswith(f"error: {missing}: no such folder") and len(err.strip().splitlines()) == 1
+    afile = tmp_path / HISTORY_NAME
+    afile.write_text("{}")
+    code, _, err = run([afile], capsys)
+    assert code == EXIT_BAD_INPUT and f"python check_progress.py {tmp_path}" in err
+
+
+def test_help_description_is_whole(capsys):
+    with pytest.raises(SystemExit):
+        check_progress.main(["--help"])
+    out = capsys.readouterr().out
+    assert "--follow refreshes until Ctrl-C." in out  # the docstring's last sentence, not cut after line one

@@ -10,7 +10,7 @@ import torch
 
 import train_large_100k
 from bertstudy import checkpoint as ckpt
-from bertstudy.errors import EXIT_BAD_INPUT, BadInputError
+from bertstudy.errors import EXIT_BAD_INPUT, EXIT_USAGE, BadInputError
 from tests.train_helpers import tiny_args, write_tiny_corpus
 
 torch.set_num_threads(1)
@@ -99,12 +99,15 @@ def test_other_files_are_refused(tmp_path):
         ckpt.load_checkpoint(tmp_path / "missing.pth")
 
 
-def test_resume_with_another_model_config_is_refused(run_dir, tmp_path, capsys):
+def test_resume_with_a_changed_architecture_or_lr_is_refused_naming_the_fields(run_dir, capsys):
     root, corpus, out = run_dir
-    code = train_large_100k.main(tiny_args(corpus, out, root / "cache", steps=8, hidden_size=64) + ["--resume"])
-    assert code == EXIT_BAD_INPUT
-    err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert "step_000006.pth" in err and "another model config" in err and "hidden_size 32 != 64" in err
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    code = train_large_100k.main(tiny_args(corpus, out, root / "cache", steps=8, hidden_size=64, lr=1e-3) + ["--resume"])
+    assert code == EXIT_USAGE
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "step_000006.pth" in err[0]
+    assert "hidden_size 32, lr 0.002" in err[0] and "gives hidden_size 64, lr 0.001" in err[0]
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
 
 
 def test_resume_with_another_vocabulary_is_refused(run_dir, tmp_path, capsys):
@@ -127,13 +130,14 @@ def test_keep_last_prunes_oldest(tmp_path):
     assert ckpt.prune_checkpoints(tmp_path, 0) == []
 
 
-def test_a_fresh_run_removes_an_earlier_runs_checkpoints(run_dir, tmp_path, capsys):
+def test_overwrite_removes_an_earlier_runs_checkpoints(run_dir, tmp_path, capsys):
     root, corpus, out = run_dir
     fresh = tmp_path / "fresh"
     folder = fresh / "checkpoints_100k"
     folder.mkdir(parents=True)
     for step in (2, 4, 6, 900):  # 900: an earlier, longer run's, which a later --resume would pick
         ckpt.checkpoint_path(folder, step).write_bytes(ckpt.checkpoint_path(out / "checkpoints_100k", 6).read_bytes())
-    assert train_large_100k.main(tiny_args(corpus, fresh, root / "cache", steps=2, save_interval=2)) == 0
-    assert "removing 4 checkpoint(s) of an earlier run" in capsys.readouterr().err
+    args = tiny_args(corpus, fresh, root / "cache", steps=2, save_interval=2)
+    assert train_large_100k.main(args + ["--overwrite"]) == 0
+    assert "--overwrite: removing 4 checkpoint(s) of an earlier run" in capsys.readouterr().err
     assert [s for s, _ in ckpt.list_checkpoints(folder)] == [2]

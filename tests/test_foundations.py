@@ -8,7 +8,7 @@ import os
 import pytest
 
 from bertstudy import atomic_io, cli, corpus_io
-from bertstudy.errors import EXIT_BAD_INPUT, EXIT_OK, BadInputError, StudyError
+from bertstudy.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_USAGE, BadInputError, StudyError, UsageError
 
 
 def test_atomic_write_replaces_whole_file(tmp_path):
@@ -140,3 +140,33 @@ def test_atomic_write_gives_umask_permissions_not_owner_only(tmp_path):
     finally:
         os.umask(old)
     assert target.stat().st_mode & 0o777 == 0o644  # mkstemp alone would leave 0600
+
+
+def test_check_writable_file_refuses_paths_under_a_file_before_any_work(tmp_path):
+    afile = tmp_path / "README.md"
+    afile.write_text("keep me")
+    with pytest.raises(UsageError, match=r"--out .*README.md is a file, not a folder") as info:
+        atomic_io.check_writable_file(afile / "x.json", flag="--out")
+    assert info.value.exit_code == EXIT_USAGE
+    with pytest.raises(UsageError, match="is a file, not a folder"):
+        atomic_io.check_writable_file(afile / "deeper" / "x.json")
+    with pytest.raises(UsageError, match="is a folder; give a file name"):
+        atomic_io.check_writable_file(tmp_path)
+    assert afile.read_text() == "keep me"
+    # fine: an existing file (replaced atomically later), a new file in new folders; nothing is created
+    assert atomic_io.check_writable_file(afile) == afile
+    atomic_io.check_writable_file(tmp_path / "new" / "sub" / "x.json")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["README.md"]
+
+
+def test_check_writable_dir_refuses_a_file_or_a_path_under_one(tmp_path):
+    afile = tmp_path / "README.md"
+    afile.write_text("keep me")
+    with pytest.raises(UsageError, match=r"--out-dir .*README.md: is a file, not a folder"):
+        atomic_io.check_writable_dir(afile, flag="--out-dir")
+    with pytest.raises(UsageError, match="is a file, not a folder"):
+        atomic_io.check_writable_dir(afile / "charts")
+    assert atomic_io.check_writable_dir(tmp_path) == tmp_path
+    atomic_io.check_writable_dir(tmp_path / "new" / "charts")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["README.md"]
+    assert afile.read_text() == "keep me"

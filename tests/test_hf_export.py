@@ -155,3 +155,16 @@ def test_fill_mask_script(exported, tmp_path, capsys):
     assert "no such export folder" in capsys.readouterr().err
     assert fill_mask_script.main(["--model-dir", str(out_dir), "北京"]) == 2
     assert "error: text has no [MASK]" in capsys.readouterr().err
+
+
+def test_fill_mask_takes_the_model_dir_positionally_as_the_readme_shows(exported, capsys):
+    _, out_dir = exported
+    assert fill_mask_script.main([str(out_dir), "中国[MASK]民", "--top-k", "2", "--json"]) == 0
+    positional = json.loads(capsys.readouterr().out)
+    assert fill_mask_script.main(["--model-dir", str(out_dir), "中国[MASK]民", "--top-k", "2", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == positional  # the two spellings are the same command
+    for argv in (["中国[MASK]民"], [str(out_dir), "a", "b"], ["--model-dir", str(out_dir), str(out_dir), "北[MASK]"]):
+        with pytest.raises(SystemExit) as info:
+            fill_mask_script.main(argv)
+        assert info.value.code == 2
+        assert "error:" in capsys.readouterr().err

@@ -96,12 +96,14 @@ def test_heldout_split_recorded_and_recomputable(milestone_run):
         (out / "moved.json").rename(out / SPLIT_NAME)
 
 
-def test_fresh_run_removes_an_earlier_runs_milestones(tmp_path):
+def test_overwrite_removes_an_earlier_runs_milestones(tmp_path):
     corpus = write_tiny_corpus(tmp_path)
     out = tmp_path / "run"
     assert train_large_100k.main(tiny_args(corpus, out, tmp_path / "cache", milestones="5")) == EXIT_OK
     assert [s for s, _ in list_milestones(out / "checkpoints_100k")] == [0, 5]
-    assert train_large_100k.main(tiny_args(corpus, out, tmp_path / "cache", milestones="none")) == EXIT_OK
+    assert train_large_100k.main(tiny_args(corpus, out, tmp_path / "cache", milestones="none")) == EXIT_USAGE  # refused
+    assert [s for s, _ in list_milestones(out / "checkpoints_100k")] == [0, 5]  # and nothing deleted
+    assert train_large_100k.main([*tiny_args(corpus, out, tmp_path / "cache", milestones="none"), "--overwrite"]) == EXIT_OK
     assert list_milestones(out / "checkpoints_100k") == []
 
 

@@ -254,3 +254,43 @@ def test_charts_on_the_original_studys_history(bilingual):
         assert len(fig.axes) == AXES_PER_CHART[name], name
         png, caught = render_without_warnings(fig, bilingual)
         assert len(png) > 50_000 and not [m for m in caught if "Glyph" in m or "missing from" in m], name
+
+
+def test_forecast_limits_hold_the_prediction_bands_or_say_they_are_cut(english):
+    from matplotlib.collections import PolyCollection
+
+    # A short noisy run: wide prediction bands that a data-only y range would cut at the top.
+    short = synthetic_history(n=12, total=200, seed=4)
+    fig = plots.forecast(short, english, config=SMALL)
+    for ax in fig.axes:
+        bottom, top = ax.get_ylim()
+        bands = [c for c in ax.collections if isinstance(c, PolyCollection)]
+        assert bands, "no prediction band drawn"
+        band_top = max(float(np.max(c.get_paths()[0].vertices[:, 1])) for c in bands)
+        cut = "band runs past the chart's edge (cut)" in [t.get_text() for t in ax.texts]
+        assert (band_top <= top) != cut  # inside the chart, or the panel says it is cut
+        # The predicted points are drawn above the band, so the band never tints them.
+        points = [c for c in ax.collections if not isinstance(c, PolyCollection)]
+        assert min(c.get_zorder() for c in points) > max(c.get_zorder() for c in bands)
+
+
+def test_forecast_ylim_widens_for_bands_within_accuracy_and_a_span():
+    values = np.array([0.10, 0.12, 0.14, 0.16, 0.20])  # span 0.10
+    low, high, cut = plots.forecast_ylim(values, [(np.array([0.15]), np.array([0.26]))])
+    assert high >= 0.26 and not cut and low == pytest.approx(0.10 - 0.015)
+    low, high, cut = plots.forecast_ylim(values, [(np.array([-3.0]), np.array([5.0]))])
+    assert cut and high == pytest.approx(0.30) and low == pytest.approx(0.0)  # one span beyond the data
+    low, high, cut = plots.forecast_ylim(np.array([0.9, 0.99]), [(np.array([0.9]), np.array([1.4]))])
+    assert cut and high == pytest.approx(1.02)  # never far past accuracy 1
+
+
+def test_the_one_run_chart_says_what_it_shows(english):
+    charts = plots.all_charts(synthetic_history(n=40, total=200), english, config=SMALL)
+    fig = charts["comparison_50k_100k.png"]
+    assert fig.get_suptitle().startswith("One run's summary")
+    assert "--compare" in fig.get_suptitle()
+    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert legend[0].startswith("this run, 200 steps")
+    runs = [("50K", synthetic_history(total=50000)), ("100K", synthetic_history(total=100000))]
+    compared = plots.all_charts(runs[1][1], english, runs=runs, config=SMALL)["comparison_50k_100k.png"]
+    assert compared.get_suptitle() == "Run comparison"

@@ -192,9 +192,22 @@ def test_embedded_profile_passes_what_the_original_rejects(tmp_path, capsys):
     assert code == EXIT_OK, [c for c in report["checks"] if not c["passed"]]
     assert report["profile"] == "embedded" and len(report["checks"]) == 8
     assert out.startswith("Result: all checks passed")
-    code, _, _ = run([corpus, "--report", report_path, "--min-sentences", 3000], capsys)
+    code, _, _ = run([corpus, "--report", report_path, "--profile", "original", "--min-sentences", 3000], capsys)
     failed = {c["name"] for c in json.loads(report_path.read_text())["checks"] if not c["passed"]}
     assert code == EXIT_CHECK_FAILED and failed == {"min_vocab", "min_mean_len"}
+    # With no --profile the profile follows the documents' recorded source: all embedded, so 'embedded'
+    # (the default collect then the default verify pass together).
+    code, out, _ = run([corpus, "--report", report_path, "--min-sentences", 3000], capsys)
+    report = json.loads(report_path.read_text())
+    assert code == EXIT_OK and report["profile"] == "embedded"
+    assert report["profile_choice"].startswith("auto: every document's source is embedded:")
+    assert "Checks (profile embedded; auto: every document" in out
+    # One document of another source: the original study's profile, and the report says why.
+    docs.append({"id": "w", "source": "wiki-api", "domain": "x", "sentences": ["维基百科的一个句子在这里。"]})
+    mixed = write_jsonl(tmp_path / "mixed.jsonl", docs)
+    run([mixed, "--report", report_path, "--min-sentences", 3000], capsys)
+    report = json.loads(report_path.read_text())
+    assert report["profile"] == "original" and "wiki-api" in report["profile_choice"]
 
 
 def test_help_shows_examples_and_exit_codes(capsys):
@@ -202,3 +215,13 @@ def test_help_shows_examples_and_exit_codes(capsys):
         verify_dataset.main(["--help"])
     out = capsys.readouterr().out
     assert "examples:" in out and "--profile embedded" in out and "exit codes:" in out
+    assert "--require-r" not in out  # that option is analyze_100k.py's; verify's code 1 is a threshold
+
+
+@pytest.mark.parametrize("report", ["README.md/x.json", "folder"])
+def test_bad_report_path_is_refused_before_the_work(corpus, tmp_path, capsys, report):
+    (tmp_path / "README.md").write_text("keep")
+    (tmp_path / "folder").mkdir()
+    code, out, err = run([corpus, "--report", tmp_path / report], capsys)
+    assert code == 2 and out == "" and err.startswith("error: --report ")
+    assert len(err.strip().splitlines()) == 1 and (tmp_path / "README.md").read_text() == "keep"

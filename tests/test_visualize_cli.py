@@ -69,7 +69,9 @@ def png_info(path):
 def test_writes_five_valid_pngs_at_the_requested_dpi(tmp_path, capsys):
     history = write_history(tmp_path / "training_history_100k.json")
     analysis = tmp_path / "analysis_100k_result.json"
-    analysis.write_text(json.dumps({"total_steps": 4000, "pearson_correlation": 0.81, "best_curve": "log_linear"}))
+    # the original study's own keys only (no fingerprint): matched on last step and point count
+    analysis.write_text(json.dumps({"total_steps": 4000, "data_points": 40, "pearson_correlation": 0.81,
+                                    "best_curve": "log_linear"}))
     out = tmp_path / "charts"
     code = visualize_results.main([str(history), "--analysis", str(analysis), "--out-dir", str(out), "--dpi", "150"])
     captured = capsys.readouterr()
@@ -195,13 +197,93 @@ def test_help_lists_examples_and_exit_codes(capsys):
     assert "exit codes:" in text and all(f"  {code} " in text for code in (0, 2, 3, 4))
 
 
-def test_unwritable_output_folder_is_a_runtime_error(tmp_path, capsys):
+@pytest.mark.parametrize("where", ["file-not-folder", "file-not-folder/sub"])
+def test_out_dir_on_or_under_a_file_is_a_usage_error_before_drawing(tmp_path, capsys, where):
     history = write_history(tmp_path / "h.json", n=12)
     blocker = tmp_path / "file-not-folder"
     blocker.write_text("x")
-    code = visualize_results.main([str(history), "--out-dir", str(blocker / "sub"), "--lang", "en"])
-    err = capsys.readouterr().err
-    assert code == 4 and err.startswith("error: ") and len(err.strip().splitlines()) == 1
+    code = visualize_results.main([str(history), "--out-dir", str(tmp_path / where), "--lang", "en"])
+    captured = capsys.readouterr()
+    assert code == 2 and captured.out == ""  # exit 2 (the command line), not 4 (disk full); nothing drawn
+    assert captured.err.startswith("error: --out-dir ") and len(captured.err.strip().splitlines()) == 1
+    assert "is a file, not a folder" in captured.err and blocker.read_text() == "x"
+
+
+def snapshot(folder):
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_default_out_dir_is_the_historys_folder_and_never_the_committed_results(tmp_path, capsys, monkeypatch):
+    results = tmp_path / "results"  # a checkout's committed charts, as the README shows them
+    results.mkdir()
+    for name in CHART_FILES:
+        (results / name).write_bytes(b"committed chart " + name.encode())
+    run = tmp_path / "runs" / "try"
+    run.mkdir(parents=True)
+    history = write_history(run / "training_history_100k.json", n=12)
+    monkeypatch.chdir(tmp_path)
+    before = snapshot(results)
+    assert visualize_results.main(["runs/try/training_history_100k.json", "--lang", "en", "--dpi", "150"]) == 0
+    assert snapshot(results) == before  # nothing lost
+    assert all((run / name).exists() for name in CHART_FILES)
+    # Redrawing the same history's charts is fine; they record which history they show.
+    assert visualize_results.main([str(history), "--lang", "en", "--dpi", "150"]) == 0
+    capsys.readouterr()
+
+
+def test_a_folder_of_another_runs_charts_is_refused_without_overwrite(tmp_path, capsys):
+    first = write_history(tmp_path / "a.json", n=12, seed=0)
+    second = write_history(tmp_path / "b.json", n=12, seed=5)  # same length, other numbers
+    out = tmp_path / "charts"
+    assert visualize_results.main([str(first), "--out-dir", str(out), "--lang", "en", "--dpi", "150"]) == 0
+    (out / "notes.txt").write_text("mine")
+    before = snapshot(out)
+    capsys.readouterr()
+    code = visualize_results.main([str(second), "--out-dir", str(out), "--lang", "en", "--dpi", "150"])
+    captured = capsys.readouterr()
+    assert code == 2 and captured.out == ""
+    assert "--overwrite" in captured.err and "another run" in captured.err
+    assert len(captured.err.strip().splitlines()) == 1
+    assert snapshot(out) == before  # nothing lost: every file byte-identical
+    # Charts of unknown origin (the committed results/ before provenance) are refused too.
+    (out / "forecast.png").write_bytes(b"an older chart")
+    before = snapshot(out)
+    assert visualize_results.main([str(first), "--out-dir", str(out), "--lang", "en"]) == 2
+    assert snapshot(out) == before
+    capsys.readouterr()
+    # The explicit flag replaces them.
+    assert visualize_results.main([str(second), "--out-dir", str(out), "--lang", "en", "--dpi", "150",
+                                   "--overwrite"]) == 0
+    assert snapshot(out)["forecast.png"] != b"an older chart" and (out / "notes.txt").read_text() == "mine"
+    capsys.readouterr()
+
+
+def test_analysis_of_another_history_is_refused(tmp_path, capsys):
+    import analyze_100k
+
+    short = write_history(tmp_path / "short.json", n=20, total=200)
+    other = write_history(tmp_path / "other.json", n=20, total=200, seed=9)
+    long = write_history(tmp_path / "long.json", n=60, total=6000)
+    analysis = tmp_path / "analysis_100k_result.json"
+    assert analyze_100k.main([str(long), "--out", str(analysis), "--bootstrap", "0", "--quiet"]) == 0
+    same_shape = tmp_path / "analysis_other.json"
+    assert analyze_100k.main([str(other), "--out", str(same_shape), "--bootstrap", "0", "--quiet"]) == 0
+    capsys.readouterr()
+    out = tmp_path / "charts"
+    cases = [(analysis, "is the analysis of another run"), (same_shape, "same length, different numbers"),
+             (long, "is a training history, not an analysis")]
+    for wrong, needle in cases:
+        code = visualize_results.main([str(short), "--analysis", str(wrong), "--out-dir", str(out), "--lang", "en"])
+        err = capsys.readouterr().err
+        assert code == 3, err
+        assert err.startswith(f"error: {wrong}: ") and needle in err and len(err.strip().splitlines()) == 1
+        assert not out.exists() or not list(out.iterdir())
+    # its own analysis is accepted
+    own = tmp_path / "analysis_short.json"
+    assert analyze_100k.main([str(short), "--out", str(own), "--bootstrap", "0", "--quiet"]) == 0
+    assert visualize_results.main([str(short), "--analysis", str(own), "--out-dir", str(out), "--lang", "en",
+                                   "--dpi", "150"]) == 0
+    capsys.readouterr()
 
 
 def test_png_reader_used_above_rejects_a_corrupt_file(tmp_path):

@@ -79,7 +79,8 @@ def find_checkpoints(run_dir, explicit: list[str] | None) -> list[Path]:
 
 
 def prepare_tasks(run_dir, history: dict, settings: PassSettings) -> PreparedTasks:
-    """The run's split applied to both tasks; refuses when the run's test sets would be empty."""
+    """The run's split applied to both tasks. A task whose test set is empty (a corpus without reviews,
+    say) is skipped with its reason in the output; when both are empty the pass is refused."""
     split = read_split(run_dir, history["meta"])
     corpus = Path(split["corpus"])
     if not corpus.is_file() or file_sha256(corpus) != split["corpus_sha256"]:
@@ -89,12 +90,16 @@ def prepare_tasks(run_dir, history: dict, settings: PassSettings) -> PreparedTas
     guard = LeakageGuard(doc for doc in load_documents(corpus) if doc.id not in heldout)
     cws = split_for_run(read_segmentation(settings.task_data), heldout, guard, settings.cws_train, settings.seed)
     sentiment = split_for_run(read_reviews(settings.task_data), heldout, guard, settings.sentiment_train, settings.seed)
-    for name, task in (("segmentation", cws), ("sentiment", sentiment)):
-        if not task.test or not task.train:
-            raise BadInputError(Path(run_dir) / SPLIT_NAME,
-                                f"the run held out no unseen {name} text ({task.counts}); train on the embedded corpus "
-                                "(rare_char_fetch.py --source embedded) so its held-out documents include the task's")
+    if not (cws.test and cws.train) and not (sentiment.test and sentiment.train):
+        raise BadInputError(Path(run_dir) / SPLIT_NAME,
+                            f"the run held out no unseen text of either task (segmentation {cws.counts}, sentiment "
+                            f"{sentiment.counts}); train on the embedded corpus (rare_char_fetch.py --source embedded) "
+                            "so that its held-out documents include the tasks' text")
     return PreparedTasks(cws, sentiment, split)
+
+
+def _usable(task: TaskSplit) -> bool:
+    return bool(task.test and task.train)
 
 
 def _settings_key(settings: PassSettings, tasks: PreparedTasks) -> dict:
@@ -111,8 +116,12 @@ def _settings_key(settings: PassSettings, tasks: PreparedTasks) -> dict:
 
 
 def _new_document(run_dir, key: dict, tasks: PreparedTasks) -> dict:
-    return {"tasks": {"cws": {"metric": "f1", "points": [], "baselines": {}, "sizes": tasks.cws.counts},
-                      "sentiment": {"metric": "accuracy", "points": [], "baselines": {}, "sizes": tasks.sentiment.counts}},
+    doc_tasks = {"cws": {"metric": "f1", "points": [], "baselines": {}, "sizes": tasks.cws.counts},
+                 "sentiment": {"metric": "accuracy", "points": [], "baselines": {}, "sizes": tasks.sentiment.counts}}
+    for name, task in (("cws", tasks.cws), ("sentiment", tasks.sentiment)):
+        if not _usable(task):
+            doc_tasks[name]["skipped"] = "the run held out no unseen text of this task (or none is left to train on)"
+    return {"tasks": doc_tasks,
             "meta": {"format": DOWNSTREAM_FORMAT, "run_dir": str(run_dir), "settings": key,
                      "split_file": SPLIT_NAME, "split_recomputed": bool(tasks.split.get("recomputed")),
                      "torch": str(torch.__version__), "python": platform.python_version(),
@@ -138,13 +147,17 @@ def heldout_accuracy(history: dict, step: int, stored: dict | None) -> float | N
 
 
 def score_model(model, tasks: PreparedTasks, vocab, settings: PassSettings) -> dict:
+    """{task: result} for the tasks that have test items."""
     width = model.config.max_position - 2
-    if settings.finetune:
-        ft = probe.FinetuneSettings(settings.epochs, settings.lr, settings.batch_size, settings.seed)
-        return {"cws": probe.finetune_segmentation(model, tasks.cws.train, tasks.cws.test, vocab, width, ft),
-                "sentiment": probe.finetune_sentiment(model, tasks.sentiment.train, tasks.sentiment.test, vocab, width, ft)}
-    return {"cws": probe.probe_segmentation(model, tasks.cws.train, tasks.cws.test, vocab, width),
-            "sentiment": probe.probe_sentiment(model, tasks.sentiment.train, tasks.sentiment.test, vocab, width)}
+    ft = probe.FinetuneSettings(settings.epochs, settings.lr, settings.batch_size, settings.seed)
+    scorers = {"cws": probe.finetune_segmentation if settings.finetune else probe.probe_segmentation,
+               "sentiment": probe.finetune_sentiment if settings.finetune else probe.probe_sentiment}
+    out = {}
+    for name, task in (("cws", tasks.cws), ("sentiment", tasks.sentiment)):
+        if _usable(task):
+            extra = (ft,) if settings.finetune else ()
+            out[name] = scorers[name](model, task.train, task.test, vocab, width, *extra)
+    return out
 
 
 def run_pass(run_dir, settings: PassSettings, checkpoints: list[str] | None = None, out=None,
@@ -156,14 +169,16 @@ def run_pass(run_dir, settings: PassSettings, checkpoints: list[str] | None = No
     tasks = prepare_tasks(run_dir, history, settings)
     out = Path(out) if out else run_dir / (FINETUNE_NAME if settings.finetune else DOWNSTREAM_NAME)
     doc = load_or_start(out, run_dir, _settings_key(settings, tasks), tasks, overwrite)
-    if not doc["tasks"]["cws"]["baselines"]:
+    if _usable(tasks.cws) and "jieba" not in doc["tasks"]["cws"]["baselines"]:
         doc["tasks"]["cws"]["baselines"]["jieba"] = baselines.jieba_segmentation(tasks.cws.test)
+    if _usable(tasks.sentiment) and "majority" not in doc["tasks"]["sentiment"]["baselines"]:
         doc["tasks"]["sentiment"]["baselines"]["char_ngram_logreg"] = baselines.ngram_sentiment(
             tasks.sentiment.train, tasks.sentiment.test)
         doc["tasks"]["sentiment"]["baselines"]["majority"] = baselines.majority_sentiment(
             tasks.sentiment.train, tasks.sentiment.test)
-        _write(out, doc)
-    done = {point["checkpoint"] for point in doc["tasks"]["cws"]["points"]}
+    _write(out, doc)
+    scored_task = "cws" if _usable(tasks.cws) else "sentiment"
+    done = {point["checkpoint"] for point in doc["tasks"][scored_task]["points"]}
     todo = [p for p in paths if p.name not in done]
     scored = 0
     with tqdm(total=len(paths), initial=len(paths) - len(todo), desc="downstream", unit="ckpt",
@@ -184,7 +199,7 @@ def run_pass(run_dir, settings: PassSettings, checkpoints: list[str] | None = No
             _write(out, doc)
             scored += 1
             bar.update(1)
-            bar.set_postfix(step=loaded.step, f1=f"{scores['cws']['score']:.3f}", acc=f"{scores['sentiment']['score']:.3f}")
+            bar.set_postfix(step=loaded.step, **{task: f"{r['score']:.3f}" for task, r in scores.items()})
     return doc, out, scored
 
 
@@ -196,6 +211,9 @@ def _write(out: Path, doc: dict) -> None:
 def summary_lines(doc: dict) -> list[str]:
     lines = []
     for task, entry in doc["tasks"].items():
+        if entry.get("skipped"):
+            lines.append(f"{task}: skipped: {entry['skipped']} ({entry['sizes']})")
+            continue
         base = ", ".join(f"{name} {b['score']:.4f}" for name, b in entry["baselines"].items())
         lines.append(f"{task} ({entry['metric']}; train {entry['sizes']['train']}, test {entry['sizes']['test']}): "
                      f"baselines {base}")

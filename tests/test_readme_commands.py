@@ -1,0 +1,251 @@
+"""Every command line of README.md, read from the README at test time, so that the README cannot drift:
+lines in fenced shell blocks and inline code that starts with `python`, `make` or `.venv/bin/python`.
+
+- Script lines (`python X.py ...`) run, in README order, as subprocesses in a temporary copy of the
+  repository (committed results/ included), on tiny data: each script gets the flags in TINY_FLAGS
+  appended, which only shrink the work (fewer articles, a tiny model, fewer resamples, one refresh),
+  never change what the line means. A line that cannot run here is in NOT_RUN with the reason; it is
+  still checked to parse (argparse accepts it).
+- `make` lines are checked with `make -n` (the target exists and expands); the script lines they
+  expand to are checked to parse, and those of `make quickstart` and `make study-cpu` run on tiny data
+  too, each in its own copy.
+- Nothing is lost: the README's visualize line leaves the committed results/*.png byte-identical.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+SCRIPTS = ("rare_char_fetch.py", "verify_dataset.py", "train_large_100k.py", "analyze_100k.py",
+           "visualize_results.py", "check_progress.py", "fill_mask.py")
+TINY_TRAIN = ["--hidden-size", "32", "--num-layers", "2", "--num-heads", "2", "--intermediate-size", "64",
+              "--max-seq-len", "32", "--max-predictions", "5", "--batch-size", "4", "--grad-accum", "1",
+              "--steps", "12", "--warmup-steps", "2", "--log-interval", "2", "--eval-interval", "6",
+              "--save-interval", "6", "--eval-instances", "8", "--threads", "1", "--dropout", "0.0",
+              "--keep-last", "1", "--no-progress"]
+# Appended to a script's line when it runs here: smaller work, same meaning.
+TINY_FLAGS = {
+    "rare_char_fetch.py": ["--embedded-parts", "peoples_daily", "--max-articles", "60"],  # embedded source only
+    # the embedded profile's size thresholds are for the whole corpus; every other threshold stays the profile's
+    "verify_dataset.py": ["--min-sentences", "200", "--min-vocab", "300", "--max-near-dup-rate", "0.05"],
+    "train_large_100k.py": TINY_TRAIN,
+    "analyze_100k.py": ["--bootstrap", "50"],
+    "visualize_results.py": ["--dpi", "150"],
+    "check_progress.py": [],  # --follow gets --count 1 (below): one refresh, then exit
+    "fill_mask.py": [],
+    "probe_downstream.py": ["--cws-train", "100", "--sentiment-train", "100", "--no-progress"],  # smaller probe sets
+}
+# Script lines that cannot run in a test, and why; they are checked to parse instead.
+NOT_RUN = {
+    "--source wiki-api": "crawls a live MediaWiki over the network (tests/test_mediawiki_real.py runs the "
+                         "crawler against a local MediaWiki)",
+    "bench/throughput.py": "times training steps of two models for minutes (tests/test_bench.py runs it small)",
+}
+# make targets whose expanded script lines also run here on tiny data (each in its own copy).
+MAKE_TARGETS_RUN = ("quickstart", "study-cpu")
+COMMAND_START = re.compile(r"^(python3?|make|\.venv/bin/python)\s")
+
+
+def readme_commands(text: str) -> list[list[str]]:
+    """Command lines, as token lists, in README order, each once: lines of ```sh / ```bash / ```shell
+    blocks (comments dropped) and inline `code` that starts like a command."""
+    found: list[tuple[int, list[str]]] = []
+    for block in re.finditer(r"```(?:sh|bash|shell|console)\n(.*?)```", text, re.S):
+        for offset, line in enumerate(block.group(1).splitlines()):
+            tokens = shlex.split(line.lstrip("$ "), comments=True)
+            if tokens:
+                found.append((block.start(1) + offset, tokens))
+    fenced = [(m.start(), m.end()) for m in re.finditer(r"```.*?```", text, re.S)]
+    for span in re.finditer(r"`([^`\n]+)`", text):
+        if any(lo <= span.start() < hi for lo, hi in fenced):
+            continue
+        if COMMAND_START.match(span.group(1)):
+            found.append((span.start(), shlex.split(span.group(1))))
+    commands: list[list[str]] = []
+    for _, tokens in sorted(found, key=lambda item: item[0]):
+        if tokens not in commands:
+            commands.append(tokens)
+    return commands
+
+
+def is_make(tokens: list[str]) -> bool:
+    return tokens[0] == "make"
+
+
+def script_of(tokens: list[str]) -> str | None:
+    """The script a python line runs (None for `python -m ...`)."""
+    return tokens[1] if len(tokens) > 1 and tokens[1].endswith(".py") else None
+
+
+def not_run_reason(tokens: list[str]) -> str | None:
+    line = " ".join(tokens)
+    if len(tokens) > 1 and tokens[1] == "-m":
+        return "runs the test suite itself"
+    return next((why for needle, why in NOT_RUN.items() if needle in line), None)
+
+
+def expand_placeholders(commands: list[list[str]]) -> list[list[str]]:
+    """`python SCRIPT --help` stands for each pipeline script's --help."""
+    out = []
+    for tokens in commands:
+        if len(tokens) > 1 and tokens[1] == "SCRIPT":
+            out += [[tokens[0], script, *tokens[2:]] for script in SCRIPTS]
+        else:
+            out.append(tokens)
+    return out
+
+
+def check_parses(tokens: list[str]) -> None:
+    """argparse accepts the line (what a run would do first), without running it."""
+    script = ROOT / script_of(tokens)
+    name = f"readme_{script.stem}"
+    module = sys.modules.get(name)
+    if module is None:  # by file path: bench/throughput.py is not importable by name
+        spec = importlib.util.spec_from_file_location(name, script)
+        module = sys.modules[name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    try:
+        module.build_parser().parse_args(tokens[2:])
+    except SystemExit as exc:
+        pytest.fail(f"README line does not parse ({exc.code}): {shlex.join(tokens)}")
+
+
+def make_workspace(tmp_path: Path, name: str) -> Path:
+    """A copy of the repository's scripts, package, Makefile and committed results/."""
+    work = tmp_path / name
+    work.mkdir()
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for path in ROOT.iterdir():
+        if path.suffix in (".py", ".txt") or path.name in ("Makefile", "README.md"):
+            shutil.copy2(path, work / path.name)
+    for folder in ("bertstudy", "results", "scripts", "bench"):
+        shutil.copytree(ROOT / folder, work / folder, ignore=ignore)
+    return work
+
+
+def tiny(tokens: list[str]) -> list[str]:
+    extra = list(TINY_FLAGS.get(script_of(tokens), []))
+    if script_of(tokens) == "rare_char_fetch.py" and "wiki-dump" in tokens:
+        extra = []  # the dump the test writes is tiny already
+    if script_of(tokens) == "check_progress.py" and "--follow" in tokens:
+        extra += ["--count", "1", "--interval", "0.1"]
+    return tokens + extra
+
+
+def run_line(tokens: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    argv = [sys.executable, *tokens[1:]]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", "PYTHONDONTWRITEBYTECODE": "1"}
+    done = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, (f"README line failed with exit {done.returncode}: {shlex.join(tokens)}\n"
+                                  f"{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+    return done
+
+
+def make_script_lines(target_args: list[str], cwd: Path) -> list[list[str]]:
+    """The python script lines `make -n ARGS` would run (PY=python, so they read like the README's)."""
+    done = subprocess.run(["make", "-n", *target_args, "PY=python"], cwd=cwd, capture_output=True, text=True)
+    assert done.returncode == 0, f"make -n {shlex.join(target_args)} failed: {done.stderr}"
+    lines = [shlex.split(line) for line in done.stdout.splitlines() if line.startswith("python ")]
+    return [tokens for tokens in lines if script_of(tokens)]
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.glob("*.png"))}
+
+
+@pytest.fixture(scope="module")
+def commands() -> list[list[str]]:
+    return expand_placeholders(readme_commands(README.read_text(encoding="utf-8")))
+
+
+def test_the_readme_has_the_pipeline_lines(commands):
+    scripts = {script_of(tokens) for tokens in commands if not is_make(tokens)}
+    assert set(SCRIPTS) <= scripts, f"a pipeline script has no README line: {set(SCRIPTS) - scripts}"
+    assert any("--resume" in tokens for tokens in commands), "the resume line is gone"
+    assert any(is_make(tokens) and "quickstart" in tokens for tokens in commands)
+
+
+def test_every_make_line_expands_and_its_script_lines_parse(commands, tmp_path):
+    work = make_workspace(tmp_path, "make-n")
+    make_lines = [tokens for tokens in commands if is_make(tokens)]
+    assert make_lines
+    for tokens in make_lines:  # `make -n`: the README's variables and targets exist; nothing is installed
+        for script_line in make_script_lines(tokens[1:], work):
+            check_parses(script_line)
+
+
+def test_readme_lines_that_cannot_run_still_parse(commands):
+    skipped = [tokens for tokens in commands if not is_make(tokens) and not_run_reason(tokens)]
+    for tokens in skipped:
+        if script_of(tokens):
+            check_parses(tokens)
+
+
+def test_readme_script_lines_run_in_order_on_tiny_data(commands, tmp_path):
+    work = make_workspace(tmp_path, "readme")
+    committed = snapshot(work / "results")
+    assert committed, "results/ holds the committed charts the README shows"
+    ran = []
+    for tokens in commands:
+        if is_make(tokens) or not_run_reason(tokens):
+            continue
+        if "wiki-dump" in tokens:
+            run_wiki_dump_line(tokens, tmp_path)
+            ran.append(tokens)
+            continue
+        extra = []
+        if "--resume" in tokens:
+            out_dir = work / tokens[tokens.index("--out-dir") + 1] if "--out-dir" in tokens else work
+            if not (out_dir / "checkpoints_100k").exists():
+                # Resuming needs an earlier run in that folder: the same line without --resume, stopped early.
+                run_line(tiny([t for t in tokens if t != "--resume"]) + ["--steps", "6"], work)
+            extra = ["--steps", "16"]  # continue past where the earlier run stopped
+        done = run_line(tiny(tokens) + extra, work)
+        if script_of(tokens) == "fill_mask.py" and "--help" not in tokens:
+            assert done.stdout.startswith("[MASK] 1: ")
+        if "--help" in tokens:
+            assert "exit codes:" in done.stdout
+        ran.append(tokens)
+    assert any(script_of(t) == "fill_mask.py" for t in ran) and any("--resume" in t for t in ran)
+    # The README's visualize line wrote its charts beside the history, not over the committed ones.
+    assert snapshot(work / "results") == committed
+
+
+def run_wiki_dump_line(tokens: list[str], tmp_path: Path) -> None:
+    """The dump line, on a tiny dump of 20 articles saved under the name the README gives."""
+    import bz2
+
+    from tests.test_crawl_faults import _dump_xml
+
+    work = make_workspace(tmp_path, "wiki-dump")
+    dump_name = next(t for t in tokens if t.endswith((".xml", ".xml.bz2")))
+    (work / dump_name).write_bytes(bz2.compress(_dump_xml(20).encode("utf-8")))
+    run_line(tiny(tokens), work)
+    assert (work / "data" / "corpus.jsonl").stat().st_size > 0
+
+
+@pytest.mark.parametrize("target", MAKE_TARGETS_RUN)
+def test_makefile_pipeline_lines_run_on_tiny_data(tmp_path, target):
+    work = make_workspace(tmp_path, target)
+    committed = snapshot(work / "results")
+    lines = make_script_lines([target], work)
+    assert [script_of(t) for t in lines][:5] == list(SCRIPTS[:5])
+    for tokens in lines:
+        run_line(tiny(tokens), work)
+    if target == "study-cpu":  # it replaces the committed charts on purpose, so its line says --overwrite
+        after = snapshot(work / "results")
+        assert after.keys() == committed.keys() and all(after[k] != committed[k] for k in committed)
+    else:
+        assert snapshot(work / "results") == committed
+        assert len(snapshot(work / "results" / "quickstart")) == 5

@@ -170,3 +170,20 @@ def test_analyze_and_visualize_take_the_downstream_file(tiny_run, scored, tmp_pa
     (tmp_path / "bad.json").write_text("{}", encoding="utf-8")
     assert analyze_100k.main([str(run / "training_history_100k.json"), "--downstream", str(tmp_path / "bad.json"),
                               "--out", str(out)]) == EXIT_BAD_INPUT
+
+
+def test_a_corpus_without_reviews_skips_sentiment(tiny_run, tmp_path, capsys):
+    root, task_data, corpus, _ = tiny_run
+    from bertstudy.corpus_io import write_documents
+
+    news_only = tmp_path / "news.jsonl"
+    write_documents(news_only, [d for d in load_documents(corpus) if d.id.startswith("pd-")])
+    run = tmp_path / "run"
+    assert train_large_100k.main(tiny_args(news_only, run, tmp_path / "cache", milestones="2",
+                                           heldout_fraction=0.3)) == EXIT_OK
+    capsys.readouterr()
+    assert probe_downstream.main([str(run), "--task-data", str(task_data), *PROBE_ARGS]) == EXIT_OK
+    assert "sentiment: skipped" in capsys.readouterr().out
+    doc = read_json(run / "downstream_100k.json")
+    assert doc["tasks"]["sentiment"]["points"] == [] and doc["tasks"]["sentiment"]["skipped"]
+    assert [p["step"] for p in doc["tasks"]["cws"]["points"]] == [0, 2]

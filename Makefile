@@ -10,7 +10,7 @@ STUDY_DIR ?= runs/cpu_study
 # Extra train_large_100k.py options, e.g. make quickstart TRAIN_ARGS='--threads 1' on a busy CPU.
 TRAIN_ARGS ?=
 
-.PHONY: quickstart test venv system-deps system-deps-test bench study-cpu clean
+.PHONY: quickstart test venv system-deps system-deps-test bench gpu-check study-cpu clean
 
 $(VENV)/.installed: requirements.txt requirements-test.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,8 +38,16 @@ quickstart: system-deps venv
 test: system-deps-test venv
 	$(PY) -m pytest -q tests
 
-bench: venv
+# Training throughput on this machine (8 min on 2 loaded CPU cores; docs/PERFORMANCE.md), ours vs transformers.
+bench: venv data/corpus.jsonl
 	$(PY) bench/throughput.py --out bench/throughput_result.json
+
+data/corpus.jsonl:
+	$(PY) rare_char_fetch.py --source embedded --out data/corpus.jsonl
+
+# The one GPU check (needs a CUDA build of torch: make TORCH_SPEC=torch venv); the README's GPU section.
+gpu-check: venv
+	scripts/gpu_check.sh
 
 # The CPU tier of the study: a reduced but genuine run (25 min on 2 idle cores, results/README.md), outputs to results/
 # (deliberately: --overwrite replaces the committed charts, which visualize_results.py otherwise refuses to do).

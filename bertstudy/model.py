@@ -6,7 +6,12 @@ so that `hf_export.py` can map every weight one to one onto transformers' `BertF
 Two departures that change speed, not results:
   * the query/key/value projections are one fused Linear (split again on export);
   * with labels, the MLM head runs only on the masked positions (about 15% of them): the [B, T, V]
-    logits over every position are never built during training.
+    logits over every position are never built during training. The positions come from the host
+    (`mlm_positions`, padded to a fixed multiple), so the forward has no data-dependent shape: no
+    device-to-host sync and no torch.compile graph break;
+  * packed rows (bertstudy/packing.py): several instances share a row, each with its own
+    `position_ids` and a block-diagonal attention mask from `instance_ids`, so each instance's
+    outputs are those it would have alone, with almost no padding computed.
 
 NSP label convention (see docs/DESIGN.md): 0 = sentence B is the true continuation (IsNext),
 1 = B is a random segment (NotNext), as in BERT and transformers.
@@ -62,9 +67,10 @@ class Embeddings(nn.Module):
         self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.dropout)
 
-    def forward(self, input_ids: Tensor, token_type_ids: Tensor) -> Tensor:
-        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
-        hidden = self.word(input_ids) + self.position(positions) + self.segment(token_type_ids)
+    def forward(self, input_ids: Tensor, token_type_ids: Tensor, position_ids: Tensor | None = None) -> Tensor:
+        if position_ids is None:
+            position_ids = torch.arange(input_ids.shape[1], device=input_ids.device)
+        hidden = self.word(input_ids) + self.position(position_ids) + self.segment(token_type_ids)
         return self.dropout(self.norm(hidden))
 
 
@@ -126,13 +132,17 @@ class BertForPretraining(nn.Module):
             nn.init.zeros_(module.bias)
 
     # ----------------------------------------------------------------------------- forward
-    def encode(self, input_ids: Tensor, token_type_ids: Tensor, attention_mask: Tensor | None) -> Tensor:
+    def encode(self, input_ids: Tensor, token_type_ids: Tensor, attention_mask: Tensor | None,
+               position_ids: Tensor | None = None, instance_ids: Tensor | None = None) -> Tensor:
         """Hidden states [B, T, H]. attention_mask None means "no padding": SDPA then gets no mask
-        and may take its fastest (flash / memory-efficient) kernel."""
+        and may take its fastest (flash / memory-efficient) kernel. instance_ids (packed rows, 0 =
+        padding) replaces attention_mask: a position attends only to positions of its own instance."""
         key_mask = None
-        if attention_mask is not None:
+        if instance_ids is not None:  # [B, 1, T, T]; padding attends to padding, never to an instance
+            key_mask = instance_ids[:, None, :, None] == instance_ids[:, None, None, :]
+        elif attention_mask is not None:
             key_mask = attention_mask.bool()[:, None, None, :]  # [B, 1, 1, T]: True = may be attended
-        hidden = self.embeddings(input_ids, token_type_ids)
+        hidden = self.embeddings(input_ids, token_type_ids, position_ids)
         for layer in self.layers:
             hidden = layer(hidden, key_mask)
         return hidden
@@ -142,9 +152,10 @@ class BertForPretraining(nn.Module):
         transformed = self.mlm_norm(F.gelu(self.mlm_dense(hidden)))
         return F.linear(transformed, self.embeddings.word.weight, self.mlm_bias)
 
-    def nsp_logits(self, hidden: Tensor) -> Tensor:
-        pooled = torch.tanh(self.pooler(hidden[:, 0]))  # the [CLS] position
-        return self.nsp(pooled)
+    def nsp_logits(self, hidden: Tensor, cls_positions: Tensor | None = None) -> Tensor:
+        """NSP logits of the [CLS] position of each row, or of the flat cls_positions of packed rows."""
+        cls_hidden = hidden[:, 0] if cls_positions is None else hidden.reshape(-1, hidden.shape[-1])[cls_positions]
+        return self.nsp(torch.tanh(self.pooler(cls_hidden)))
 
     def forward(
         self,
@@ -153,32 +164,36 @@ class BertForPretraining(nn.Module):
         attention_mask: Tensor | None = None,
         mlm_labels: Tensor | None = None,
         nsp_labels: Tensor | None = None,
+        position_ids: Tensor | None = None,
+        instance_ids: Tensor | None = None,
+        mlm_positions: Tensor | None = None,
+        cls_positions: Tensor | None = None,
     ) -> PretrainingOutput | tuple[Tensor, Tensor]:
         """input_ids/token_type_ids/attention_mask: [B, T] (mask 1 = real token, 0 = pad; None = no pad).
-        mlm_labels: [B, T], IGNORE_INDEX except at masked positions. nsp_labels: [B], 0 = IsNext.
-        Without labels: (mlm_logits [B, T, V], nsp_logits [B, 2]); with labels: PretrainingOutput."""
-        hidden = self.encode(input_ids, token_type_ids, attention_mask)
-        nsp_logits = self.nsp_logits(hidden)
+        mlm_labels: [B, T], IGNORE_INDEX except at masked positions; or, with mlm_positions [P] (flat
+        indices into B x T, from the host), [P] labels of those positions (IGNORE_INDEX = a padding slot).
+        nsp_labels: [B] (0 = IsNext), or [N] with cls_positions [N] (flat; IGNORE_INDEX = padding slot).
+        position_ids/instance_ids: packed rows (see the module docstring).
+        Without labels: (mlm_logits [B, T, V], nsp_logits); with labels: PretrainingOutput.
+        Without mlm_positions the head scores every position (correct, but [B x T, V] logits: the
+        trainer always passes positions)."""
+        hidden = self.encode(input_ids, token_type_ids, attention_mask, position_ids, instance_ids)
+        nsp_logits = self.nsp_logits(hidden, cls_positions)
         if mlm_labels is None and nsp_labels is None:
             return self.mlm_logits(hidden), nsp_logits
 
         zero = hidden.new_zeros(())
         if mlm_labels is not None:
-            selected = mlm_labels != IGNORE_INDEX
-            targets = mlm_labels[selected]
-            logits = self.mlm_logits(hidden[selected])  # [N, V] for the N masked positions only
-            count = targets.numel()
-            # sum / max(N, 1): a batch without masked positions gives loss 0, not NaN
-            mlm_loss = F.cross_entropy(logits.float(), targets, reduction="sum") / max(count, 1)
-            mlm_correct = (logits.detach().argmax(-1) == targets).sum()
-            mlm_count = torch.tensor(count, device=hidden.device)
+            flat = hidden.reshape(-1, hidden.shape[-1])
+            # gather at host-computed positions: a fixed shape, no boolean-mask indexing (no sync)
+            selected = flat if mlm_positions is None else flat[mlm_positions]
+            targets = mlm_labels.reshape(-1)
+            mlm_loss, mlm_correct, mlm_count = _masked_cross_entropy(self.mlm_logits(selected), targets)
         else:
             mlm_loss, mlm_correct, mlm_count = zero, zero.long(), zero.long()
 
         if nsp_labels is not None:
-            nsp_loss = F.cross_entropy(nsp_logits.float(), nsp_labels)
-            nsp_correct = (nsp_logits.detach().argmax(-1) == nsp_labels).sum()
-            nsp_count = torch.tensor(nsp_labels.numel(), device=hidden.device)
+            nsp_loss, nsp_correct, nsp_count = _masked_cross_entropy(nsp_logits, nsp_labels.reshape(-1))
         else:
             nsp_loss, nsp_correct, nsp_count = zero, zero.long(), zero.long()
 
@@ -215,6 +230,16 @@ class BertForPretraining(nn.Module):
         ]
         extra = {"fused": True} if device_type == "cuda" else {}
         return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=eps, **extra)
+
+
+def _masked_cross_entropy(logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """(mean cross-entropy over the targets that are not IGNORE_INDEX, correct, count), all tensors:
+    sum / max(count, 1), so a batch without targets gives loss 0, not NaN, and nothing leaves the device."""
+    valid = targets != IGNORE_INDEX
+    count = valid.sum()
+    loss = F.cross_entropy(logits.float(), targets, ignore_index=IGNORE_INDEX, reduction="sum") / count.clamp(min=1)
+    correct = ((logits.detach().argmax(-1) == targets) & valid).sum()
+    return loss, correct, count
 
 
 def attention_flops_per_token(config: BertConfig, seq_len: int) -> int:

@@ -2,9 +2,11 @@
 but drawn on the fly from a tokenized corpus cached as numpy arrays.
 
 Why on the fly: masking is dynamic (a fresh mask every time an instance is drawn, as RoBERTa showed
-helps), and every instance is a pure function of (seed, stream, step, micro-step, index). So a
-resumed run draws exactly the batches an uninterrupted run would, and DDP ranks take disjoint slices
-of the same global batch (rank r takes indices r*B .. r*B+B-1), so 2 ranks x B equals 1 rank x 2B.
+helps), and every training instance is a pure function of (seed, step, global index in the step's
+batch). So a resumed run draws exactly the batches an uninterrupted run would, DDP ranks take
+disjoint slices of the same global batch (rank r takes indices r*P .. r*P+P-1 of P per rank), and
+neither the world size nor the micro-batch split changes which instances a step trains on.
+bertstudy/packing.py lays the instances into rows; bertstudy/loader.py builds steps ahead.
 
 NSP label convention (BERT's and transformers' `next_sentence_label`):
     nsp_label = 0  ->  "IsNext": segment B is the true continuation of A in the same document
@@ -14,6 +16,7 @@ NSP label convention (BERT's and transformers' `next_sentence_label`):
 from __future__ import annotations
 
 import hashlib
+import struct
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -268,26 +271,35 @@ class InstanceSampler:
         first = int(rng.integers(self.doc_off[doc], self.doc_off[doc + 1]))
         return self.create_instance_from_document(doc, first, rng)
 
-    def draw_instance(self, rng) -> dict[str, np.ndarray | int]:
-        """One padded, masked instance: [CLS] A [SEP] B [SEP] with token types 0 / 1."""
+    def draw_unpadded(self, rng) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+        """One masked instance [CLS] A [SEP] B [SEP] of its own length n (no padding):
+        (input_ids, token_type_ids, mlm_labels, nsp_label); the packer lays these into rows."""
         a, b, label = self.draw_pair(rng)
-        L = self.max_seq_len
-        n = len(a.tokens) + len(b.tokens) + 3
-        ids = np.full(L, PAD_ID, dtype=np.int64)
-        ids[0], ids[1 + len(a.tokens)], ids[n - 1] = CLS_ID, SEP_ID, SEP_ID
-        ids[1:1 + len(a.tokens)] = a.tokens
-        ids[2 + len(a.tokens):n - 1] = b.tokens
-        types = np.zeros(L, dtype=np.int64)
-        types[2 + len(a.tokens):n] = 1
-        starts = np.ones(L, dtype=bool)
-        starts[1:1 + len(a.tokens)] = a.word_starts
-        starts[2 + len(a.tokens):n - 1] = b.word_starts
+        na, n = len(a.tokens), len(a.tokens) + len(b.tokens) + 3
+        ids = np.empty(n, dtype=np.int64)
+        ids[0], ids[1 + na], ids[n - 1] = CLS_ID, SEP_ID, SEP_ID
+        ids[1:1 + na] = a.tokens
+        ids[2 + na:n - 1] = b.tokens
+        types = np.zeros(n, dtype=np.int64)
+        types[2 + na:] = 1
+        starts = None
+        if self.wwm:
+            starts = np.ones(n, dtype=bool)
+            starts[1:1 + na] = a.word_starts
+            starts[2 + na:n - 1] = b.word_starts
+        masked, labels = create_masked_lm_predictions(ids, n, starts, rng, self.mask_rate, self.max_predictions,
+                                                      self.vocab_size)
+        return masked, types, labels, label
+
+    def draw_instance(self, rng) -> dict[str, np.ndarray | int]:
+        """One padded, masked instance: [CLS] A [SEP] B [SEP] with token types 0 / 1, padded to max_seq_len."""
+        ids, types, labels, label = self.draw_unpadded(rng)
+        n, L = len(ids), self.max_seq_len
         attention = np.zeros(L, dtype=np.int64)
         attention[:n] = 1
-        masked, labels = create_masked_lm_predictions(ids, n, starts if self.wwm else None, rng, self.mask_rate,
-                                                      self.max_predictions, self.vocab_size)
-        return {"input_ids": masked, "token_type_ids": types, "attention_mask": attention,
-                "mlm_labels": labels, "nsp_labels": label}
+        return {"input_ids": np.pad(ids, (0, L - n), constant_values=PAD_ID), "token_type_ids": np.pad(types, (0, L - n)),
+                "attention_mask": attention, "mlm_labels": np.pad(labels, (0, L - n), constant_values=IGNORE_INDEX),
+                "nsp_labels": label}
 
 
 def create_masked_lm_predictions(ids: np.ndarray, length: int, word_starts: np.ndarray | None, rng, mask_rate: float,
@@ -301,7 +313,7 @@ def create_masked_lm_predictions(ids: np.ndarray, length: int, word_starts: np.n
         return masked, labels
     num_to_predict = min(max_predictions, max(1, int(round(len(candidates) * mask_rate))))
     if word_starts is None:
-        chosen = np.sort(rng.choice(candidates, size=num_to_predict, replace=False))
+        chosen = np.sort(candidates[rng.permutation(len(candidates))[:num_to_predict]])  # a uniform subset
     else:
         # a candidate continues the previous group only if it is not a word start and directly follows it
         new_group = word_starts[candidates].copy()
@@ -336,20 +348,49 @@ def stack_instances(instances: list[dict]) -> dict[str, np.ndarray]:
     return batch
 
 
+_KEY = struct.Struct("<5q")
+
+
+def _keyed_state(seed: int, stream: int, step: int, micro_step: int, index: int) -> dict:
+    """A PCG64 state hashed from the key: independent streams without SeedSequence's cost
+    (setting a state is ~6 us; building a seeded Generator ~35 us, a third of an instance)."""
+    digest = hashlib.blake2b(_KEY.pack(seed, stream, step, micro_step, index), digest_size=32).digest()
+    return {"bit_generator": "PCG64", "has_uint32": 0, "uinteger": 0,
+            "state": {"state": int.from_bytes(digest[:16], "little"), "inc": int.from_bytes(digest[16:], "little") | 1}}
+
+
+class KeyedRng:
+    """One Generator re-seeded per key: `at(key)` returns it set to the key's stream. Reused, so
+    each caller takes its draws before asking for the next key (the loops here do)."""
+
+    def __init__(self):
+        self.bit_generator = np.random.PCG64(0)
+        self.generator = np.random.Generator(self.bit_generator)
+
+    def at(self, seed: int, stream: int, step: int, micro_step: int, index: int) -> np.random.Generator:
+        self.bit_generator.state = _keyed_state(seed, stream, step, micro_step, index)
+        return self.generator
+
+
 def instance_rng(seed: int, stream: int, step: int, micro_step: int, index: int) -> np.random.Generator:
-    return np.random.default_rng([seed, stream, step, micro_step, index])
+    """A fresh Generator on the key's stream (the same stream KeyedRng.at gives)."""
+    return KeyedRng().at(seed, stream, step, micro_step, index)
 
 
-def training_micro_batch(sampler: InstanceSampler, seed: int, step: int, micro_step: int, rank: int,
-                         batch_size: int) -> dict[str, np.ndarray]:
-    """The rank's slice of the global micro-batch of (step, micro_step): a pure function of its arguments."""
-    first = rank * batch_size
-    return stack_instances([sampler.draw_instance(instance_rng(seed, TRAIN_STREAM, step, micro_step, first + j))
-                            for j in range(batch_size)])
+def training_instances(sampler: InstanceSampler, seed: int, step: int, first: int, count: int) -> list[tuple]:
+    """Unpadded instances `first .. first+count-1` of step `step`'s global batch: a pure function of
+    (seed, step, global index). How the global batch is split into ranks and micro-batches does not
+    change which instances a step trains on."""
+    keyed = KeyedRng()
+    return [sampler.draw_unpadded(keyed.at(seed, TRAIN_STREAM, step, 0, first + j)) for j in range(count)]
+
+
+def fixed_eval_instances(sampler: InstanceSampler, seed: int, num_instances: int) -> list[tuple]:
+    """The held-out set, unpadded: the same instances and the same masks at every evaluation."""
+    return [sampler.draw_unpadded(instance_rng(seed, EVAL_STREAM, 0, 0, i)) for i in range(num_instances)]
 
 
 def fixed_eval_batches(sampler: InstanceSampler, seed: int, num_instances: int, batch_size: int) -> list[dict]:
-    """The held-out set: the same instances and the same masks at every evaluation, so evals compare."""
+    """The held-out set as padded [B, max_seq_len] batches (the plain layout; training packs instead)."""
     instances = [sampler.draw_instance(instance_rng(seed, EVAL_STREAM, 0, 0, i)) for i in range(num_instances)]
     return [stack_instances(instances[i:i + batch_size]) for i in range(0, num_instances, batch_size)]
-

@@ -23,9 +23,11 @@ LOG_NAME = "training_log_100k.jsonl"
 TRAIN_LISTS = {  # history list -> key of the "train" log record
     "steps": "step", "mlm_acc": "mlm_acc", "nsp_acc": "nsp_acc", "loss": "loss", "lr": "lr",
     "mlm_loss": "mlm_loss", "nsp_loss": "nsp_loss", "tokens_per_s": "tokens_per_s", "elapsed_s": "elapsed_s",
+    "data_wait_s": "data_wait_s",  # seconds the loop waited for batches since the previous point
 }
 EVAL_LISTS = {"eval_steps": "step", "eval_mlm_acc": "mlm_acc", "eval_nsp_acc": "nsp_acc", "eval_mlm_loss": "mlm_loss"}
-TIMING_LISTS = ("tokens_per_s", "elapsed_s")  # differ between runs of identical content
+OPTIONAL_TRAIN_KEYS = ("data_wait_s",)  # lists a history may lack (see add_train_point)
+TIMING_LISTS = ("tokens_per_s", "elapsed_s", "data_wait_s")  # differ between runs of identical content
 
 
 def new_history(meta: dict) -> dict:
@@ -36,6 +38,14 @@ def new_history(meta: dict) -> dict:
 
 def add_train_point(history: dict, record: dict) -> None:
     for name, key in TRAIN_LISTS.items():
+        if key in OPTIONAL_TRAIN_KEYS:
+            # kept only while every point has it (a history begun by an older release, or a record
+            # from another writer, goes without it): the lists stay parallel and all numbers
+            if key in record and len(history.get(name, ())) == len(history["steps"]) - 1:
+                history.setdefault(name, []).append(record[key])
+            else:
+                history.pop(name, None)
+            continue
         history[name].append(record[key])
 
 
@@ -49,7 +59,8 @@ def truncate_history(history: dict, step: int) -> dict:
     keep = sum(1 for s in history["steps"] if s <= step)
     keep_eval = sum(1 for s in history["eval_steps"] if s <= step)
     for name in TRAIN_LISTS:
-        del history[name][keep:]
+        if name in history:
+            del history[name][keep:]
     for name in EVAL_LISTS:
         del history[name][keep_eval:]
     return history

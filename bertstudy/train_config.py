@@ -53,7 +53,7 @@ class TrainConfig:
     grad_clip: float = _f(1.0, cli.non_negative_float, "clip the global grad norm (0: off)")  # BERT's 1.0
     # ---- run
     steps: int = _f(100_000, cli.positive_int, "optimizer steps")  # the study's 100k
-    batch_size: int = _f(32, cli.positive_int, "instances per micro-batch per process")  # the original's 32
+    batch_size: int = _f(32, cli.positive_int, "instances per micro-batch per process, or auto (see --auto-batch)")  # the original's 32
     grad_accum: int = _f(4, cli.positive_int, "micro-batches per optimizer step")  # 32 x 4 = 128 per step
     log_interval: int = _f(100, cli.positive_int, "steps between training log points")  # 1000 points over 100k
     eval_interval: int = _f(1000, cli.positive_int, "steps between held-out evals")  # 100 evals over 100k
@@ -64,7 +64,15 @@ class TrainConfig:
     seed: int = _f(42, cli.non_negative_int, "seed of init, split, batches and masks")
     amp: bool | None = _f(None, bool, "mixed precision (default: on for CUDA, off for CPU)")  # CPU bf16 is slower on most CPUs
     compile: bool = _f(False, bool, "torch.compile the model")  # off: compile time dominates short runs
+    compile_mode: str = _f("default", str, "torch.compile mode: default, reduce-overhead (CUDA graphs) or "
+                                           "max-autotune")  # default: CUDA graphs unmeasured here (docs/PERFORMANCE.md)
+    auto_batch: bool = _f(False, bool, "keep the global batch (batch_size x grad_accum per process) and pick the "
+                                       "largest micro-batch that fits the GPU (--batch-size auto; CPU keeps the split)")
+    # off: the configured split, as the study's record says; on CUDA auto gives the same mathematics faster
     device: str = _f("auto", device_choice, "auto, cpu, cuda or cuda:N")  # auto: CUDA when present; cuda: GPU LOCAL_RANK
+    data_workers: int = _f(-1, cli.int_in_range(-1, 64), "processes building batches ahead (-1: 2 on CUDA, "
+                                                        "0 on CPU = built in the loop)")
+    # -1: on a GPU two workers keep ahead of the step; on a CPU they would take cores from the model
     max_nonfinite: int = _f(5, cli.positive_int, "stop after this many non-finite losses in a row")
     progress: bool = _f(True, bool, "show a tqdm progress bar")
     threads: int = _f(0, cli.non_negative_int, "torch CPU threads (0: torch's default, one per core; "
@@ -111,6 +119,14 @@ PRESETS: dict[str, dict] = {
 }
 
 
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def batch_size_or_auto(text: str):
+    """--batch-size: a positive integer, or `auto` (= --auto-batch with the preset's split as the global batch)."""
+    return "auto" if text.strip().lower() == "auto" else cli.positive_int(text)
+
+
 def preset_config(name: str, **overrides) -> TrainConfig:
     if name not in PRESETS:
         raise UsageError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
@@ -124,6 +140,8 @@ def validate(config: TrainConfig) -> TrainConfig:
     from .milestones import milestone_steps  # no torch: parses the spec, refusing a bad one here
 
     milestone_steps(config.milestones, config.steps)
+    if config.compile_mode not in COMPILE_MODES:
+        raise UsageError(f"--compile-mode must be one of {', '.join(COMPILE_MODES)}, got {config.compile_mode!r}")
     if config.max_seq_len < 8:
         raise UsageError(f"--max-seq-len must be >= 8 ([CLS] A [SEP] B [SEP] and some text), got {config.max_seq_len}")
     return config
@@ -148,7 +166,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         if f.name == "preset":
             continue
         flag = "--" + f.name.replace("_", "-")
-        kind = f.metadata["type"]
+        kind = batch_size_or_auto if f.name == "batch_size" else f.metadata["type"]
         if kind is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
                                 help=f.metadata["help"] + _preset_values(f.name))
@@ -163,6 +181,9 @@ def given_fields(args: argparse.Namespace) -> dict:
              if f.name != "preset" and getattr(args, f.name, None) is not None}
     if getattr(args, "preset", None) is not None:
         given["preset"] = args.preset
+    if given.get("batch_size") == "auto":  # --batch-size auto: the global batch stays the preset's (or given) split
+        del given["batch_size"]
+        given["auto_batch"] = True
     return given
 
 
@@ -196,7 +217,7 @@ ARCHITECTURE_FIELDS = ("hidden_size", "num_layers", "num_heads", "intermediate_s
 CHANGEABLE_ON_RESUME = ("steps", "log_interval", "eval_interval", "save_interval", "keep_last", "milestones", "max_nonfinite",
                         "corpus", "cache_dir")
 # These belong to this session, not to the run: they come from the resume line, defaults included.
-SESSION_FIELDS = ("out_dir", "device", "threads", "progress", "compile", "amp")
+SESSION_FIELDS = ("out_dir", "device", "threads", "progress", "compile", "amp", "compile_mode", "data_workers")
 
 
 def resume_config(saved: dict, given: dict, session: TrainConfig, source: str) -> TrainConfig:

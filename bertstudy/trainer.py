@@ -18,9 +18,11 @@ import numpy as np
 import torch
 import torch.distributed as torch_dist
 
-from .device import Distributed, precision_settings, to_device
+from .device import Distributed, precision_settings
 from .model import BertConfig, BertForPretraining
-from .pretraining_data import InstanceSampler, training_micro_batch
+from .loader import batch_to_device, step_micro_batches
+from .packing import host_counts
+from .pretraining_data import InstanceSampler
 from .train_config import TrainConfig
 
 TOTAL_NAMES = ("mlm_correct", "mlm_count", "nsp_correct", "nsp_count", "mlm_loss_sum", "nsp_loss_sum", "tokens")
@@ -75,7 +77,7 @@ class Trainer:
             ids = [self.dist.device.index] if self.dist.device.type == "cuda" else None
             self.model = DistributedDataParallel(self.model, device_ids=ids)
         if self.config.compile:
-            self.model = torch.compile(self.model)
+            self.model = torch.compile(self.model, mode=self.config.compile_mode)
 
     def autocast(self):
         if self.amp_dtype is None:
@@ -89,26 +91,29 @@ class Trainer:
 
     def micro_batches(self, step: int) -> list[dict[str, np.ndarray]]:
         c = self.config
-        return [training_micro_batch(self.sampler, c.seed, step, m, self.dist.rank, c.batch_size)
-                for m in range(c.grad_accum)]
+        return step_micro_batches(self.sampler, c.seed, step, self.dist.rank, c.batch_size, c.grad_accum)
 
-    def train_step(self, step: int, batches: list[dict[str, np.ndarray]] | None = None) -> StepResult:
-        """One optimizer update at `step` (0-based). A non-finite loss or gradient norm skips the
-        update (counted); the caller stops the run after max_nonfinite in a row."""
+    def train_step(self, step: int, batches: list[dict] | None = None) -> StepResult:
+        """One optimizer update at `step` (0-based) on `batches` (the loader's; built here when None).
+        A non-finite loss or gradient norm skips the update (counted); the caller stops the run after
+        max_nonfinite in a row. The counts that weight the micro-batches come from the host, so
+        nothing in the micro-batch loop waits for the device."""
         c, device = self.config, self.dist.device
         lr = lr_at(step, c)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         batches = self.micro_batches(step) if batches is None else batches
-        local = [(int((b["mlm_labels"] != -100).sum()), len(b["nsp_labels"]), int(b["attention_mask"].sum()))
-                 for b in batches]
-        step_counts = self._all_reduce(torch.tensor([sum(x[0] for x in local), sum(x[1] for x in local)],
-                                                    dtype=torch.float64, device=device))
-        mlm_total, nsp_total = max(step_counts[0].item(), 1.0), step_counts[1].item()
+        local = [host_counts(b) for b in batches]
+        step_mlm, step_nsp = sum(x[0] for x in local), sum(x[1] for x in local)
+        if self.dist.enabled:  # weights stay on the device: no sync before the first micro-batch
+            step_counts = self._all_reduce(torch.tensor([step_mlm, step_nsp], dtype=torch.float64, device=device))
+            mlm_total, nsp_total = step_counts[0].clamp(min=1.0).float(), step_counts[1].float()
+        else:
+            mlm_total, nsp_total = float(max(step_mlm, 1)), float(step_nsp)
         step_totals = torch.zeros_like(self.totals)
         loss_sum = torch.zeros((), dtype=torch.float32, device=device)
-        for m, numpy_batch in enumerate(batches):
-            batch = to_device(numpy_batch, device)
+        for m, host_batch in enumerate(batches):
+            batch = batch_to_device(host_batch, device)
             last = m == len(batches) - 1
             sync = contextlib.nullcontext() if (last or not self.dist.enabled) else self.model.no_sync()
             with sync:
@@ -121,8 +126,8 @@ class Trainer:
             loss_sum += loss.detach().float()
             step_totals += torch.stack([out.mlm_correct.double(), out.mlm_count.double(), out.nsp_correct.double(),
                                         out.nsp_count.double(), out.mlm_loss.detach().double() * local[m][0],
-                                        out.nsp_loss.detach().double() * local[m][1],
-                                        torch.tensor(float(local[m][2]), dtype=torch.float64, device=device)])
+                                        out.nsp_loss.detach().double() * local[m][1], torch.zeros_like(loss_sum).double()])
+        step_totals[6] += float(sum(x[2] for x in local))  # real tokens: a host count, one copy per step
         finite = torch.isfinite(loss_sum).float()
         if self.scaler:
             self.scaler.unscale_(self.optimizer)

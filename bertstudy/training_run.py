@@ -23,14 +23,15 @@ from tqdm import tqdm
 
 from . import checkpoint as ckpt
 from . import milestones as ms
+from .batch_fit import resolve_batch_split
 from .atomic_io import atomic_write_json
 from .corpus_io import load_documents
-from .device import Distributed, setup_distributed, teardown_distributed, to_device
+from .device import Distributed, setup_distributed, teardown_distributed
 from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_RUNTIME, BadInputError, StudyError
 from .heldout_split import SPLIT_NAME, split_record, write_split
 from .model import BertForPretraining
-from .pretraining_data import (InstanceSampler, fixed_eval_batches, file_sha256, load_or_build_cache,
-                               split_documents)
+from .loader import LoaderClock, batch_to_device, eval_micro_batches, make_step_loader, resolve_workers
+from .pretraining_data import InstanceSampler, file_sha256, load_or_build_cache, split_documents
 from .run_folder import EXPORT_DIR_NAME, StartPlan, plan_start
 from .run_log import HISTORY_NAME, LOG_NAME, RunLog, add_eval_point, add_train_point, new_history, \
     truncate_history, write_history
@@ -159,6 +160,8 @@ def _train(plan: StartPlan, dist: Distributed, overwrite: bool) -> int:
     model = BertForPretraining(model_config).to(dist.device)
     torch.manual_seed(config.seed + dist.rank)  # dropout streams differ per rank
     trainer = Trainer(config, model, data.train_sampler, dist)
+    config = trainer.config = resolve_batch_split(config, model, len(data.vocab), dist.device, trainer.autocast,
+                                                  verbose=dist.is_main)  # --batch-size auto (CUDA)
     vocab_hash = data.vocab.hash
 
     start_step, elapsed, history, resumed_from = 0, 0.0, None, None
@@ -202,7 +205,7 @@ def _train(plan: StartPlan, dist: Distributed, overwrite: bool) -> int:
             "nonfinite_skipped": 0,
         })
     history["meta"]["total_steps"] = config.steps
-    eval_batches = [to_device(b, dist.device) for b in fixed_eval_batches(
+    eval_batches = [batch_to_device(b, dist.device) for b in eval_micro_batches(
         data.eval_sampler, config.seed, config.eval_instances, config.batch_size)] if dist.is_main else []
 
     log = None
@@ -270,10 +273,14 @@ def _train(plan: StartPlan, dist: Distributed, overwrite: bool) -> int:
                dynamic_ncols=True, desc="train", file=sys.stderr)
     status, step = "failed", start_step
     step_seconds = 0.0  # time in train_step since the last log point: tokens/s leaves evals and saves out
+    loader = LoaderClock(make_step_loader(data.train_sampler, config.seed, dist.rank, config.batch_size,
+                                          config.grad_accum, start_step, config.steps, dist.device,
+                                          resolve_workers(config.data_workers, dist.device)))
     try:
         while step < config.steps:
+            _, batches = loader.next_step()  # the loader's step is `step`: both start at start_step
             started = time.monotonic()
-            result = trainer.train_step(step)
+            result = trainer.train_step(step, batches)
             step_seconds += time.monotonic() - started
             step += 1
             bar.update(1)
@@ -288,7 +295,7 @@ def _train(plan: StartPlan, dist: Distributed, overwrite: bool) -> int:
                     record = log.write("train", step=step, mlm_acc=totals["mlm_acc"], nsp_acc=totals["nsp_acc"],
                                        loss=totals["loss"], mlm_loss=totals["mlm_loss"], nsp_loss=totals["nsp_loss"],
                                        lr=result.lr, tokens_per_s=totals["tokens"] / max(step_seconds, 1e-9),
-                                       elapsed_s=clock.elapsed())
+                                       elapsed_s=clock.elapsed(), data_wait_s=loader.take_wait())
                     add_train_point(history, record)
                     write_history(history_path, history)
                     bar.set_postfix(loss=f"{totals['loss']:.3f}", mlm=f"{totals['mlm_acc']:.3f}")

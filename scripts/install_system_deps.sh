@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the project needs, only those missing, with sudo when not root.
-#   scripts/install_system_deps.sh          # runtime: a CJK font for the charts' Chinese labels
+#   scripts/install_system_deps.sh          # runtime: a CJK font for the charts' Chinese labels, g++ for --compile on CPU
 #   scripts/install_system_deps.sh --test   # plus a real MediaWiki (PHP + SQLite) for the crawler tests
 set -euo pipefail
-packages=(fonts-noto-cjk)
+packages=(fonts-noto-cjk g++)  # g++: torch.compile's inductor builds its CPU kernels with it
 if [[ "${1:-}" == "--test" ]]; then
   # php8.2-cgi and micro-httpd satisfy mediawiki's web-server dependency without apache2.
   packages+=(mediawiki php8.2-cgi micro-httpd php-cli php-sqlite3 php-mbstring php-xml php-intl)

@@ -1,5 +1,5 @@
-"""The throughput benchmark end to end on the tiny preset: it runs both models and writes the
-JSON with positive figures; the batch it times is masked as documented."""
+"""The throughput benchmark end to end on the tiny preset and a tiny corpus: it drives the trainer's
+own step for each runner, writes every figure the JSON promises, and refuses bad options."""
 
 import json
 
@@ -8,52 +8,73 @@ import torch
 
 pytest.importorskip("transformers")
 from bench import throughput  # noqa: E402
+from tests.train_helpers import write_tiny_corpus  # noqa: E402
 
 torch.set_num_threads(1)
 
 
-def test_tiny_benchmark_writes_positive_figures(tmp_path, capsys):
-    out = tmp_path / "bench.json"
-    argv = ["--preset", "tiny", "--vocab-size", "300", "--steps", "2", "--warmup", "1", "--repeats", "2",
-            "--device", "cpu", "--threads", "1", "--peak-tflops", "0.5", "--out", str(out)]
+@pytest.fixture(scope="module")
+def tiny_result(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bench")
+    corpus = write_tiny_corpus(root)
+    out = root / "bench.json"
+    argv = ["--preset", "tiny", "--corpus", str(corpus), "--cache-dir", str(root / "cache"), "--steps", "1",
+            "--warmup", "1", "--repeats", "2", "--device", "cpu", "--threads", "1", "--compile-preset", "none",
+            "--out", str(out)]
     assert throughput.main(argv) == 0
-    result = json.loads(out.read_text())
+    return json.loads(out.read_text())
+
+
+def test_every_runner_is_timed_with_positive_figures(tiny_result):
+    result = tiny_result
     assert result["device"] == "cpu" and result["precision"] == "fp32" and result["preset"] == "tiny"
-    for name in ("ours", "transformers"):
-        figures = result[name]
-        for key in ("tokens_per_s", "step_time_s", "peak_memory_mb", "mfu", "first_loss"):
+    assert result["matmul_peak_gflops"] > 0 and result["mfu_peak_gflops"] == pytest.approx(result["matmul_peak_gflops"])
+    assert len(result["load_average_before"]) == 3 and result["compile"] is None
+    for name in throughput.RUNNERS:
+        figures = result["models"][name]
+        for key in ("tokens_per_s", "step_time_s", "peak_memory_mb", "mfu"):
             assert figures[key] > 0, (name, key)
+        assert 0 <= figures["data_wait_s_per_step"] < figures["step_time_s"] and 0 <= figures["padding"] < 1
         assert len(figures["tokens_per_s_repeats"]) == 2
-        tokens_per_step = result["shape"]["batch"] * result["shape"]["seq_len"]
-        assert figures["tokens_per_s"] * figures["step_time_s"] == pytest.approx(tokens_per_step, rel=0.5)
-        expected_mfu = figures["tokens_per_s"] * result["flops_per_token"] / 0.5e12
+        expected_mfu = figures["tokens_per_s"] * result["flops_per_token"] / (result["mfu_peak_gflops"] * 1e9)
         assert figures["mfu"] == pytest.approx(expected_mfu)
-    assert result["ratio_tokens_per_s"] == pytest.approx(result["ours"]["tokens_per_s"] / result["transformers"]["tokens_per_s"])
-    assert result["parameters"] > result["non_embedding_parameters"] > 0
-    assert "ours/transformers" in capsys.readouterr().out
+    models = result["models"]
+    assert models["ours-packed"]["padding"] <= models["ours-plain"]["padding"] == pytest.approx(
+        models["transformers-plain"]["padding"])  # the plain runners train on the same padded rows
+    assert result["ratio_ours_packed_vs_transformers"] == pytest.approx(
+        models["ours-packed"]["tokens_per_s"] / models["transformers-plain"]["tokens_per_s"])
 
 
-def test_cpu_without_peak_reports_no_mfu(tmp_path):
-    out = tmp_path / "bench.json"
-    assert throughput.main(["--preset", "tiny", "--vocab-size", "100", "--steps", "1", "--warmup", "0",
-                            "--repeats", "1", "--device", "cpu", "--out", str(out)]) == 0
-    result = json.loads(out.read_text())
-    assert result["ours"]["mfu"] is None and result["peak_tflops"] is None
+def test_data_figures_compare_packed_and_plain(tiny_result):
+    data = tiny_result["data"]
+    for layout in ("packed", "plain"):
+        assert data[layout]["build_ms"] > 0 and 0 <= data[layout]["padding"] < 1
+    assert data["packed"]["padding"] <= data["plain"]["padding"]
+    assert data["packed"]["rows_per_step"] <= data["plain"]["rows_per_step"] == data["batch_size"] * data["grad_accum"]
 
 
-def test_batch_is_masked_at_fifteen_percent():
-    batch = throughput.make_batch(vocab_size=50, batch=3, seq_len=40, mask_rate=0.15, seed=1)
-    labels, ids = batch["mlm_labels"], batch["input_ids"]
-    masked = labels != -100
-    assert masked.sum(dim=1).tolist() == [6, 6, 6]
-    assert torch.all(ids[masked] == throughput.MASK_ID)
-    assert torch.all(labels[masked] >= throughput.FIRST_CHAR_ID)
-    assert not masked[:, 0].any() and not masked[:, -1].any()  # [CLS] and the last [SEP] are never masked
+def test_transformers_runner_has_our_losses_on_the_same_batch():
+    cpu = torch.device("cpu")
+    config = throughput.bench_config("tiny", cpu, None, None)
+    ours = throughput.build_model("ours-plain", config, 120, cpu).eval()
+    theirs = throughput.build_model("transformers-plain", config, 120, cpu).eval()
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(5, 120, (3, 32), generator=gen)
+    mask = torch.ones_like(ids)
+    mask[1, 20:] = 0
+    positions = torch.tensor([1, 5, 40, 70, 90])
+    batch = dict(input_ids=ids, token_type_ids=torch.zeros_like(ids), attention_mask=mask, mlm_positions=positions,
+                 mlm_labels=ids.reshape(-1)[positions], nsp_labels=torch.tensor([0, 1, 0]))
+    with torch.no_grad():
+        a, b = ours(**batch), theirs(**batch)
+    torch.testing.assert_close(a.loss, b.loss, rtol=1e-4, atol=1e-5)
+    assert int(a.mlm_count) == int(b.mlm_count) == 5
 
 
 def test_bad_options_exit_2(tmp_path, capsys):
-    assert throughput.main(["--preset", "tiny", "--vocab-size", "5", "--device", "cpu", "--out", str(tmp_path / "x.json")]) == 2
-    assert "vocab-size" in capsys.readouterr().err
+    assert throughput.main(["--preset", "tiny", "--corpus", str(tmp_path / "missing.jsonl"), "--device", "cpu",
+                            "--out", str(tmp_path / "x.json")]) == 2
+    assert "rare_char_fetch.py" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exc:
         throughput.main(["--steps", "0"])
     assert exc.value.code == 2

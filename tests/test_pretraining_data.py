@@ -8,7 +8,7 @@ import pytest
 from bertstudy.corpus_io import Document
 from bertstudy.pretraining_data import (IGNORE_INDEX, IS_NEXT, NOT_NEXT, InstanceSampler, create_masked_lm_predictions,
                                         fixed_eval_batches, load_or_build_cache, split_documents, tokenize_documents,
-                                        training_micro_batch, truncate_seq_pair, Segment)
+                                        training_instances, truncate_seq_pair, Segment)
 from bertstudy.vocab import CLS_ID, MASK_ID, NUM_SPECIAL, PAD_ID, SEP_ID, build_vocab
 from tests.train_helpers import CHARS, tiny_documents, write_tiny_corpus
 
@@ -150,16 +150,17 @@ def test_heldout_split_is_disjoint_seeded_and_never_sampled_for_training():
         assert _document_of(train_sampler, _offset(train_sampler, b)) in set(train)
 
 
-def test_batches_are_pure_functions_and_ranks_slice_the_global_batch():
+def test_instances_are_pure_functions_of_step_and_global_index():
     sampler, _ = _sampler(tiny_documents(20), max_seq_len=32)
-    one = training_micro_batch(sampler, 1, step=5, micro_step=1, rank=0, batch_size=8)
-    again = training_micro_batch(sampler, 1, step=5, micro_step=1, rank=0, batch_size=8)
-    rank1 = training_micro_batch(sampler, 1, step=5, micro_step=1, rank=1, batch_size=4)
-    other_step = training_micro_batch(sampler, 1, step=6, micro_step=1, rank=0, batch_size=8)
-    for key in one:
-        assert (one[key] == again[key]).all()
-        assert (one[key][4:] == rank1[key]).all()
-    assert (one["input_ids"] != other_step["input_ids"]).any()
+    one = training_instances(sampler, 1, step=5, first=0, count=8)
+    again = training_instances(sampler, 1, step=5, first=0, count=8)
+    second_half = training_instances(sampler, 1, step=5, first=4, count=4)  # e.g. rank 1 of 2
+    other_step = training_instances(sampler, 1, step=6, first=0, count=8)
+    for a, b in zip(one, again):
+        assert all(np.array_equal(x, y) for x, y in zip(a[:3], b[:3])) and a[3] == b[3]
+    for a, b in zip(one[4:], second_half):
+        assert all(np.array_equal(x, y) for x, y in zip(a[:3], b[:3])) and a[3] == b[3]
+    assert any(len(a[0]) != len(b[0]) or (a[0] != b[0]).any() for a, b in zip(one, other_step))
     evals = fixed_eval_batches(sampler, 1, 10, 4)
     assert [len(b["nsp_labels"]) for b in evals] == [4, 4, 2]
     assert all((x["input_ids"] == y["input_ids"]).all() for x, y in zip(evals, fixed_eval_batches(sampler, 1, 10, 4)))

@@ -57,7 +57,7 @@ def _comparable(out: Path) -> tuple[dict, list]:
     meta = history.pop("meta")
     for key in ("started_at", "finished_at", "config"):
         meta.pop(key)
-    records = [{k: v for k, v in r.items() if k not in ("time", "tokens_per_s", "elapsed_s", "path")}
+    records = [{k: v for k, v in r.items() if k not in ("time", "path", *TIMING_LISTS)}
                for _, r in iter_jsonl(out / "training_log_100k.jsonl") if r["kind"] in ("train", "eval", "checkpoint")]
     return {**history, "meta": meta}, records
 

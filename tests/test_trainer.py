@@ -14,7 +14,8 @@ from bertstudy import checkpoint as ckpt
 from bertstudy.atomic_io import iter_jsonl
 from bertstudy.errors import EXIT_RUNTIME
 from bertstudy.model import BertForPretraining
-from bertstudy.pretraining_data import InstanceSampler, tokenize_documents, training_micro_batch
+from bertstudy.packing import host_counts, pack_micro_batches
+from bertstudy.pretraining_data import InstanceSampler, tokenize_documents, training_instances
 from bertstudy.train_config import preset_config
 from bertstudy.trainer import Trainer, lr_at, model_config_for
 from bertstudy.vocab import build_vocab
@@ -52,15 +53,17 @@ def _capture_grads(trainer: Trainer) -> list:
 
 def test_accumulating_4_by_8_equals_one_batch_of_32():
     config, sampler, model = _setup(batch_size=8, grad_accum=4)
-    micro = [training_micro_batch(sampler, 3, 0, m, 0, 8) for m in range(4)]
-    masked_counts = [int((b["mlm_labels"] != -100).sum()) for b in micro]
+    instances = training_instances(sampler, 3, 0, 0, 32)
+    micro = pack_micro_batches(instances, config.max_seq_len, 4)
+    assert len(micro) == 4
+    masked_counts = [host_counts(b)[0] for b in micro]
     assert len(set(masked_counts)) > 1  # unequal masked tokens: a plain 1/accum weighting would be wrong
     accumulating = Trainer(config, model, sampler)
     grads_accumulated = _capture_grads(accumulating)
     accumulating.train_step(0, micro)
 
     config32, _, model32 = _setup(batch_size=32, grad_accum=1)
-    whole = {key: np.concatenate([b[key] for b in micro]) for key in micro[0]}
+    whole = pack_micro_batches(instances, config.max_seq_len, 1)[0]
     single = Trainer(config32, model32, sampler)
     grads_whole = _capture_grads(single)
     single.train_step(0, [whole])

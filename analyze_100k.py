@@ -28,6 +28,7 @@ EXAMPLES = [
     "python analyze_100k.py tests/data/original_training_history_100k.json --require-r 0.85 --out /tmp/a.json"
     "   # exits 1: r=0.787",
     "python analyze_100k.py b.json --compare 50K=a.json 100K=b.json --out results/analysis.json",
+    "python analyze_100k.py runs/cpu_study_ms/training_history_100k.json --downstream runs/cpu_study_ms/downstream_100k.json",
 ]
 
 
@@ -62,6 +63,9 @@ def build_parser():
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an --out file that holds an analysis of another history or metric, or a file "
                              "of unknown origin (an analysis of the same numbers is always redone)")
+    parser.add_argument("--downstream", default=None, metavar="FILE",
+                        help="probe_downstream.py's JSON: adds, per task, Pearson and Spearman (with intervals) between "
+                             "held-out MLM accuracy and the score, and between log-step and the score")
     parser.add_argument("--quiet", action="store_true", help="print only the output path, not the report")
     return parser
 
@@ -82,9 +86,17 @@ def main(argv=None) -> int:
         runs = [(label, load_history(path)) for label, path in args.compare]
         result = analyze(history, args.metric, train_fraction=args.train_fraction, targets=args.target,
                          bootstrap=args.bootstrap, seed=args.seed, compare=runs, require_r=args.require_r)
+        if args.downstream:
+            from bertstudy.downstream.analysis import downstream_correlations, load_downstream
+
+            result["downstream"] = downstream_correlations(load_downstream(args.downstream), args.downstream)
         atomic_write_json(out, result)
         if not args.quiet:
             print(format_report(result))
+            if args.downstream:
+                from bertstudy.downstream.analysis import format_downstream
+
+                print("\n" + format_downstream(result["downstream"]))
         print(f"wrote {out}")
         if args.require_r is not None and not result["goal_achieved"]:
             # on stderr, so --quiet (and a pipe of stdout) still say why the exit is 1

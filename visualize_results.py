@@ -38,6 +38,8 @@ EXAMPLES = [
     "python visualize_results.py runs/b/training_history_100k.json "
     "--compare 50K=runs/a/training_history_100k.json 100K=runs/b/training_history_100k.json",
     "CBC_NO_CJK_FONT=1 python visualize_results.py history.json --lang en   # English-only labels",
+    "python visualize_results.py runs/cpu_study_ms/training_history_100k.json "
+    "--downstream runs/cpu_study_ms/downstream_100k.json   # adds downstream.png",
 ]
 
 
@@ -53,6 +55,8 @@ def build_parser():
                         help="runs for comparison_50k_100k.png (default: the main history alone)")
     parser.add_argument("--train-fraction", type=open_unit_float, default=0.5,
                         help="share of the points the forecast curves are fitted on (default: %(default)s)")
+    parser.add_argument("--downstream", metavar="FILE",
+                        help="probe_downstream.py's JSON: adds a sixth chart, downstream.png")
     parser.add_argument("--out-dir", default=None,
                         help="folder for the PNGs (default: the history's folder)")
     parser.add_argument("--overwrite", action="store_true",
@@ -81,7 +85,13 @@ def main(argv=None) -> int:
         check_writable_dir(out_dir, "--out-dir")  # before the (slow) drawing: a bad folder fails at once
         history = load_history(args.history)
         fingerprint = history_fingerprint(history)
-        check_chart_folder(out_dir, CHART_FILES, fingerprint, args.overwrite)
+        downstream = None
+        if args.downstream:  # read before drawing: a bad file fails at once
+            from bertstudy.downstream.analysis import load_downstream
+            from bertstudy.downstream.plots import DOWNSTREAM_CHART, downstream_chart
+
+            downstream = load_downstream(args.downstream)
+        check_chart_folder(out_dir, CHART_FILES + ((DOWNSTREAM_CHART,) if downstream else ()), fingerprint, args.overwrite)
         analysis = None
         if args.analysis:
             analysis = read_json(args.analysis)
@@ -95,6 +105,8 @@ def main(argv=None) -> int:
             runs = [(label, load_history(path)) for label, path in args.compare]
         figures = all_charts(history, style, runs=runs, analysis=analysis,
                              config=ChartConfig(train_fraction=args.train_fraction))
+        if downstream is not None:
+            figures[DOWNSTREAM_CHART] = downstream_chart(downstream, style)
         for name, figure in figures.items():
             png = render_png(figure, style, args.dpi,
                              metadata={CHART_HISTORY_KEY: fingerprint, CHART_HISTORY_PATH_KEY: str(args.history)})

@@ -106,6 +106,21 @@ LABELS: dict[str, tuple[str, str]] = {
     "phase_fit": ("阶段模型（对数步数分段线性）", "phase model (piecewise linear in ln step)"),
     "plateau_span": ("平台期：第 {start} 至 {end} 步，水平 {level:.3f}", "plateau: steps {start} to {end}, level {level:.3f}"),
     "plateau_ci": ("平台起止的 95% 区间", "95% interval of the plateau's start and end"),
+    # downstream.png (bertstudy/downstream/plots.py)
+    "ds_title": ("下游任务得分与预训练进度（{mode}）", "Downstream scores across pretraining ({mode})"),
+    "ds_probe": ("线性探针", "linear probe"),
+    "ds_finetune": ("微调", "fine-tuning"),
+    "ds_cws": ("中文分词 词级 F1", "word segmentation F1"),
+    "ds_sentiment": ("情感分类 准确率", "sentiment accuracy"),
+    "ds_step": ("训练步数（对数轴）", "training step (log axis)"),
+    "ds_mlm": ("验证集 MLM 准确率", "held-out MLM accuracy"),
+    "ds_model": ("本模型的检查点", "this model's checkpoints"),
+    "ds_jieba": ("jieba 分词", "jieba"),
+    "ds_char_ngram_logreg": ("字 n-gram 逻辑回归", "char n-gram logistic regression"),
+    "ds_majority": ("多数类", "majority class"),
+    "ds_step0": ("未训练模型（第 0 步）", "untrained model (step 0)"),
+    "ds_corr": ("皮尔逊 r = {r}，斯皮尔曼 ρ = {rho}（n = {n}）", "Pearson r = {r}, Spearman ρ = {rho} (n = {n})"),
+    "ds_no_points": ("无检查点得分", "no checkpoint scores"),
 }
 
 

@@ -59,6 +59,8 @@ class TrainConfig:
     eval_interval: int = _f(1000, cli.positive_int, "steps between held-out evals")  # 100 evals over 100k
     save_interval: int = _f(2000, cli.positive_int, "steps between checkpoints")  # lose <= ~2% of a run on a crash
     keep_last: int = _f(3, cli.non_negative_int, "checkpoints kept (0: all)")  # 3: a corrupt newest still leaves two
+    milestones: str = _f("none", str, "weights kept for probing, never pruned: none, log (0, 1, 2, 5, 10, ... "
+                                      "and the end) or steps, e.g. 100,500,log")  # none: a probe pass is opt-in (milestones.py)
     seed: int = _f(42, cli.non_negative_int, "seed of init, split, batches and masks")
     amp: bool | None = _f(None, bool, "mixed precision (default: on for CUDA, off for CPU)")  # CPU bf16 is slower on most CPUs
     compile: bool = _f(False, bool, "torch.compile the model")  # off: compile time dominates short runs
@@ -108,7 +110,9 @@ PRESETS: dict[str, dict] = {
     # (load ~2), 9.4k tokens/s; held-out MLM 4% (step 125) -> 12.8% (500) -> a 14% plateau to step
     # ~1750 -> 22.1% (5000), NSP 85%: a fast rise, a plateau, then a second rise still going at the end.
     # dropout 0: a model this small, seeing each token ~3 times, underfits; dropout would only slow it.
-    "cpu_study": dict(hidden_size=192, num_layers=3, num_heads=4, intermediate_size=768, max_seq_len=64,
+    # milestones log: 13 weight files (0, 1, 2, 5, ..., 2000, 5000; ~10 MB each, each with a held-out
+    # eval, ~1 s) for probe_downstream.py, which asks whether held-out MLM accuracy predicts usefulness.
+    "cpu_study": dict(milestones="log", hidden_size=192, num_layers=3, num_heads=4, intermediate_size=768, max_seq_len=64,
                       max_predictions=10, batch_size=32, grad_accum=1, steps=5000, warmup_steps=200, lr=1.5e-3,
                       log_interval=10, eval_interval=125, save_interval=500, eval_instances=512, dropout=0.0,
                       min_lr_ratio=0.1),
@@ -133,6 +137,9 @@ def validate(config: TrainConfig) -> TrainConfig:
     """Cross-field checks the per-flag range types cannot make."""
     if config.hidden_size % config.num_heads:
         raise UsageError(f"--hidden-size {config.hidden_size} is not a multiple of --num-heads {config.num_heads}")
+    from .milestones import milestone_steps  # no torch: parses the spec, refusing a bad one here
+
+    milestone_steps(config.milestones, config.steps)
     if config.compile_mode not in COMPILE_MODES:
         raise UsageError(f"--compile-mode must be one of {', '.join(COMPILE_MODES)}, got {config.compile_mode!r}")
     if config.max_seq_len < 8:
@@ -207,7 +214,7 @@ ARCHITECTURE_FIELDS = ("hidden_size", "num_layers", "num_heads", "intermediate_s
 # On --resume the run's own config (from its checkpoint) is used. These fields may be changed by a flag
 # on the resume line: how long, how often to log/eval/save, and where the (same) corpus and cache are.
 # A new --steps moves the end of the cosine schedule from the resumed step on.
-CHANGEABLE_ON_RESUME = ("steps", "log_interval", "eval_interval", "save_interval", "keep_last", "max_nonfinite",
+CHANGEABLE_ON_RESUME = ("steps", "log_interval", "eval_interval", "save_interval", "keep_last", "milestones", "max_nonfinite",
                         "corpus", "cache_dir")
 # These belong to this session, not to the run: they come from the resume line, defaults included.
 SESSION_FIELDS = ("out_dir", "device", "threads", "progress", "compile", "amp", "compile_mode", "data_workers")

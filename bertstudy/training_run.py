@@ -22,11 +22,13 @@ import torch.distributed as torch_dist
 from tqdm import tqdm
 
 from . import checkpoint as ckpt
+from . import milestones as ms
 from .batch_fit import resolve_batch_split
 from .atomic_io import atomic_write_json
 from .corpus_io import load_documents
 from .device import Distributed, setup_distributed, teardown_distributed
 from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_RUNTIME, BadInputError, StudyError
+from .heldout_split import SPLIT_NAME, split_record, write_split
 from .model import BertForPretraining
 from .loader import LoaderClock, batch_to_device, eval_micro_batches, make_step_loader, resolve_workers
 from .pretraining_data import InstanceSampler, file_sha256, load_or_build_cache, split_documents
@@ -49,6 +51,7 @@ class PreparedData:
     train_documents: int
     heldout_documents: int
     corpus_tokens: int
+    split: dict  # which documents are held out, by id (heldout_split.py), written with the run's outputs
 
 
 def prepare_data(config: TrainConfig, dist: Distributed) -> PreparedData:
@@ -61,10 +64,12 @@ def prepare_data(config: TrainConfig, dist: Distributed) -> PreparedData:
         if dist.enabled:
             torch_dist.barrier()
     train_docs, heldout_docs = split_documents(corpus, config.heldout_fraction, config.seed)
+    corpus_sha256 = file_sha256(config.corpus)
+    split = split_record(documents, heldout_docs, config.corpus, corpus_sha256, config.seed, config.heldout_fraction)
     common = dict(vocab_size=len(vocab), max_seq_len=config.max_seq_len, mask_rate=config.mask_rate,
                   max_predictions=config.max_predictions, short_seq_prob=config.short_seq_prob, wwm=config.wwm)
     return PreparedData(vocab, InstanceSampler(corpus, train_docs, **common), InstanceSampler(corpus, heldout_docs, **common),
-                        file_sha256(config.corpus), len(train_docs), len(heldout_docs), int(len(corpus.tokens)))
+                        corpus_sha256, len(train_docs), len(heldout_docs), int(len(corpus.tokens)), split)
 
 
 class StopRequest:
@@ -179,14 +184,21 @@ def _train(plan: StartPlan, dist: Distributed, overwrite: bool) -> int:
                   file=sys.stderr)
             for _, path in stale:
                 path.unlink(missing_ok=True)
+        if not found and overwrite:  # an earlier run's milestones would mix two runs in a probe
+            for _, path in ms.list_milestones(checkpoint_dir):
+                path.unlink(missing_ok=True)
         save_vocab(data.vocab, out_dir / "vocab.txt")
+        write_split(out_dir, data.split)  # probes test only on the held-out documents
+    milestone_steps = set(ms.milestone_steps(config.milestones, config.steps))
     trainer.wrap()
     if history is None:
         history = new_history({
             "preset": config.preset, "config": config.to_dict(), "total_steps": config.steps,
             "vocab_size": len(data.vocab), "vocab_hash": vocab_hash,
             "corpus": {"path": str(config.corpus), "sha256": data.corpus_sha256, "tokens": data.corpus_tokens,
-                       "train_documents": data.train_documents, "heldout_documents": data.heldout_documents},
+                       "train_documents": data.train_documents, "heldout_documents": data.heldout_documents,
+                       "heldout_split": SPLIT_NAME},
+            "milestones": sorted(milestone_steps),
             "parameters": model.num_parameters(), "device": str(dist.device), "world_size": dist.world_size,
             "global_batch": config.global_batch * dist.world_size, "torch": str(torch.__version__),
             "python": platform.python_version(), "started_at": time.time(), "finished_at": None,
@@ -233,18 +245,28 @@ def _train(plan: StartPlan, dist: Distributed, overwrite: bool) -> int:
         if _agree(failure is not None, dist):
             raise failure or StudyError(f"rank 0 could not write the checkpoint of step {step}", exit_code=EXIT_RUNTIME)
 
-    def evaluate(step: int) -> None:
+    def evaluate(step: int) -> dict | None:
         result = trainer.evaluate(eval_batches)
         if not all(math.isfinite(value) for value in result.values()):
             # JSON has no NaN; a diverged model's eval is left out (the non-finite stop follows)
             print(f"warning: held-out eval at step {step} is non-finite ({result}); not recorded", file=sys.stderr)
-            return
+            return None
         add_eval_point(history, log.write("eval", step=step, **result))
         write_history(history_path, history)
+        return result
+
+    def save_milestone(step: int, heldout: dict | None) -> None:
+        """Weights for probing at a milestone step, with that step's held-out eval (logged too)."""
+        path = ms.milestone_path(checkpoint_dir, step)
+        ms.save_milestone(path, step, model.state_dict(), asdict(model_config), config.to_dict(), vocab_hash, heldout)
+        log.write("milestone", step=step, path=str(path), heldout_mlm_acc=(heldout or {}).get("mlm_acc"),
+                  heldout_nsp_acc=(heldout or {}).get("nsp_acc"))
 
     clock = Stopwatch(elapsed)
     if dist.is_main and not found:
-        evaluate(0)  # the untrained model's accuracy: the curve's first point
+        initial = evaluate(0)  # the untrained model's accuracy: the curve's first point
+        if 0 in milestone_steps:
+            save_milestone(0, initial)
     stop = StopRequest()
     stop.install()
     bar = tqdm(total=config.steps, initial=start_step, disable=not (dist.is_main and config.progress),
@@ -278,8 +300,11 @@ def _train(plan: StartPlan, dist: Distributed, overwrite: bool) -> int:
                     write_history(history_path, history)
                     bar.set_postfix(loss=f"{totals['loss']:.3f}", mlm=f"{totals['mlm_acc']:.3f}")
                 step_seconds = 0.0
+            evaluated = None
             if dist.is_main and (step % config.eval_interval == 0 or step == config.steps):
-                evaluate(step)
+                evaluated = evaluate(step)
+            if dist.is_main and step in milestone_steps:  # an extra eval when the milestone is off the interval
+                save_milestone(step, evaluated if evaluated is not None else evaluate(step))
             stopping = _agree(stop.requested, dist)
             # no periodic checkpoint during a run of non-finite losses: the last one stays the last good one
             if stopping or ((step % config.save_interval == 0 or step == config.steps) and not trainer.nonfinite_in_a_row):

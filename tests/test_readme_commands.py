@@ -44,6 +44,7 @@ TINY_FLAGS = {
     "visualize_results.py": ["--dpi", "150"],
     "check_progress.py": [],  # --follow gets --count 1 (below): one refresh, then exit
     "fill_mask.py": [],
+    "probe_downstream.py": ["--cws-train", "100", "--sentiment-train", "100", "--no-progress"],  # smaller probe sets
 }
 # Script lines that cannot run in a test, and why; they are checked to parse instead.
 NOT_RUN = {

@@ -1,0 +1,76 @@
+"""downstream.png: each task's score against training step and against held-out MLM accuracy.
+
+Data in (probe_downstream.py's document), Figure out, as bertstudy/plots.py's charts: one row per
+task; left, the score over steps on a symmetric-log axis (step 0, the untrained model, stays on it);
+right, the score against held-out MLM accuracy with the Pearson/Spearman figures of
+downstream/analysis.py. Baselines are horizontal lines in both panels.
+"""
+
+from __future__ import annotations
+
+from matplotlib import rc_context
+from matplotlib.figure import Figure
+
+from ..fonts import TextStyle
+from .analysis import task_correlations
+
+DOWNSTREAM_CHART = "downstream.png"
+TASK_LABELS = {"cws": "ds_cws", "sentiment": "ds_sentiment"}
+BASELINE_STYLES = {"jieba": ("tab:red", "--"), "char_ngram_logreg": ("tab:red", "--"),
+                   "majority": ("0.5", ":"), "step0": ("tab:gray", "-.")}
+MODEL_COLOR = "tab:blue"
+
+
+def _fmt(value) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
+def _baselines(ax, task: dict, style: TextStyle) -> None:
+    for name, baseline in task.get("baselines", {}).items():
+        if baseline.get("score") is None:
+            continue
+        color, line = BASELINE_STYLES.get(name, ("0.3", "--"))
+        key = f"ds_{name}"
+        label = style.text(key) if key in style.labels else name
+        ax.axhline(baseline["score"], color=color, linestyle=line, linewidth=1.3, label=f"{label} {baseline['score']:.3f}")
+
+
+def downstream_chart(doc: dict, style: TextStyle, width: float = 13.0) -> Figure:
+    with rc_context(style.rc_params()):  # text keeps the font it is made with
+        tasks = [name for name in doc["tasks"] if doc["tasks"][name].get("points") is not None]
+        fig = Figure(figsize=(width, 4.2 * max(1, len(tasks)) + 0.8), layout="constrained")
+        axes = fig.subplots(max(1, len(tasks)), 2, squeeze=False)
+        mode = (doc.get("meta", {}).get("settings") or {}).get("mode", "probe")
+        for row, name in enumerate(tasks):
+            task = doc["tasks"][name]
+            points = task["points"]
+            task_label = style.text(TASK_LABELS[name], sep="\n") if name in TASK_LABELS else name
+            by_step, by_mlm = axes[row]
+            if not points:
+                for ax in (by_step, by_mlm):
+                    ax.text(0.5, 0.5, style.text("ds_no_points"), transform=ax.transAxes, ha="center", va="center")
+                continue
+            steps = [p["step"] for p in points]
+            scores = [p["score"] for p in points]
+            by_step.plot(steps, scores, "o-", color=MODEL_COLOR, label=style.text("ds_model"))
+            by_step.set_xscale("symlog", linthresh=1)
+            by_step.set_xlim(left=0)
+            by_step.set_xlabel(style.text("ds_step"))
+            by_step.set_ylabel(task_label)
+            with_acc = [p for p in points if p.get("heldout_mlm_acc") is not None]
+            by_mlm.plot([p["heldout_mlm_acc"] for p in with_acc], [p["score"] for p in with_acc], "o",
+                        color=MODEL_COLOR, label=style.text("ds_model"))
+            for p in with_acc:  # label each point with its step, the hidden third axis
+                by_mlm.annotate(f"{p['step']:g}", (p["heldout_mlm_acc"], p["score"]), textcoords="offset points",
+                                xytext=(4, 3), fontsize=8, color="0.3")
+            corr = task_correlations(task)["mlm_vs_score"]
+            by_mlm.set_title(style.text("ds_corr", r=_fmt(corr["pearson"]["r"]), rho=_fmt(corr["spearman"]["rho"]),
+                                        n=corr["pearson"]["n"], sep="\n"), fontsize=10)
+            by_mlm.set_xlabel(style.text("ds_mlm"))
+            by_mlm.set_ylabel(task_label)
+            for ax in (by_step, by_mlm):
+                _baselines(ax, task, style)
+                ax.grid(True, alpha=0.3)
+                ax.legend(loc="best", fontsize=9)
+        fig.suptitle(style.text("ds_title", mode=style.labels.get(f"ds_{mode}", (mode, mode))), fontsize=14)
+        return fig

@@ -1,0 +1,272 @@
+"""Score one checkpoint on both tasks: a linear probe on frozen features, or fine-tuning.
+
+Probe (default): the checkpoint's last encoder layer gives one vector per character; segmentation
+fits a softmax regression from a character's vector to its b/m/e/s tag and decodes each sentence
+with Viterbi over the legal tag transitions; sentiment fits a logistic regression on the mean of a
+review's vectors. Features are standardized, the regression is full-batch L-BFGS with a small L2
+penalty from zero weights: no randomness at all, so a checkpoint scores the same every time.
+Fine-tune (`finetune=True`): the encoder plus a linear head trained end to end for a few epochs
+with AdamW (seeded shuffles), the usual way BERT is judged.
+
+Text longer than the model's positions is cut into windows of max_seq_len - 2 characters, each
+encoded as [CLS] window [SEP].
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .. import checkpoint as ckpt
+from ..errors import BadInputError
+from ..milestones import MILESTONE_FORMAT, load_milestone
+from ..model import BertConfig, BertForPretraining
+from ..vocab import CLS_ID, SEP_ID, UNK_ID, Vocab
+from .metrics import TAGS, accuracy, segmentation_f1
+from .tasks import Review, SegSentence, fold_chars, model_text
+
+L2 = 1e-3  # probe penalty on the mean squared weight: keeps L-BFGS finite on separable features
+PROBE_ITERATIONS = 150  # L-BFGS iterations; the probes converge in well under that on these sizes
+# legal b/m/e/s transitions: a word is s, or b m* e
+_ALLOWED = np.array([[0, 1, 1, 0], [0, 1, 1, 0], [1, 0, 0, 1], [1, 0, 0, 1]], dtype=bool)  # from b,m,e,s to b,m,e,s
+_START, _END = np.array([1, 0, 0, 1], bool), np.array([0, 0, 1, 1], bool)
+
+
+@dataclass
+class LoadedModel:
+    model: BertForPretraining
+    step: int
+    heldout: dict | None  # the held-out eval stored with a milestone (None for other checkpoints)
+
+
+def load_model(path, vocab: Vocab, device: str = "cpu") -> LoadedModel:
+    """A milestone or a resumable checkpoint of this run, as an eval-mode model on `device`."""
+    try:
+        state = load_milestone(path)
+        model_config = BertConfig(**state["model_config"])
+    except BadInputError as exc:
+        if not str(exc).endswith(f"not a {MILESTONE_FORMAT} file"):
+            raise  # missing, truncated, refused: the message names the file
+        state = ckpt.load_checkpoint(path)  # a resumable checkpoint (--checkpoints), or a clear refusal
+        from ..trainer import model_config_for
+
+        model_config = model_config_for(SimpleNamespace(**state["config"]), len(vocab))
+    if state["vocab_hash"] != vocab.hash:
+        raise BadInputError(path, "was trained with another vocabulary than the run folder's vocab.txt")
+    model = BertForPretraining(model_config)
+    try:
+        model.load_state_dict(state["model"])
+    except (RuntimeError, KeyError) as exc:
+        raise BadInputError(path, f"weights do not fit the model ({str(exc).splitlines()[0][:160]})") from None
+    model.to(device).eval()
+    return LoadedModel(model, int(state["step"]), state.get("heldout"))
+
+
+def char_ids(text: str, vocab: Vocab) -> list[int]:
+    """One id per character of `text`, folded as the corpus was (１ -> 1), so tags stay aligned."""
+    return [vocab.index.get(char, UNK_ID) for char in fold_chars(text)]
+
+
+def windows(ids: list[int], width: int) -> list[list[int]]:
+    return [ids[i:i + width] for i in range(0, len(ids), width)] or [[]]
+
+
+@torch.inference_mode()
+def encode(model: BertForPretraining, sequences: list[list[int]], batch_size: int = 64) -> list[torch.Tensor]:
+    """Last-layer vectors of each sequence's own tokens ([CLS]/[SEP] left out), in input order.
+    Batches are formed by length so little time goes into padding."""
+    out: list[torch.Tensor | None] = [None] * len(sequences)
+    device = next(model.parameters()).device
+    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
+    for lo in range(0, len(order), batch_size):
+        group = order[lo:lo + batch_size]
+        longest = max(len(sequences[i]) for i in group) + 2
+        ids = torch.zeros(len(group), longest, dtype=torch.long)
+        mask = torch.zeros(len(group), longest, dtype=torch.long)
+        for row, i in enumerate(group):
+            seq = sequences[i]
+            ids[row, :len(seq) + 2] = torch.tensor([CLS_ID, *seq, SEP_ID])
+            mask[row, :len(seq) + 2] = 1
+        ids, mask = ids.to(device), mask.to(device)
+        hidden = model.encode(ids, torch.zeros_like(ids), mask).float().cpu()  # probes fit on the CPU
+        for row, i in enumerate(group):
+            out[i] = hidden[row, 1:1 + len(sequences[i])].clone()
+    return out
+
+
+def segmentation_inputs(sentences: list[SegSentence], vocab: Vocab, width: int) -> tuple[list[list[int]], list[int]]:
+    """Windows of every sentence and, per sentence, how many windows it has."""
+    seqs, counts = [], []
+    for sentence in sentences:
+        parts = windows(char_ids(sentence.chars, vocab), width)
+        seqs += parts
+        counts.append(len(parts))
+    return seqs, counts
+
+
+def review_inputs(reviews: list[Review], vocab: Vocab, width: int) -> list[list[int]]:
+    return [char_ids(model_text(r.text), vocab)[:width] or [UNK_ID] for r in reviews]
+
+
+def segmentation_features(model, sentences, vocab, width) -> list[torch.Tensor]:
+    seqs, counts = segmentation_inputs(sentences, vocab, width)
+    parts = encode(model, seqs)
+    out, at = [], 0
+    for n in counts:
+        out.append(torch.cat(parts[at:at + n]))
+        at += n
+    return out
+
+
+def review_features(model, reviews, vocab, width) -> torch.Tensor:
+    return torch.stack([p.mean(0) for p in encode(model, review_inputs(reviews, vocab, width))])
+
+
+@dataclass
+class LinearProbe:
+    mean: torch.Tensor
+    std: torch.Tensor
+    weight: torch.Tensor
+    bias: torch.Tensor
+
+    def log_probs(self, features: torch.Tensor) -> torch.Tensor:
+        return F.log_softmax(((features - self.mean) / self.std) @ self.weight.T + self.bias, dim=-1)
+
+
+def fit_linear_probe(features: torch.Tensor, labels: torch.Tensor, num_classes: int,
+                     l2: float = L2, iterations: int = PROBE_ITERATIONS) -> LinearProbe:
+    """Softmax regression on standardized features; deterministic full-batch L-BFGS."""
+    x = features.double()
+    mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
+    x = (x - mean) / std
+    weight = torch.zeros(num_classes, x.shape[1], dtype=torch.float64, requires_grad=True)
+    bias = torch.zeros(num_classes, dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.LBFGS([weight, bias], max_iter=iterations, line_search_fn="strong_wolfe",
+                                  tolerance_grad=1e-9, tolerance_change=1e-12, history_size=20)
+
+    def closure():
+        optimizer.zero_grad()
+        loss = F.cross_entropy(x @ weight.T + bias, labels) + l2 * weight.pow(2).mean()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        optimizer.step(closure)
+    return LinearProbe(mean.float(), std.float(), weight.detach().float(), bias.detach().float())
+
+
+def viterbi_tags(log_probs: np.ndarray) -> str:
+    """The most likely legal b/m/e/s sequence for per-character tag log-probabilities [n, 4]."""
+    n = len(log_probs)
+    if n == 0:
+        return ""
+    neg = -1e30
+    trans = np.where(_ALLOWED, 0.0, neg)
+    score = np.where(_START, log_probs[0], neg)
+    back = np.zeros((n, 4), dtype=np.int64)
+    for i in range(1, n):
+        candidates = score[:, None] + trans  # [from, to]
+        back[i] = candidates.argmax(0)
+        score = candidates.max(0) + log_probs[i]
+    score = np.where(_END, score, neg)
+    best = [int(score.argmax())]
+    for i in range(n - 1, 0, -1):
+        best.append(int(back[i][best[-1]]))
+    return "".join(TAGS[t] for t in reversed(best))
+
+
+def _tag_tensor(sentences: list[SegSentence]) -> torch.Tensor:
+    return torch.tensor([TAGS.index(t) for s in sentences for t in s.tags], dtype=torch.long)
+
+
+def probe_segmentation(model, train: list[SegSentence], test: list[SegSentence], vocab: Vocab, width: int) -> dict:
+    probe = fit_linear_probe(torch.cat(segmentation_features(model, train, vocab, width)), _tag_tensor(train), 4)
+    predicted = [viterbi_tags(probe.log_probs(f).numpy()) for f in segmentation_features(model, test, vocab, width)]
+    return segmentation_f1([s.tags for s in test], predicted)
+
+
+def probe_sentiment(model, train: list[Review], test: list[Review], vocab: Vocab, width: int) -> dict:
+    labels = torch.tensor([r.label for r in train], dtype=torch.long)
+    probe = fit_linear_probe(review_features(model, train, vocab, width), labels, 2)
+    predicted = probe.log_probs(review_features(model, test, vocab, width)).argmax(-1).tolist()
+    return accuracy([r.label for r in test], predicted)
+
+
+# ---------------------------------------------------------------- fine-tuning
+@dataclass
+class FinetuneSettings:
+    epochs: int = 3  # a few passes, as BERT fine-tuning uses (2-4)
+    lr: float = 1e-4  # small models from scratch tolerate more than BERT-base's 2e-5..5e-5
+    batch_size: int = 32
+    seed: int = 0
+
+
+def _finetune(model: BertForPretraining, sequences: list[list[int]], targets: list, num_classes: int,
+              token_level: bool, settings: FinetuneSettings) -> tuple[BertForPretraining, torch.nn.Linear]:
+    torch.manual_seed(settings.seed)
+    encoder = copy.deepcopy(model).train()
+    device = next(model.parameters()).device
+    head = torch.nn.Linear(model.config.hidden_size, num_classes).to(device)
+    params = list(encoder.parameters()) + list(head.parameters())
+    optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=0.01)
+    rng = np.random.default_rng([settings.seed, 15])
+    total = settings.epochs * -(-len(sequences) // settings.batch_size)
+    done = 0
+    for _ in range(settings.epochs):
+        order = rng.permutation(len(sequences))
+        for lo in range(0, len(order), settings.batch_size):
+            group = order[lo:lo + settings.batch_size]
+            longest = max(len(sequences[i]) for i in group) + 2
+            ids = torch.zeros(len(group), longest, dtype=torch.long)
+            mask = torch.zeros_like(ids)
+            labels = torch.full((len(group), longest), -100, dtype=torch.long)
+            for row, i in enumerate(group):
+                seq = sequences[i]
+                ids[row, :len(seq) + 2] = torch.tensor([CLS_ID, *seq, SEP_ID])
+                mask[row, :len(seq) + 2] = 1
+                if token_level:
+                    labels[row, 1:1 + len(seq)] = torch.tensor(targets[i])
+            ids, mask, labels = ids.to(device), mask.to(device), labels.to(device)
+            hidden = encoder.encode(ids, torch.zeros_like(ids), mask)
+            if token_level:
+                loss = F.cross_entropy(head(hidden).reshape(-1, num_classes), labels.reshape(-1))
+            else:
+                pooled = (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
+                loss = F.cross_entropy(head(pooled), torch.tensor([targets[i] for i in group], device=device))
+            for group_ in optimizer.param_groups:  # linear decay to zero, as BERT fine-tuning
+                group_["lr"] = settings.lr * (1 - done / total)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            done += 1
+    return encoder.eval(), head
+
+
+def finetune_segmentation(model, train, test, vocab, width, settings: FinetuneSettings) -> dict:
+    seqs, targets = [], []
+    for sentence in train:
+        ids = char_ids(sentence.chars, vocab)
+        tags = [TAGS.index(t) for t in sentence.tags]
+        for lo in range(0, len(ids), width):
+            seqs.append(ids[lo:lo + width])
+            targets.append(tags[lo:lo + width])
+    encoder, head = _finetune(model, seqs, targets, 4, True, settings)
+    head = head.cpu()  # encode() returns CPU features
+    with torch.inference_mode():
+        predicted = [viterbi_tags(F.log_softmax(head(f), -1).numpy())
+                     for f in segmentation_features(encoder, test, vocab, width)]
+    return segmentation_f1([s.tags for s in test], predicted)
+
+
+def finetune_sentiment(model, train, test, vocab, width, settings: FinetuneSettings) -> dict:
+    encoder, head = _finetune(model, review_inputs(train, vocab, width), [r.label for r in train], 2, False, settings)
+    head = head.cpu()
+    with torch.inference_mode():
+        predicted = head(review_features(encoder, test, vocab, width)).argmax(-1).tolist()
+    return accuracy([r.label for r in test], predicted)

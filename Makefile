@@ -9,6 +9,8 @@ QUICK_DIR ?= runs/quick
 STUDY_DIR ?= runs/cpu_study
 # Extra train_large_100k.py options, e.g. make quickstart TRAIN_ARGS='--threads 1' on a busy CPU.
 TRAIN_ARGS ?=
+# Extra probe_downstream.py options for study-cpu, e.g. PROBE_ARGS='--threads 1'.
+PROBE_ARGS ?=
 
 .PHONY: quickstart test venv system-deps system-deps-test bench gpu-check study-cpu clean
 
@@ -56,9 +58,11 @@ study-cpu: system-deps venv
 	$(PY) rare_char_fetch.py --source embedded --out data/corpus.jsonl
 	$(PY) verify_dataset.py data/corpus.jsonl --profile embedded --report data/dataset_report.json
 	$(PY) train_large_100k.py --preset cpu_study --corpus data/corpus.jsonl --out-dir $(STUDY_DIR) --resume-if-possible $(TRAIN_ARGS)
-	$(PY) analyze_100k.py $(STUDY_DIR)/training_history_100k.json --out results/analysis_100k_result.json --overwrite
-	$(PY) visualize_results.py $(STUDY_DIR)/training_history_100k.json --analysis results/analysis_100k_result.json --out-dir results --overwrite
-	cp $(STUDY_DIR)/training_history_100k.json results/training_history_100k.json
+	$(PY) probe_downstream.py $(STUDY_DIR) $(PROBE_ARGS)
+	$(PY) analyze_100k.py $(STUDY_DIR)/training_history_100k.json --downstream $(STUDY_DIR)/downstream_100k.json --out results/analysis_100k_result.json --overwrite
+	$(PY) analyze_100k.py $(STUDY_DIR)/training_history_100k.json --metric eval_mlm_acc --downstream $(STUDY_DIR)/downstream_100k.json --out results/analysis_heldout_mlm.json --overwrite
+	$(PY) visualize_results.py $(STUDY_DIR)/training_history_100k.json --analysis results/analysis_100k_result.json --downstream $(STUDY_DIR)/downstream_100k.json --out-dir results --overwrite
+	cp $(STUDY_DIR)/training_history_100k.json $(STUDY_DIR)/downstream_100k.json results/
 
 clean:
 	rm -rf $(QUICK_DIR) results/quickstart .pytest_cache

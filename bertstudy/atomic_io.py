@@ -27,13 +27,26 @@ def _first_existing(path: Path) -> Path:
     return probe
 
 
+def _can_write_in(folder: Path) -> str | None:
+    """None when a new file can be made in `folder`, else why not. Tried with a temporary file:
+    permission bits alone miss read-only mounts and say yes to root everywhere."""
+    try:
+        fd, name = tempfile.mkstemp(prefix=".write-test.", dir=folder)
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    os.close(fd)
+    os.unlink(name)
+    return None
+
+
 def _check_creatable_under(path: Path, flag: str) -> None:
     """`path` does not exist yet: its nearest existing ancestor must be a writable folder."""
     ancestor = _first_existing(path.parent)
     if not ancestor.is_dir():
         raise UsageError(f"{flag}{path}: {ancestor} is a file, not a folder; choose another path")
-    if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise UsageError(f"{flag}{path}: folder {ancestor} is not writable; choose another path")
+    why = _can_write_in(ancestor)
+    if why:
+        raise UsageError(f"{flag}{path}: folder {ancestor} is not writable ({why}); choose another path")
 
 
 def check_writable_file(path: str | os.PathLike, flag: str | None = None) -> Path:
@@ -66,8 +79,9 @@ def check_writable_dir(path: str | os.PathLike, flag: str | None = None) -> Path
     if path.exists():
         if not path.is_dir():
             raise UsageError(f"{prefix}{path}: is a file, not a folder; choose another path")
-        if not os.access(path, os.W_OK | os.X_OK):
-            raise UsageError(f"{prefix}{path}: folder is not writable; choose another path")
+        why = _can_write_in(path)
+        if why:
+            raise UsageError(f"{prefix}{path}: folder is not writable ({why}); choose another path")
         return path
     _check_creatable_under(path, prefix)
     return path

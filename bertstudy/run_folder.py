@@ -13,14 +13,13 @@ ranks need no shared filesystem (only rank 0 writes outputs).
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch.distributed as torch_dist
 
 from . import checkpoint as ckpt
+from .atomic_io import check_writable_dir
 from .device import Distributed
 from .errors import BadInputError, StudyError, UsageError
 from .run_log import HISTORY_NAME, LOG_NAME
@@ -46,21 +45,8 @@ def earlier_run_files(out_dir: Path) -> list[str]:
 
 
 def check_writable_folder(folder, flag: str) -> None:
-    """The folder exists and takes a new file, or can be created: its nearest existing ancestor is a
-    writable folder (tried with a temporary file, since permissions alone miss read-only mounts and root)."""
-    folder = Path(folder)
-    probe = folder.absolute()
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir():
-        where = "is a file" if probe == folder.absolute() else f"lies under {probe}, which is a file"
-        raise UsageError(f"{flag} {folder}: {where}, not a folder")
-    try:
-        fd, name = tempfile.mkstemp(prefix=".write-test.", dir=probe)
-    except OSError as exc:
-        raise UsageError(f"{flag} {folder}: {probe} cannot be written ({exc.strerror or exc})") from None
-    os.close(fd)
-    os.unlink(name)
+    """The folder exists and takes a new file, or can be created (atomic_io's check, shared by every script)."""
+    check_writable_dir(folder, flag)
 
 
 def check_corpus(path, resuming: bool = False) -> None:

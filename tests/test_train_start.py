@@ -136,7 +136,7 @@ def test_unusable_out_dir_is_refused_before_any_work(finished, tmp_path, capsys,
     code = train_large_100k.main(tiny_args(corpus, out, root / "cache"))
     assert code == EXIT_USAGE
     line = _one_error_line(capsys)
-    assert "--out-dir" in line and ("is a file" in line or "cannot be written" in line)
+    assert "--out-dir" in line and ("is a file" in line or "not writable" in line)
     assert not (tmp_path / "cache").exists()
 
 

@@ -240,12 +240,14 @@ def test_makefile_pipeline_lines_run_on_tiny_data(tmp_path, target):
     work = make_workspace(tmp_path, target)
     committed = snapshot(work / "results")
     lines = make_script_lines([target], work)
-    assert [script_of(t) for t in lines][:5] == list(SCRIPTS[:5])
+    scripts = [script_of(t) for t in lines]
+    # the five pipeline stages in order (study-cpu adds probe_downstream.py and a second analysis between them)
+    assert list(dict.fromkeys(s for s in scripts if s in SCRIPTS[:5])) == list(SCRIPTS[:5])
     for tokens in lines:
         run_line(tiny(tokens), work)
     if target == "study-cpu":  # it replaces the committed charts on purpose, so its line says --overwrite
         after = snapshot(work / "results")
-        assert after.keys() == committed.keys() and all(after[k] != committed[k] for k in committed)
+        assert committed.keys() <= after.keys() and all(after[k] != committed[k] for k in committed)
     else:
         assert snapshot(work / "results") == committed
         assert len(snapshot(work / "results" / "quickstart")) == 5

@@ -33,7 +33,7 @@ FAR_BEYOND_FACTOR = 100  # a predicted step beyond 100x the run's last step is "
 MIN_POINTS = 3  # a correlation needs three points; fewer is bad input, not a result
 NSP_CHANCE = 0.5  # NSP is balanced 50/50 IsNext/NotNext, so chance accuracy is one half
 ROLLING_ORIGINS = (0.4, 0.5, 0.6, 0.7, 0.8)  # forecast origins, as shares of the curve points
-MAX_PHASE_RESAMPLES = 200  # each plateau resample refits the two-break model (~50 ms on 500 points)
+MAX_PHASE_RESAMPLES = 200  # each plateau resample refits the kept segmented model (~0.1-0.3 s on 500 points)
 
 
 def _num(value) -> float | None:

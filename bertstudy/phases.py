@@ -11,10 +11,12 @@ in (a, s...), so the breakpoints are profiled: an exhaustive grid over candidate
 squares solve each, vectorized), then a local refinement of the best pair. The breakpoints count as
 parameters in AIC (k = 2 + 2 x breaks), the usual convention for segmented regression.
 
-A *plateau* is reported only when the middle segment of the two-break fit rises much more slowly
-than the segments on both sides (slope ratio below PLATEAU_SLOPE_RATIO) and the segmented fit beats
-the one-break and no-break fits by more than an AIC tie (AIC_TIE). The plateau's intervals come
-from a circular block bootstrap of the two-break fit's residuals (`stats.circular_block_indices`).
+Fits with 0 to 3 breaks are made; each extra break must gain more than an AIC tie (AIC_TIE) to be
+kept (three: a flat start before anything is learnt, the rise, the plateau, the second rise, as a
+run with milestone evaluations at steps 1-20 shows). A *plateau* is reported only when the kept fit
+has a run of inner segments that rises much more slowly than the segments on both sides (slope
+ratio below PLATEAU_SLOPE_RATIO). The plateau's intervals come from a circular block bootstrap of
+the kept fit's residuals (`stats.circular_block_indices`), refitted with as many breaks.
 
 `rolling_origin_forecast` scores the model as a forecaster at the families' origins (refitted on the
 points before each, its last segment extrapolated), and `choose_model` decides whether the phase
@@ -24,6 +26,7 @@ rolling-origin forecast that does not contradict it). Everything here is pure.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
 
@@ -37,6 +40,8 @@ AIC_TIE = 4.0  # AIC gaps below this are ties (Burnham & Anderson: < 4 is "consi
 PLATEAU_SLOPE_RATIO = 1 / 3  # the plateau rises at most a third as fast as the rises on either side
 MIN_SEGMENT_POINTS = 3  # each segment needs this many points, or its slope is noise
 GRID_POINTS = 48  # candidate breakpoints (quantiles of ln(step)) per break in the exhaustive search
+GRID_POINTS_THREE = 24  # for three breaks: 2,024 triples instead of 17,296 (the refinement does the rest)
+MAX_BREAKS = 3  # a flat start (before anything is learnt), the rise, the plateau, the second rise
 
 
 @dataclass
@@ -108,11 +113,8 @@ def _grid_rss(u: np.ndarray, Y: np.ndarray, pairs: np.ndarray) -> np.ndarray:
 
 
 def _best_breaks(u: np.ndarray, y: np.ndarray, n_breaks: int, grid_points: int) -> np.ndarray | None:
-    cands = _candidates(u, grid_points)
-    if n_breaks == 1:
-        tuples = [(b,) for b in cands]
-    else:
-        tuples = [(b1, b2) for i, b1 in enumerate(cands) for b2 in cands[i + 1:]]
+    cands = _candidates(u, grid_points if n_breaks < 3 else min(grid_points, GRID_POINTS_THREE))
+    tuples = itertools.combinations(cands, n_breaks)
     tuples = np.array([t for t in tuples if _segments_ok(u, t)], float).reshape(-1, n_breaks)
     if len(tuples) == 0:
         return None
@@ -153,44 +155,71 @@ def fit_segmented(steps, values, n_breaks: int, grid_points: int = GRID_POINTS) 
 
 
 def plateau_of(fit: SegmentedFit | None) -> dict | None:
-    """The middle segment of a two-break fit when it is a plateau between two rises, else None."""
-    if fit is None or len(fit.breaks) != 2:
+    """The widest run of inner segments that is flat between two rises, else None. Flat: each
+    segment of the run rises less than PLATEAU_SLOPE_RATIO times the slower of the two rises
+    around the run (so a flat start before anything is learnt, with no rise before it, is no plateau)."""
+    if fit is None or len(fit.breaks) < 2:
         return None
-    s1, s2, s3 = fit.slopes
-    if s1 <= 0 or s3 <= 0 or s2 >= PLATEAU_SLOPE_RATIO * min(s1, s3):
+    slopes, best = fit.slopes, None
+    for first in range(1, len(slopes) - 1):
+        for last in range(first, len(slopes) - 1):
+            before, after = slopes[first - 1], slopes[last + 1]
+            if before <= 0 or after <= 0:
+                continue
+            if all(slopes[k] < PLATEAU_SLOPE_RATIO * min(before, after) for k in range(first, last + 1)):
+                start, end = fit.breaks[first - 1], fit.breaks[last]
+                if best is None or math.log(end / start) > math.log(best[1] / best[0]):
+                    best = (start, end, first, last)
+    if best is None:
         return None
-    start, end = fit.breaks
+    start, end, first, last = best
     level = float(np.mean(fit.predict(np.array([start, end]))))
-    return {"start_step": start, "end_step": end, "level": level, "slope_per_ln_step": s2,
-            "rise_slopes_per_ln_step": [s1, s3]}
+    flat = [slopes[k] for k in range(first, last + 1)]
+    return {"start_step": start, "end_step": end, "level": level, "slope_per_ln_step": float(np.mean(flat)),
+            "rise_slopes_per_ln_step": [slopes[first - 1], slopes[last + 1]]}
+
+
+def select_breaks(fits: dict) -> int | None:
+    """Fewest breaks unless more beat it by more than AIC_TIE (each extra break must earn its place)."""
+    chosen = None
+    for k in sorted(fits):
+        if fits[k] is None:
+            continue
+        if chosen is None or fits[chosen].aic - fits[k].aic > AIC_TIE:
+            chosen = k
+    return chosen
 
 
 def detect_phases(steps, values, *, n_resamples: int = 200, seed: int = 0, block: int | None = None,
                   level: float = 0.95) -> dict:
-    """Fit 0, 1 and 2 breakpoints; report a plateau when the two-break fit wins by more than AIC_TIE
-    and its middle segment is flat, with circular-block bootstrap intervals for its start, end and level
-    (residual blocks around the two-break fit; block from their lag-1 autocorrelation unless given)."""
+    """Fit 0 to MAX_BREAKS breakpoints, keep the fewest breaks that no more breaks beat by AIC_TIE
+    (`select_breaks`), and report a plateau when that fit has a flat run between two rises, with
+    circular-block bootstrap intervals for its start, end and level (residual blocks around the
+    selected fit, refitted with as many breaks; block from their lag-1 autocorrelation unless given)."""
     x, y = np.asarray(steps, float), np.asarray(values, float)
-    fits = {k: fit_segmented(x, y, k) for k in (0, 1, 2)}
+    fits = {k: fit_segmented(x, y, k) for k in range(MAX_BREAKS + 1)}
     aics = {k: (f.aic if f is not None else None) for k, f in fits.items()}
     out = {"model": "continuous piecewise-linear in ln(step)", "aic": {str(k): v for k, v in aics.items()},
            "fits": {str(k): (f.to_json() if f else None) for k, f in fits.items()}, "plateau": None,
-           "verdict": "", "aic_tie": AIC_TIE}
-    two, rivals = fits[2], [f for k, f in fits.items() if k < 2 and f is not None]
-    if two is None or not rivals:
-        out["verdict"] = f"too few points for a two-break fit (needs {3 * MIN_SEGMENT_POINTS})"
+           "verdict": "", "aic_tie": AIC_TIE, "selected_breaks": None}
+    chosen = select_breaks(fits)
+    if chosen is None or chosen < 2:
+        why = ("too few points for a two-break fit (needs {})".format(3 * MIN_SEGMENT_POINTS) if fits[2] is None
+               else f"no plateau: {chosen} break(s) describe the curve (more breaks gain less than {AIC_TIE:g} AIC)")
+        out["selected_breaks"] = chosen
+        out["verdict"] = why
         return out
-    gap = min(f.aic for f in rivals) - two.aic
-    out["aic_gap_two_breaks"] = float(gap)
-    plateau = plateau_of(two)
+    selected = fits[chosen]
+    out["selected_breaks"] = chosen
+    gap = min(f.aic for k, f in fits.items() if k < chosen and f is not None) - selected.aic
+    out["aic_gap"] = float(gap)
+    plateau = plateau_of(selected)
     if plateau is None:
-        out["verdict"] = "no plateau: the two-break fit has no flat middle segment between two rises"
+        out["verdict"] = f"no plateau: the {chosen}-break fit has no flat run of segments between two rises"
         return out
-    if gap <= AIC_TIE:
-        out["verdict"] = f"no plateau: the two-break fit beats fewer breaks by only {gap:.1f} AIC (a tie)"
-        return out
-    block = block or stats.choose_block_length(two.residuals)
-    draws = _bootstrap_plateau(x, y, two, n_resamples, seed, block) if n_resamples > 0 else np.full((0, 3), np.nan)
+    block = block or stats.choose_block_length(selected.residuals)
+    draws = (_bootstrap_plateau(x, y, selected, n_resamples, seed, block) if n_resamples > 0
+             else np.full((0, 3), np.nan))
     q = [0.5 - level / 2, 0.5 + level / 2]
     for key, column in (("start_step", 0), ("end_step", 1), ("level", 2)):
         finite = draws[:, column][np.isfinite(draws[:, column])]
@@ -199,8 +228,14 @@ def detect_phases(steps, values, *, n_resamples: int = 200, seed: int = 0, block
                             "no_plateau_share": _num(np.mean(~np.isfinite(draws[:, 0]))) if n_resamples else None}
     out["plateau"] = plateau
     out["verdict"] = (f"plateau from step {plateau['start_step']:,.0f} to {plateau['end_step']:,.0f} "
-                      f"(AIC {gap:.1f} ahead of fewer breaks)")
+                      f"({chosen} breaks, AIC {gap:.1f} ahead of fewer)")
     return out
+
+
+def selected_fit_json(phase: dict) -> dict | None:
+    """The segmented fit `detect_phases` selected, as JSON (None when it selected none)."""
+    k = phase.get("selected_breaks")
+    return None if k is None else phase.get("fits", {}).get(str(k))
 
 
 def _num(value) -> float | None:
@@ -217,14 +252,15 @@ def predict_from_json(fit_json: dict, steps) -> np.ndarray:
 
 
 def fit_best_segmented(steps, values) -> SegmentedFit | None:
-    """The fit with 0, 1 or 2 breaks that has the smallest AIC (None with fewer than 3 points)."""
-    fits = [f for f in (fit_segmented(steps, values, k) for k in (0, 1, 2)) if f is not None]
-    return min(fits, key=lambda f: f.aic) if fits else None
+    """The fit with 0 to MAX_BREAKS breaks that `select_breaks` keeps (None with fewer than 3 points)."""
+    fits = {k: fit_segmented(steps, values, k) for k in range(MAX_BREAKS + 1)}
+    chosen = select_breaks(fits)
+    return None if chosen is None else fits[chosen]
 
 
 def rolling_origin_forecast(steps, values, origins=(0.4, 0.5, 0.6, 0.7, 0.8)) -> dict:
     """The segmented model's forecast at the same origins as `dependence.rolling_origin_forecast`:
-    on the points before each origin it fits 0, 1 and 2 breaks, keeps the smallest AIC, and its last
+    on the points before each origin it fits 0 to MAX_BREAKS breaks, keeps them as `select_breaks` does, and its last
     segment (a line in ln(step)) is extrapolated over all later points; MAE as for the families.
     Nothing after the origin is used, so a phase change that has not begun by then is not foreseen."""
     x, y = np.asarray(steps, float), np.asarray(values, float)
@@ -243,7 +279,7 @@ def rolling_origin_forecast(steps, values, origins=(0.4, 0.5, 0.6, 0.7, 0.8)) ->
 
 def choose_model(phase: dict, family_fits: dict, ranking: dict, family_forecast: dict, phase_forecast: dict,
                  steps, values) -> dict:
-    """Is the phase model (the two-break fit, a candidate only when it shows a plateau) chosen over the
+    """Is the phase model (the selected segmented fit, a candidate only when it shows a plateau) chosen over the
     best family? Only when both hold:
     - AIC: its lead over the best family, scaled by n_eff/n (the smaller effective n of the two
       fits' residuals, as `dependence.rank_curves` scales gaps), exceeds AIC_TIE;
@@ -254,9 +290,9 @@ def choose_model(phase: dict, family_fits: dict, ranking: dict, family_forecast:
     out = {"chosen": leader, "candidate": False, "rule": "phase model chosen only when its effective-n AIC lead "
            f"over the best family exceeds {AIC_TIE:g} and its rolling-origin mean MAE is no larger than the best "
            "family's"}
-    two = phase.get("fits", {}).get("2")
+    two = selected_fit_json(phase)
     if phase.get("plateau") is None or two is None or leader is None:
-        out["verdict"] = "phase model not a candidate: " + (phase.get("verdict") or "no two-break fit")
+        out["verdict"] = "phase model not a candidate: " + (phase.get("verdict") or "no segmented fit")
         return out
     x, y = np.asarray(steps, float), np.asarray(values, float)
     family = family_fits[leader]
@@ -293,7 +329,7 @@ def _bootstrap_plateau(x, y, fit: SegmentedFit, n_resamples: int, seed: int, blo
     idx = circular_block_indices(len(x), block, n_resamples, np.random.default_rng(seed))
     draws = np.full((n_resamples, 3), np.nan)
     for i in range(n_resamples):
-        refit = fit_segmented(x, fitted + resid[idx[i]], 2, grid_points=24)
+        refit = fit_segmented(x, fitted + resid[idx[i]], len(fit.breaks), grid_points=24)
         p = plateau_of(refit)
         if p is not None:
             draws[i] = (p["start_step"], p["end_step"], p["level"])

@@ -50,10 +50,10 @@ def shade_plateau(ax, phase: dict | None, style: TextStyle, label: bool = True) 
 
 
 def draw_phase_fit(ax, phase: dict | None, x_grid: np.ndarray, style: TextStyle) -> bool:
-    """The two-break segmented fit over `x_grid` and its plateau, when the phase model found one."""
+    """The selected segmented fit over `x_grid` and its plateau, when the phase model found one."""
     if not (phase or {}).get("plateau") or not len(x_grid):
         return False
-    fit = phase["fits"]["2"]
+    fit = phases.selected_fit_json(phase)
     ax.plot(x_grid, phases.predict_from_json(fit, x_grid), color=PHASE_COLOR, lw=2.0, ls="-.", zorder=4,
             label=style.text("phase_fit") + f": AIC={fit['aic']:.0f}")
     shade_plateau(ax, phase, style)

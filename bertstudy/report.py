@@ -208,11 +208,13 @@ def _phase_lines(result: dict) -> list[str]:
     phase, choice = result.get("phases"), result.get("model_choice")
     if not phase:
         return []
-    lines = ["", f"Phases ({phase['model']}, fitted with 0, 1 and 2 breaks)"]
+    kept = phase.get("selected_breaks")
+    lines = ["", f"Phases ({phase['model']}, fitted with 0 to {len(phase.get('fits', {})) - 1} breaks; kept: "
+                 f"{'none' if kept is None else kept}, each extra break must gain more than {phase['aic_tie']:g} AIC)"]
     plateau = phase.get("plateau")
     if plateau:
         boot = plateau.get("bootstrap") or {}
-        how = (f"95% CI from {boot['resamples']} circular block resamples of the two-break fit's residuals, "
+        how = (f"95% CI from {boot['resamples']} circular block resamples of the kept fit's residuals, "
                f"block {boot['block']}" if boot.get("resamples") else "no bootstrap (--bootstrap 0): no intervals")
         lines += [f"  plateau from step {plateau['start_step']:,.0f} {_fmt_ci(plateau['start_step_ci'], ',.0f')} "
                   f"to step {plateau['end_step']:,.0f} {_fmt_ci(plateau['end_step_ci'], ',.0f')}, "

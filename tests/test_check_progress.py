@@ -356,6 +356,9 @@ def test_follow_refreshes_and_json_parses(tmp_path, capsys):
 
 def test_ctrl_c_ends_follow_with_exit_0(tmp_path, capsys):
     (tmp_path / LOG_NAME).write_text(line(start()) + line(train(100, T0 + 10)))
+    # A process started in the background by a non-interactive shell inherits SIGINT ignored, and then
+    # Python installs no KeyboardInterrupt handler: install it here, as an interactive session has it.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
     timer.start()
     try:
@@ -363,6 +366,7 @@ def test_ctrl_c_ends_follow_with_exit_0(tmp_path, capsys):
         code, out, err = run(["--run-dir", tmp_path, "--follow", "--interval", "0.05", "--count", "800"], capsys)
     finally:
         timer.cancel()
+        signal.signal(signal.SIGINT, previous)
     assert code == EXIT_OK and err == ""
     assert 1 <= out.count("training  ") < 800
 

@@ -96,12 +96,16 @@ def _failed(name: str, n: int, message: str) -> CurveFit:
                     math.nan, math.nan, math.nan, n, False, message)
 
 
+def gaussian_aic(rss: float, n: int, k: int) -> float:
+    """n*ln(RSS/n) + 2k. An exact fit has RSS 0 and AIC -inf; a floor keeps AIC finite (and still the smallest)."""
+    return n * math.log(max(rss, 1e-300 * n) / n) + 2 * k
+
+
 def _finish(name: str, p: np.ndarray, cov: np.ndarray | None, x: np.ndarray, y: np.ndarray) -> CurveFit:
     n, k = len(x), len(p)
     rss = float(np.sum((y - curve_value(name, p, x)) ** 2))
     tss = float(np.sum((y - y.mean()) ** 2))
-    # An exact fit has RSS 0 and AIC -inf; a floor keeps AIC finite (and still the smallest).
-    aic = n * math.log(max(rss, 1e-300 * n) / n) + 2 * k
+    aic = gaussian_aic(rss, n, k)
     q = t_quantile(0.95, n - k)
     ci = {}
     for i, pname in enumerate(PARAM_NAMES[name]):

@@ -34,9 +34,9 @@ import numpy as np
 from scipy import optimize
 
 from . import dependence, stats
-from .stats import circular_block_indices  # noqa: F401  (the resampling scheme lives in stats)
-
-AIC_TIE = 4.0  # AIC gaps below this are ties (Burnham & Anderson: < 4 is "considerable support" for both)
+from .curves import gaussian_aic
+from .dependence import AIC_TIE  # one tie rule for the families and the phase model
+from .stats import circular_block_indices, json_number
 PLATEAU_SLOPE_RATIO = 1 / 3  # the plateau rises at most a third as fast as the rises on either side
 MIN_SEGMENT_POINTS = 3  # each segment needs this many points, or its slope is noise
 GRID_POINTS = 48  # candidate breakpoints (quantiles of ln(step)) per break in the exhaustive search
@@ -75,10 +75,6 @@ class SegmentedFit:
 def _design(u: np.ndarray, log_breaks) -> np.ndarray:
     columns = [np.ones_like(u), u] + [np.maximum(u - b, 0.0) for b in log_breaks]
     return np.column_stack(columns)
-
-
-def _aic(rss: float, n: int, k: int) -> float:
-    return n * math.log(max(rss, 1e-300 * n) / n) + 2 * k
 
 
 def _fit_fixed(u: np.ndarray, y: np.ndarray, log_breaks) -> tuple[np.ndarray, float]:
@@ -133,7 +129,7 @@ def _best_breaks(u: np.ndarray, y: np.ndarray, n_breaks: int, grid_points: int) 
 
 
 def fit_segmented(steps, values, n_breaks: int, grid_points: int = GRID_POINTS) -> SegmentedFit | None:
-    """Continuous piecewise-linear fit in ln(step) with 0, 1 or 2 breakpoints; None when there are
+    """Continuous piecewise-linear fit in ln(step) with `n_breaks` breakpoints; None when there are
     too few points for that many segments. Steps must be positive (step 0 is left out by callers)."""
     x, y = np.asarray(steps, float), np.asarray(values, float)
     order = np.argsort(x, kind="stable")
@@ -151,7 +147,7 @@ def fit_segmented(steps, values, n_breaks: int, grid_points: int = GRID_POINTS) 
     slopes = np.cumsum(coef[1:])
     resid = y - _design(u, log_breaks) @ coef
     return SegmentedFit(tuple(float(v) for v in np.exp(log_breaks)), tuple(float(s) for s in slopes),
-                        float(coef[0]), rss, _aic(rss, n, 2 + 2 * n_breaks), n, resid)
+                        float(coef[0]), rss, gaussian_aic(rss, n, 2 + 2 * n_breaks), n, resid)
 
 
 def plateau_of(fit: SegmentedFit | None) -> dict | None:
@@ -225,7 +221,7 @@ def detect_phases(steps, values, *, n_resamples: int = 200, seed: int = 0, block
         finite = draws[:, column][np.isfinite(draws[:, column])]
         plateau[f"{key}_ci"] = [float(v) for v in np.quantile(finite, q)] if len(finite) >= 2 else [None, None]
     plateau["bootstrap"] = {"resamples": n_resamples, "block": block, "scheme": "circular block, residuals",
-                            "no_plateau_share": _num(np.mean(~np.isfinite(draws[:, 0]))) if n_resamples else None}
+                            "no_plateau_share": json_number(np.mean(~np.isfinite(draws[:, 0]))) if n_resamples else None}
     out["plateau"] = plateau
     out["verdict"] = (f"plateau from step {plateau['start_step']:,.0f} to {plateau['end_step']:,.0f} "
                       f"({chosen} breaks, AIC {gap:.1f} ahead of fewer)")
@@ -236,11 +232,6 @@ def selected_fit_json(phase: dict) -> dict | None:
     """The segmented fit `detect_phases` selected, as JSON (None when it selected none)."""
     k = phase.get("selected_breaks")
     return None if k is None else phase.get("fits", {}).get(str(k))
-
-
-def _num(value) -> float | None:
-    value = float(value)
-    return value if math.isfinite(value) else None
 
 
 def predict_from_json(fit_json: dict, steps) -> np.ndarray:

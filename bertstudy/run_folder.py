@@ -44,11 +44,6 @@ def earlier_run_files(out_dir: Path) -> list[str]:
     return found
 
 
-def check_writable_folder(folder, flag: str) -> None:
-    """The folder exists and takes a new file, or can be created (atomic_io's check, shared by every script)."""
-    check_writable_dir(folder, flag)
-
-
 def check_corpus(path, resuming: bool = False) -> None:
     path = Path(path)
     if not path.exists() and resuming:
@@ -76,14 +71,14 @@ def _find_checkpoint(config: TrainConfig, resume: str, if_possible: bool):
 def _plan_on_this_rank(config: TrainConfig, resume: str | None, given: dict, overwrite: bool, if_possible: bool,
                        world_size: int) -> StartPlan:
     out_dir = Path(config.out_dir)
-    check_writable_folder(out_dir, "--out-dir")
+    check_writable_dir(out_dir, "--out-dir")
     found = _find_checkpoint(config, resume, if_possible) if resume else None
     if found is None:
         earlier = earlier_run_files(out_dir)
         if earlier and not overwrite:
             raise UsageError(f"--out-dir {out_dir} holds another run ({', '.join(earlier)}); continue it with "
                              f"--resume, or replace it with --overwrite (or choose another --out-dir)")
-        check_writable_folder(config.cache_dir, "--cache-dir")
+        check_writable_dir(config.cache_dir, "--cache-dir")
         check_corpus(config.corpus)
         return StartPlan(config)
     state, path = found
@@ -95,7 +90,7 @@ def _plan_on_this_rank(config: TrainConfig, resume: str | None, given: dict, ove
                          f"{resumed.global_batch * world_size}); resume with torchrun --nproc_per_node {saved_world}"
                          if saved_world > 1 else f"--resume: {path} was written by 1 process (global batch "
                          f"{resumed.global_batch}), this run has {world_size}; resume it without torchrun")
-    check_writable_folder(resumed.cache_dir, "--cache-dir")
+    check_writable_dir(resumed.cache_dir, "--cache-dir")
     check_corpus(resumed.corpus, resuming=True)
     return StartPlan(resumed, state, path)
 

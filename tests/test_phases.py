@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bertstudy import phases
+from bertstudy import phases, stats
 
 ORIGINAL = Path(__file__).parent / "data" / "original_training_history_100k.json"
 
@@ -67,7 +67,7 @@ def test_too_few_points_is_a_verdict_not_an_error():
 
 
 def test_circular_blocks_draw_every_position_equally_often():
-    idx = phases.circular_block_indices(40, 8, 4000, np.random.default_rng(0))
+    idx = stats.circular_block_indices(40, 8, 4000, np.random.default_rng(0))
     counts = np.bincount(idx.ravel(), minlength=40)
     assert counts.min() > 0.9 * counts.mean() and counts.max() < 1.1 * counts.mean()
 

@@ -22,6 +22,7 @@ from . import curves, dependence, phases, stats
 from .errors import BadInputError
 from .history import History
 from .provenance import series_fingerprint
+from .stats import json_number
 
 METRIC_DESCRIPTIONS = {
     "mlm_acc": "training masked-LM accuracy (per logged batch; the original study's metric)",
@@ -34,13 +35,6 @@ MIN_POINTS = 3  # a correlation needs three points; fewer is bad input, not a re
 NSP_CHANCE = 0.5  # NSP is balanced 50/50 IsNext/NotNext, so chance accuracy is one half
 ROLLING_ORIGINS = (0.4, 0.5, 0.6, 0.7, 0.8)  # forecast origins, as shares of the curve points
 MAX_PHASE_RESAMPLES = 200  # each plateau resample refits the kept segmented model (~0.1-0.3 s on 500 points)
-
-
-def _num(value) -> float | None:
-    if value is None:
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None
 
 
 def _final_window(n: int, fraction: float) -> int:
@@ -63,7 +57,7 @@ def loss_summary(history: History, final_window: float = 0.1) -> dict | None:
     k = _final_window(len(loss), final_window)
     initial, final = float(loss[0]), float(loss[-1])
     return {"initial": initial, "final": final, "decrease": initial - final,
-            "decrease_percent": _num(100 * (initial - final) / initial) if initial else None,
+            "decrease_percent": json_number(100 * (initial - final) / initial) if initial else None,
             "final_window_mean": float(loss[-k:].mean()), "min": float(loss.min())}
 
 
@@ -77,7 +71,7 @@ def nsp_summary(history: History, final_window: float = 0.1, alpha: float = 0.01
     window = nsp[-k:]
     p_value = None
     if k >= 2 and np.ptp(window) > 0:
-        p_value = _num(sps.ttest_1samp(window, NSP_CHANCE).pvalue)
+        p_value = json_number(sps.ttest_1samp(window, NSP_CHANCE).pvalue)
     left = bool(p_value is not None and p_value < alpha and window.mean() > NSP_CHANCE)
     verdict = (f"NSP left chance: final-window mean {window.mean():.4f} > {NSP_CHANCE} (p={p_value:.2g})" if left
                else f"NSP stayed at chance: final-window mean {window.mean():.4f} vs {NSP_CHANCE}"
@@ -125,7 +119,7 @@ def _run_bootstrap(steps, values, curve_x, curve_y, fits, n_resamples: int, seed
            "block_rule": "per statistic, from the residuals of its own model (the line for r and the slope, "
                          "each curve for its parameters): n^(1/3), lengthened by the AR(1) plug-in factor of "
                          "their lag-1 autocorrelation",
-           "residual_lag1_autocorrelation": {name: _num(stats.lag1_autocorrelation(curve_y - f.predict(curve_x)))
+           "residual_lag1_autocorrelation": {name: json_number(stats.lag1_autocorrelation(curve_y - f.predict(curve_x)))
                                              for name, f in fits.items() if f.ok},
            "association": stats.bootstrap_association(steps, values, n_resamples, seed, block, level),
            "curves": {}}
@@ -154,7 +148,7 @@ def _targets(steps, values, fits, draws, targets: Sequence[float], level: float)
                 row["curves"][name] = {"step": None, "status": status, "ci": [None, None], "message": fit.message}
                 continue
             step = float(curves.steps_to_target(name, fit.param_vector(), target)[0])
-            entry = {"step": _num(step), "status": _target_status(step, last), "ci": [None, None],
+            entry = {"step": json_number(step), "status": _target_status(step, last), "ci": [None, None],
                      "share_of_resamples_reaching": None}
             if name in draws:
                 sample_steps = curves.steps_to_target(name, draws[name], target)
@@ -190,7 +184,7 @@ def _association_dependence(steps, values, assoc: dict, level: float) -> dict:
         z, se = math.atanh(max(min(r, 1 - 1e-15), -1 + 1e-15)), 1 / math.sqrt(n_eff - 3)
         q = float(sps.norm.ppf(0.5 + level / 2))
         fisher = [math.tanh(z - q * se), math.tanh(z + q * se)]
-    return {"residual_lag1": _num(stats.lag1_autocorrelation(resid)), "effective_n": _num(n_eff),
+    return {"residual_lag1": json_number(stats.lag1_autocorrelation(resid)), "effective_n": json_number(n_eff),
             "effective_n_rule": "n (1 - rho) / (1 + rho), rho = lag-1 autocorrelation of the line's residuals",
             "pearson_ci_fisher_effective_n": fisher,
             "slope_per_10k_newey_west": dependence.newey_west_slope(steps, values, level=level),
@@ -198,7 +192,7 @@ def _association_dependence(steps, values, assoc: dict, level: float) -> dict:
 
 
 def _ranking_json(ranking: dict) -> dict:
-    return {k: ([{**row, "residual_lag1": _num(row["residual_lag1"])} for row in v] if k == "order" else v)
+    return {k: ([{**row, "residual_lag1": json_number(row["residual_lag1"])} for row in v] if k == "order" else v)
             for k, v in ranking.items()}
 
 
@@ -263,7 +257,7 @@ def compare_runs(runs: Sequence[tuple[str, History]], metric: str = "mlm_acc", f
         for key in ("pearson_r", "r_squared", "mean", "max", "final_window_mean", "final_loss"):
             if base[key] is not None and run[key] is not None:
                 diff[key] = run[key] - base[key]
-                diff[f"{key}_percent"] = _num(100 * (run[key] - base[key]) / abs(base[key])) if base[key] else None
+                diff[f"{key}_percent"] = json_number(100 * (run[key] - base[key]) / abs(base[key])) if base[key] else None
         differences[f"{label} - {labels[0]}"] = diff
     return {"metric": metric, "baseline": labels[0], "runs": summaries, "differences": differences}
 
@@ -284,7 +278,7 @@ def analyze(history: History, metric: str = "mlm_acc", *, train_fraction: float 
     curve_entries = {}
     for name, fit in fits.items():
         entry = fit.to_json()
-        entry["delta_aic"] = _num(fit.aic - fits[best].aic) if best and fit.ok else None
+        entry["delta_aic"] = json_number(fit.aic - fits[best].aic) if best and fit.ok else None
         entry["note"] = _curve_note(fit)
         curve_entries[name] = entry
     boot, draws = _run_bootstrap(steps, values, curve_x, curve_y, fits, bootstrap, seed, level)

@@ -12,15 +12,15 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from bertstudy.analysis import analyze, metric_arrays
-from bertstudy.atomic_io import atomic_write_json, check_writable_file
-from bertstudy.cli import labelled_path, make_parser, non_negative_int, open_unit_float, run_main, unit_float
-from bertstudy.errors import EXIT_BAD_INPUT, EXIT_CHECK_FAILED, EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, UsageError
-from bertstudy.history import load_history
-from bertstudy.provenance import check_analysis_out, series_fingerprint
-from bertstudy.report import format_report
+from bertstudy.analysis.study import analyze, metric_arrays
+from bertstudy.base.atomic_io import atomic_write_json, check_writable_file
+from bertstudy.base.run_files import ANALYSIS_NAME
+from bertstudy.base.cli import labelled_path, make_parser, non_negative_int, open_unit_float, run_main, unit_float
+from bertstudy.base.errors import EXIT_BAD_INPUT, EXIT_CHECK_FAILED, EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, UsageError
+from bertstudy.analysis.history import load_history
+from bertstudy.analysis.provenance import check_analysis_out, series_fingerprint
+from bertstudy.analysis.report import format_report
 
-DEFAULT_OUT_NAME = "analysis_100k_result.json"  # beside the history, as the charts are
 
 EXAMPLES = [
     "python analyze_100k.py runs/quick/training_history_100k.json   # writes runs/quick/analysis_100k_result.json",
@@ -78,7 +78,7 @@ def main(argv=None) -> int:
         repeated = sorted({label for label in labels if labels.count(label) > 1})
         if repeated:
             raise UsageError(f"--compare: label(s) used twice: {', '.join(repeated)}")
-        out = Path(args.out) if args.out is not None else Path(args.history).parent / DEFAULT_OUT_NAME
+        out = Path(args.out) if args.out is not None else Path(args.history).parent / ANALYSIS_NAME  # beside the history, as the charts are
         check_writable_file(out, "--out")  # before the work: a bad path fails at once, not after the bootstrap
         history = load_history(args.history)
         steps, values = metric_arrays(history, args.metric)  # bad input (exit 3) before a refusal (exit 2)

@@ -11,9 +11,9 @@ import sys
 import time
 from pathlib import Path
 
-from bertstudy import cli
-from bertstudy.errors import EXIT_BAD_INPUT, EXIT_NOTHING_TO_WATCH, EXIT_OK, EXIT_USAGE, BadInputError, StudyError
-from bertstudy.progress import MonitorConfig, collect_progress, format_progress, nothing_to_watch_hint
+from bertstudy.base import cli
+from bertstudy.base.errors import EXIT_BAD_INPUT, EXIT_NOTHING_TO_WATCH, EXIT_OK, EXIT_USAGE, BadInputError, StudyError
+from bertstudy.monitor import MonitorConfig, collect_progress, format_progress, nothing_to_watch_hint
 
 CLEAR_SCREEN = "\033[2J\033[H"
 

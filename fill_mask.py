@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import sys
 
-from bertstudy.cli import make_parser, positive_int, run_main
-from bertstudy.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_USAGE
+from bertstudy.base.cli import make_parser, positive_int, run_main
+from bertstudy.base.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_USAGE
 
 
 def build_parser():
@@ -52,7 +52,7 @@ def main(argv=None) -> int:
     def body():
         import torch
 
-        from bertstudy.hf_export import fill_mask, load_exported
+        from bertstudy.training.hf_export import fill_mask, load_exported
 
         torch.set_num_threads(min(4, torch.get_num_threads()))
         model, vocab = load_exported(args.model_dir)

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import sys
 
-from bertstudy.cli import make_parser, non_negative_int, positive_float, positive_int, run_main
-from bertstudy.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_RUNTIME, EXIT_USAGE
+from bertstudy.base.cli import make_parser, non_negative_int, positive_float, positive_int, run_main
+from bertstudy.base.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_RUNTIME, EXIT_USAGE
 
 EXAMPLES = [
     "python probe_downstream.py runs/cpu_study_ms                     # linear probe at every milestone",

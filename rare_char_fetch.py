@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import sys
 
-from bertstudy.atomic_io import check_writable_file
-from bertstudy.cli import make_parser, non_negative_float, positive_float, positive_int, run_main
-from bertstudy.sources import build_config, collect, summary_lines
-from bertstudy.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_RUNTIME, EXIT_USAGE
-from bertstudy.sources.embedded import PARTS
+from bertstudy.base.atomic_io import check_writable_file
+from bertstudy.base.cli import make_parser, non_negative_float, positive_float, positive_int, run_main
+from bertstudy.corpus.collect import build_config, collect, summary_lines
+from bertstudy.base.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_RUNTIME, EXIT_USAGE
+from bertstudy.corpus.sources.embedded import PARTS
 
 
 def build_parser():

@@ -10,9 +10,9 @@ replace it with --overwrite. Multi-GPU/CPU: torchrun --nproc_per_node N train_la
 
 import sys
 
-from bertstudy.cli import make_parser, run_main
-from bertstudy.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_RUNTIME, EXIT_USAGE
-from bertstudy.train_config import PRESETS, add_config_arguments, config_from_args, describe_preset, given_fields
+from bertstudy.base.cli import make_parser, run_main
+from bertstudy.base.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_RUNTIME, EXIT_USAGE
+from bertstudy.training.config import PRESETS, add_config_arguments, config_from_args, describe_preset, given_fields
 
 EXAMPLES = [
     "python train_large_100k.py --preset quick --corpus data/corpus.jsonl --out-dir runs/quick",
@@ -52,7 +52,7 @@ def main(argv=None) -> int:
         return EXIT_OK
 
     def body():
-        from bertstudy.training_run import run_training  # torch is imported only once the command line is valid
+        from bertstudy.training.run import run_training  # torch is imported only once the command line is valid
 
         resume = "auto" if args.resume_if_possible else args.resume
         return run_training(config_from_args(args), resume=resume, given=given_fields(args),

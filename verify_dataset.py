@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import sys
 
-from bertstudy import cli
-from bertstudy.atomic_io import atomic_write_json, check_writable_file
-from bertstudy.dataset_report import AUTO_PROFILE, PROFILES, ReportConfig, build_report, format_report
-from bertstudy.errors import EXIT_BAD_INPUT, EXIT_CHECK_FAILED, EXIT_OK, EXIT_USAGE
+from bertstudy.base import cli
+from bertstudy.base.atomic_io import atomic_write_json, check_writable_file
+from bertstudy.corpus.dataset_report import AUTO_PROFILE, PROFILES, ReportConfig, build_report, format_report
+from bertstudy.base.errors import EXIT_BAD_INPUT, EXIT_CHECK_FAILED, EXIT_OK, EXIT_USAGE
 
 
 def build_parser():

@@ -15,13 +15,13 @@ import matplotlib
 
 matplotlib.use("Agg")  # headless: files only, never a window
 
-from bertstudy.atomic_io import atomic_writer, check_writable_dir, read_json  # noqa: E402
-from bertstudy.cli import int_in_range, labelled_path, make_parser, open_unit_float, run_main  # noqa: E402
-from bertstudy.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, UsageError  # noqa: E402
-from bertstudy.fonts import LANGS, choose_text_style  # noqa: E402
-from bertstudy.history import load_history  # noqa: E402
-from bertstudy.plots import CHART_FILES, ChartConfig, all_charts, render_png  # noqa: E402
-from bertstudy.provenance import (  # noqa: E402
+from bertstudy.base.atomic_io import atomic_writer, check_writable_dir, read_json  # noqa: E402
+from bertstudy.base.cli import int_in_range, labelled_path, make_parser, open_unit_float, run_main  # noqa: E402
+from bertstudy.base.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, UsageError  # noqa: E402
+from bertstudy.charts.fonts import LANGS, choose_text_style  # noqa: E402
+from bertstudy.analysis.history import load_history  # noqa: E402
+from bertstudy.charts.plots import CHART_FILES, ChartConfig, all_charts, render_png  # noqa: E402
+from bertstudy.analysis.provenance import (  # noqa: E402
     CHART_HISTORY_KEY,
     CHART_HISTORY_PATH_KEY,
     check_analysis_matches,

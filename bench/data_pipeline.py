@@ -8,12 +8,12 @@ import statistics
 import time
 
 
-from bertstudy.corpus_io import load_documents
-from bertstudy.loader import step_micro_batches
-from bertstudy.packing import collate_padded, padding_fraction
-from bertstudy.pretraining_data import InstanceSampler, load_or_build_cache, split_documents, training_instances
-from bertstudy.train_config import TrainConfig
-from bertstudy.vocab import build_vocab
+from bertstudy.corpus.corpus_io import load_documents
+from bertstudy.pretraining.loader import step_micro_batches
+from bertstudy.pretraining.packing import collate_padded, padding_fraction
+from bertstudy.pretraining.instances import InstanceSampler, load_or_build_cache, split_documents, training_instances
+from bertstudy.training.config import TrainConfig
+from bertstudy.pretraining.vocab import build_vocab
 
 
 def corpus_sampler(config: TrainConfig, corpus_path: str, cache_dir: str) -> tuple[InstanceSampler, int]:

@@ -39,16 +39,16 @@ if str(ROOT) not in sys.path:  # run as `python bench/throughput.py` from anywhe
 import torch  # noqa: E402
 
 from bench.data_pipeline import build_figures, corpus_sampler  # noqa: E402
-from bertstudy.atomic_io import atomic_write_json  # noqa: E402
-from bertstudy.cli import make_parser, non_negative_int, positive_float, positive_int, run_main  # noqa: E402
-from bertstudy.errors import EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, StudyError, UsageError  # noqa: E402
-from bertstudy.loader import LoaderClock, make_step_loader, resolve_workers  # noqa: E402
+from bertstudy.base.atomic_io import atomic_write_json  # noqa: E402
+from bertstudy.base.cli import make_parser, non_negative_int, positive_float, positive_int, run_main  # noqa: E402
+from bertstudy.base.errors import EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, StudyError, UsageError  # noqa: E402
+from bertstudy.pretraining.loader import LoaderClock, make_step_loader, resolve_workers  # noqa: E402
 from bertstudy.model import BertForPretraining, PretrainingOutput, _masked_cross_entropy, training_flops_per_token  # noqa: E402
-from bertstudy.packing import collate_padded, host_counts  # noqa: E402
-from bertstudy.pretraining_data import training_instances  # noqa: E402
-from bertstudy.train_config import preset_config  # noqa: E402
-from bertstudy.device import Distributed, enable_tf32, precision_settings  # noqa: E402
-from bertstudy.trainer import Trainer, model_config_for  # noqa: E402
+from bertstudy.pretraining.packing import collate_padded, host_counts  # noqa: E402
+from bertstudy.pretraining.instances import training_instances  # noqa: E402
+from bertstudy.training.config import preset_config  # noqa: E402
+from bertstudy.training.device import Distributed, enable_tf32, precision_settings  # noqa: E402
+from bertstudy.training.trainer import Trainer, model_config_for  # noqa: E402
 
 H100_BF16_DENSE_TFLOPS = 989.0  # H100 SXM dense bf16 peak (NVIDIA datasheet), the CUDA default
 BENCH_PRESETS = {  # train_config presets (tiny: for tests, a second a step on one thread)
@@ -89,7 +89,7 @@ def build_model(name: str, config, vocab_size: int, device):
         return ours.to(device).train()
     import transformers
 
-    from bertstudy.hf_export import to_transformers_state_dict, transformers_config
+    from bertstudy.training.hf_export import to_transformers_state_dict, transformers_config
 
     hf_config = transformers.BertConfig(**{k: v for k, v in transformers_config(ours.config).items()
                                            if k not in ("architectures", "model_type")})

@@ -9,7 +9,7 @@ Two departures that change speed, not results:
     logits over every position are never built during training. The positions come from the host
     (`mlm_positions`, padded to a fixed multiple), so the forward has no data-dependent shape: no
     device-to-host sync and no torch.compile graph break;
-  * packed rows (bertstudy/packing.py): several instances share a row, each with its own
+  * packed rows (bertstudy/pretraining/packing.py): several instances share a row, each with its own
     `position_ids` and a block-diagonal attention mask from `instance_ids`, so each instance's
     outputs are those it would have alone, with almost no padding computed.
 

@@ -27,7 +27,7 @@ def train_figures(out: Path, train_args: list[str]) -> int:
     import torch
 
     import train_large_100k
-    from bertstudy.atomic_io import atomic_write_json, read_json
+    from bertstudy.base.atomic_io import atomic_write_json, read_json
     from bertstudy.model import BertConfig, BertForPretraining, training_flops_per_token
 
     started = time.monotonic()
@@ -59,7 +59,7 @@ def train_figures(out: Path, train_args: list[str]) -> int:
 def summarize(folder: Path) -> int:
     import torch
 
-    from bertstudy.atomic_io import atomic_write_json
+    from bertstudy.base.atomic_io import atomic_write_json
 
     summary = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                "torch": torch.__version__, "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,

@@ -6,10 +6,10 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-from bertstudy.corpus_io import write_documents
-from bertstudy.sources import RawDocument, to_document
-from bertstudy.sources.embedded import group_articles
-from bertstudy.text_clean import CleanConfig, CleaningStats, SentenceCleaner, SentenceDeduplicator, finish_document
+from bertstudy.corpus.corpus_io import write_documents
+from bertstudy.corpus.raw import RawDocument, to_document
+from bertstudy.corpus.sources.embedded import group_articles
+from bertstudy.corpus.text_clean import CleanConfig, CleaningStats, SentenceCleaner, SentenceDeduplicator, finish_document
 
 SEG_LINES, REVIEW_LINES = 120, 90  # ~10 articles, ~150 distinct reviews (with real duplicates)
 

@@ -1,4 +1,4 @@
-"""check_progress.py and bertstudy/progress.py: a JSONL log being written by another thread (half
+"""check_progress.py and bertstudy/monitor.py: a JSONL log being written by another thread (half
 lines included), a history JSON (ours, the original's, one caught mid-write), crawl progress from
 the collector's own writer, staleness, --follow and Ctrl-C, bad input, and exit 5 on nothing."""
 
@@ -11,10 +11,10 @@ import time
 import pytest
 
 import check_progress
-from bertstudy import progress
-from bertstudy.errors import EXIT_BAD_INPUT, EXIT_NOTHING_TO_WATCH, EXIT_OK
-from bertstudy.run_log import HISTORY_NAME, LOG_NAME, add_eval_point, add_train_point, new_history, write_history
-from bertstudy.sources import CrawlProgress
+from bertstudy import monitor as progress
+from bertstudy.base.errors import EXIT_BAD_INPUT, EXIT_NOTHING_TO_WATCH, EXIT_OK
+from bertstudy.training.run_log import HISTORY_NAME, LOG_NAME, add_eval_point, add_train_point, new_history, write_history
+from bertstudy.corpus.collect import CrawlProgress
 
 T0 = 1_700_000_000.0  # a fixed wall-clock origin for records whose times the tests choose
 
@@ -62,7 +62,7 @@ def test_rate_uses_the_window_and_refuses_zero_time():
 
 
 def test_checkpoint_names_agree_with_the_checkpoint_module():
-    from bertstudy import checkpoint
+    from bertstudy.training import checkpoint
 
     assert progress.CHECKPOINT_DIR_NAME == checkpoint.CHECKPOINT_DIR_NAME
     assert progress.FINAL_MODEL_NAME == checkpoint.FINAL_MODEL_NAME

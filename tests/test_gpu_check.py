@@ -49,7 +49,7 @@ def test_the_scripts_training_and_benchmark_lines_parse():
 
     import train_large_100k
     from bench import throughput
-    from bertstudy.train_config import config_from_args
+    from bertstudy.training.config import config_from_args
 
     lines = {shlex.split(c)[1]: shlex.split(c) for c in _script_commands() if c.startswith(".venv") and "--summarize" not in c}
     train = lines["scripts/gpu_train_check.py"]

@@ -8,7 +8,7 @@ from pathlib import Path
 import analyze_100k
 import rare_char_fetch
 import visualize_results
-from bertstudy.errors import EXIT_OK, EXIT_USAGE
+from bertstudy.base.errors import EXIT_OK, EXIT_USAGE
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = ROOT / "tests" / "data" / "original_training_history_100k.json"

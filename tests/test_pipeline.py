@@ -12,9 +12,9 @@ import rare_char_fetch
 import train_large_100k
 import verify_dataset
 import visualize_results
-from bertstudy.atomic_io import read_json
-from bertstudy.corpus_io import load_documents
-from bertstudy.plots import CHART_FILES
+from bertstudy.base.atomic_io import read_json
+from bertstudy.corpus.corpus_io import load_documents
+from bertstudy.charts.plots import CHART_FILES
 from tests.train_helpers import tiny_args
 
 

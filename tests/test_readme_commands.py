@@ -48,7 +48,7 @@ TINY_FLAGS = {
 }
 # Script lines that cannot run in a test, and why; they are checked to parse instead.
 NOT_RUN = {
-    "--source wiki-api": "crawls a live MediaWiki over the network (tests/test_mediawiki_real.py runs the "
+    "--source wiki-api": "crawls a live MediaWiki over the network (tests/corpus/test_mediawiki_real.py runs the "
                          "crawler against a local MediaWiki)",
     "bench/throughput.py": "times training steps of two models for minutes (tests/test_bench.py runs it small)",
 }
@@ -121,16 +121,38 @@ def check_parses(tokens: list[str]) -> None:
         pytest.fail(f"README line does not parse ({exc.code}): {shlex.join(tokens)}")
 
 
-def make_workspace(tmp_path: Path, name: str) -> Path:
-    """A copy of the repository's scripts, package, Makefile and committed results/."""
+WORKSPACE_FOLDERS = ("bertstudy", "results", "scripts", "bench")
+
+
+def ignored_by_git(root: Path, paths: list[Path]) -> set[Path]:
+    """The paths git ignores in `root` (a user's own runs: results/quickstart/, runs/, data/); none outside git."""
+    if not (root / ".git").exists() or not paths:
+        return set()
+    names = "\0".join(str(p.relative_to(root)) for p in paths) + "\0"
+    done = subprocess.run(["git", "-C", str(root), "check-ignore", "-z", "--stdin"], input=names,
+                          capture_output=True, text=True)
+    return {root / name for name in done.stdout.split("\0") if name}
+
+
+def make_workspace(tmp_path: Path, name: str, root: Path = ROOT) -> Path:
+    """A copy of the repository's scripts, package, Makefile and committed results/.
+
+    Only what the repository holds: what the user's own runs left in the tree (the quickstart's
+    results/quickstart/, which git ignores) stays out, so the tests do not depend on it."""
     work = tmp_path / name
     work.mkdir()
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    for path in ROOT.iterdir():
+    for path in root.iterdir():
         if path.suffix in (".py", ".txt") or path.name in ("Makefile", "README.md"):
             shutil.copy2(path, work / path.name)
-    for folder in ("bertstudy", "results", "scripts", "bench"):
-        shutil.copytree(ROOT / folder, work / folder, ignore=ignore)
+    for folder in WORKSPACE_FOLDERS:
+        entries = [p for p in (root / folder).rglob("*")]
+        ignored = ignored_by_git(root, entries)
+
+        def skip(directory: str, names: list[str], ignored=ignored) -> set[str]:
+            return {n for n in names if n == "__pycache__" or n.endswith(".pyc")
+                    or Path(directory) / n in ignored}
+
+        shutil.copytree(root / folder, work / folder, ignore=skip)
     return work
 
 
@@ -226,7 +248,7 @@ def run_wiki_dump_line(tokens: list[str], tmp_path: Path) -> None:
     """The dump line, on a tiny dump of 20 articles saved under the name the README gives."""
     import bz2
 
-    from tests.test_crawl_faults import _dump_xml
+    from tests.corpus.test_crawl_faults import _dump_xml
 
     work = make_workspace(tmp_path, "wiki-dump")
     dump_name = next(t for t in tokens if t.endswith((".xml", ".xml.bz2")))
@@ -251,3 +273,18 @@ def test_makefile_pipeline_lines_run_on_tiny_data(tmp_path, target):
     else:
         assert snapshot(work / "results") == committed
         assert len(snapshot(work / "results" / "quickstart")) == 5
+
+
+def test_workspace_leaves_out_what_the_users_runs_left(tmp_path):
+    """`make quickstart` then `make test`: the quickstart's ignored results/quickstart/ stays out of the copy."""
+    repo = tmp_path / "repo"
+    for folder in WORKSPACE_FOLDERS:
+        (repo / folder).mkdir(parents=True)
+    (repo / "results" / "training_curves.png").write_bytes(b"committed")
+    (repo / "results" / "quickstart").mkdir()
+    (repo / "results" / "quickstart" / "training_curves.png").write_bytes(b"the user's own run")
+    (repo / ".gitignore").write_text("results/quickstart/\n")
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    work = make_workspace(tmp_path, "copy", root=repo)
+    assert (work / "results" / "training_curves.png").read_bytes() == b"committed"
+    assert not (work / "results" / "quickstart").exists()

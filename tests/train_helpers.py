@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from bertstudy.corpus_io import Document, write_documents
+from bertstudy.corpus.corpus_io import Document, write_documents
 
 # common characters, so a tiny corpus still has a vocabulary of a few hundred tokens
 CHARS = ("的一是在不了有和人这中大为上个国我以要他时来用们生到作地于出就分对成会可主发年动同工也能下过子说产种面"

@@ -14,9 +14,9 @@ import math
 import numpy as np
 from scipy import stats as scipy_stats
 
-from ..atomic_io import read_json
-from ..errors import BadInputError
-from ..stats import pearson_with_ci
+from bertstudy.base.atomic_io import read_json
+from bertstudy.base.errors import BadInputError
+from bertstudy.analysis.stats import pearson_with_ci
 
 DOWNSTREAM_FORMAT = "chinese-bert-correlation/downstream-v1"
 

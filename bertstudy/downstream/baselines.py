@@ -14,8 +14,8 @@ from collections import Counter
 import numpy as np
 from scipy import optimize, sparse
 
-from .metrics import accuracy, segmentation_f1, spans_from_words
-from .tasks import Review, SegSentence, fold_chars, model_text
+from bertstudy.downstream.metrics import accuracy, segmentation_f1, spans_from_words
+from bertstudy.downstream.tasks import Review, SegSentence, fold_chars, model_text
 
 NGRAM_MIN_COUNT = 2  # n-grams seen once in training carry no weight worth fitting
 NGRAM_C = 1.0  # inverse L2 strength (sum of losses + ||w||^2 / (2C)), scikit-learn's default

@@ -1,6 +1,6 @@
 """downstream.png: each task's score against training step and against held-out MLM accuracy.
 
-Data in (probe_downstream.py's document), Figure out, as bertstudy/plots.py's charts: one row per
+Data in (probe_downstream.py's document), Figure out, as bertstudy/charts/plots.py's charts: one row per
 task; left, the score over steps on a symmetric-log axis (step 0, the untrained model, stays on it);
 right, the score against held-out MLM accuracy with the Pearson/Spearman figures of
 downstream/analysis.py. Baselines are horizontal lines in both panels.
@@ -11,8 +11,8 @@ from __future__ import annotations
 from matplotlib import rc_context
 from matplotlib.figure import Figure
 
-from ..fonts import TextStyle
-from .analysis import task_correlations
+from bertstudy.charts.fonts import TextStyle
+from bertstudy.downstream.analysis import task_correlations
 
 DOWNSTREAM_CHART = "downstream.png"
 TASK_LABELS = {"cws": "ds_cws", "sentiment": "ds_sentiment"}

@@ -22,13 +22,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .. import checkpoint as ckpt
-from ..errors import BadInputError
-from ..milestones import MILESTONE_FORMAT, load_milestone
-from ..model import BertConfig, BertForPretraining
-from ..vocab import CLS_ID, SEP_ID, UNK_ID, Vocab
-from .metrics import TAGS, accuracy, segmentation_f1
-from .tasks import Review, SegSentence, fold_chars, model_text
+from bertstudy.training import checkpoint as ckpt
+from bertstudy.base.errors import BadInputError
+from bertstudy.training.milestones import MILESTONE_FORMAT, load_milestone
+from bertstudy.model import BertConfig, BertForPretraining
+from bertstudy.pretraining.vocab import CLS_ID, SEP_ID, UNK_ID, Vocab
+from bertstudy.downstream.metrics import TAGS, accuracy, segmentation_f1
+from bertstudy.downstream.tasks import Review, SegSentence, fold_chars, model_text
 
 L2 = 1e-3  # probe penalty on the mean squared weight: keeps L-BFGS finite on separable features
 PROBE_ITERATIONS = 150  # L-BFGS iterations; the probes converge in well under that on these sizes
@@ -53,7 +53,7 @@ def load_model(path, vocab: Vocab, device: str = "cpu") -> LoadedModel:
         if not str(exc).endswith(f"not a {MILESTONE_FORMAT} file"):
             raise  # missing, truncated, refused: the message names the file
         state = ckpt.load_checkpoint(path)  # a resumable checkpoint (--checkpoints), or a clear refusal
-        from ..trainer import model_config_for
+        from bertstudy.training.trainer import model_config_for
 
         model_config = model_config_for(SimpleNamespace(**state["config"]), len(vocab))
     if state["vocab_hash"] != vocab.hash:

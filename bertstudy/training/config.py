@@ -1,0 +1,262 @@
+"""The training run's configuration: one dataclass, three presets, every field a command-line flag.
+
+`--preset` picks the starting values; any `--field-name VALUE` then overrides one field, e.g.
+`--preset quick --hidden-size 256 --steps 500`. The resolved config is written to
+resolved_config.json next to the run's outputs and stored in every checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import asdict, dataclass, field, fields, replace
+
+from bertstudy.base import cli
+from bertstudy.training.device import device_choice
+from bertstudy.base.errors import UsageError
+
+
+def _f(default, kind, help_text):
+    return field(default=default, metadata={"type": kind, "help": help_text})
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    # ---- data
+    corpus: str = _f("data/corpus.jsonl", str, "corpus: ours JSONL or the original study's JSON")  # rare_char_fetch.py's output
+    out_dir: str = _f(".", str, "folder for history, log, checkpoints, final model")  # "." as in the original study
+    cache_dir: str = _f("data/cache", str, "folder for the tokenized-corpus cache")  # beside the corpus, never committed
+    min_freq: int = _f(1, cli.positive_int, "keep characters seen at least this often")  # 1: every character; rare ones are the study's point
+    heldout_fraction: float = _f(0.02, cli.open_unit_float, "fraction of documents held out for eval")  # 2%: enough instances, little lost
+    max_seq_len: int = _f(128, cli.positive_int, "tokens per instance incl. [CLS]/[SEP]")  # the original's length; BERT phase 1
+    mask_rate: float = _f(0.15, cli.open_unit_float, "fraction of tokens to predict")  # BERT's 15%
+    max_predictions: int = _f(20, cli.positive_int, "most masked positions per instance")  # BERT's 20 for length 128
+    short_seq_prob: float = _f(0.1, cli.unit_float, "chance of a shorter target length")  # BERT's 0.1: fewer train/test length mismatches
+    wwm: bool = _f(False, bool, "whole-word masking with jieba words (Chinese-BERT-wwm)")  # off: character masking as the original
+    eval_instances: int = _f(1024, cli.positive_int, "held-out instances scored at each eval")  # ~150k masked tokens of 128-length: +-0.3% noise
+    # ---- model
+    hidden_size: int = _f(512, cli.positive_int, "hidden width")  # the original's large_100k
+    num_layers: int = _f(12, cli.positive_int, "encoder layers")  # BERT-base depth
+    num_heads: int = _f(8, cli.positive_int, "attention heads")  # 64-dim heads
+    intermediate_size: int = _f(2048, cli.positive_int, "feed-forward width")  # 4 x hidden
+    dropout: float = _f(0.1, cli.unit_float, "dropout rate")  # BERT's 0.1
+    # ---- optimizer and schedule
+    lr: float = _f(5e-4, cli.positive_float, "peak learning rate")
+    # 5e-4, not the original's 5e-5: that is a fine-tuning rate; from scratch with a batch of 128 a
+    # 512-wide BERT needs ~1e-4..1e-3 (BERT-base used 1e-4 at batch 256, RoBERTa 6e-4 at 8k with
+    # post-LN warm-up); 5e-4 with 2k warm-up steps and beta2 0.98 trains stably at this width.
+    min_lr_ratio: float = _f(0.1, cli.unit_float, "cosine decays to lr x this (0: to zero)")  # 10%: the tail still learns
+    warmup_steps: int = _f(2000, cli.non_negative_int, "linear warm-up steps")  # 2% of 100k, BERT used 1%
+    weight_decay: float = _f(0.01, cli.non_negative_float, "AdamW weight decay")  # BERT's 0.01
+    beta1: float = _f(0.9, cli.open_unit_float, "AdamW beta1")  # BERT's
+    beta2: float = _f(0.98, cli.open_unit_float, "AdamW beta2")  # RoBERTa's 0.98: steadier with large lr
+    adam_eps: float = _f(1e-6, cli.positive_float, "AdamW epsilon")  # BERT's 1e-6
+    grad_clip: float = _f(1.0, cli.non_negative_float, "clip the global grad norm (0: off)")  # BERT's 1.0
+    # ---- run
+    steps: int = _f(100_000, cli.positive_int, "optimizer steps")  # the study's 100k
+    batch_size: int = _f(32, cli.positive_int, "instances per micro-batch per process, or auto (see --auto-batch)")  # the original's 32
+    grad_accum: int = _f(4, cli.positive_int, "micro-batches per optimizer step")  # 32 x 4 = 128 per step
+    log_interval: int = _f(100, cli.positive_int, "steps between training log points")  # 1000 points over 100k
+    eval_interval: int = _f(1000, cli.positive_int, "steps between held-out evals")  # 100 evals over 100k
+    save_interval: int = _f(2000, cli.positive_int, "steps between checkpoints")  # lose <= ~2% of a run on a crash
+    keep_last: int = _f(3, cli.non_negative_int, "checkpoints kept (0: all)")  # 3: a corrupt newest still leaves two
+    milestones: str = _f("none", str, "weights kept for probing, never pruned: none, log (0, 1, 2, 5, 10, ... "
+                                      "and the end) or steps, e.g. 100,500,log")  # none: a probe pass is opt-in (milestones.py)
+    seed: int = _f(42, cli.non_negative_int, "seed of init, split, batches and masks")
+    amp: bool | None = _f(None, bool, "mixed precision (default: on for CUDA, off for CPU)")  # CPU bf16 is slower on most CPUs
+    compile: bool = _f(False, bool, "torch.compile the model")  # off: compile time dominates short runs
+    compile_mode: str = _f("default", str, "torch.compile mode: default, reduce-overhead (CUDA graphs) or "
+                                           "max-autotune")  # default: CUDA graphs unmeasured here (docs/PERFORMANCE.md)
+    auto_batch: bool = _f(False, bool, "keep the global batch (batch_size x grad_accum per process) and pick the "
+                                       "largest micro-batch that fits the GPU (--batch-size auto; CPU keeps the split)")
+    # off: the configured split, as the study's record says; on CUDA auto gives the same mathematics faster
+    device: str = _f("auto", device_choice, "auto, cpu, cuda or cuda:N")  # auto: CUDA when present; cuda: GPU LOCAL_RANK
+    data_workers: int = _f(-1, cli.int_in_range(-1, 64), "processes building batches ahead (-1: 2 on CUDA, "
+                                                        "0 on CPU = built in the loop)")
+    # -1: on a GPU two workers keep ahead of the step; on a CPU they would take cores from the model
+    max_nonfinite: int = _f(5, cli.positive_int, "stop after this many non-finite losses in a row")
+    progress: bool = _f(True, bool, "show a tqdm progress bar")
+    threads: int = _f(0, cli.non_negative_int, "torch CPU threads (0: torch's default, one per core; "
+                                               "on a CPU busy with other jobs use 1)")
+    # 0: fastest on idle cores. On 2 cores shared with other jobs (load 5-8) 2 threads ran ~5x slower
+    # than 1 (1.0-1.8k vs 7.7k tokens/s for quick): the threads wait on each other at every matmul.
+    preset: str = "large_100k"  # set by --preset, recorded for the history's meta
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def global_batch(self) -> int:
+        return self.batch_size * self.grad_accum
+
+
+PRESETS: dict[str, dict] = {
+    # the study's run: the original's shape, a learning rate that learns from scratch
+    "large_100k": {},
+    # The whole stage in ~3.5 min on 2 idle CPU cores (~0.15 s per 64 x 64-token step, 26k tokens/s);
+    # 2 min 25 s with packed batches (2026-11-28, make quickstart: held-out MLM 14.5%, NSP 82.0%).
+    # Tuned on the embedded corpus (vocab 5033): held-out MLM accuracy 0.1% -> 5.6% (step 100, the
+    # "always the most frequent character" level) -> 13% (step 300) -> 14.6-14.8% (step 1200), still
+    # on the plateau that only a longer run leaves (see cpu_study); NSP 49% -> 81-84%.
+    # lr 2e-3 is at the edge: 4e-3 never left the plateau, 1e-3 was slower; a batch of 64 learned
+    # a little more per token than 32 x 2400 steps; 4 layers or 2 heads learned no faster per step.
+    # Issue 15 asked for held-out MLM >= 17% and 人 in the top 3 for 中国[MASK]民 within ~8 min on 2 idle
+    # cores. Runs tried, all still on (or just leaving) the ~14% plateau, none with 人 in the top 5:
+    #   mask rate 25%, 1,200 steps                           14.9%                (issue 15)
+    #   256 x 4 layers, batch 32, lr 1e-3, 1,200 steps       14.4%, 529 s         (issue 15)
+    #   batch 16, 4,800 steps, lr 1e-3                       14.7% at 4,400       (issue 15)
+    #   this preset, 2,800 steps (cosine over 2,800)         16.1%; top 国 中 会 民 的 (2026-11-28, packed batches,
+    #                                                        1,520 s on 1 thread of a shared CPU: ~9 min on 2 idle)
+    #   128 x 3 layers, 2,200 steps                          15.3%; top 国 中 会 、 主 (same day and machine)
+    # Why not: the second rise needs more tokens than 8 minutes give. cpu_study (192 x 3, batch 32)
+    # leaves the plateau at ~2,500 steps and passes 17% only at ~3,600 (results/training_history_100k.json),
+    # ~13 min on 2 idle cores at ~0.22 s a step; the 64 x 2 cpu_100k model leaves it at ~17,800 steps of 8 x 64 (~9M tokens).
+    "quick": dict(hidden_size=128, num_layers=2, num_heads=4, intermediate_size=512, max_seq_len=64,
+                  max_predictions=10, batch_size=64, grad_accum=1, steps=1200, warmup_steps=50, lr=2e-3,
+                  log_interval=10, eval_interval=100, save_interval=300, eval_instances=512, dropout=0.0,
+                  min_lr_ratio=0.1),
+    # Issue 7's reduced but genuine study: ~20 min on 2 idle CPU cores. A step (32 x 64 tokens) of this
+    # 2.4M-parameter model costs ~2.4x a quick step of 32: ~0.22 s with 2 idle threads, so 5000 steps
+    # take ~18 min + ~1 min of evals and saves: ~9.6M tokens (~3 passes over the 3M-token corpus) for
+    # 1.4M non-embedding parameters, near compute-optimal (~20 tokens per parameter) at this budget.
+    # 500 log points, 40 held-out evals, a checkpoint every 500 steps. Measured: 18 min 53 s on 2 cores
+    # (load ~2), 9.4k tokens/s; held-out MLM 4% (step 125) -> 12.8% (500) -> a 14% plateau to step
+    # ~1750 -> 22.1% (5000), NSP 85%: a fast rise, a plateau, then a second rise still going at the end.
+    # dropout 0: a model this small, seeing each token ~3 times, underfits; dropout would only slow it.
+    # milestones log: 13 weight files (0, 1, 2, 5, ..., 2000, 5000; ~10 MB each, each with a held-out
+    # eval, ~1 s) for probe_downstream.py, which asks whether held-out MLM accuracy predicts usefulness.
+    "cpu_study": dict(milestones="log", hidden_size=192, num_layers=3, num_heads=4, intermediate_size=768, max_seq_len=64,
+                      max_predictions=10, batch_size=32, grad_accum=1, steps=5000, warmup_steps=200, lr=1.5e-3,
+                      log_interval=10, eval_interval=125, save_interval=500, eval_instances=512, dropout=0.0,
+                      min_lr_ratio=0.1),
+    # The original's protocol on a CPU: 100,000 steps, a point every 100 (1,000 points), a held-out
+    # eval every 1,000, 2K warm-up, cosine; the model is what one idle core finishes in about an hour
+    # (64 x 2 layers, batch 8 x 64 tokens: 37 ms a step with the other core busy, 2026-11-28; 128 x 2 at
+    # batch 32 took 197 ms, 96 x 3 at batch 8 58 ms). lr 1e-3 for the small batch (a 2,000-step pilot: held-out
+    # MLM 8.7%). Log milestones keep 0, 1, 2, 5, ..., 50,000 and 100,000 for probe_downstream.py.
+    "cpu_100k": dict(milestones="log", hidden_size=64, num_layers=2, num_heads=2, intermediate_size=256,
+                     max_seq_len=64, max_predictions=10, batch_size=8, grad_accum=1, steps=100_000, warmup_steps=2000,
+                     lr=1e-3, log_interval=100, eval_interval=1000, save_interval=5000, eval_instances=512,
+                     dropout=0.0, min_lr_ratio=0.1),
+}
+
+
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def batch_size_or_auto(text: str):
+    """--batch-size: a positive integer, or `auto` (= --auto-batch with the preset's split as the global batch)."""
+    return "auto" if text.strip().lower() == "auto" else cli.positive_int(text)
+
+
+def preset_config(name: str, **overrides) -> TrainConfig:
+    if name not in PRESETS:
+        raise UsageError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return validate(replace(TrainConfig(), preset=name, **{**PRESETS[name], **overrides}))
+
+
+def validate(config: TrainConfig) -> TrainConfig:
+    """Cross-field checks the per-flag range types cannot make."""
+    if config.hidden_size % config.num_heads:
+        raise UsageError(f"--hidden-size {config.hidden_size} is not a multiple of --num-heads {config.num_heads}")
+    from bertstudy.training.milestones import milestone_steps  # no torch: parses the spec, refusing a bad one here
+
+    milestone_steps(config.milestones, config.steps)
+    if config.compile_mode not in COMPILE_MODES:
+        raise UsageError(f"--compile-mode must be one of {', '.join(COMPILE_MODES)}, got {config.compile_mode!r}")
+    if config.max_seq_len < 8:
+        raise UsageError(f"--max-seq-len must be >= 8 ([CLS] A [SEP] B [SEP] and some text), got {config.max_seq_len}")
+    return config
+
+
+def _preset_values(name: str) -> str:
+    """' (large_100k: 512; quick: 128; cpu_study: 192)' where the presets differ, else the one default."""
+    values = {preset: PRESETS[preset].get(name, TrainConfig.__dataclass_fields__[name].default) for preset in PRESETS}
+    if len(set(map(repr, values.values()))) == 1:
+        value = next(iter(values.values()))
+        return "" if value is None else f" (default {value})"
+    return " (" + "; ".join(f"{preset}: {value}" for preset, value in values.items()) + ")"
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per field (--field-name), default None so an unset flag keeps the preset's (or, on
+    --resume, the run's) value."""
+    parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                        help="starting values (default large_100k); the flags below override them; "
+                             "--show-preset NAME lists a preset's values")
+    for f in fields(TrainConfig):
+        if f.name == "preset":
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        kind = batch_size_or_auto if f.name == "batch_size" else f.metadata["type"]
+        if kind is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
+                                help=f.metadata["help"] + _preset_values(f.name))
+        else:
+            parser.add_argument(flag, type=kind, default=None, metavar=f.name.upper(),
+                                help=f.metadata["help"] + _preset_values(f.name))
+
+
+def given_fields(args: argparse.Namespace) -> dict:
+    """The fields set on the command line (not their defaults), --preset included when given."""
+    given = {f.name: getattr(args, f.name) for f in fields(TrainConfig)
+             if f.name != "preset" and getattr(args, f.name, None) is not None}
+    if getattr(args, "preset", None) is not None:
+        given["preset"] = args.preset
+    if given.get("batch_size") == "auto":  # --batch-size auto: the global batch stays the preset's (or given) split
+        del given["batch_size"]
+        given["auto_batch"] = True
+    return given
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    overrides = {name: value for name, value in given_fields(args).items() if name != "preset"}
+    return preset_config(getattr(args, "preset", None) or "large_100k", **overrides)
+
+
+def describe_preset(name: str) -> str:
+    """`--show-preset NAME`: every field's value in that preset, as the flags that would set it."""
+    config = preset_config(name)
+    lines = [f"preset {name} (any flag overrides its value):"]
+    for f in fields(TrainConfig):
+        if f.name == "preset":
+            continue
+        value = getattr(config, f.name)
+        flag = "--" + f.name.replace("_", "-")
+        if isinstance(value, bool) or value is None:
+            shown = {True: flag, False: "--no-" + f.name.replace("_", "-"), None: "(unset: " + f.metadata["help"] + ")"}
+            lines.append(f"  {shown[value]}")
+        else:
+            lines.append(f"  {flag} {value}")
+    return "\n".join(lines)
+
+
+# model-shape fields: a checkpoint whose values differ cannot be loaded into this run's model
+ARCHITECTURE_FIELDS = ("hidden_size", "num_layers", "num_heads", "intermediate_size", "max_seq_len")
+# On --resume the run's own config (from its checkpoint) is used. These fields may be changed by a flag
+# on the resume line: how long, how often to log/eval/save, and where the (same) corpus and cache are.
+# A new --steps moves the end of the cosine schedule from the resumed step on.
+CHANGEABLE_ON_RESUME = ("steps", "log_interval", "eval_interval", "save_interval", "keep_last", "milestones", "max_nonfinite",
+                        "corpus", "cache_dir")
+# These belong to this session, not to the run: they come from the resume line, defaults included.
+SESSION_FIELDS = ("out_dir", "device", "threads", "progress", "compile", "amp", "compile_mode", "data_workers")
+
+
+def resume_config(saved: dict, given: dict, session: TrainConfig, source: str) -> TrainConfig:
+    """The config a resumed run continues with: the run's own (`saved`), the changeable fields that
+    `given` sets, this session's fields. Any other given flag that differs from the run's value
+    (architecture, lr, batch, seed, preset...) is refused, naming each field: it would silently make
+    another run (the optimizer's saved moments, the data order and the schedule belong to these values)."""
+    known = {f.name for f in fields(TrainConfig)}
+    base = {name: value for name, value in saved.items() if name in known}
+    fixed = [name for name, value in given.items()
+             if name not in CHANGEABLE_ON_RESUME and name not in SESSION_FIELDS and base.get(name) != value]
+    if fixed:
+        run = ", ".join(f"{name} {base.get(name)}" for name in fixed)
+        asked = ", ".join(f"{name} {given[name]}" for name in fixed)
+        raise UsageError(f"--resume: {source} was trained with {run}; this command line gives {asked}. "
+                         f"A resumed run may change only {', '.join('--' + n.replace('_', '-') for n in CHANGEABLE_ON_RESUME)} "
+                         f"and this session's {', '.join('--' + n.replace('_', '-') for n in SESSION_FIELDS[1:])}: "
+                         f"drop the others, or start a new run in another --out-dir")
+    values = {**base, **{name: given[name] for name in CHANGEABLE_ON_RESUME if name in given},
+              **{name: getattr(session, name) for name in SESSION_FIELDS}}
+    return validate(TrainConfig(**values))

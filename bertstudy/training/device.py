@@ -1,0 +1,144 @@
+"""Which device, which precision, which rank: the one place that tells CUDA from CPU.
+
+Device selection (`--device`):
+- `auto`: CUDA when torch sees a GPU, else the CPU;
+- `cuda`: GPU LOCAL_RANK (torchrun sets it per process on each node; a plain `python` run is
+  rank 0, so GPU 0). The device always carries an index: torch.cuda.set_device refuses `cuda`
+  without one;
+- `cuda:N`: GPU N, for one process per node (with several processes per node each takes its
+  LOCAL_RANK, so `cuda:N` is refused there);
+- `cpu`.
+torchrun's RANK and WORLD_SIZE make the process group (nccl on CUDA, gloo on the CPU), on one node
+or many. A device that is not there is a one-line usage error (exit 2), never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+from dataclasses import dataclass
+from typing import Mapping
+
+import numpy as np
+import torch
+import torch.distributed as torch_dist
+
+from bertstudy.base.errors import UsageError
+
+DEVICE_CHOICES = "auto, cpu, cuda, cuda:N"
+_DEVICE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
+
+
+def device_choice(text: str) -> str:
+    """argparse type of --device: one of auto, cpu, cuda, cuda:N (a typo such as 'gpu' exits 2)."""
+    value = text.strip().lower()
+    if not _DEVICE.match(value):
+        raise argparse.ArgumentTypeError(f"invalid choice {text!r} (choose from {DEVICE_CHOICES})")
+    return value
+
+
+@dataclass
+class Distributed:
+    rank: int = 0  # global rank (torchrun's RANK)
+    world_size: int = 1  # processes in the job (torchrun's WORLD_SIZE)
+    local_rank: int = 0  # GPU index on this node (torchrun's LOCAL_RANK)
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def _env_int(env: Mapping[str, str], name: str, default: int) -> int:
+    text = env.get(name, str(default))
+    try:
+        return int(text)
+    except ValueError:
+        raise UsageError(f"environment variable {name}={text!r} is not an integer (torchrun sets it)") from None
+
+
+def select_device(choice: str, env: Mapping[str, str] | None = None) -> torch.device:
+    """The device this process trains on, always with an index on CUDA (see the module docstring)."""
+    env = os.environ if env is None else env
+    if not _DEVICE.match(choice):
+        raise UsageError(f"--device {choice!r}: choose from {DEVICE_CHOICES}")
+    local_rank = _env_int(env, "LOCAL_RANK", 0)
+    if choice == "auto":
+        choice = "cuda" if torch.cuda.is_available() else "cpu"
+    if choice == "cpu":
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        build = "a CPU-only build of torch" if torch.version.cuda is None else "no visible GPU"
+        raise UsageError(f"--device {choice}: CUDA is not available ({build}); use --device cpu or auto")
+    count = torch.cuda.device_count()
+    if choice == "cuda":
+        index = local_rank
+    else:
+        index = int(choice.split(":", 1)[1])
+        if _env_int(env, "LOCAL_WORLD_SIZE", 1) > 1:
+            raise UsageError(f"--device {choice} names one GPU, but torchrun starts several processes per node; "
+                             f"use --device cuda (each process takes GPU LOCAL_RANK)")
+    if index >= count:
+        raise UsageError(f"--device {choice}: GPU {index} does not exist (this machine shows {count}: "
+                         f"cuda:0..cuda:{count - 1})")
+    return torch.device("cuda", index)
+
+
+def setup_distributed(choice: str, env: Mapping[str, str] | None = None) -> Distributed:
+    """Pick the device, bind this process to it, and join the process group when WORLD_SIZE > 1."""
+    env = os.environ if env is None else env
+    world = _env_int(env, "WORLD_SIZE", 1)
+    rank = _env_int(env, "RANK", 0)
+    local_rank = _env_int(env, "LOCAL_RANK", 0)
+    device = select_device(choice, env)
+    bind_device(device)
+    if world > 1 and not torch_dist.is_initialized():
+        torch_dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return Distributed(rank, world, local_rank, device)
+
+
+def bind_device(device: torch.device) -> None:
+    """Make `device` this process's current GPU (kernels, NCCL) and let its fp32 matmuls use TF32."""
+    if device.type == "cuda":
+        torch.cuda.set_device(device)  # needs an index: select_device always gives one
+        enable_tf32()
+
+
+def teardown_distributed(dist: Distributed) -> None:
+    if dist.enabled and torch_dist.is_initialized():
+        torch_dist.destroy_process_group()
+
+
+def enable_tf32() -> None:
+    """fp32 matmuls and convolutions on CUDA in TF32 (Ampere and later; ignored by older GPUs).
+    torch 2.9+ has per-backend `fp32_precision`; mixing it with the legacy flags is an error there."""
+    matmul = torch.backends.cuda.matmul
+    if hasattr(matmul, "fp32_precision"):
+        matmul.fp32_precision = "tf32"
+        conv = getattr(torch.backends.cudnn, "conv", None)
+        if conv is not None and hasattr(conv, "fp32_precision"):
+            conv.fp32_precision = "tf32"
+    else:
+        matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+
+def precision_settings(device: torch.device, amp: bool | None):
+    """(autocast dtype or None, use a GradScaler). On by default on CUDA, off on the CPU.
+    bf16 only where the GPU computes it natively (Ampere+): `is_bf16_supported()` is also true through
+    emulation on older cards, which is slow; they get fp16 with a GradScaler instead."""
+    use_amp = (device.type == "cuda") if amp is None else amp
+    if not use_amp:
+        return None, False
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported(including_emulation=False):
+        return torch.float16, True
+    return torch.bfloat16, False
+
+
+def to_device(batch: dict[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
+    return {key: torch.from_numpy(value).to(device, non_blocking=True) for key, value in batch.items()}

@@ -1,0 +1,114 @@
+"""How a training run starts in its --out-dir: fresh, resumed, or refused (nothing is ever lost).
+
+- A new run in a folder that holds another run's checkpoints, history, log or final model is
+  refused (exit 2) unless --overwrite is given; nothing is deleted by the refusal.
+- --resume continues from a checkpoint (the newest valid one in the folder, or the one named) and
+  fails when there is none; --resume-if-possible starts a new run then instead.
+- The resumed run takes its config from the checkpoint (train_config.resume_config).
+- Output folders are checked before any work: a folder under a file or one that cannot be written
+  is a one-line usage error (exit 2).
+Under DDP rank 0 makes this decision and sends it, the checkpoint included, to every rank, so the
+ranks need no shared filesystem (only rank 0 writes outputs).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch.distributed as torch_dist
+
+from bertstudy.training import checkpoint as ckpt
+from bertstudy.base.atomic_io import check_writable_dir
+from bertstudy.training.device import Distributed
+from bertstudy.base.errors import BadInputError, StudyError, UsageError
+from bertstudy.base.run_files import EXPORT_DIR_NAME, HISTORY_NAME, LOG_NAME
+from bertstudy.training.config import TrainConfig, resume_config
+
+
+
+@dataclass
+class StartPlan:
+    config: TrainConfig  # the config this run trains with
+    state: dict | None = None  # the checkpoint resumed from (None: a new run)
+    path: Path | None = None  # its file
+
+
+def earlier_run_files(out_dir: Path) -> list[str]:
+    """The files in out_dir that belong to a run: what a new run would overwrite or make stale."""
+    found = [name for name in (HISTORY_NAME, LOG_NAME, ckpt.FINAL_MODEL_NAME, EXPORT_DIR_NAME) if (out_dir / name).exists()]
+    checkpoints = ckpt.list_checkpoints(out_dir / ckpt.CHECKPOINT_DIR_NAME)
+    if checkpoints:
+        found.append(f"{len(checkpoints)} checkpoint(s) in {ckpt.CHECKPOINT_DIR_NAME}/")
+    return found
+
+
+def check_corpus(path, resuming: bool = False) -> None:
+    path = Path(path)
+    if not path.exists() and resuming:
+        raise BadInputError(path, "no such corpus (the one the run was trained on); give its new place with --corpus")
+    if not path.exists():
+        raise BadInputError(path, "no such corpus; collect one first: python rare_char_fetch.py (writes "
+                                  "data/corpus.jsonl), or give --corpus")
+    if path.is_dir():
+        raise BadInputError(path, "is a folder; --corpus takes a corpus file (JSONL, or the original's JSON)")
+
+
+def _find_checkpoint(config: TrainConfig, resume: str, if_possible: bool):
+    """(state, path) to resume from, or None for a new run (if_possible only)."""
+    if resume != "auto":
+        return ckpt.load_checkpoint(resume), Path(resume)
+    folder = Path(config.out_dir) / ckpt.CHECKPOINT_DIR_NAME
+    found = ckpt.find_resume_checkpoint(folder)
+    if found is None and not if_possible:
+        where = "no valid checkpoint in it" if folder.is_dir() else "no such folder"
+        raise BadInputError(folder, f"nothing to resume ({where}); start a new run without --resume, "
+                                    f"or use --resume-if-possible")
+    return found
+
+
+def _plan_on_this_rank(config: TrainConfig, resume: str | None, given: dict, overwrite: bool, if_possible: bool,
+                       world_size: int) -> StartPlan:
+    out_dir = Path(config.out_dir)
+    check_writable_dir(out_dir, "--out-dir")
+    found = _find_checkpoint(config, resume, if_possible) if resume else None
+    if found is None:
+        earlier = earlier_run_files(out_dir)
+        if earlier and not overwrite:
+            raise UsageError(f"--out-dir {out_dir} holds another run ({', '.join(earlier)}); continue it with "
+                             f"--resume, or replace it with --overwrite (or choose another --out-dir)")
+        check_writable_dir(config.cache_dir, "--cache-dir")
+        check_corpus(config.corpus)
+        return StartPlan(config)
+    state, path = found
+    resumed = resume_config(state["config"], given, config, str(path))
+    saved_world = state.get("data_position", {}).get("world_size", 1)
+    if saved_world != world_size:
+        raise UsageError(f"--resume: {path} was written by {saved_world} process(es) (global batch "
+                         f"{resumed.global_batch * saved_world}), this run has {world_size} (global batch "
+                         f"{resumed.global_batch * world_size}); resume with torchrun --nproc_per_node {saved_world}"
+                         if saved_world > 1 else f"--resume: {path} was written by 1 process (global batch "
+                         f"{resumed.global_batch}), this run has {world_size}; resume it without torchrun")
+    check_writable_dir(resumed.cache_dir, "--cache-dir")
+    check_corpus(resumed.corpus, resuming=True)
+    return StartPlan(resumed, state, path)
+
+
+def plan_start(config: TrainConfig, resume: str | None, given: dict, overwrite: bool, if_possible: bool,
+               dist: Distributed) -> StartPlan:
+    """Decide on rank 0; under DDP send the decision (or its error) to every rank."""
+    plan, error = None, None
+    if dist.is_main:
+        try:
+            plan = _plan_on_this_rank(config, resume, given or {}, overwrite, if_possible, dist.world_size)
+        except StudyError as exc:
+            if not dist.enabled:
+                raise
+            error = (str(exc), exc.exit_code)
+    if dist.enabled:
+        box = [(plan, error)]
+        torch_dist.broadcast_object_list(box, src=0)
+        plan, error = box[0]
+        if error:
+            raise StudyError(error[0], exit_code=error[1])
+    return plan

@@ -1,0 +1,189 @@
+"""probe_downstream.py end to end on a tiny run trained on a tiny embedded-like corpus: the output
+format, no test text in the pretraining documents, exact resume, bad inputs; then analyze_100k.py
+--downstream and visualize_results.py --downstream on its output."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+
+import analyze_100k
+import probe_downstream
+import train_large_100k
+import visualize_results
+from bertstudy.base.atomic_io import read_json
+from bertstudy.corpus.corpus_io import load_documents
+from bertstudy.downstream import scoring
+from bertstudy.downstream.scoring import PassSettings, prepare_tasks
+from bertstudy.downstream.tasks import model_text
+from bertstudy.base.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
+from bertstudy.corpus.text_clean import normalize_width, split_sentences
+from tests.downstream_helpers import embedded_like_corpus, write_task_data
+from tests.train_helpers import tiny_args
+
+torch.set_num_threads(1)
+PROBE_ARGS = ["--cws-train", "40", "--sentiment-train", "60", "--no-progress", "--threads", "1"]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("downstream")
+    task_data = write_task_data(root / "tasks")
+    corpus = embedded_like_corpus(task_data, root / "corpus.jsonl")
+    out = root / "run"
+    # 30% held out so a handful of articles and reviews are test material; milestones 0, 1, 2, 5, 6
+    code = train_large_100k.main(tiny_args(corpus, out, root / "cache", milestones="log", heldout_fraction=0.3))
+    assert code == EXIT_OK
+    return root, task_data, corpus, out
+
+
+@pytest.fixture(scope="module")
+def scored(tiny_run):
+    root, task_data, _, run = tiny_run
+    out = root / "full.json"
+    assert probe_downstream.main([str(run), "--task-data", str(task_data), "--out", str(out), *PROBE_ARGS]) == EXIT_OK
+    return read_json(out)
+
+
+def test_output_format_and_every_milestone(scored):
+    assert scored["meta"]["format"] == "chinese-bert-correlation/downstream-v1"
+    assert set(scored["tasks"]) == {"cws", "sentiment"}
+    assert scored["tasks"]["cws"]["metric"] == "f1" and scored["tasks"]["sentiment"]["metric"] == "accuracy"
+    for task in scored["tasks"].values():
+        assert [p["step"] for p in task["points"]] == [0, 1, 2, 5, 6]
+        assert all(0.0 <= p["score"] <= 1.0 and 0.0 <= p["heldout_mlm_acc"] <= 1.0 for p in task["points"])
+        assert task["baselines"]["step0"]["score"] == task["points"][0]["score"]
+        assert task["sizes"]["test"] > 0 and task["sizes"]["train"] > 0
+    assert 0.5 < scored["tasks"]["cws"]["baselines"]["jieba"]["score"] <= 1.0
+    assert {"char_ngram_logreg", "majority", "step0"} <= set(scored["tasks"]["sentiment"]["baselines"])
+
+
+def test_no_test_sentence_appears_in_the_pretraining_documents(tiny_run):
+    root, task_data, corpus, run = tiny_run
+    history = read_json(run / "training_history_100k.json")
+    tasks = prepare_tasks(run, history, PassSettings(task_data=str(task_data), cws_train=40, sentiment_train=60))
+    heldout = set(read_json(run / "heldout_documents.json")["heldout_ids"])
+    trained = [d for d in load_documents(corpus) if d.id not in heldout]
+    trained_sentences = {s for d in trained for s in d.sentences}
+    trained_text = "\n".join(trained_sentences)
+    test_texts = [s.chars for s in tasks.cws.test] + [r.text for r in tasks.sentiment.test]
+    assert test_texts
+    for text in test_texts:
+        assert model_text(text) not in trained_text
+        assert not any(s in trained_sentences for s in split_sentences(normalize_width(text)))
+    assert all(s.doc_id in heldout for s in tasks.cws.test)
+    assert all(any(d in heldout for d in r.doc_ids) for r in tasks.sentiment.test)
+    assert not any(s.doc_id in heldout for s in tasks.cws.train)
+
+
+def test_interrupted_pass_resumes_exactly(tiny_run, scored, monkeypatch, capsys):
+    root, task_data, _, run = tiny_run
+    out = root / "resumed.json"
+    real_load = scoring.probe.load_model
+    calls = []
+
+    def load_then_stop(path, vocab, device="cpu"):
+        calls.append(path)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # Ctrl-C while scoring the third checkpoint
+        return real_load(path, vocab, device)
+
+    monkeypatch.setattr(scoring.probe, "load_model", load_then_stop)
+    argv = [str(run), "--task-data", str(task_data), "--out", str(out), *PROBE_ARGS]
+    assert probe_downstream.main(argv) == EXIT_INTERRUPTED
+    assert [p["step"] for p in read_json(out)["tasks"]["cws"]["points"]] == [0, 1]
+    monkeypatch.setattr(scoring.probe, "load_model", real_load)
+    capsys.readouterr()
+    assert probe_downstream.main(argv) == EXIT_OK
+    assert "(3 checkpoint(s) scored now)" in capsys.readouterr().out
+    resumed = read_json(out)
+    for name in ("cws", "sentiment"):  # the same scores as one uninterrupted pass
+        assert [p["score"] for p in resumed["tasks"][name]["points"]] == [p["score"] for p in scored["tasks"][name]["points"]]
+    assert probe_downstream.main(argv) == EXIT_OK  # nothing left: scores nothing, keeps everything
+    assert read_json(out)["tasks"] == resumed["tasks"]
+    # other settings would mix two kinds of score in one file: refused without --overwrite
+    assert probe_downstream.main([*argv, "--seed", "1"]) == EXIT_USAGE
+    assert "--overwrite" in capsys.readouterr().err
+
+
+def test_finetune_mode_writes_its_own_file(tiny_run):
+    root, task_data, _, run = tiny_run
+    last = run / "checkpoints_100k" / "milestone_000006.pth"
+    argv = [str(run), "--task-data", str(task_data), "--finetune", "--epochs", "1", "--checkpoints", str(last), *PROBE_ARGS]
+    assert probe_downstream.main(argv) == EXIT_OK
+    doc = read_json(run / "downstream_finetune_100k.json")
+    assert doc["meta"]["settings"]["mode"] == "finetune" and doc["meta"]["settings"]["epochs"] == 1
+    for task in doc["tasks"].values():
+        assert [p["step"] for p in task["points"]] == [6] and 0.0 <= task["points"][0]["score"] <= 1.0
+        assert "step0" not in task["baselines"]  # step 0 was not fine-tuned in this pass
+    assert not (run / "downstream_100k.json").exists()  # the probe's default file is left alone
+
+
+def test_bad_inputs_one_line_errors(tiny_run, tmp_path, capsys):
+    root, task_data, corpus, run = tiny_run
+    assert probe_downstream.main([str(tmp_path / "nope"), *PROBE_ARGS]) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err.strip()
+    assert "nope: no such run folder" in err and len(err.splitlines()) == 1
+    # a run trained without milestones
+    plain = tmp_path / "plain"
+    assert train_large_100k.main(tiny_args(corpus, plain, root / "cache", heldout_fraction=0.3)) == EXIT_OK
+    capsys.readouterr()
+    assert probe_downstream.main([str(plain), "--task-data", str(task_data), *PROBE_ARGS]) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err.strip()
+    assert "has no milestone checkpoints" in err and "--milestones log" in err and len(err.splitlines()) == 1
+    # a corrupt (truncated) milestone
+    broken = tmp_path / "milestone_000003.pth"
+    data = (run / "checkpoints_100k" / "milestone_000005.pth").read_bytes()
+    broken.write_bytes(data[: len(data) // 2])
+    assert probe_downstream.main([str(run), "--task-data", str(task_data), "--out", str(tmp_path / "x.json"),
+                                  "--checkpoints", str(broken), *PROBE_ARGS]) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err.strip()
+    assert str(broken) in err and "corrupt" in err and len(err.splitlines()) == 1
+    # a run whose split cannot be told (no split file, no corpus hash in its history)
+    blind = tmp_path / "blind"
+    shutil.copytree(run, blind)
+    (blind / "heldout_documents.json").unlink()
+    history = read_json(blind / "training_history_100k.json")
+    del history["meta"]["corpus"]
+    (blind / "training_history_100k.json").write_text(__import__("json").dumps(history), encoding="utf-8")
+    assert probe_downstream.main([str(blind), "--task-data", str(task_data), *PROBE_ARGS]) == EXIT_BAD_INPUT
+    assert "cannot tell which documents it held out" in capsys.readouterr().err
+
+
+def test_analyze_and_visualize_take_the_downstream_file(tiny_run, scored, tmp_path, capsys):
+    root, _, _, run = tiny_run
+    ds = tmp_path / "ds.json"
+    ds.write_text(__import__("json").dumps(scored), encoding="utf-8")
+    out = tmp_path / "analysis.json"
+    assert analyze_100k.main([str(run / "training_history_100k.json"), "--downstream", str(ds), "--out", str(out),
+                              "--bootstrap", "0"]) == EXIT_OK
+    assert "MLM acc vs score" in capsys.readouterr().out
+    result = read_json(out)["downstream"]
+    for task in ("cws", "sentiment"):
+        entry = result["tasks"][task]
+        assert entry["mlm_vs_score"]["pearson"]["n"] == 5 and entry["log_step_vs_score"]["pearson"]["n"] == 4
+    assert visualize_results.main([str(run / "training_history_100k.json"), "--downstream", str(ds),
+                                   "--out-dir", str(tmp_path / "charts"), "--dpi", "150", "--lang", "en"]) == EXIT_OK
+    assert (tmp_path / "charts" / "downstream.png").stat().st_size > 10_000
+    (tmp_path / "bad.json").write_text("{}", encoding="utf-8")
+    assert analyze_100k.main([str(run / "training_history_100k.json"), "--downstream", str(tmp_path / "bad.json"),
+                              "--out", str(out)]) == EXIT_BAD_INPUT
+
+
+def test_a_corpus_without_reviews_skips_sentiment(tiny_run, tmp_path, capsys):
+    root, task_data, corpus, _ = tiny_run
+    from bertstudy.corpus.corpus_io import write_documents
+
+    news_only = tmp_path / "news.jsonl"
+    write_documents(news_only, [d for d in load_documents(corpus) if d.id.startswith("pd-")])
+    run = tmp_path / "run"
+    assert train_large_100k.main(tiny_args(news_only, run, tmp_path / "cache", milestones="2",
+                                           heldout_fraction=0.3)) == EXIT_OK
+    capsys.readouterr()
+    assert probe_downstream.main([str(run), "--task-data", str(task_data), *PROBE_ARGS]) == EXIT_OK
+    assert "sentiment: skipped" in capsys.readouterr().out
+    doc = read_json(run / "downstream_100k.json")
+    assert doc["tasks"]["sentiment"]["points"] == [] and doc["tasks"]["sentiment"]["skipped"]
+    assert [p["step"] for p in doc["tasks"]["cws"]["points"]] == [0, 2]

@@ -1,0 +1,164 @@
+"""The packed data path: the same instances as the plain padded layout (only laid out differently),
+the model's math unchanged by packing, <= 5% padding on the real embedded corpus, and a loader whose
+batches do not depend on workers or on where the run starts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import rare_char_fetch
+import train_large_100k
+from bertstudy.base.atomic_io import read_json
+from bertstudy.corpus.corpus_io import load_documents
+from bertstudy.pretraining.loader import LoaderClock, batch_to_device, make_step_loader, step_micro_batches
+from bertstudy.model import BertConfig, BertForPretraining
+from bertstudy.pretraining.packing import IGNORE_INDEX, collate_packed, pack_micro_batches, pack_rows, padding_fraction
+from bertstudy.pretraining.instances import (InstanceSampler, split_documents, stack_instances, tokenize_documents,
+                                        training_instances)
+from bertstudy.training.run_log import TIMING_LISTS
+from bertstudy.pretraining.vocab import build_vocab
+from tests.train_helpers import tiny_args, tiny_documents, write_tiny_corpus
+
+torch.set_num_threads(1)
+
+
+def _sampler(documents, max_seq_len=32, max_predictions=5):
+    vocab = build_vocab(s for d in documents for s in d.sentences)
+    corpus = tokenize_documents(documents, vocab)
+    return InstanceSampler(corpus, np.arange(corpus.num_documents), len(vocab), max_seq_len, 0.15, max_predictions,
+                           0.1, False)
+
+
+def _unpack(batch: dict) -> list[tuple]:
+    """Each instance of a packed micro-batch back as (ids, types, labels, nsp), in NSP-slot order."""
+    rows, row_len = batch["input_ids"].shape
+    flat_labels = np.full(rows * row_len, IGNORE_INDEX)
+    valid = batch["mlm_labels"] != IGNORE_INDEX
+    flat_labels[batch["mlm_positions"][valid]] = batch["mlm_labels"][valid]
+    out = []
+    for slot, label in enumerate(batch["nsp_labels"]):
+        if label == IGNORE_INDEX:
+            continue
+        r, start = divmod(int(batch["cls_positions"][slot]), row_len)
+        inst = batch["instance_ids"][r, start]
+        n = int((batch["instance_ids"][r] == inst).sum())
+        assert (batch["position_ids"][r, start:start + n] == np.arange(n)).all()
+        out.append((batch["input_ids"][r, start:start + n], batch["token_type_ids"][r, start:start + n],
+                    flat_labels[r * row_len + start:(r + 1) * row_len][:n], int(label)))
+    return out
+
+
+def _same(a: tuple, b: tuple) -> bool:
+    return all(np.array_equal(x, y) for x, y in zip(a[:3], b[:3])) and a[3] == b[3]
+
+
+def test_packing_keeps_exactly_the_instances_of_the_step():
+    sampler = _sampler(tiny_documents(30))
+    instances = training_instances(sampler, 7, 3, 0, 24)
+    micro = step_micro_batches(sampler, 7, 3, 0, batch_size=6, grad_accum=4)
+    assert len(micro) <= 4 and all(len(b["input_ids"]) <= 6 for b in micro)  # never more rows than planned
+    unpacked = [(int(i), inst) for b in micro for i, inst in zip(b["instance_index"][b["instance_index"] >= 0],
+                                                                 _unpack(b))]
+    assert sorted(i for i, _ in unpacked) == list(range(24))  # every instance once
+    assert all(_same(inst, instances[i]) for i, inst in unpacked)
+    # rank 1 of 2 with half the batch trains on the second half of the same global batch
+    rank1 = step_micro_batches(sampler, 7, 3, 1, batch_size=3, grad_accum=4)
+    got = [inst for b in rank1 for inst in _unpack(b)]
+    assert sorted(len(g[0]) for g in got) == sorted(len(inst[0]) for inst in instances[12:])
+
+
+def test_pack_rows_first_fit_decreasing():
+    rows = pack_rows(np.array([5, 30, 12, 20, 12, 9]), 32)
+    assert rows == [[1], [3, 2], [4, 5, 0]]
+    with pytest.raises(ValueError):
+        pack_rows(np.array([33]), 32)
+
+
+def test_packed_forward_equals_one_instance_per_padded_row():
+    sampler = _sampler(tiny_documents(30), max_seq_len=40)
+    instances = training_instances(sampler, 1, 0, 0, 12)
+    packed = pack_micro_batches(instances, 40, 1)[0]
+    assert len(packed["input_ids"]) < 12  # really packed: several instances share rows
+    order = packed["instance_index"][packed["instance_index"] >= 0]
+    padded = stack_instances([{"input_ids": np.pad(ids, (0, 40 - len(ids))), "token_type_ids": np.pad(t, (0, 40 - len(t))),
+                               "attention_mask": np.pad(np.ones(len(ids), dtype=np.int64), (0, 40 - len(ids))),
+                               "mlm_labels": np.pad(lab, (0, 40 - len(lab)), constant_values=IGNORE_INDEX),
+                               "nsp_labels": nsp} for ids, t, lab, nsp in (instances[i] for i in order)])
+    torch.manual_seed(0)
+    model = BertForPretraining(BertConfig(vocab_size=sampler.vocab_size, hidden_size=32, num_layers=2, num_heads=2,
+                                          intermediate_size=64, max_position=40)).eval()
+    with torch.no_grad():
+        a = model(**batch_to_device(packed, torch.device("cpu")))
+        b = model(**{k: torch.from_numpy(v) for k, v in padded.items()})
+    for name in ("loss", "mlm_loss", "nsp_loss"):
+        torch.testing.assert_close(getattr(a, name), getattr(b, name), rtol=1e-5, atol=1e-6)
+    for name in ("mlm_correct", "mlm_count", "nsp_correct", "nsp_count"):
+        assert int(getattr(a, name)) == int(getattr(b, name)), name
+    # the packed model's per-instance NSP logits equal the padded rows' ones
+    hidden_packed = model.encode(torch.from_numpy(packed["input_ids"]), torch.from_numpy(packed["token_type_ids"]),
+                                 None, torch.from_numpy(packed["position_ids"]), torch.from_numpy(packed["instance_ids"]))
+    hidden_padded = model.encode(torch.from_numpy(padded["input_ids"]), torch.from_numpy(padded["token_type_ids"]),
+                                 torch.from_numpy(padded["attention_mask"]))
+    slots = torch.from_numpy(packed["cls_positions"][:len(order)])
+    torch.testing.assert_close(model.nsp_logits(hidden_packed, slots), model.nsp_logits(hidden_padded), rtol=1e-5, atol=1e-6)
+
+
+def test_collate_pads_prediction_slots_to_fixed_multiples():
+    sampler = _sampler(tiny_documents(10))
+    instances = training_instances(sampler, 0, 0, 0, 5)
+    batch = collate_packed(instances, [[0, 1], [2], [3, 4]], 64, mlm_multiple=16, nsp_multiple=8)
+    assert len(batch["mlm_positions"]) % 16 == 0 and len(batch["nsp_labels"]) == 8
+    assert (batch["nsp_labels"][5:] == IGNORE_INDEX).all() and (batch["instance_index"][:5] == [0, 1, 2, 3, 4]).all()
+
+
+@pytest.fixture(scope="module")
+def embedded_sampler(tmp_path_factory):
+    """The study's real corpus (the embedded People's Daily and reviews) at large_100k's length 128."""
+    corpus = tmp_path_factory.mktemp("embedded") / "corpus.jsonl"
+    assert rare_char_fetch.main(["--source", "embedded", "--out", str(corpus)]) == 0
+    documents = load_documents(corpus)
+    vocab = build_vocab(s for d in documents for s in d.sentences)
+    tokens = tokenize_documents(documents, vocab)
+    train, _ = split_documents(tokens, 0.02, 42)
+    return InstanceSampler(tokens, train, len(vocab), 128, 0.15, 20, 0.1, False)
+
+
+def test_padding_is_at_most_5_percent_on_the_embedded_corpus(embedded_sampler):
+    steps = [step_micro_batches(embedded_sampler, 42, step, 0, 32, 4) for step in range(10)]
+    packed = padding_fraction([b for micro in steps for b in micro])
+    plain = [stack_instances([embedded_sampler.draw_instance(np.random.default_rng([9, i])) for i in range(128)])]
+    plain_padding = 1 - sum(b["attention_mask"].sum() for b in plain) / sum(b["attention_mask"].size for b in plain)
+    assert packed <= 0.05 and plain_padding > 0.15  # one instance per row would waste ~22%
+    assert all(len(micro) == 4 and max(len(b["input_ids"]) for b in micro) <= 32 for micro in steps)
+
+
+def test_loader_batches_do_not_depend_on_workers_or_start():
+    sampler = _sampler(tiny_documents(20))
+    cpu = torch.device("cpu")
+    direct = [step_micro_batches(sampler, 5, s, 0, 4, 2) for s in range(2, 6)]
+    for workers in (0, 2):
+        clock = LoaderClock(make_step_loader(sampler, 5, 0, 4, 2, 2, 6, cpu, workers))
+        for s in range(2, 6):
+            step, batches = clock.next_step()
+            assert step == s and len(batches) == len(direct[s - 2])
+            for got, want in zip(batches, direct[s - 2]):
+                assert all(np.array_equal(np.asarray(got[k]), want[k]) for k in want)
+        assert clock.take_wait() >= 0 and clock.waited == 0
+
+
+def test_a_run_with_two_loader_workers_equals_one_without(tmp_path):
+    corpus = write_tiny_corpus(tmp_path)
+    histories = []
+    for workers in (0, 2):
+        out = tmp_path / f"w{workers}"
+        assert train_large_100k.main(tiny_args(corpus, out, tmp_path / "cache", data_workers=workers,
+                                               dropout=0.1)) == 0
+        history = read_json(out / "training_history_100k.json")
+        assert len(history["data_wait_s"]) == len(history["steps"]) and min(history["data_wait_s"]) >= 0
+        for name in TIMING_LISTS:
+            history.pop(name)
+        history["meta"] = {k: v for k, v in history["meta"].items() if k not in ("started_at", "finished_at", "config")}
+        histories.append(history)
+    assert histories[0] == histories[1]

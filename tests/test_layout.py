@@ -1,0 +1,111 @@
+"""The package's shape (docs/DESIGN.md): stage folders whose imports point one way, no circle between
+modules, no logic in a package's __init__.py, short functions and modules. Read from the source with
+ast, so lazy imports inside functions count too."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "bertstudy"
+# What each stage may import from, besides itself (the stage table of docs/DESIGN.md).
+ALLOWED = {
+    "base": set(),
+    "model": set(),
+    "corpus": {"base"},
+    "pretraining": {"base", "corpus"},
+    "training": {"base", "model", "pretraining", "corpus"},
+    "analysis": {"base"},
+    "charts": {"base", "analysis"},
+    "downstream": {"base", "model", "corpus", "pretraining", "training", "analysis", "charts"},
+    "monitor": {"base", "analysis", "training"},
+}
+MAX_FUNCTION_LINES = 80
+MAX_MODULE_LINES = 420
+
+
+def modules() -> dict[str, Path]:
+    found = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return found
+
+
+def imported_modules(path: Path, known: set[str]) -> set[str]:
+    """Our modules that `path` imports (`from bertstudy.x import y` counts y when y is a module)."""
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("bertstudy"):
+            assert node.level == 0, f"{path}: relative import; the package imports by absolute name"
+            for alias in node.names:
+                sub = f"{node.module}.{alias.name}"
+                out.add(sub if sub in known else node.module)
+        elif isinstance(node, ast.Import):
+            out.update(a.name for a in node.names if a.name.startswith("bertstudy"))
+    return out - {"bertstudy"}
+
+
+def stage(module: str) -> str:
+    return module.split(".")[1]
+
+
+@pytest.fixture(scope="module")
+def graph() -> dict[str, set[str]]:
+    found = modules()
+    return {name: imported_modules(path, set(found)) for name, path in found.items()}
+
+
+def test_every_module_lives_in_a_stage():
+    stray = [m for m in modules() if m != "bertstudy" and stage(m) not in ALLOWED]
+    assert not stray, f"modules outside the stage folders: {stray}"
+
+
+def test_imports_point_down_the_stages(graph):
+    upward = [f"{m} imports {dep}" for m, deps in graph.items() if m != "bertstudy"
+              for dep in deps if stage(dep) != stage(m) and stage(dep) not in ALLOWED[stage(m)]]
+    assert not upward, "imports that run back up a stage:\n" + "\n".join(upward)
+
+
+def test_no_import_circle(graph):
+    state: dict[str, int] = {}
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for dep in sorted(graph.get(node, ())):
+            if state.get(dep) == 1:
+                pytest.fail("import circle: " + " -> ".join(path[path.index(dep):] + [dep]))
+            if dep not in state:
+                visit(dep, path + [dep])
+        state[node] = 2
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name, [name])
+
+
+def test_package_inits_hold_no_logic():
+    for path in PACKAGE.rglob("__init__.py"):
+        body = ast.parse(path.read_text(encoding="utf-8")).body
+        kinds = {type(node).__name__ for node in body}
+        assert kinds <= {"Expr", "Assign", "ImportFrom"}, f"{path}: {kinds}"
+        for node in body:
+            if isinstance(node, ast.Expr):
+                assert isinstance(node.value, ast.Constant), f"{path}: a call at import time"
+
+
+def test_functions_and_modules_are_short():
+    long_functions, long_modules = [], []
+    for path in PACKAGE.rglob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        if text.count("\n") > MAX_MODULE_LINES:
+            long_modules.append(f"{path.relative_to(PACKAGE)}: {text.count(chr(10))} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = node.end_lineno - node.lineno + 1
+                if length > MAX_FUNCTION_LINES:
+                    long_functions.append(f"{path.relative_to(PACKAGE)}:{node.lineno} {node.name}: {length} lines")
+    assert not long_modules, long_modules
+    assert not long_functions, long_functions

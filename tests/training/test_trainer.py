@@ -1,0 +1,148 @@
+"""The optimizer step: accumulation equals one big batch, the schedule, non-finite losses, a full disk."""
+
+from __future__ import annotations
+
+import errno
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import train_large_100k
+from bertstudy.training import checkpoint as ckpt
+from bertstudy.base.atomic_io import iter_jsonl
+from bertstudy.base.errors import EXIT_RUNTIME
+from bertstudy.model import BertForPretraining
+from bertstudy.pretraining.packing import host_counts, pack_micro_batches
+from bertstudy.pretraining.instances import InstanceSampler, tokenize_documents, training_instances
+from bertstudy.training.config import preset_config
+from bertstudy.training.trainer import Trainer, lr_at, model_config_for
+from bertstudy.pretraining.vocab import build_vocab
+from tests.train_helpers import tiny_args, tiny_documents, write_tiny_corpus
+
+torch.set_num_threads(1)
+
+TINY = dict(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, max_seq_len=32, max_predictions=5,
+            dropout=0.0, warmup_steps=0, grad_clip=1.0, amp=False, device="cpu")
+
+
+def _setup(**overrides):
+    config = preset_config("quick", **{**TINY, **overrides})
+    docs = tiny_documents(30)
+    vocab = build_vocab(s for d in docs for s in d.sentences)
+    sampler = InstanceSampler(tokenize_documents(docs, vocab), np.arange(30), len(vocab), config.max_seq_len,
+                              config.mask_rate, config.max_predictions, config.short_seq_prob, False)
+    torch.manual_seed(0)
+    model = BertForPretraining(model_config_for(config, len(vocab)))
+    return config, sampler, model
+
+
+def _capture_grads(trainer: Trainer) -> list:
+    """Record the gradients the optimizer is about to apply (after accumulation and clipping)."""
+    seen = []
+    step = trainer.optimizer.step
+
+    def recording_step(*args, **kwargs):
+        seen.append([p.grad.clone() for p in trainer.raw_model.parameters()])
+        return step(*args, **kwargs)
+
+    trainer.optimizer.step = recording_step
+    return seen
+
+
+def test_accumulating_4_by_8_equals_one_batch_of_32():
+    config, sampler, model = _setup(batch_size=8, grad_accum=4)
+    instances = training_instances(sampler, 3, 0, 0, 32)
+    micro = pack_micro_batches(instances, config.max_seq_len, 4)
+    assert len(micro) == 4
+    masked_counts = [host_counts(b)[0] for b in micro]
+    assert len(set(masked_counts)) > 1  # unequal masked tokens: a plain 1/accum weighting would be wrong
+    accumulating = Trainer(config, model, sampler)
+    grads_accumulated = _capture_grads(accumulating)
+    accumulating.train_step(0, micro)
+
+    config32, _, model32 = _setup(batch_size=32, grad_accum=1)
+    whole = pack_micro_batches(instances, config.max_seq_len, 1)[0]
+    single = Trainer(config32, model32, sampler)
+    grads_whole = _capture_grads(single)
+    single.train_step(0, [whole])
+
+    for g_acc, g_one in zip(grads_accumulated[0], grads_whole[0]):
+        torch.testing.assert_close(g_acc, g_one, rtol=1e-4, atol=1e-6)
+    for p_acc, p_one in zip(model.parameters(), model32.parameters()):
+        torch.testing.assert_close(p_acc, p_one, rtol=1e-4, atol=1e-6)
+    totals_acc, totals_one = accumulating.take_totals(), single.take_totals()
+    for key in totals_acc:
+        assert totals_acc[key] == pytest.approx(totals_one[key], rel=1e-5)
+
+
+def test_schedule_warms_up_linearly_then_cosine_to_the_floor():
+    config = preset_config("quick", lr=1e-3, warmup_steps=10, steps=110, min_lr_ratio=0.1)
+    assert lr_at(0, config) == pytest.approx(1e-4) and lr_at(9, config) == pytest.approx(1e-3)
+    assert lr_at(60, config) == pytest.approx(0.55e-3)  # half-way down the cosine
+    assert lr_at(110, config) == pytest.approx(1e-4)
+    values = [lr_at(s, config) for s in range(10, 111)]
+    assert all(a >= b for a, b in zip(values, values[1:]))
+
+
+def test_non_finite_loss_skips_the_update_and_is_counted():
+    config, sampler, model = _setup(batch_size=4, grad_accum=1)
+    trainer = Trainer(config, model, sampler)
+    assert trainer.train_step(0).finite
+    with torch.no_grad():
+        saved = model.mlm_bias.clone()
+        model.mlm_bias[3] = float("nan")
+    before = [p.detach().clone() for p in model.parameters()]
+    for step in (1, 2):
+        result = trainer.train_step(step)
+        assert not result.finite
+    assert trainer.nonfinite_in_a_row == 2 and trainer.nonfinite_total == 2
+    for p, q in zip(model.parameters(), before):  # no update, no optimizer state change from the bad steps
+        assert torch.equal(p.detach(), q) or (torch.isnan(p).any() and torch.isnan(q).any())
+    assert all(p.grad is None for p in model.parameters())
+    with torch.no_grad():
+        model.mlm_bias.copy_(saved)
+    assert trainer.train_step(3).finite and trainer.nonfinite_in_a_row == 0 and trainer.nonfinite_total == 2
+    assert 0 <= trainer.take_totals()["mlm_acc"] <= 1
+
+
+def test_run_stops_after_k_non_finite_losses_in_a_row(tmp_path, capsys):
+    corpus = write_tiny_corpus(tmp_path)
+    out = tmp_path / "run"
+    # an absurd learning rate: the first update blows the weights to ~1e30, every later loss is NaN
+    code = train_large_100k.main(tiny_args(corpus, out, tmp_path / "cache", lr=1e30, warmup_steps=0, steps=20,
+                                           save_interval=1, max_nonfinite=3, grad_clip=0))
+    assert code == EXIT_RUNTIME
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: 3 non-finite losses in a row") and "step_000001.pth" in err[-1]
+    # the last good checkpoint is the one of the one finite step; the skipped steps saved nothing newer
+    steps = [s for s, _ in ckpt.list_checkpoints(out / "checkpoints_100k")]
+    assert steps and steps[0] == 1
+    records = [r for _, r in iter_jsonl(out / "training_log_100k.jsonl")]
+    assert records[-1]["kind"] == "end" and records[-1]["status"] == "failed"
+    assert not (out / "stage4_large_100k_final.pth").exists()
+
+
+def test_full_disk_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypatch, capsys):
+    corpus = write_tiny_corpus(tmp_path)
+    out = tmp_path / "run"
+    real_save = torch.save
+    calls = []
+
+    def save_then_fill_the_disk(obj, handle, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:  # the second checkpoint: half written, then ENOSPC
+            handle.write(b"PK\x03\x04 partial")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(obj, handle, *args, **kwargs)
+
+    monkeypatch.setattr(ckpt.torch, "save", save_then_fill_the_disk)
+    code = train_large_100k.main(tiny_args(corpus, out, tmp_path / "cache", steps=6, save_interval=3))
+    assert code == EXIT_RUNTIME
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error:") and "step_000006.pth" in err and "No space left" in err
+    folder = out / "checkpoints_100k"
+    assert sorted(p.name for p in folder.iterdir()) == ["step_000003.pth"]  # no temp file left behind
+    assert ckpt.load_checkpoint(folder / "step_000003.pth")["step"] == 3
+    assert math.isfinite(ckpt.find_resume_checkpoint(folder)[0]["elapsed_s"])

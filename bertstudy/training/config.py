@@ -53,7 +53,9 @@ class TrainConfig:
     grad_clip: float = _f(1.0, cli.non_negative_float, "clip the global grad norm (0: off)")  # BERT's 1.0
     # ---- run
     steps: int = _f(100_000, cli.positive_int, "optimizer steps")  # the study's 100k
-    batch_size: int = _f(32, cli.positive_int, "instances per micro-batch per process, or auto (see --auto-batch)")  # the original's 32
+    batch_size: int = _f(32, cli.positive_int, "instances per micro-batch per process, or auto: keep the global "
+                                               "batch (batch size x grad accum) and pick the largest micro-batch "
+                                               "that fits the GPU (a CPU keeps the split)")  # the original's 32
     grad_accum: int = _f(4, cli.positive_int, "micro-batches per optimizer step")  # 32 x 4 = 128 per step
     log_interval: int = _f(100, cli.positive_int, "steps between training log points")  # 1000 points over 100k
     eval_interval: int = _f(1000, cli.positive_int, "steps between held-out evals")  # 100 evals over 100k
@@ -184,7 +186,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
                         help="starting values (default large_100k); the flags below override them; "
                              "--show-preset NAME lists a preset's values")
     for f in fields(TrainConfig):
-        if f.name == "preset":
+        if f.name in ("preset", "auto_batch"):  # auto_batch is set by --batch-size auto: one flag, not two
             continue
         flag = "--" + f.name.replace("_", "-")
         kind = batch_size_or_auto if f.name == "batch_size" else f.metadata["type"]
@@ -218,7 +220,7 @@ def describe_preset(name: str) -> str:
     config = preset_config(name)
     lines = [f"preset {name} (any flag overrides its value):"]
     for f in fields(TrainConfig):
-        if f.name == "preset":
+        if f.name in ("preset", "auto_batch"):  # auto_batch is set by --batch-size auto: one flag, not two
             continue
         value = getattr(config, f.name)
         flag = "--" + f.name.replace("_", "-")

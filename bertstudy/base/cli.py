@@ -100,10 +100,14 @@ def labelled_path(text: str) -> tuple[str, str]:
 
 
 def run_main(body: Callable[[], int | None]) -> int:
-    """Run a script body; StudyError -> `error: ...` on stderr and its exit code."""
+    """Run a script body; StudyError -> `error: ...` on stderr and its exit code (one with exit code 0,
+    such as NothingToDo, is a plain line on stdout: nothing to do is not an error)."""
     try:
         code = body()
     except StudyError as exc:
+        if exc.exit_code == EXIT_OK:
+            print(exc)
+            return EXIT_OK
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:

@@ -24,6 +24,7 @@ def build_parser():
             "python rare_char_fetch.py --source wiki-dump zhwiki-latest-pages-articles.xml.bz2 --workers 8",
         ],
         [EXIT_OK, EXIT_USAGE, EXIT_BAD_INPUT, EXIT_RUNTIME, EXIT_INTERRUPTED],
+        {EXIT_RUNTIME: "the collection could not finish (disk full, the server gave up)"},
     )
     parser.add_argument("--source", nargs="+", default=["embedded"], metavar="SOURCE",
                         help="embedded (default), wiki-api, or wiki-dump PATH")

@@ -26,7 +26,9 @@ EXAMPLES = [
 
 def build_parser():
     parser = make_parser("train_large_100k.py", __doc__.strip().splitlines()[0], EXAMPLES,
-                         [EXIT_OK, EXIT_USAGE, EXIT_BAD_INPUT, EXIT_RUNTIME, EXIT_INTERRUPTED])
+                         [EXIT_OK, EXIT_USAGE, EXIT_BAD_INPUT, EXIT_RUNTIME, EXIT_INTERRUPTED],
+                         {EXIT_RUNTIME: "the run could not finish (disk full, non-finite losses)",
+                          EXIT_INTERRUPTED: "interrupted by SIGINT/SIGTERM after saving a checkpoint (continue with --resume)"})
     start = parser.add_mutually_exclusive_group()
     start.add_argument("--resume", nargs="?", const="auto", default=None, metavar="CHECKPOINT",
                        help="continue the run in --out-dir from its newest valid checkpoint (or from CHECKPOINT), "

@@ -5,6 +5,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 # The CPU wheel of torch 2.13.0 for CI and laptops; GPU users: make TORCH_SPEC='torch' (README).
 TORCH_SPEC ?= torch==2.13.0
+# make quickstart and study-cpu collect the embedded corpus into a folder of their own, so a crawl saved
+# at data/corpus.jsonl (the README's target for rare_char_fetch.py) and its progress file are never touched.
+EMBEDDED_DIR ?= data/embedded
 QUICK_DIR ?= runs/quick
 STUDY_DIR ?= runs/cpu_study
 # Extra train_large_100k.py options, e.g. make quickstart TRAIN_ARGS='--threads 1' on a busy CPU.
@@ -31,9 +34,9 @@ system-deps-test:
 
 # The main job on the embedded corpus: collect -> verify -> train (quick) -> analyze -> visualize.
 quickstart: system-deps venv
-	$(PY) rare_char_fetch.py --source embedded --out data/corpus.jsonl
-	$(PY) verify_dataset.py data/corpus.jsonl --profile embedded --report data/dataset_report.json
-	$(PY) train_large_100k.py --preset quick --corpus data/corpus.jsonl --out-dir $(QUICK_DIR) --resume-if-possible $(TRAIN_ARGS)
+	$(PY) rare_char_fetch.py --source embedded --out $(EMBEDDED_DIR)/corpus.jsonl
+	$(PY) verify_dataset.py $(EMBEDDED_DIR)/corpus.jsonl --profile embedded --report $(EMBEDDED_DIR)/dataset_report.json
+	$(PY) train_large_100k.py --preset quick --corpus $(EMBEDDED_DIR)/corpus.jsonl --out-dir $(QUICK_DIR) --resume-if-possible $(TRAIN_ARGS)
 	$(PY) analyze_100k.py $(QUICK_DIR)/training_history_100k.json --out $(QUICK_DIR)/analysis_100k_result.json --overwrite
 	$(PY) visualize_results.py $(QUICK_DIR)/training_history_100k.json --analysis $(QUICK_DIR)/analysis_100k_result.json --out-dir results/quickstart
 
@@ -55,9 +58,9 @@ gpu-check: venv
 # (deliberately: --overwrite replaces the committed analysis and charts, which analyze_100k.py and
 # visualize_results.py otherwise refuse to do).
 study-cpu: system-deps venv
-	$(PY) rare_char_fetch.py --source embedded --out data/corpus.jsonl
-	$(PY) verify_dataset.py data/corpus.jsonl --profile embedded --report data/dataset_report.json
-	$(PY) train_large_100k.py --preset cpu_study --corpus data/corpus.jsonl --out-dir $(STUDY_DIR) --resume-if-possible $(TRAIN_ARGS)
+	$(PY) rare_char_fetch.py --source embedded --out $(EMBEDDED_DIR)/corpus.jsonl
+	$(PY) verify_dataset.py $(EMBEDDED_DIR)/corpus.jsonl --profile embedded --report $(EMBEDDED_DIR)/dataset_report.json
+	$(PY) train_large_100k.py --preset cpu_study --corpus $(EMBEDDED_DIR)/corpus.jsonl --out-dir $(STUDY_DIR) --resume-if-possible $(TRAIN_ARGS)
 	$(PY) probe_downstream.py $(STUDY_DIR) $(PROBE_ARGS)
 	$(PY) analyze_100k.py $(STUDY_DIR)/training_history_100k.json --downstream $(STUDY_DIR)/downstream_100k.json --out results/analysis_100k_result.json --overwrite
 	$(PY) analyze_100k.py $(STUDY_DIR)/training_history_100k.json --metric eval_mlm_acc --downstream $(STUDY_DIR)/downstream_100k.json --out results/analysis_heldout_mlm.json --overwrite

@@ -8,7 +8,8 @@ import sys
 
 from bertstudy.base import cli
 from bertstudy.base.atomic_io import atomic_write_json, check_writable_file
-from bertstudy.corpus.dataset_report import AUTO_PROFILE, PROFILES, ReportConfig, build_report, format_report
+from bertstudy.corpus.dataset_report import (AUTO_PROFILE, PROFILES, ReportConfig, build_report, check_report_out,
+                                             format_report)
 from bertstudy.base.errors import EXIT_BAD_INPUT, EXIT_CHECK_FAILED, EXIT_OK, EXIT_USAGE
 
 
@@ -47,7 +48,10 @@ def build_parser():
         exit_code_lines={EXIT_CHECK_FAILED: "a threshold check failed (the report is written all the same)"},
     )
     parser.add_argument("corpus", nargs="?", default="data/corpus.jsonl", help="corpus: ours (JSONL) or the original's JSON (default: %(default)s)")
-    parser.add_argument("--report", default="data/dataset_report.json", help="where to write the JSON report (default: %(default)s)")
+    parser.add_argument("--report", default="data/dataset_report.json",
+                        help="where to write the JSON report (default: %(default)s); an existing file there is "
+                             "replaced only when it is a dataset report, else --overwrite is needed")
+    parser.add_argument("--overwrite", action="store_true", help="replace a --report file that is not a dataset report")
     parser.add_argument("--profile", choices=[AUTO_PROFILE, *sorted(PROFILES)], default=AUTO_PROFILE,
                         help="threshold profile (default: %(default)s = 'embedded' when every document's recorded "
                              "source is the embedded corpus, else 'original', the original study's)")
@@ -72,6 +76,7 @@ def main(argv=None) -> int:
 
     def body() -> int:
         check_writable_file(args.report, "--report")  # before the work: near duplicates take a while
+        check_report_out(args.report, args.overwrite)  # an unrelated JSON there is not replaced
         config = ReportConfig(
             near_dup_threshold=args.near_dup_threshold,
             num_perm=args.num_perm,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from bertstudy.base import deps  # noqa: F401  (first: a missing package is one line, not a traceback)
 from bertstudy.analysis.study import analyze, metric_arrays
 from bertstudy.base.atomic_io import atomic_write_json, check_writable_file
 from bertstudy.base.run_files import ANALYSIS_NAME

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 
+from bertstudy.base import deps  # noqa: F401  (first: a missing package is one line, not a traceback)
 from bertstudy.base.cli import make_parser, non_negative_int, positive_float, positive_int, run_main
 from bertstudy.base.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_RUNTIME, EXIT_USAGE
 

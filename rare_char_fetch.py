@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sys
 
+from bertstudy.base import deps  # noqa: F401  (first: a missing package is one line, not a traceback)
 from bertstudy.base.atomic_io import check_writable_file
 from bertstudy.base.cli import make_parser, non_negative_float, positive_float, positive_int, run_main
 from bertstudy.corpus.collect import build_config, collect, summary_lines

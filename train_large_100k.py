@@ -10,6 +10,7 @@ replace it with --overwrite. Multi-GPU/CPU: torchrun --nproc_per_node N train_la
 
 import sys
 
+from bertstudy.base import deps  # noqa: F401  (first: a missing package is one line, not a traceback)
 from bertstudy.base.cli import make_parser, run_main
 from bertstudy.base.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_RUNTIME, EXIT_USAGE
 from bertstudy.training.config import PRESETS, add_config_arguments, config_from_args, describe_preset, given_fields

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sys
 
+from bertstudy.base import deps  # noqa: F401  (first: a missing package is one line, not a traceback)
 from bertstudy.base import cli
 from bertstudy.base.atomic_io import atomic_write_json, check_writable_file
 from bertstudy.corpus.dataset_report import (AUTO_PROFILE, PROFILES, ReportConfig, build_report, check_report_out,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from bertstudy.base import deps  # noqa: F401  (first: a missing package is one line, not a traceback)
 import matplotlib
 
 matplotlib.use("Agg")  # headless: files only, never a window

@@ -9,6 +9,7 @@ import argparse
 import sys
 from typing import Callable, Sequence
 
+from bertstudy.base.deps import missing_dependency_message
 from bertstudy.base.errors import (
     EXIT_BAD_INPUT,
     EXIT_CHECK_FAILED,
@@ -115,4 +116,10 @@ def run_main(body: Callable[[], int | None]) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except ModuleNotFoundError as exc:  # a dependency imported inside the body (torch, lazily)
+        message = missing_dependency_message(exc)
+        if message is None:
+            raise
+        print(message, file=sys.stderr)
+        return EXIT_USAGE
     return EXIT_OK if code is None else code

@@ -3,8 +3,14 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# The CPU wheel of torch 2.13.0 for CI and laptops; GPU users: make TORCH_SPEC='torch' (README).
+# The CPU wheel of torch 2.13.0 for CI and laptops. GPU users (README, GPU check): the CUDA build from
+# PyTorch's index, e.g. make TORCH_SPEC='torch==2.13.0' TORCH_INDEX=https://download.pytorch.org/whl/cu128 venv
 TORCH_SPEC ?= torch==2.13.0
+TORCH_INDEX ?=
+# The installed torch is recorded in a stamp named after TORCH_SPEC and TORCH_INDEX: another value
+# reinstalls torch (the old build is uninstalled first, since pip keeps any build that satisfies the spec).
+TORCH_KEY := $(shell printf '%s|%s' '$(TORCH_SPEC)' '$(TORCH_INDEX)' | cksum | cut -d' ' -f1)
+TORCH_STAMP := $(VENV)/.torch-$(TORCH_KEY)
 # make quickstart and study-cpu collect the embedded corpus into a folder of their own, so a crawl saved
 # at data/corpus.jsonl (the README's target for rare_char_fetch.py) and its progress file are never touched.
 EMBEDDED_DIR ?= data/embedded
@@ -17,10 +23,15 @@ PROBE_ARGS ?=
 
 .PHONY: quickstart test venv system-deps system-deps-test bench gpu-check study-cpu clean
 
-$(VENV)/.installed: requirements.txt requirements-test.txt
+$(TORCH_STAMP):
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	if ls $(VENV)/.torch-* >/dev/null 2>&1; then $(PY) -m pip uninstall -q -y torch; rm -f $(VENV)/.torch-*; fi
+	$(PY) -m pip install -q $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH_SPEC)"
+	$(PY) -c "import torch; print('torch', torch.__version__, 'CUDA', torch.version.cuda)"
+	printf '%s\n' '$(TORCH_SPEC) $(TORCH_INDEX)' > $@
+
+$(VENV)/.installed: $(TORCH_STAMP) requirements.txt requirements-test.txt
 	$(PY) -m pip install -q -r requirements-test.txt
 	touch $@
 
@@ -50,7 +61,7 @@ bench: venv data/corpus.jsonl
 data/corpus.jsonl:
 	$(PY) rare_char_fetch.py --source embedded --out data/corpus.jsonl
 
-# The one GPU check (needs a CUDA build of torch: make TORCH_SPEC=torch venv); the README's GPU section.
+# The one GPU check (needs a CUDA build of torch: see TORCH_INDEX above); the README's GPU section.
 gpu-check: venv
 	scripts/gpu_check.sh
 

@@ -70,3 +70,15 @@ def test_early_speed_logs_the_first_steps_and_prints_the_estimate_once(capsys):
     now[0] += 175.0
     assert resumed.after_step(304) is None and resumed.after_step(305) is not None  # counted from the resume
     assert machine.EarlySpeed(None, 0, 100_000, "cpu", "large_100k").after_step(5) is None  # not rank 0
+
+
+def test_a_run_logs_its_early_speed_from_the_step_loop(tmp_path):
+    """The step loop calls EarlySpeed: a real (tiny) run's log has `speed` records 5 and 20 steps in."""
+    from bertstudy.base.atomic_io import iter_jsonl
+    from tests.train_helpers import tiny_args, write_tiny_corpus
+
+    corpus = write_tiny_corpus(tmp_path)
+    out = tmp_path / "run"
+    assert train_large_100k.main(tiny_args(corpus, out, tmp_path / "cache", steps=24)) == 0
+    speeds = [r for _, r in iter_jsonl(out / "training_log_100k.jsonl") if r.get("kind") == "speed"]
+    assert [r["step"] for r in speeds] == [5, 20] and all(r["steps_per_s"] > 0 for r in speeds)

@@ -183,9 +183,7 @@ def _association_dependence(steps, values, assoc: dict, level: float) -> dict:
     n_eff = dependence.effective_n(resid)
     r, fisher = assoc["pearson"]["r"], [None, None]
     if r is not None and n_eff is not None and n_eff > 4:
-        z, se = math.atanh(max(min(r, 1 - 1e-15), -1 + 1e-15)), 1 / math.sqrt(n_eff - 3)
-        q = float(sps.norm.ppf(0.5 + level / 2))
-        fisher = [math.tanh(z - q * se), math.tanh(z + q * se)]
+        fisher = stats.fisher_interval(r, 1 / math.sqrt(n_eff - 3), level)
     return {"residual_lag1": json_number(stats.lag1_autocorrelation(resid)), "effective_n": json_number(n_eff),
             "effective_n_rule": "n (1 - rho) / (1 + rho), rho = lag-1 autocorrelation of the line's residuals",
             "pearson_ci_fisher_effective_n": fisher,

@@ -211,6 +211,21 @@ def earns_place(kept: SegmentedFit, more: SegmentedFit) -> bool:
     return scaled_aic_gain(kept, more) > AIC_TIE
 
 
+def final_flat_of(fit: SegmentedFit | None, last_step: float) -> dict | None:
+    """The run's end when the kept fit's last segment is flat after a rise (it rises less than
+    PLATEAU_SLOPE_RATIO times the segment before it), else None. It is not a plateau: no second rise
+    follows it (yet), so `plateau_of` cannot report it; the analysis reports it beside the plateau."""
+    if fit is None or not fit.breaks:
+        return None
+    rise, last = fit.slopes[-2], fit.slopes[-1]
+    if rise <= 0 or last >= PLATEAU_SLOPE_RATIO * rise:
+        return None
+    start = fit.breaks[-1]
+    return {"start_step": start, "end_step": float(last_step),
+            "level": float(np.mean(fit.predict(np.array([start, last_step])))),
+            "slope_per_ln_step": float(last), "rise_slope_per_ln_step": float(rise)}
+
+
 def select_breaks(fits: dict) -> int | None:
     """Fewest breaks unless more beat it by more than AIC_TIE at the effective n (each extra break
     must earn its place)."""
@@ -236,6 +251,7 @@ def detect_phases(steps, values, *, n_resamples: int = 200, seed: int = 0, block
            "fits": {str(k): (f.to_json() if f else None) for k, f in fits.items()}, "plateau": None,
            "verdict": "", "aic_tie": AIC_TIE, "selected_breaks": None}
     chosen = select_breaks(fits)
+    out["final_flat"] = final_flat_of(fits[chosen], float(x.max())) if chosen else None
     if chosen is None or chosen < 2:
         why = ("too few points for a two-break fit (needs {})".format(3 * MIN_SEGMENT_POINTS) if fits[2] is None
                else f"no plateau: {chosen} break(s) describe the curve (more breaks gain less than {AIC_TIE:g} AIC)")
@@ -268,18 +284,30 @@ def detect_phases(steps, values, *, n_resamples: int = 200, seed: int = 0, block
     return out
 
 
+def final_flat_text(phase: dict) -> str:
+    """One line on the flat end of the run, or "" when it does not end flat."""
+    flat = phase.get("final_flat")
+    if not flat:
+        return ""
+    return (f"the run ends flat from step {flat['start_step']:,.0f} (level {flat['level']:.4f}): "
+            "not a plateau, no second rise follows it in the data")
+
+
 def selected_fit_json(phase: dict) -> dict | None:
     """The segmented fit `detect_phases` selected, as JSON (None when it selected none)."""
     k = phase.get("selected_breaks")
     return None if k is None else phase.get("fits", {}).get(str(k))
 
 
+def fit_from_json(fit_json: dict) -> SegmentedFit:
+    """The `SegmentedFit` that `SegmentedFit.to_json` wrote (the analysis JSON), without its residuals."""
+    return SegmentedFit(tuple(fit_json["breaks"]), tuple(fit_json["slopes_per_ln_step"]), float(fit_json["intercept"]),
+                        float(fit_json["rss"]), float(fit_json["aic"]), int(fit_json["n"]), np.zeros(0))
+
+
 def predict_from_json(fit_json: dict, steps) -> np.ndarray:
-    """Values of a fit as `SegmentedFit.to_json` wrote it (the analysis JSON): the charts draw it."""
-    u = np.log(np.asarray(steps, float))
-    slopes = fit_json["slopes_per_ln_step"]
-    coef = np.array([fit_json["intercept"], slopes[0], *np.diff(slopes)], float)
-    return _design(u, np.log(fit_json["breaks"])) @ coef
+    """Values of a fit as `SegmentedFit.to_json` wrote it: `SegmentedFit.predict` of `fit_from_json`."""
+    return fit_from_json(fit_json).predict(steps)
 
 
 def fit_best_segmented(steps, values) -> SegmentedFit | None:
@@ -289,7 +317,7 @@ def fit_best_segmented(steps, values) -> SegmentedFit | None:
     return None if chosen is None else fits[chosen]
 
 
-def rolling_origin_forecast(steps, values, origins=(0.4, 0.5, 0.6, 0.7, 0.8)) -> dict:
+def rolling_origin_forecast(steps, values, origins=dependence.ROLLING_ORIGINS) -> dict:
     """The segmented model's forecast at the same origins as `dependence.rolling_origin_forecast`:
     on the points before each origin it fits 0 to MAX_BREAKS breaks, keeps them as `select_breaks` does, and its last
     segment (a line in ln(step)) is extrapolated over all later points; MAE as for the families.
@@ -306,6 +334,17 @@ def rolling_origin_forecast(steps, values, origins=(0.4, 0.5, 0.6, 0.7, 0.8)) ->
                      "breaks": [float(b) for b in best.breaks] if best else None})
     maes = [r["mae"] for r in rows if r["mae"] is not None]
     return {"origins": rows, "mean_mae": float(np.mean(maes)) if rows and len(maes) == len(rows) else None}
+
+
+def compare_with_families(steps, values, family_fits: dict, phase: dict,
+                          origins=dependence.ROLLING_ORIGINS) -> dict:
+    """Everything `choose_model` weighs, and its choice: the families' effective-n AIC ranking, their and the
+    phase model's rolling-origin forecasts, and whether the phase model or the leading family is chosen."""
+    ranking = dependence.rank_curves(family_fits, steps, values)
+    rolling = dependence.rolling_origin_forecast(steps, values, origins)
+    phase_forecast = rolling_origin_forecast(steps, values, origins)
+    choice = choose_model(phase, family_fits, ranking, rolling, phase_forecast, steps, values)
+    return {"ranking": ranking, "rolling": rolling, "phase_forecast": phase_forecast, "choice": choice}
 
 
 def choose_model(phase: dict, family_fits: dict, ranking: dict, family_forecast: dict, phase_forecast: dict,

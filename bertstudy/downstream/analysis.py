@@ -16,7 +16,7 @@ from scipy import stats as scipy_stats
 
 from bertstudy.base.atomic_io import read_json
 from bertstudy.base.errors import BadInputError
-from bertstudy.analysis.stats import pearson_with_ci
+from bertstudy.analysis.stats import fisher_interval, json_number, pearson_with_ci
 
 DOWNSTREAM_FORMAT = "chinese-bert-correlation/downstream-v1"
 
@@ -73,6 +73,7 @@ def check_downstream_matches(doc: dict, path, history) -> None:
 
 
 def spearman_with_ci(x, y, level: float = 0.95) -> dict:
+    """Spearman rho, its p-value and a Fisher-z interval with the Bonett-Wright standard error (n >= 4)."""
     x, y = np.asarray(x, float), np.asarray(y, float)
     n = len(x)
     if n < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
@@ -80,14 +81,9 @@ def spearman_with_ci(x, y, level: float = 0.95) -> dict:
                 "message": "undefined: fewer than 3 points or a constant series"}
     result = scipy_stats.spearmanr(x, y)
     rho = float(result.statistic)
-    ci = [None, None]
-    if n >= 4:
-        z = math.atanh(max(min(rho, 1 - 1e-15), -1 + 1e-15))
-        se = math.sqrt((1 + rho * rho / 2) / (n - 3))
-        q = float(scipy_stats.norm.ppf(0.5 + level / 2))
-        ci = [math.tanh(z - q * se), math.tanh(z + q * se)]
-    p = float(result.pvalue)
-    return {"rho": rho, "p_value": p if math.isfinite(p) else None, "ci": ci, "n": n, "message": ""}
+    # Bonett-Wright standard error on Fisher's z scale, through the one interval helper Pearson's uses
+    ci = fisher_interval(rho, math.sqrt((1 + rho * rho / 2) / (n - 3)), level) if n >= 4 else [None, None]
+    return {"rho": rho, "p_value": json_number(result.pvalue), "ci": ci, "n": n, "message": ""}
 
 
 def _pair(x, y, level: float) -> dict:

@@ -208,3 +208,10 @@ def test_r_range_caveat_where_r_is_compared_or_checked():
                for line in comparison.splitlines())
     goal = next(line for line in text.splitlines() if line.startswith("goal r >= 0.85"))
     assert "NOT MET (r=0.7869; r depends on the step range" in goal
+
+
+def test_the_report_says_up_to_three_breaks_and_names_the_flat_end(original_result):
+    text = format_report(original_result)
+    assert "0-2 breaks" not in text and "phase model (0-5 breaks by AIC" in text
+    flat = original_result["phases"]["final_flat"]
+    assert flat is not None and f"the run ends flat from step {flat['start_step']:,.0f}" in text

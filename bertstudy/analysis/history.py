@@ -233,6 +233,34 @@ def _from_jsonl(path, allow_partial_last: bool) -> History:
     )
 
 
+SHORTCUT_LEVELS = ("top_char_share", "mask_level", "random_level", "unchanged_level", "overall_level",
+                   "overall_level_top_at_random", "context_free_best")
+
+
+def predicted_shortcut(history: History) -> dict | None:
+    """The no-context accuracies the run's training characters predict (`meta.shortcut`, written at the
+    run's start by pretraining/shortcut.py): {top_char, top_char_share, mask_level, random_level,
+    unchanged_level, overall_level, overall_level_top_at_random, context_free_best, unigram: {argmax,
+    sampled}, ...}. `mask_level` is the level to set beside [MASK] accuracy, `overall_level` beside the
+    original's all-positions accuracy. None when the history has none (the original's, older runs);
+    a malformed one is a BadInputError naming the file."""
+    shortcut = history.meta.get("shortcut")
+    if shortcut is None:
+        return None
+    if not isinstance(shortcut, dict) or not isinstance(shortcut.get("top_char"), str):
+        raise BadInputError(history.path, "'meta.shortcut' must be an object with a 'top_char'")
+    unigram = shortcut.get("unigram")
+    values = {key: shortcut.get(key) for key in SHORTCUT_LEVELS}
+    if isinstance(unigram, dict):
+        values.update({"unigram." + key: unigram.get(key) for key in ("argmax", "sampled")})
+    else:
+        values["unigram"] = unigram
+    for key, value in values.items():
+        if not is_finite_number(value) or not 0 <= value <= 1:
+            raise BadInputError(history.path, f"'meta.shortcut.{key}' must be a fraction in [0, 1], got {value!r}")
+    return shortcut
+
+
 def load_history(path: str | os.PathLike, *, allow_partial_last: bool = True) -> History:
     """Read and validate a history; every problem is a BadInputError naming the file (and key/line).
 

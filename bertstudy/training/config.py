@@ -111,6 +111,12 @@ PRESETS: dict[str, dict] = {
     # long enough to show the first rise, the plateau and the second rise. dropout 0: a model this
     # small, seeing each token ~3 times, underfits. 500 log points, 40 held-out evals; log milestones
     # (13 weight files) for probe_downstream.py. Timings: docs/PRESETS.md.
+    "cpu_study": dict(milestones="log", hidden_size=192, num_layers=3, num_heads=4, intermediate_size=768, max_seq_len=64,
+                      max_predictions=10, batch_size=32, grad_accum=1, steps=5000, warmup_steps=200, lr=1.5e-3,
+                      log_interval=10, eval_interval=125, save_interval=500, eval_instances=512, dropout=0.0,
+                      min_lr_ratio=0.1),
+    # The original's protocol on a CPU: 100,000 steps, a point every 100, a held-out eval every 1,000;
+    # the model is what one idle core finishes in about an hour. Timings: docs/PRESETS.md.
     "cpu_100k": dict(milestones="log", hidden_size=64, num_layers=2, num_heads=2, intermediate_size=256,
                      max_seq_len=64, max_predictions=10, batch_size=8, grad_accum=1, steps=100_000, warmup_steps=2000,
                      lr=1e-3, log_interval=100, eval_interval=1000, save_interval=5000, eval_instances=512,

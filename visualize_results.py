@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from bertstudy.base import deps  # noqa: F401  (first: a missing package is one line, not a traceback)
 import matplotlib
 
 matplotlib.use("Agg")  # headless: files only, never a window
@@ -90,7 +91,7 @@ def main(argv=None) -> int:
             from bertstudy.downstream.analysis import load_downstream
             from bertstudy.downstream.plots import DOWNSTREAM_CHART, downstream_chart
 
-            downstream = load_downstream(args.downstream)
+            downstream = load_downstream(args.downstream, history)  # another run's pass: exit 3, as --analysis
         check_chart_folder(out_dir, CHART_FILES + ((DOWNSTREAM_CHART,) if downstream else ()), fingerprint, args.overwrite)
         analysis = None
         if args.analysis:

@@ -21,7 +21,9 @@ from bertstudy.analysis.stats import pearson_with_ci
 DOWNSTREAM_FORMAT = "chinese-bert-correlation/downstream-v1"
 
 
-def load_downstream(path) -> dict:
+def load_downstream(path, history=None) -> dict:
+    """probe_downstream.py's JSON; with `history` (an analysis History) it must be that run's pass
+    (check_downstream_matches), as an --analysis must be its history's."""
     doc = read_json(path)
     if not isinstance(doc, dict) or (doc.get("meta") or {}).get("format") != DOWNSTREAM_FORMAT \
             or not isinstance(doc.get("tasks"), dict):
@@ -29,7 +31,45 @@ def load_downstream(path) -> dict:
     for name, task in doc["tasks"].items():
         if not isinstance(task, dict) or not isinstance(task.get("points"), list):
             raise BadInputError(path, f"task {name!r} has no list of points")
+    if history is not None:
+        check_downstream_matches(doc, path, history)
     return doc
+
+
+def run_identity(meta: dict) -> dict | None:
+    """What names a training run across its resumes: its start time and vocabulary (None when unknown)."""
+    if not isinstance(meta, dict) or meta.get("started_at") is None or meta.get("vocab_hash") is None:
+        return None
+    return {"started_at": meta["started_at"], "vocab_hash": meta["vocab_hash"]}
+
+
+def _mismatch(doc: dict, history) -> str | None:
+    """Why `doc` is not a downstream pass of `history`'s run, or None when nothing says so."""
+    theirs, ours = (doc.get("meta") or {}).get("run"), run_identity(history.meta)
+    if theirs and ours and theirs != ours:
+        return "it records another run (another start time or vocabulary)"
+    evals = dict(zip((int(s) for s in history.eval_steps), (float(v) for v in history.eval_mlm_acc)))
+    last = max([int(s) for s in history.steps] + list(evals), default=0)
+    for task in doc["tasks"].values():
+        for point in task["points"]:
+            step, acc = point.get("step"), point.get("heldout_mlm_acc")
+            if isinstance(step, int) and step > last:
+                return f"it scored step {step:,}, beyond the history's last step {last:,}"
+            if isinstance(step, int) and step in evals and isinstance(acc, (int, float)) \
+                    and abs(acc - evals[step]) > 1e-9:
+                return (f"its held-out MLM accuracy at step {step:,} is {acc:.6g}, the history's "
+                        f"{evals[step]:.6g}")
+    return None
+
+
+def check_downstream_matches(doc: dict, path, history) -> None:
+    """BadInputError (exit 3) unless `doc` can be the downstream pass of `history`'s run: the run it
+    records (written since this check exists) is the history's, no scored step lies beyond the
+    history, and each point's held-out MLM accuracy equals the history's eval at that step."""
+    why = _mismatch(doc, history)
+    if why:
+        raise BadInputError(path, f"is the downstream pass of another run ({why}), not of {history.path}; run "
+                                  f"probe_downstream.py on that history's run folder, or leave out --downstream")
 
 
 def spearman_with_ci(x, y, level: float = 0.95) -> dict:

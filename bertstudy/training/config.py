@@ -81,10 +81,12 @@ class TrainConfig:
     # -1: on a GPU two workers keep ahead of the step; on a CPU they would take cores from the model
     max_nonfinite: int = _f(5, cli.positive_int, "stop after this many non-finite losses in a row")
     progress: bool = _f(True, bool, "show a tqdm progress bar")
-    threads: int = _f(0, cli.non_negative_int, "torch CPU threads (0: torch's default, one per core; "
-                                               "on a CPU busy with other jobs use 1)")
-    # 0: fastest on idle cores. On 2 cores shared with other jobs (load 5-8) 2 threads ran ~5x slower
-    # than 1 (1.0-1.8k vs 7.7k tokens/s for quick): the threads wait on each other at every matmul.
+    threads: int | None = _f(None, cli.non_negative_int, "torch CPU threads (unset: the cores free at the start, "
+                                                         "i.e. cores minus the load average, at least 1, said at "
+                                                         "the start; 0: torch's default, one per core)")
+    # unset: train_large_100k.py picks the free cores (training/machine.py). On 2 cores shared with other
+    # jobs (load 5-8) 2 threads ran ~5x slower than 1 (1.0-1.8k vs 7.7k tokens/s for quick): the threads
+    # wait on each other at every matmul; on idle cores one per core is fastest.
     preset: str = "large_100k"  # set by --preset, recorded for the history's meta
 
     def to_dict(self) -> dict:

@@ -89,7 +89,7 @@ else
 endif
 
 # One seed of study-cpu SEEDS=...: $(1) the run folder, $(2) the seed. Rerunning continues where it stopped:
-# a finished run's training resumes at its last step (nothing retrained), the probe pass resumes, the
+# a finished run's training says "already complete" (nothing retrained), the probe pass resumes, the
 # analyses (held-out MLM over all positions, held-out [MASK]) are redone. The blank line ends each seed's lines.
 define study_seed
 	$(PY) train_large_100k.py --preset cpu_study --corpus $(EMBEDDED_DIR)/corpus.jsonl --out-dir $(1) --seed $(2) --resume-if-possible $(TRAIN_ARGS)

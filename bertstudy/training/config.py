@@ -63,7 +63,11 @@ class TrainConfig:
     keep_last: int = _f(3, cli.non_negative_int, "checkpoints kept (0: all)")  # 3: a corrupt newest still leaves two
     milestones: str = _f("none", str, "weights kept for probing, never pruned: none, log (0, 1, 2, 5, 10, ... "
                                       "and the end) or steps, e.g. 100,500,log")  # none: a probe pass is opt-in (milestones.py)
-    seed: int = _f(42, cli.non_negative_int, "seed of init, split, batches and masks")
+    seed: int = _f(42, cli.non_negative_int, "seed of init, dropout, training batches and their masks")
+    split_seed: int = _f(42, cli.non_negative_int, "seed of the held-out split and the fixed held-out instances")
+    # apart from --seed so that runs with several pretraining seeds (make study-cpu SEEDS="1 2 3") hold
+    # out the same documents and score the same held-out instances; 42, the seed's default, so a run
+    # with the default seed splits as it did before the field existed (resume_config: older runs keep theirs)
     amp: bool | None = _f(None, bool, "mixed precision (default: on for CUDA, off for CPU)")  # CPU bf16 is slower on most CPUs
     compile: bool = _f(False, bool, "torch.compile the model")  # off: compile time dominates short runs
     compile_mode: str = _f("default", str, "torch.compile mode: default, reduce-overhead (CUDA graphs) or "
@@ -228,6 +232,8 @@ def resume_config(saved: dict, given: dict, session: TrainConfig, source: str) -
     another run (the optimizer's saved moments, the data order and the schedule belong to these values)."""
     known = {f.name for f in fields(TrainConfig)}
     base = {name: value for name, value in saved.items() if name in known}
+    if "split_seed" not in base and "seed" in base:  # a run from before split_seed split with its seed
+        base["split_seed"] = base["seed"]
     fixed = [name for name, value in given.items()
              if name not in CHANGEABLE_ON_RESUME and name not in SESSION_FIELDS and base.get(name) != value]
     if fixed:

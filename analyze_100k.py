@@ -17,14 +17,9 @@ from bertstudy.analysis.study import analyze, metric_arrays
 from bertstudy.base.atomic_io import atomic_write_json, check_writable_file, read_json
 from bertstudy.base.run_files import ANALYSIS_NAME
 from bertstudy.base.cli import labelled_path, make_parser, non_negative_int, open_unit_float, run_main, unit_float
-<<<<<<< HEAD
-from bertstudy.base.errors import EXIT_BAD_INPUT, EXIT_CHECK_FAILED, EXIT_OK, EXIT_RUNTIME, EXIT_USAGE
-from bertstudy.analysis.history import check_run_labels, load_history
-=======
 from bertstudy.base.errors import (EXIT_BAD_INPUT, EXIT_CHECK_FAILED, EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, BadInputError,
                                    UsageError)
-from bertstudy.analysis.history import load_history
->>>>>>> h4-mask
+from bertstudy.analysis.history import check_run_labels, load_history
 from bertstudy.analysis.provenance import check_analysis_out, series_fingerprint
 from bertstudy.analysis.report import format_report
 
@@ -109,16 +104,9 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
 
     def body() -> int:
-<<<<<<< HEAD
-        check_run_labels(args.compare)
-=======
         if args.seeds_summary:
             return seeds_summary(args.seeds_summary, args.out, args.quiet)
-        labels = [label for label, _ in args.compare]
-        repeated = sorted({label for label in labels if labels.count(label) > 1})
-        if repeated:
-            raise UsageError(f"--compare: label(s) used twice: {', '.join(repeated)}")
->>>>>>> h4-mask
+        check_run_labels(args.compare)
         out = Path(args.out) if args.out is not None else Path(args.history).parent / ANALYSIS_NAME  # beside the history, as the charts are
         check_writable_file(out, "--out")  # before the work: a bad path fails at once, not after the bootstrap
         history = load_history(args.history)

@@ -194,11 +194,11 @@ def test_end_to_end_on_the_committed_history(tmp_path, capsys):
     out = tmp_path / "analysis.json"
     assert analyze_100k.main([str(CPU_TIER), "--out", str(out), "--bootstrap", "30"]) == 0
     report = capsys.readouterr().out
-    assert "plateau from step 429 [" in report and "to step 2,513 [" in report
+    assert "plateau from step 580 [" in report and "to step 1,950 [" in report
     assert visualize_results.main([str(CPU_TIER), "--analysis", str(out), "--out-dir", str(tmp_path / "charts"),
                                    "--dpi", "150", "--lang", "en"]) == 0
     capsys.readouterr()
     assert sorted(p.name for p in (tmp_path / "charts").glob("*.png")) == sorted(plots.CHART_FILES)
     analysis = read_json(out)
     fig = plots.correlation_analysis(load_history(CPU_TIER), ENGLISH, analysis, config=SMALL)
-    assert any("plateau: steps 429 to 2,513" in t for t in legend_texts(fig.axes[0]))
+    assert any("plateau: steps 580 to 1,950" in t for t in legend_texts(fig.axes[0]))

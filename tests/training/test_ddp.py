@@ -141,8 +141,9 @@ def test_ddp_sigterm_mid_interval_then_sigkill_then_resume_equals_uninterrupted(
     starts = [r["resumed_from"] for _, r in iter_jsonl(out / "training_log_100k.jsonl") if r["kind"] == "start"]
     assert starts == [None, 33, 40]
 
-    # the same checkpoint in one process: another global batch, refused in one line
-    single = subprocess.run([sys.executable, "train_large_100k.py", *args, "--resume"], cwd=ROOT, env=env,
+    # the same checkpoint in one process, extended (a finished run is "already complete" whatever the
+    # process count): another global batch, refused in one line
+    single = subprocess.run([sys.executable, "train_large_100k.py", *args, "--resume", "--steps", "70"], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=120)
     assert single.returncode == EXIT_USAGE
     assert single.stderr.strip().splitlines() == [single.stderr.strip()]

@@ -115,17 +115,14 @@ def teardown_distributed(dist: Distributed) -> None:
 
 
 def enable_tf32() -> None:
-    """fp32 matmuls and convolutions on CUDA in TF32 (Ampere and later; ignored by older GPUs).
-    torch 2.9+ has per-backend `fp32_precision`; mixing it with the legacy flags is an error there."""
-    matmul = torch.backends.cuda.matmul
-    if hasattr(matmul, "fp32_precision"):
-        matmul.fp32_precision = "tf32"
-        conv = getattr(torch.backends.cudnn, "conv", None)
-        if conv is not None and hasattr(conv, "fp32_precision"):
-            conv.fp32_precision = "tf32"
-    else:
-        matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+    """fp32 matmuls and convolutions on CUDA in TF32 (Ampere and later; ignored by older GPUs), through
+    one API only. torch 2.9+ also has per-backend `fp32_precision`, but setting it leaves the legacy
+    getters (`torch.get_float32_matmul_precision()`, `matmul.allow_tf32`) raising "mix of the legacy and
+    new APIs", and torch.compile's autotuning (`_inductor/select_algorithm.py`) reads them: max-autotune
+    would crash at its first compile. The legacy flags set the new per-backend values too, so both read
+    back consistently (tests/training/test_device.py). CPU matmuls (mkldnn) are left as they are."""
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
 
 
 def precision_settings(device: torch.device, amp: bool | None):

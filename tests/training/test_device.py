@@ -17,8 +17,7 @@ from bertstudy.base.errors import UsageError
 def gpus(monkeypatch):
     """gpus(n) makes torch report n GPUs; returns the list of indices set_device was called with."""
     bound: list[int] = []
-    matmul, conv = torch.backends.cuda.matmul, torch.backends.cudnn.conv
-    saved = (matmul.fp32_precision, conv.fp32_precision)  # enable_tf32 sets them: restored below
+    saved = tf32_flags()  # enable_tf32 sets them: restored below, through the same (legacy) API
 
     def install(count: int) -> list[int]:
         monkeypatch.setattr(torch.cuda, "is_available", lambda: count > 0)
@@ -27,7 +26,23 @@ def gpus(monkeypatch):
         return bound
 
     yield install
-    matmul.fp32_precision, conv.fp32_precision = saved
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def tf32_flags() -> tuple[bool, bool]:
+    return torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+
+
+def test_tf32_reads_back_through_both_apis(gpus):
+    """Issue 20 item 1: after the project sets TF32, the legacy getters (read by torch.compile's
+    max-autotune, _inductor/select_algorithm.py) and the per-backend fp32_precision agree; setting the
+    new API alone made the legacy ones raise "mix of the legacy and new APIs"."""
+    device_module.enable_tf32()
+    assert torch.get_float32_matmul_precision() == "high"
+    assert torch.backends.cuda.matmul.allow_tf32 is True and torch.backends.cudnn.allow_tf32 is True
+    assert torch.backends.cuda.matmul.fp32_precision == "tf32"
+    assert torch.backends.cudnn.conv.fp32_precision == "tf32"
+    assert torch.backends.mkldnn.matmul.fp32_precision == "none"  # the CPU's matmuls stay exact
 
 
 def test_the_set_device_contract_refuses_a_cuda_device_without_index(gpus):

@@ -10,11 +10,17 @@ Device selection (`--device`):
 - `cpu`.
 torchrun's RANK and WORLD_SIZE make the process group (nccl on CUDA, gloo on the CPU), on one node
 or many. A device that is not there is a one-line usage error (exit 2), never a traceback.
+When each process sees one GPU only (SLURM `--gpus-per-task=1`, a per-task CUDA_VISIBLE_DEVICES),
+`cuda` is that GPU whatever LOCAL_RANK says.
+The process group gets an explicit timeout (`BERTSTUDY_DIST_TIMEOUT_S`, default PG_TIMEOUT_S): long
+enough for rank 0 to tokenize a large corpus while the others wait; a failure on one rank reaches
+the others through a collective (`agree_or_fail`), so they stop within seconds, not at the timeout.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import os
 import re
 from dataclasses import dataclass
@@ -24,9 +30,10 @@ import numpy as np
 import torch
 import torch.distributed as torch_dist
 
-from bertstudy.base.errors import UsageError
+from bertstudy.base.errors import EXIT_RUNTIME, StudyError, UsageError
 
 DEVICE_CHOICES = "auto, cpu, cuda, cuda:N"
+PG_TIMEOUT_S = 3600  # an hour: rank 0 tokenizes a Wikipedia-sized corpus behind a collective (NCCL's default is 10 min)
 _DEVICE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
 
 
@@ -77,7 +84,7 @@ def select_device(choice: str, env: Mapping[str, str] | None = None) -> torch.de
         raise UsageError(f"--device {choice}: CUDA is not available ({build}); use --device cpu or auto")
     count = torch.cuda.device_count()
     if choice == "cuda":
-        index = local_rank
+        index = 0 if count == 1 else local_rank  # one visible GPU per process: it is this rank's
     else:
         index = int(choice.split(":", 1)[1])
         if _env_int(env, "LOCAL_WORLD_SIZE", 1) > 1:
@@ -98,8 +105,29 @@ def setup_distributed(choice: str, env: Mapping[str, str] | None = None) -> Dist
     device = select_device(choice, env)
     bind_device(device)
     if world > 1 and not torch_dist.is_initialized():
-        torch_dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        timeout = datetime.timedelta(seconds=_env_int(env, "BERTSTUDY_DIST_TIMEOUT_S", PG_TIMEOUT_S))
+        if device.type == "cuda":  # device_id: NCCL binds its communicator now, not at the first collective
+            torch_dist.init_process_group(backend="nccl", timeout=timeout, device_id=device)
+        else:
+            torch_dist.init_process_group(backend="gloo", timeout=timeout)
     return Distributed(rank, world, local_rank, device)
+
+
+def agree_or_fail(failure: BaseException | None, dist: Distributed, what: str) -> None:
+    """Every rank calls it after a step only some ranks do (rank 0 building the cache): a failure on any
+    rank stops all of them now, each with one line, instead of the others waiting in the next
+    collective until the process group's timeout."""
+    if not dist.enabled:
+        if failure is not None:
+            raise failure
+        return
+    flag = torch.tensor([0.0 if failure is None else 1.0], device=dist.device)
+    torch_dist.all_reduce(flag, op=torch_dist.ReduceOp.MAX)
+    if failure is not None:
+        raise failure
+    if flag.item() > 0:
+        raise StudyError(f"rank {dist.rank}: stopped because another rank failed while {what} (its message "
+                         f"says why)", exit_code=EXIT_RUNTIME)
 
 
 def bind_device(device: torch.device) -> None:

@@ -12,11 +12,18 @@ run reads exactly the batches an uninterrupted one would, whatever the number of
   * `num_workers = 0`: built in the training process, right before the step (the CPU default:
     on a CPU the workers would take cores from the model, and the batch is ~1% of a CPU step).
 
+Workers ignore SIGINT and SIGTERM (`leave_signals_to_main`): torchrun, SLURM and `timeout` signal the
+whole process group, and a worker killed mid-step made the step raise ("DataLoader worker ... is
+killed by signal: Terminated") before the training process could save its checkpoint. The training
+process stops at the end of the step, saves, and shuts the workers down; a worker whose parent is
+gone leaves by itself (torch's watchdog).
+
 `LoaderClock` records how long the loop waited for each step's batch (history field `data_wait_s`).
 """
 
 from __future__ import annotations
 
+import signal
 import time
 
 import numpy as np
@@ -84,12 +91,19 @@ def resolve_workers(requested: int, device: torch.device) -> int:
     return DEFAULT_CUDA_WORKERS if device.type == "cuda" else 0
 
 
+def leave_signals_to_main(worker_id: int) -> None:
+    """worker_init_fn: SIGINT/SIGTERM are the training process's to handle (see the module docstring)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def make_step_loader(sampler: InstanceSampler, seed: int, rank: int, batch_size: int, grad_accum: int,
                      first_step: int, last_step: int, device: torch.device, num_workers: int):
     """A DataLoader over steps first_step .. last_step-1, each item one step's micro-batches (numpy
     dicts converted to tensors by the default collate; pinned on CUDA)."""
     dataset = StepBatches(sampler, seed, rank, batch_size, grad_accum)
-    extra = {"prefetch_factor": PREFETCH_STEPS, "persistent_workers": False} if num_workers > 0 else {}
+    extra = {"prefetch_factor": PREFETCH_STEPS, "persistent_workers": False,
+             "worker_init_fn": leave_signals_to_main} if num_workers > 0 else {}
     # its own generator: a DataLoader draws a worker base seed, which must not come from (and shift)
     # the global torch RNG whose state a checkpoint saves for the dropout streams
     return torch.utils.data.DataLoader(dataset, batch_size=None, sampler=range(first_step, last_step),

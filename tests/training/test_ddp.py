@@ -147,3 +147,45 @@ def test_ddp_sigterm_mid_interval_then_sigkill_then_resume_equals_uninterrupted(
     assert single.returncode == EXIT_USAGE
     assert single.stderr.strip().splitlines() == [single.stderr.strip()]
     assert "written by 2 process(es)" in single.stderr and "--nproc_per_node 2" in single.stderr
+
+
+def test_ddp_sigterm_to_each_rank_s_group_with_loader_workers_saves_and_resumes_exactly(tmp_path):
+    """Issue 20 item 2 under DDP: torchrun passes a SIGTERM on to each rank's whole process group
+    (os.killpg), loader workers included. The workers leave it to their rank: checkpoint, exit 130,
+    no process left, and the resumed run equals the uninterrupted one."""
+    from tests.training.test_resume import _assert_same_as_reference, _group_alive
+
+    corpus = write_tiny_corpus(tmp_path)
+    run = {**DROPOUT_RUN, "steps": 24, "save_interval": 10, "eval_interval": 10, "log_interval": 5}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    reference = tmp_path / "uninterrupted"
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "train_large_100k.py", *tiny_args(corpus, reference, tmp_path / "cache", **run)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    launcher = tmp_path / "launch.py"
+    launcher.write_text(DDP_LAUNCHER, encoding="utf-8")
+    out = tmp_path / "interrupted"
+    args = tiny_args(corpus, out, tmp_path / "cache", **run) + ["--data-workers", "2"]
+    pid_dir, marker = tmp_path / "pids", tmp_path / "hold"
+    process = _torchrun(launcher, args, {**env, "REPO_ROOT": str(ROOT), "PID_DIR": str(pid_dir),
+                                         "HOLD_AT_STEP": "13", "HOLD_MARKER": str(marker)})
+    deadline = time.monotonic() + 240
+    while not marker.exists():
+        assert process.poll() is None and time.monotonic() < deadline, process.stdout.read()[-3000:]
+        time.sleep(0.05)
+    ranks = [int((pid_dir / f"rank{r}").read_text()) for r in (0, 1)]
+    groups = [os.getpgid(pid) for pid in ranks]
+    for group in groups:
+        os.killpg(group, signal.SIGTERM)
+    marker.unlink()
+    output = process.communicate(timeout=120)[0]
+    assert "interrupted: checkpoint saved at step 13" in output, output[-3000:]
+    assert [s for s, _ in ckpt.list_checkpoints(out / "checkpoints_100k")] == [10, 13]
+    time.sleep(1)
+    assert all(_group_alive(group) == [] for group in groups)
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "train_large_100k.py", *args, "--resume"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    _assert_same_as_reference(reference, out, extra_checkpoints=True)

@@ -193,15 +193,27 @@ class Trainer:
         this trainer was built with from the run's config on this device. resume_config refuses a
         changed --lr/--beta1/--beta2/--adam-eps/--weight-decay, so the values agree; nothing is overridden
         silently in either direction."""
-        built = [{key: value for key, value in group.items() if key != "params"} for group in self.optimizer.param_groups]
-        self.optimizer.load_state_dict(state["optimizer"])
-        for group, settings in zip(self.optimizer.param_groups, built):
-            group.update(settings)
+        load_optimizer_state(self.optimizer, state["optimizer"])
         if self.scaler and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         totals = torch.tensor(state["totals"], dtype=torch.float64, device=self.dist.device)
         self.totals = totals if self.dist.is_main else torch.zeros_like(totals)  # the saved sum counts once
         self.nonfinite_in_a_row, self.nonfinite_total = state["nonfinite"]
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, saved: dict) -> None:
+    """Load a saved optimizer state into `optimizer` as built for this device, in either direction
+    (a CPU checkpoint on CUDA, a CUDA one on the CPU). torch places each tensor by the *saved* param
+    groups (Optimizer._process_value_according_to_param_policy is given state_dict["param_groups"]):
+    a CPU checkpoint has `fused` unset, so `step` would stay on the CPU under the fused CUDA AdamW,
+    which reads it through a device pointer. So the saved groups take this optimizer's settings
+    (fused, foreach, capturable and the hyper-parameters; lr is set at every step) before loading:
+    moments land on the parameters' device and `step` where this optimizer's kernel expects it."""
+    built = [{key: value for key, value in group.items() if key != "params"} for group in optimizer.param_groups]
+    if len(built) != len(saved["param_groups"]):
+        raise ValueError(f"the checkpoint's optimizer has {len(saved['param_groups'])} parameter groups, this one {len(built)}")
+    groups = [{**group, **settings} for group, settings in zip(saved["param_groups"], built)]
+    optimizer.load_state_dict({**saved, "param_groups": groups})
 
 
 class Stopwatch:

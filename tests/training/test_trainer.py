@@ -146,3 +146,54 @@ def test_full_disk_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypa
     assert sorted(p.name for p in folder.iterdir()) == ["step_000003.pth"]  # no temp file left behind
     assert ckpt.load_checkpoint(folder / "step_000003.pth")["step"] == 3
     assert math.isfinite(ckpt.find_resume_checkpoint(folder)[0]["elapsed_s"])
+
+
+def _optimizer_tensors(optimizer) -> dict:
+    return {(i, key): value for i, per_param in enumerate(optimizer.state.values())
+            for key, value in per_param.items() if torch.is_tensor(value)}
+
+
+def test_resume_places_every_optimizer_tensor_for_this_device_in_both_directions():
+    """Issue 20 item 3. torch places a loaded optimizer's tensors by the *saved* param groups
+    (optimizer.py, _process_value_according_to_param_policy(..., state_dict["param_groups"])): a CPU
+    checkpoint has no `fused`, so on CUDA `step` stayed on the CPU under the fused AdamW. The meta device
+    stands in for the GPU: parameters there, the groups as configure_optimizer builds them on CUDA."""
+    config, sampler, model = _setup()
+    cpu = Trainer(config, model, sampler)
+    cpu.train_step(0)
+    saved = ckpt_roundtrip(cpu.state())
+    assert all(not g.get("fused") for g in saved["optimizer"]["param_groups"])
+
+    config, sampler, model = _setup()
+    gpu_like = Trainer(config, model, sampler)
+    model.to("meta")  # the stand-in device; the optimizer is built again on these parameters
+    gpu_like.optimizer = model.configure_optimizer(config.lr, config.weight_decay, (config.beta1, config.beta2),
+                                                   config.adam_eps, "cpu")
+    for group in gpu_like.optimizer.param_groups:
+        group.update(fused=True, foreach=None)  # AdamW(fused=True), as on CUDA
+    gpu_like.load_state(saved)  # CPU -> "CUDA"
+    placed = _optimizer_tensors(gpu_like.optimizer)
+    assert {key for _, key in placed} == {"step", "exp_avg", "exp_avg_sq"}
+    for (_, key), value in placed.items():
+        assert value.device.type == "meta", (key, value.device)
+        assert value.dtype == torch.float32
+    assert all(g["fused"] is True for g in gpu_like.optimizer.param_groups)
+
+    fused_saved = {**saved["optimizer"], "param_groups": [{**g, "fused": True} for g in saved["optimizer"]["param_groups"]]}
+    config, sampler, model = _setup()
+    back = Trainer(config, model, sampler)  # "CUDA" -> CPU: a checkpoint whose groups say fused
+    back.load_state({**saved, "optimizer": fused_saved})
+    for (_, key), value in _optimizer_tensors(back.optimizer).items():
+        assert value.device.type == "cpu", key  # step on the CPU, as the unfused CPU AdamW wants it
+    assert all(not g.get("fused") for g in back.optimizer.param_groups)
+    back.train_step(1)  # and it steps
+
+
+def ckpt_roundtrip(state: dict) -> dict:
+    """A trainer state as a checkpoint file gives it back (torch.save / load_checkpoint's torch.load)."""
+    import io
+
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    return torch.load(buffer, map_location="cpu", weights_only=True)

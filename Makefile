@@ -38,7 +38,7 @@ quickstart: system-deps venv
 	$(PY) visualize_results.py $(QUICK_DIR)/training_history_100k.json --analysis $(QUICK_DIR)/analysis_100k_result.json --out-dir results/quickstart
 
 test: system-deps-test venv
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=10 tests
 
 # Training throughput on this machine (8 min on 2 loaded CPU cores; docs/PERFORMANCE.md), ours vs transformers.
 bench: venv data/corpus.jsonl

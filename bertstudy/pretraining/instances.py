@@ -341,13 +341,6 @@ def create_masked_lm_predictions(ids: np.ndarray, length: int, word_starts: np.n
 
 
 # ---------------------------------------------------------------- batches
-def stack_instances(instances: list[dict]) -> dict[str, np.ndarray]:
-    batch = {key: np.stack([inst[key] for inst in instances]) for key in ("input_ids", "token_type_ids",
-                                                                         "attention_mask", "mlm_labels")}
-    batch["nsp_labels"] = np.asarray([inst["nsp_labels"] for inst in instances], dtype=np.int64)
-    return batch
-
-
 _KEY = struct.Struct("<5q")
 
 
@@ -388,9 +381,3 @@ def training_instances(sampler: InstanceSampler, seed: int, step: int, first: in
 def fixed_eval_instances(sampler: InstanceSampler, seed: int, num_instances: int) -> list[tuple]:
     """The held-out set, unpadded: the same instances and the same masks at every evaluation."""
     return [sampler.draw_unpadded(instance_rng(seed, EVAL_STREAM, 0, 0, i)) for i in range(num_instances)]
-
-
-def fixed_eval_batches(sampler: InstanceSampler, seed: int, num_instances: int, batch_size: int) -> list[dict]:
-    """The held-out set as padded [B, max_seq_len] batches (the plain layout; training packs instead)."""
-    instances = [sampler.draw_instance(instance_rng(seed, EVAL_STREAM, 0, 0, i)) for i in range(num_instances)]
-    return [stack_instances(instances[i:i + batch_size]) for i in range(0, num_instances, batch_size)]

@@ -1,4 +1,4 @@
-"""The training run's configuration: one dataclass, three presets, every field a command-line flag.
+"""The training run's configuration: one dataclass, the presets in PRESETS, every field a command-line flag.
 
 `--preset` picks the starting values; any `--field-name VALUE` then overrides one field, e.g.
 `--preset quick --hidden-size 256 --steps 500`. The resolved config is written to
@@ -53,7 +53,9 @@ class TrainConfig:
     grad_clip: float = _f(1.0, cli.non_negative_float, "clip the global grad norm (0: off)")  # BERT's 1.0
     # ---- run
     steps: int = _f(100_000, cli.positive_int, "optimizer steps")  # the study's 100k
-    batch_size: int = _f(32, cli.positive_int, "instances per micro-batch per process, or auto (see --auto-batch)")  # the original's 32
+    batch_size: int = _f(32, cli.positive_int, "instances per micro-batch per process, or auto: keep the global "
+                                               "batch (batch size x grad accum) and pick the largest micro-batch "
+                                               "that fits the GPU (a CPU keeps the split)")  # the original's 32
     grad_accum: int = _f(4, cli.positive_int, "micro-batches per optimizer step")  # 32 x 4 = 128 per step
     log_interval: int = _f(100, cli.positive_int, "steps between training log points")  # 1000 points over 100k
     eval_interval: int = _f(1000, cli.positive_int, "steps between held-out evals")  # 100 evals over 100k
@@ -92,47 +94,19 @@ class TrainConfig:
 PRESETS: dict[str, dict] = {
     # the study's run: the original's shape, a learning rate that learns from scratch
     "large_100k": {},
-    # The whole stage in ~3.5 min on 2 idle CPU cores (~0.15 s per 64 x 64-token step, 26k tokens/s);
-    # 2 min 25 s with packed batches (2026-11-28, make quickstart: held-out MLM 14.5%, NSP 82.0%).
-    # Tuned on the embedded corpus (vocab 5033): held-out MLM accuracy 0.1% -> 5.6% (step 100, the
-    # "always the most frequent character" level) -> 13% (step 300) -> 14.6-14.8% (step 1200), still
-    # on the plateau that only a longer run leaves (see cpu_study); NSP 49% -> 81-84%.
-    # lr 2e-3 is at the edge: 4e-3 never left the plateau, 1e-3 was slower; a batch of 64 learned
-    # a little more per token than 32 x 2400 steps; 4 layers or 2 heads learned no faster per step.
-    # Issue 15 asked for held-out MLM >= 17% and 人 in the top 3 for 中国[MASK]民 within ~8 min on 2 idle
-    # cores. Runs tried, all still on (or just leaving) the ~14% plateau, none with 人 in the top 5:
-    #   mask rate 25%, 1,200 steps                           14.9%                (issue 15)
-    #   256 x 4 layers, batch 32, lr 1e-3, 1,200 steps       14.4%, 529 s         (issue 15)
-    #   batch 16, 4,800 steps, lr 1e-3                       14.7% at 4,400       (issue 15)
-    #   this preset, 2,800 steps (cosine over 2,800)         16.1%; top 国 中 会 民 的 (2026-11-28, packed batches,
-    #                                                        1,520 s on 1 thread of a shared CPU: ~9 min on 2 idle)
-    #   128 x 3 layers, 2,200 steps                          15.3%; top 国 中 会 、 主 (same day and machine)
-    # Why not: the second rise needs more tokens than 8 minutes give. cpu_study (192 x 3, batch 32)
-    # leaves the plateau at ~2,500 steps and passes 17% only at ~3,600 (results/training_history_100k.json),
-    # ~13 min on 2 idle cores at ~0.22 s a step; the 64 x 2 cpu_100k model leaves it at ~17,800 steps of 8 x 64 (~9M tokens).
+    # The whole pipeline in minutes on 2 CPU cores (make quickstart): 1.1M parameters, 1,200 steps of
+    # 64 x 64 tokens. lr 2e-3 is the edge of stable for this size (4e-3 never left the plateau); a batch
+    # of 64 learned more per token than 32. It ends on the plateau of the learning curve; the recipes
+    # tried to leave it in 8 minutes and their figures: docs/PRESETS.md.
     "quick": dict(hidden_size=128, num_layers=2, num_heads=4, intermediate_size=512, max_seq_len=64,
                   max_predictions=10, batch_size=64, grad_accum=1, steps=1200, warmup_steps=50, lr=2e-3,
                   log_interval=10, eval_interval=100, save_interval=300, eval_instances=512, dropout=0.0,
                   min_lr_ratio=0.1),
-    # Issue 7's reduced but genuine study: ~20 min on 2 idle CPU cores. A step (32 x 64 tokens) of this
-    # 2.4M-parameter model costs ~2.4x a quick step of 32: ~0.22 s with 2 idle threads, so 5000 steps
-    # take ~18 min + ~1 min of evals and saves: ~9.6M tokens (~3 passes over the 3M-token corpus) for
-    # 1.4M non-embedding parameters, near compute-optimal (~20 tokens per parameter) at this budget.
-    # 500 log points, 40 held-out evals, a checkpoint every 500 steps. Measured: 18 min 53 s on 2 cores
-    # (load ~2), 9.4k tokens/s; held-out MLM 4% (step 125) -> 12.8% (500) -> a 14% plateau to step
-    # ~1750 -> 22.1% (5000), NSP 85%: a fast rise, a plateau, then a second rise still going at the end.
-    # dropout 0: a model this small, seeing each token ~3 times, underfits; dropout would only slow it.
-    # milestones log: 13 weight files (0, 1, 2, 5, ..., 2000, 5000; ~10 MB each, each with a held-out
-    # eval, ~1 s) for probe_downstream.py, which asks whether held-out MLM accuracy predicts usefulness.
-    "cpu_study": dict(milestones="log", hidden_size=192, num_layers=3, num_heads=4, intermediate_size=768, max_seq_len=64,
-                      max_predictions=10, batch_size=32, grad_accum=1, steps=5000, warmup_steps=200, lr=1.5e-3,
-                      log_interval=10, eval_interval=125, save_interval=500, eval_instances=512, dropout=0.0,
-                      min_lr_ratio=0.1),
-    # The original's protocol on a CPU: 100,000 steps, a point every 100 (1,000 points), a held-out
-    # eval every 1,000, 2K warm-up, cosine; the model is what one idle core finishes in about an hour
-    # (64 x 2 layers, batch 8 x 64 tokens: 37 ms a step with the other core busy, 2026-11-28; 128 x 2 at
-    # batch 32 took 197 ms, 96 x 3 at batch 8 58 ms). lr 1e-3 for the small batch (a 2,000-step pilot: held-out
-    # MLM 8.7%). Log milestones keep 0, 1, 2, 5, ..., 50,000 and 100,000 for probe_downstream.py.
+    # The reduced but genuine study (make study-cpu): 2.4M parameters, 5,000 steps of 32 x 64 tokens,
+    # ~9.6M tokens (~3 passes over the embedded corpus), near 20 tokens per non-embedding parameter:
+    # long enough to show the first rise, the plateau and the second rise. dropout 0: a model this
+    # small, seeing each token ~3 times, underfits. 500 log points, 40 held-out evals; log milestones
+    # (13 weight files) for probe_downstream.py. Timings: docs/PRESETS.md.
     "cpu_100k": dict(milestones="log", hidden_size=64, num_layers=2, num_heads=2, intermediate_size=256,
                      max_seq_len=64, max_predictions=10, batch_size=8, grad_accum=1, steps=100_000, warmup_steps=2000,
                      lr=1e-3, log_interval=100, eval_interval=1000, save_interval=5000, eval_instances=512,
@@ -144,7 +118,7 @@ COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-
 
 
 def batch_size_or_auto(text: str):
-    """--batch-size: a positive integer, or `auto` (= --auto-batch with the preset's split as the global batch)."""
+    """--batch-size: a positive integer, or `auto` (auto_batch: the preset's split is the global batch)."""
     return "auto" if text.strip().lower() == "auto" else cli.positive_int(text)
 
 
@@ -184,7 +158,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
                         help="starting values (default large_100k); the flags below override them; "
                              "--show-preset NAME lists a preset's values")
     for f in fields(TrainConfig):
-        if f.name == "preset":
+        if f.name in ("preset", "auto_batch"):  # auto_batch is set by --batch-size auto: one flag, not two
             continue
         flag = "--" + f.name.replace("_", "-")
         kind = batch_size_or_auto if f.name == "batch_size" else f.metadata["type"]
@@ -218,7 +192,7 @@ def describe_preset(name: str) -> str:
     config = preset_config(name)
     lines = [f"preset {name} (any flag overrides its value):"]
     for f in fields(TrainConfig):
-        if f.name == "preset":
+        if f.name in ("preset", "auto_batch"):  # auto_batch is set by --batch-size auto: one flag, not two
             continue
         value = getattr(config, f.name)
         flag = "--" + f.name.replace("_", "-")

@@ -19,6 +19,8 @@ the others through a collective (`agree_or_fail`), so they stop within seconds, 
 
 from __future__ import annotations
 
+import contextlib
+
 import argparse
 import datetime
 import os
@@ -163,6 +165,13 @@ def precision_settings(device: torch.device, amp: bool | None):
     if device.type == "cuda" and not torch.cuda.is_bf16_supported(including_emulation=False):
         return torch.float16, True
     return torch.bfloat16, False
+
+
+def autocast_context(device: torch.device, amp_dtype: torch.dtype | None):
+    """torch.autocast for `amp_dtype` on `device`, or a no-op context without mixed precision."""
+    if amp_dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=amp_dtype)
 
 
 def to_device(batch: dict[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:

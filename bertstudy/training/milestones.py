@@ -12,7 +12,6 @@ match, so pruning cannot remove them.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from bertstudy.base.errors import UsageError

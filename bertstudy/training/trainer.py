@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.distributed as torch_dist
 
-from bertstudy.training.device import Distributed, precision_settings
+from bertstudy.training.device import Distributed, autocast_context, precision_settings
 from bertstudy.model import BertConfig, BertForPretraining
 from bertstudy.pretraining.loader import batch_to_device, step_micro_batches
 from bertstudy.pretraining.packing import host_counts
@@ -80,9 +80,7 @@ class Trainer:
             self.model = torch.compile(self.model, mode=self.config.compile_mode)
 
     def autocast(self):
-        if self.amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.dist.device.type, dtype=self.amp_dtype)
+        return autocast_context(self.dist.device, self.amp_dtype)
 
     def _all_reduce(self, tensor: torch.Tensor, op=None) -> torch.Tensor:
         if self.dist.enabled:

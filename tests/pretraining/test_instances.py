@@ -7,7 +7,7 @@ import pytest
 
 from bertstudy.corpus.corpus_io import Document
 from bertstudy.pretraining.instances import (IGNORE_INDEX, IS_NEXT, NOT_NEXT, InstanceSampler, create_masked_lm_predictions,
-                                        fixed_eval_batches, load_or_build_cache, split_documents, tokenize_documents,
+                                        fixed_eval_instances, load_or_build_cache, split_documents, tokenize_documents,
                                         training_instances, truncate_seq_pair, Segment)
 from bertstudy.pretraining.vocab import CLS_ID, MASK_ID, NUM_SPECIAL, PAD_ID, SEP_ID, build_vocab
 from tests.train_helpers import CHARS, tiny_documents, write_tiny_corpus
@@ -161,9 +161,9 @@ def test_instances_are_pure_functions_of_step_and_global_index():
     for a, b in zip(one[4:], second_half):
         assert all(np.array_equal(x, y) for x, y in zip(a[:3], b[:3])) and a[3] == b[3]
     assert any(len(a[0]) != len(b[0]) or (a[0] != b[0]).any() for a, b in zip(one, other_step))
-    evals = fixed_eval_batches(sampler, 1, 10, 4)
-    assert [len(b["nsp_labels"]) for b in evals] == [4, 4, 2]
-    assert all((x["input_ids"] == y["input_ids"]).all() for x, y in zip(evals, fixed_eval_batches(sampler, 1, 10, 4)))
+    evals = fixed_eval_instances(sampler, 1, 10)
+    assert len(evals) == 10
+    assert all(np.array_equal(x[0], y[0]) for x, y in zip(evals, fixed_eval_instances(sampler, 1, 10)))
 
 
 def test_token_cache_is_built_once_and_keyed_by_corpus_and_vocab(tmp_path):

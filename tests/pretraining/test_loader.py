@@ -14,8 +14,8 @@ from bertstudy.base.atomic_io import read_json
 from bertstudy.corpus.corpus_io import load_documents
 from bertstudy.pretraining.loader import LoaderClock, batch_to_device, make_step_loader, step_micro_batches
 from bertstudy.model import BertConfig, BertForPretraining
-from bertstudy.pretraining.packing import IGNORE_INDEX, collate_packed, pack_micro_batches, pack_rows, padding_fraction
-from bertstudy.pretraining.instances import (InstanceSampler, split_documents, stack_instances, tokenize_documents,
+from bertstudy.pretraining.packing import IGNORE_INDEX, collate_packed, collate_padded, pack_micro_batches, pack_rows, padding_fraction
+from bertstudy.pretraining.instances import (InstanceSampler, split_documents, tokenize_documents,
                                         training_instances)
 from bertstudy.training.run_log import TIMING_LISTS
 from bertstudy.pretraining.vocab import build_vocab
@@ -82,10 +82,7 @@ def test_packed_forward_equals_one_instance_per_padded_row():
     packed = pack_micro_batches(instances, 40, 1)[0]
     assert len(packed["input_ids"]) < 12  # really packed: several instances share rows
     order = packed["instance_index"][packed["instance_index"] >= 0]
-    padded = stack_instances([{"input_ids": np.pad(ids, (0, 40 - len(ids))), "token_type_ids": np.pad(t, (0, 40 - len(t))),
-                               "attention_mask": np.pad(np.ones(len(ids), dtype=np.int64), (0, 40 - len(ids))),
-                               "mlm_labels": np.pad(lab, (0, 40 - len(lab)), constant_values=IGNORE_INDEX),
-                               "nsp_labels": nsp} for ids, t, lab, nsp in (instances[i] for i in order)])
+    padded = collate_padded([instances[i] for i in order], 40)
     torch.manual_seed(0)
     model = BertForPretraining(BertConfig(vocab_size=sampler.vocab_size, hidden_size=32, num_layers=2, num_heads=2,
                                           intermediate_size=64, max_position=40)).eval()
@@ -128,7 +125,7 @@ def embedded_sampler(tmp_path_factory):
 def test_padding_is_at_most_5_percent_on_the_embedded_corpus(embedded_sampler):
     steps = [step_micro_batches(embedded_sampler, 42, step, 0, 32, 4) for step in range(10)]
     packed = padding_fraction([b for micro in steps for b in micro])
-    plain = [stack_instances([embedded_sampler.draw_instance(np.random.default_rng([9, i])) for i in range(128)])]
+    plain = [collate_padded([embedded_sampler.draw_unpadded(np.random.default_rng([9, i])) for i in range(128)], 128)]
     plain_padding = 1 - sum(b["attention_mask"].sum() for b in plain) / sum(b["attention_mask"].size for b in plain)
     assert packed <= 0.05 and plain_padding > 0.15  # one instance per row would waste ~22%
     assert all(len(micro) == 4 and max(len(b["input_ids"]) for b in micro) <= 32 for micro in steps)

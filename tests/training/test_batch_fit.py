@@ -37,6 +37,13 @@ def test_batch_size_auto_flag_keeps_the_global_batch():
     assert (whole.batch_size, whole.grad_accum) == (64, 1)
 
 
+def test_automatic_batch_sizing_has_one_flag():
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser)
+    flags = {flag for action in parser._actions for flag in action.option_strings}
+    assert "--batch-size" in flags and not any(flag.endswith("auto-batch") for flag in flags)
+
+
 def test_cpu_keeps_the_configured_split():
     config = preset_config("quick", batch_size=8, grad_accum=4, auto_batch=True)
     assert resolve_batch_split(config, None, 100, torch.device("cpu"), None) is config

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.distributed as torch_dist
 
 from bertstudy.base.atomic_io import atomic_write_json
 from bertstudy.base.errors import BadInputError
@@ -28,7 +27,7 @@ from bertstudy.training import checkpoint as ckpt
 from bertstudy.training import milestones as ms
 from bertstudy.training.batch_fit import resolve_batch_split
 from bertstudy.training.config import ARCHITECTURE_FIELDS, TrainConfig
-from bertstudy.training.device import Distributed, autocast_context, precision_settings
+from bertstudy.training.device import Distributed, agree_or_fail, autocast_context, precision_settings
 from bertstudy.training.run_folder import StartPlan
 from bertstudy.training.run_log import RunLog, new_history, truncate_history
 from bertstudy.training.trainer import Stopwatch, Trainer, model_config_for
@@ -50,11 +49,15 @@ def prepare_data(config: TrainConfig, dist: Distributed) -> PreparedData:
     """Vocabulary, token cache, held-out split and the two samplers (nothing written in out_dir yet)."""
     documents = load_documents(config.corpus)
     vocab = build_vocab((s for d in documents for s in d.sentences), config.min_freq)
-    for turn in ("main", "others") if dist.enabled else ("main",):
-        if (turn == "main") == dist.is_main:  # rank 0 builds the cache; the others then read it
+    corpus, failure = None, None
+    if dist.is_main:  # rank 0 builds the cache; the others then read it
+        try:
             corpus, _, _ = load_or_build_cache(documents, config.corpus, vocab, config.cache_dir, config.wwm)
-        if dist.enabled:
-            torch_dist.barrier()
+        except Exception as exc:  # noqa: BLE001 - raised again after the others heard of it
+            failure = exc
+    agree_or_fail(failure, dist, "building the token cache")  # the others stop now, not at the timeout
+    if corpus is None:
+        corpus, _, _ = load_or_build_cache(documents, config.corpus, vocab, config.cache_dir, config.wwm)
     train_docs, heldout_docs = split_documents(corpus, config.heldout_fraction, config.seed)
     corpus_sha256 = file_sha256(config.corpus)
     split = split_record(documents, heldout_docs, config.corpus, corpus_sha256, config.seed, config.heldout_fraction)

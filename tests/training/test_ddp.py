@@ -189,3 +189,36 @@ def test_ddp_sigterm_to_each_rank_s_group_with_loader_workers_saves_and_resumes_
                           text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     _assert_same_as_reference(reference, out, extra_checkpoints=True)
+
+
+CACHE_FAILS_LAUNCHER = """
+import os, sys
+sys.path.insert(0, os.environ["REPO_ROOT"])
+from bertstudy.base.errors import BadInputError
+from bertstudy.training import run_setup
+def failing_cache(*args, **kwargs):
+    raise BadInputError("corpus.jsonl", "rank 0 could not build the token cache (simulated)")
+if os.environ["RANK"] == "0":
+    run_setup.load_or_build_cache = failing_cache
+import train_large_100k
+sys.exit(train_large_100k.main(sys.argv[1:]))
+"""
+
+
+def test_when_rank_0_fails_building_the_cache_every_rank_stops_at_once_with_one_line(tmp_path):
+    """Issue 20 item 4: the others heard of it through one collective and each printed one line,
+    instead of waiting at the barrier (under NCCL until the process group's timeout)."""
+    corpus = write_tiny_corpus(tmp_path)
+    launcher = tmp_path / "launch.py"
+    launcher.write_text(CACHE_FAILS_LAUNCHER, encoding="utf-8")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", "REPO_ROOT": str(ROOT)}
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "--tee", "3", str(launcher), *tiny_args(corpus, tmp_path / "run", tmp_path / "cache", device="cpu")],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    text = done.stdout + done.stderr
+    assert done.returncode != 0 and time.monotonic() - started < 60, text[-3000:]
+    assert "[default0]:error: corpus.jsonl: rank 0 could not build the token cache (simulated)" in text, text[-3000:]
+    assert "[default1]:error: rank 1: stopped because another rank failed while building the token cache" in text
+    worker_lines = [line for line in text.splitlines() if line.startswith("[default")]
+    assert not any("Traceback" in line for line in worker_lines), text[-3000:]  # torchrun's own summary aside

@@ -29,7 +29,7 @@ import time
 import numpy as np
 import torch
 
-from bertstudy.pretraining.packing import PACKED_KEYS, pack_micro_batches
+from bertstudy.pretraining.packing import PACKED_KEYS, FixedShape, pack_fixed, pack_micro_batches, plan_fixed_shape
 from bertstudy.pretraining.instances import InstanceSampler, fixed_eval_instances, training_instances
 
 DEFAULT_CUDA_WORKERS = 2  # two builders outpace one large_100k step on an H100 (docs/PERFORMANCE.md)
@@ -37,13 +37,27 @@ PREFETCH_STEPS = 4  # steps each worker builds ahead: a few, to ride out slow on
 
 
 def step_micro_batches(sampler: InstanceSampler, seed: int, step: int, rank: int, batch_size: int,
-                       grad_accum: int) -> list[dict[str, np.ndarray]]:
+                       grad_accum: int, shape: FixedShape | None = None) -> list[dict[str, np.ndarray]]:
     """This rank's packed micro-batches of `step`. The rank's share of the step's global batch is
     global indices rank x (batch_size x grad_accum) onwards; its instances are packed into rows and
-    the rows split into up to grad_accum micro-batches (no more rows in one than batch_size)."""
+    the rows split into up to grad_accum micro-batches (no more rows in one than batch_size), or,
+    with a fixed `shape`, cut into micro-batches of that shape (packing.pack_fixed)."""
     per_rank = batch_size * grad_accum
     instances = training_instances(sampler, seed, step, rank * per_rank, per_rank)
+    if shape is not None:
+        return pack_fixed(instances, sampler.max_seq_len, shape)
     return pack_micro_batches(instances, sampler.max_seq_len, grad_accum)
+
+
+SHAPE_SAMPLE_STEPS = 32  # steps 0..31 of the rank's share set the run's fixed shape (the same on a resume)
+
+
+def plan_step_shape(sampler: InstanceSampler, seed: int, rank: int, batch_size: int, grad_accum: int) -> FixedShape:
+    """The fixed micro-batch shape of a run (packing.plan_fixed_shape over its first steps): a pure
+    function of the corpus, seed, rank and split, so a resumed run gets the same one."""
+    per_rank = batch_size * grad_accum
+    sample = [training_instances(sampler, seed, step, rank * per_rank, per_rank) for step in range(SHAPE_SAMPLE_STEPS)]
+    return plan_fixed_shape(sample, sampler.max_seq_len, grad_accum)
 
 
 def eval_micro_batches(sampler: InstanceSampler, seed: int, num_instances: int,
@@ -73,15 +87,17 @@ def batch_to_device(batch: dict[str, torch.Tensor | np.ndarray], device: torch.d
 class StepBatches(torch.utils.data.Dataset):
     """Item `step`: (step, [(host counts, model inputs as CPU tensors) per micro-batch])."""
 
-    def __init__(self, sampler: InstanceSampler, seed: int, rank: int, batch_size: int, grad_accum: int):
+    def __init__(self, sampler: InstanceSampler, seed: int, rank: int, batch_size: int, grad_accum: int,
+                 shape: FixedShape | None = None):
         self.sampler, self.seed, self.rank = sampler, seed, rank
-        self.batch_size, self.grad_accum = batch_size, grad_accum
+        self.batch_size, self.grad_accum, self.shape = batch_size, grad_accum, shape
 
     def __len__(self) -> int:  # the DataLoader is given the steps explicitly; any step is valid
         return 2**62
 
     def __getitem__(self, step: int):
-        return step, step_micro_batches(self.sampler, self.seed, step, self.rank, self.batch_size, self.grad_accum)
+        return step, step_micro_batches(self.sampler, self.seed, step, self.rank, self.batch_size, self.grad_accum,
+                                        self.shape)
 
 
 def resolve_workers(requested: int, device: torch.device) -> int:
@@ -98,10 +114,11 @@ def leave_signals_to_main(worker_id: int) -> None:
 
 
 def make_step_loader(sampler: InstanceSampler, seed: int, rank: int, batch_size: int, grad_accum: int,
-                     first_step: int, last_step: int, device: torch.device, num_workers: int):
+                     first_step: int, last_step: int, device: torch.device, num_workers: int,
+                     shape: FixedShape | None = None):
     """A DataLoader over steps first_step .. last_step-1, each item one step's micro-batches (numpy
     dicts converted to tensors by the default collate; pinned on CUDA)."""
-    dataset = StepBatches(sampler, seed, rank, batch_size, grad_accum)
+    dataset = StepBatches(sampler, seed, rank, batch_size, grad_accum, shape)
     extra = {"prefetch_factor": PREFETCH_STEPS, "persistent_workers": False,
              "worker_init_fn": leave_signals_to_main} if num_workers > 0 else {}
     # its own generator: a DataLoader draws a worker base seed, which must not come from (and shift)

@@ -93,6 +93,7 @@ def _summary_from_log(path: Path, window: int) -> dict:
     start: dict | None = None
     train = evaluation = end = None
     points: list[tuple[float, float]] = []  # (step, wall time) of this process's train records
+    skipped = 0  # updates the trainer skipped (non-finite loss or gradients, fp16 overflow), whole run
     for line, record in iter_jsonl(path, allow_partial_last=True):
         if not isinstance(record, dict) or not isinstance(record.get("kind"), str):
             raise BadInputError(path, "expected an object with a 'kind' field", line=line)
@@ -109,6 +110,7 @@ def _summary_from_log(path: Path, window: int) -> dict:
                 stamp = _number(path, record, "time", optional=True, line=line)
                 if stamp is not None:
                     points.append((step, stamp))
+                skipped += int(_number(path, record, "skipped_steps", optional=True, line=line) or 0)
             else:
                 evaluation = {"step": int(step), **_metrics(path, record, ("mlm_acc", "nsp_acc", "mlm_loss"), line)}
         elif kind == "end":
@@ -126,7 +128,7 @@ def _summary_from_log(path: Path, window: int) -> dict:
         "resumed_from": start.get("resumed_from") if start else None,
         "steps_per_s": _rate(points, window),
         "tokens_per_s": train.pop("tokens_per_s") if train else None,
-        "train": train, "eval": evaluation,
+        "train": train, "eval": evaluation, "skipped_steps": skipped,
     }
 
 
@@ -319,6 +321,8 @@ def _format_training(run: dict) -> list[tuple[str, str]]:
         rows.append(("ETA", format_duration(run["eta_s"])))
     if run["train"]:
         rows.append(("train", _metric_line(run["train"], ("mlm_acc", "nsp_acc", "loss", "lr"))))
+    if run.get("skipped_steps"):
+        rows.append(("skipped", f"{run['skipped_steps']:,} update(s) (non-finite loss or fp16 overflow)"))
     if run["eval"]:
         rows.append(("held-out", _metric_line(run["eval"], ("mlm_acc", "nsp_acc", "mlm_loss"))))
     ckpt = run["checkpoint"]

@@ -23,9 +23,10 @@ TRAIN_LISTS = {  # history list -> key of the "train" log record
     "steps": "step", "mlm_acc": "mlm_acc", "nsp_acc": "nsp_acc", "loss": "loss", "lr": "lr",
     "mlm_loss": "mlm_loss", "nsp_loss": "nsp_loss", "tokens_per_s": "tokens_per_s", "elapsed_s": "elapsed_s",
     "data_wait_s": "data_wait_s",  # seconds the loop waited for batches since the previous point
+    "skipped_steps": "skipped_steps",  # updates skipped since the previous point (non-finite, fp16 overflow)
 }
 EVAL_LISTS = {"eval_steps": "step", "eval_mlm_acc": "mlm_acc", "eval_nsp_acc": "nsp_acc", "eval_mlm_loss": "mlm_loss"}
-OPTIONAL_TRAIN_KEYS = ("data_wait_s",)  # lists a history may lack (see add_train_point)
+OPTIONAL_TRAIN_KEYS = ("data_wait_s", "skipped_steps")  # lists a history may lack (see add_train_point)
 TIMING_LISTS = ("tokens_per_s", "elapsed_s", "data_wait_s")  # differ between runs of identical content
 
 

@@ -21,7 +21,7 @@ from bertstudy.corpus.corpus_io import load_documents
 from bertstudy.model import BertConfig, BertForPretraining
 from bertstudy.pretraining.heldout_split import split_record, write_split
 from bertstudy.pretraining.instances import InstanceSampler, file_sha256, load_or_build_cache, split_documents
-from bertstudy.pretraining.loader import batch_to_device, eval_micro_batches
+from bertstudy.pretraining.loader import batch_to_device, eval_micro_batches, plan_step_shape
 from bertstudy.pretraining.vocab import Vocab, build_vocab, save_vocab
 from bertstudy.training import checkpoint as ckpt
 from bertstudy.training import milestones as ms
@@ -117,8 +117,8 @@ def _build_trainer(config: TrainConfig, data: PreparedData, dist: Distributed):
     model = BertForPretraining(model_config).to(dist.device)
     torch.manual_seed(config.seed + dist.rank)  # dropout streams differ per rank
     amp_dtype, _ = precision_settings(dist.device, config.amp)
-    config = resolve_batch_split(config, model, len(data.vocab), dist.device,  # --batch-size auto (CUDA)
-                                 lambda: autocast_context(dist.device, amp_dtype), verbose=dist.is_main)
+    config = resolve_batch_split(config, model, len(data.vocab), dist.device,  # the split follows a GPU
+                                 lambda: autocast_context(dist.device, amp_dtype), verbose=dist.is_main, dist=dist)
     return config, model_config, model, Trainer(config, model, data.train_sampler, dist)
 
 
@@ -193,6 +193,8 @@ def set_up(plan: StartPlan, dist: Distributed, overwrite: bool) -> Run:
     if dist.is_main:
         _prepare_out_dir(config, data, resumed, overwrite)
     milestone_steps = set(ms.milestone_steps(config.milestones, config.steps))
+    if config.compile:  # one shape: compiled once, one CUDA graph (it costs ~10 points of padding: packing.py)
+        trainer.shape = plan_step_shape(data.train_sampler, config.seed, dist.rank, config.batch_size, config.grad_accum)
     trainer.wrap()
     history = history or _new_history(config, data, model, dist, milestone_steps)
     history["meta"]["total_steps"] = config.steps

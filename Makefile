@@ -3,8 +3,17 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# The CPU wheel of torch 2.13.0 for CI and laptops; GPU users: make TORCH_SPEC='torch' (README).
+# The CPU wheel of torch 2.13.0 for CI and laptops. GPU users (README, GPU check): the CUDA build from
+# PyTorch's index, e.g. make TORCH_SPEC='torch==2.13.0' TORCH_INDEX=https://download.pytorch.org/whl/cu128 venv
 TORCH_SPEC ?= torch==2.13.0
+TORCH_INDEX ?=
+# The installed torch is recorded in a stamp named after TORCH_SPEC and TORCH_INDEX: another value
+# reinstalls torch (the old build is uninstalled first, since pip keeps any build that satisfies the spec).
+TORCH_KEY := $(shell printf '%s|%s' '$(TORCH_SPEC)' '$(TORCH_INDEX)' | cksum | cut -d' ' -f1)
+TORCH_STAMP := $(VENV)/.torch-$(TORCH_KEY)
+# make quickstart and study-cpu collect the embedded corpus into a folder of their own, so a crawl saved
+# at data/corpus.jsonl (the README's target for rare_char_fetch.py) and its progress file are never touched.
+EMBEDDED_DIR ?= data/embedded
 QUICK_DIR ?= runs/quick
 STUDY_DIR ?= runs/cpu_study
 # Extra train_large_100k.py options, e.g. make quickstart TRAIN_ARGS='--threads 1' on a busy CPU.
@@ -14,10 +23,15 @@ PROBE_ARGS ?=
 
 .PHONY: quickstart test venv system-deps system-deps-test bench gpu-check study-cpu clean
 
-$(VENV)/.installed: requirements.txt requirements-test.txt
+$(TORCH_STAMP):
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	if ls $(VENV)/.torch-* >/dev/null 2>&1; then $(PY) -m pip uninstall -q -y torch; rm -f $(VENV)/.torch-*; fi
+	$(PY) -m pip install -q $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH_SPEC)"
+	$(PY) -c "import torch; print('torch', torch.__version__, 'CUDA', torch.version.cuda)"
+	printf '%s\n' '$(TORCH_SPEC) $(TORCH_INDEX)' > $@
+
+$(VENV)/.installed: $(TORCH_STAMP) requirements.txt requirements-test.txt
 	$(PY) -m pip install -q -r requirements-test.txt
 	touch $@
 
@@ -31,9 +45,9 @@ system-deps-test:
 
 # The main job on the embedded corpus: collect -> verify -> train (quick) -> analyze -> visualize.
 quickstart: system-deps venv
-	$(PY) rare_char_fetch.py --source embedded --out data/corpus.jsonl
-	$(PY) verify_dataset.py data/corpus.jsonl --profile embedded --report data/dataset_report.json
-	$(PY) train_large_100k.py --preset quick --corpus data/corpus.jsonl --out-dir $(QUICK_DIR) --resume-if-possible $(TRAIN_ARGS)
+	$(PY) rare_char_fetch.py --source embedded --out $(EMBEDDED_DIR)/corpus.jsonl
+	$(PY) verify_dataset.py $(EMBEDDED_DIR)/corpus.jsonl --profile embedded --report $(EMBEDDED_DIR)/dataset_report.json
+	$(PY) train_large_100k.py --preset quick --corpus $(EMBEDDED_DIR)/corpus.jsonl --out-dir $(QUICK_DIR) --resume-if-possible $(TRAIN_ARGS)
 	$(PY) analyze_100k.py $(QUICK_DIR)/training_history_100k.json --out $(QUICK_DIR)/analysis_100k_result.json --overwrite
 	$(PY) visualize_results.py $(QUICK_DIR)/training_history_100k.json --analysis $(QUICK_DIR)/analysis_100k_result.json --out-dir results/quickstart
 
@@ -47,7 +61,7 @@ bench: venv data/corpus.jsonl
 data/corpus.jsonl:
 	$(PY) rare_char_fetch.py --source embedded --out data/corpus.jsonl
 
-# The one GPU check (needs a CUDA build of torch: make TORCH_SPEC=torch venv); the README's GPU section.
+# The one GPU check (needs a CUDA build of torch: see TORCH_INDEX above); the README's GPU section.
 gpu-check: venv
 	scripts/gpu_check.sh
 
@@ -55,9 +69,9 @@ gpu-check: venv
 # (deliberately: --overwrite replaces the committed analysis and charts, which analyze_100k.py and
 # visualize_results.py otherwise refuse to do).
 study-cpu: system-deps venv
-	$(PY) rare_char_fetch.py --source embedded --out data/corpus.jsonl
-	$(PY) verify_dataset.py data/corpus.jsonl --profile embedded --report data/dataset_report.json
-	$(PY) train_large_100k.py --preset cpu_study --corpus data/corpus.jsonl --out-dir $(STUDY_DIR) --resume-if-possible $(TRAIN_ARGS)
+	$(PY) rare_char_fetch.py --source embedded --out $(EMBEDDED_DIR)/corpus.jsonl
+	$(PY) verify_dataset.py $(EMBEDDED_DIR)/corpus.jsonl --profile embedded --report $(EMBEDDED_DIR)/dataset_report.json
+	$(PY) train_large_100k.py --preset cpu_study --corpus $(EMBEDDED_DIR)/corpus.jsonl --out-dir $(STUDY_DIR) --resume-if-possible $(TRAIN_ARGS)
 	$(PY) probe_downstream.py $(STUDY_DIR) $(PROBE_ARGS)
 	$(PY) analyze_100k.py $(STUDY_DIR)/training_history_100k.json --downstream $(STUDY_DIR)/downstream_100k.json --out results/analysis_100k_result.json --overwrite
 	$(PY) analyze_100k.py $(STUDY_DIR)/training_history_100k.json --metric eval_mlm_acc --downstream $(STUDY_DIR)/downstream_100k.json --out results/analysis_heldout_mlm.json --overwrite

@@ -12,12 +12,13 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from bertstudy.base import deps  # noqa: F401  (first: a missing package is one line, not a traceback)
 from bertstudy.analysis.study import analyze, metric_arrays
 from bertstudy.base.atomic_io import atomic_write_json, check_writable_file
 from bertstudy.base.run_files import ANALYSIS_NAME
 from bertstudy.base.cli import labelled_path, make_parser, non_negative_int, open_unit_float, run_main, unit_float
-from bertstudy.base.errors import EXIT_BAD_INPUT, EXIT_CHECK_FAILED, EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, UsageError
-from bertstudy.analysis.history import load_history
+from bertstudy.base.errors import EXIT_BAD_INPUT, EXIT_CHECK_FAILED, EXIT_OK, EXIT_RUNTIME, EXIT_USAGE
+from bertstudy.analysis.history import check_run_labels, load_history
 from bertstudy.analysis.provenance import check_analysis_out, series_fingerprint
 from bertstudy.analysis.report import format_report
 
@@ -39,7 +40,8 @@ def goal_r_text(result: dict) -> str:
 
 def build_parser():
     parser = make_parser("analyze_100k.py", __doc__, EXAMPLES,
-                         [EXIT_OK, EXIT_CHECK_FAILED, EXIT_USAGE, EXIT_BAD_INPUT, EXIT_RUNTIME])
+                         [EXIT_OK, EXIT_CHECK_FAILED, EXIT_USAGE, EXIT_BAD_INPUT, EXIT_RUNTIME],
+                         {EXIT_CHECK_FAILED: "--require-r R was given and r < R"})
     parser.add_argument("history", nargs="?", default="training_history_100k.json",
                         help="training history: ours, the original study's JSON, or the JSONL training log "
                              "(default: %(default)s)")
@@ -74,22 +76,24 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
 
     def body() -> int:
-        labels = [label for label, _ in args.compare]
-        repeated = sorted({label for label in labels if labels.count(label) > 1})
-        if repeated:
-            raise UsageError(f"--compare: label(s) used twice: {', '.join(repeated)}")
+        check_run_labels(args.compare)
         out = Path(args.out) if args.out is not None else Path(args.history).parent / ANALYSIS_NAME  # beside the history, as the charts are
         check_writable_file(out, "--out")  # before the work: a bad path fails at once, not after the bootstrap
         history = load_history(args.history)
         steps, values = metric_arrays(history, args.metric)  # bad input (exit 3) before a refusal (exit 2)
         check_analysis_out(out, series_fingerprint(steps, values), args.overwrite)
+        downstream = None
+        if args.downstream:  # before the work: a pass of another run is refused (exit 3) as --analysis is
+            from bertstudy.downstream.analysis import load_downstream
+
+            downstream = load_downstream(args.downstream, history)
         runs = [(label, load_history(path)) for label, path in args.compare]
         result = analyze(history, args.metric, train_fraction=args.train_fraction, targets=args.target,
                          bootstrap=args.bootstrap, seed=args.seed, compare=runs, require_r=args.require_r)
         if args.downstream:
-            from bertstudy.downstream.analysis import downstream_correlations, load_downstream
+            from bertstudy.downstream.analysis import downstream_correlations
 
-            result["downstream"] = downstream_correlations(load_downstream(args.downstream), args.downstream)
+            result["downstream"] = downstream_correlations(downstream, args.downstream)
         atomic_write_json(out, result)
         if not args.quiet:
             print(format_report(result))

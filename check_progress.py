@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+from bertstudy.base import deps  # noqa: F401  (first: a missing package is one line, not a traceback)
 from bertstudy.base import cli
 from bertstudy.base.errors import EXIT_BAD_INPUT, EXIT_NOTHING_TO_WATCH, EXIT_OK, EXIT_USAGE, BadInputError, StudyError
 from bertstudy.monitor import MonitorConfig, collect_progress, format_progress, nothing_to_watch_hint

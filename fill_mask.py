@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
+from bertstudy.base import deps  # noqa: F401  (first: a missing package is one line, not a traceback)
 from bertstudy.base.cli import make_parser, positive_int, run_main
 from bertstudy.base.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_USAGE
 

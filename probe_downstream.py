@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 
+from bertstudy.base import deps  # noqa: F401  (first: a missing package is one line, not a traceback)
 from bertstudy.base.cli import make_parser, non_negative_int, positive_float, positive_int, run_main
 from bertstudy.base.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_RUNTIME, EXIT_USAGE
 
@@ -40,7 +41,9 @@ def build_parser():
     parser.add_argument("--out", default=None, help="output JSON (default: RUN_DIR/downstream_100k.json)")
     parser.add_argument("--overwrite", action="store_true", help="replace an output made with other settings")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N (default: %(default)s)")
-    parser.add_argument("--threads", type=non_negative_int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--threads", type=non_negative_int, default=None,
+                        help="torch CPU threads (unset: the cores free at the start, said at the start; "
+                             "0: torch's default, one per core)")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     return parser
 
@@ -53,8 +56,14 @@ def main(argv=None) -> int:
 
         from bertstudy.downstream.scoring import PassSettings, run_pass, summary_lines
 
-        if args.threads:
-            torch.set_num_threads(args.threads)
+        from bertstudy.training.machine import machine_threads
+
+        threads = args.threads
+        if threads is None:
+            threads, why = machine_threads()
+            print(why, file=sys.stderr)
+        if threads:
+            torch.set_num_threads(threads)
         settings = PassSettings(finetune=args.finetune, seed=args.seed, cws_train=args.cws_train,
                                 sentiment_train=args.sentiment_train, epochs=args.epochs, lr=args.lr,
                                 task_data=args.task_data,

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import sys
 
+from bertstudy.base import deps  # noqa: F401  (first: a missing package is one line, not a traceback)
 from bertstudy.base.atomic_io import check_writable_file
 from bertstudy.base.cli import make_parser, non_negative_float, positive_float, positive_int, run_main
 from bertstudy.corpus.collect import build_config, collect, summary_lines
+from bertstudy.corpus.corpus_io import check_corpus_out
 from bertstudy.base.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_RUNTIME, EXIT_USAGE
 from bertstudy.corpus.sources.embedded import PARTS
 
@@ -24,10 +26,15 @@ def build_parser():
             "python rare_char_fetch.py --source wiki-dump zhwiki-latest-pages-articles.xml.bz2 --workers 8",
         ],
         [EXIT_OK, EXIT_USAGE, EXIT_BAD_INPUT, EXIT_RUNTIME, EXIT_INTERRUPTED],
+        {EXIT_RUNTIME: "the collection could not finish (disk full, the server gave up)"},
     )
     parser.add_argument("--source", nargs="+", default=["embedded"], metavar="SOURCE",
                         help="embedded (default), wiki-api, or wiki-dump PATH")
-    parser.add_argument("--out", default="data/corpus.jsonl", help="corpus to write (default %(default)s)")
+    parser.add_argument("--out", default="data/corpus.jsonl",
+                        help="corpus to write (default %(default)s); an existing one is replaced only by a collection "
+                             "from the same source (its documents' source field), else --overwrite is needed")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an --out that holds another source's corpus (e.g. a crawl) or another file")
     parser.add_argument("--progress", help="progress file (default: crawl_progress.json beside --out)")
     parser.add_argument("--state", help="wiki-api resume state (default: crawl_state.json beside --out)")
     parser.add_argument("--embedded-parts", nargs="+", choices=PARTS, default=list(PARTS), help="which embedded texts (default: both)")
@@ -61,6 +68,7 @@ def main(argv=None) -> int:
     def body() -> int:
         check_writable_file(args.out, "--out")  # before the crawl: a bad path fails at once, not after it
         config = build_config(args)
+        check_corpus_out(config.out, config.source, args.overwrite)  # a crawl saved there is not lost
         result = collect(config)
         for line in summary_lines(config, result):
             print(line)

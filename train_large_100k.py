@@ -10,6 +10,7 @@ replace it with --overwrite. Multi-GPU/CPU: torchrun --nproc_per_node N train_la
 
 import sys
 
+from bertstudy.base import deps  # noqa: F401  (first: a missing package is one line, not a traceback)
 from bertstudy.base.cli import make_parser, run_main
 from bertstudy.base.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_RUNTIME, EXIT_USAGE
 from bertstudy.training.config import PRESETS, add_config_arguments, config_from_args, describe_preset, given_fields
@@ -26,7 +27,9 @@ EXAMPLES = [
 
 def build_parser():
     parser = make_parser("train_large_100k.py", __doc__.strip().splitlines()[0], EXAMPLES,
-                         [EXIT_OK, EXIT_USAGE, EXIT_BAD_INPUT, EXIT_RUNTIME, EXIT_INTERRUPTED])
+                         [EXIT_OK, EXIT_USAGE, EXIT_BAD_INPUT, EXIT_RUNTIME, EXIT_INTERRUPTED],
+                         {EXIT_RUNTIME: "the run could not finish (disk full, non-finite losses)",
+                          EXIT_INTERRUPTED: "interrupted by SIGINT/SIGTERM after saving a checkpoint (continue with --resume)"})
     start = parser.add_mutually_exclusive_group()
     start.add_argument("--resume", nargs="?", const="auto", default=None, metavar="CHECKPOINT",
                        help="continue the run in --out-dir from its newest valid checkpoint (or from CHECKPOINT), "
@@ -44,6 +47,21 @@ def build_parser():
     return parser
 
 
+def with_threads(config):
+    """The config with --threads chosen from the cores free now when the command line did not give it."""
+    import os
+    from dataclasses import replace
+
+    from bertstudy.training.machine import machine_threads
+
+    if config.threads is not None:
+        return config
+    threads, why = machine_threads(int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    if os.environ.get("RANK", "0") == "0":
+        print(why, file=sys.stderr)
+    return replace(config, threads=threads)
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -55,7 +73,7 @@ def main(argv=None) -> int:
         from bertstudy.training.run import run_training  # torch is imported only once the command line is valid
 
         resume = "auto" if args.resume_if_possible else args.resume
-        return run_training(config_from_args(args), resume=resume, given=given_fields(args),
+        return run_training(with_threads(config_from_args(args)), resume=resume, given=given_fields(args),
                             overwrite=args.overwrite, if_possible=args.resume_if_possible)
 
     return run_main(body)

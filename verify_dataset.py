@@ -6,10 +6,33 @@ from __future__ import annotations
 
 import sys
 
+from bertstudy.base import deps  # noqa: F401  (first: a missing package is one line, not a traceback)
 from bertstudy.base import cli
 from bertstudy.base.atomic_io import atomic_write_json, check_writable_file
-from bertstudy.corpus.dataset_report import AUTO_PROFILE, PROFILES, ReportConfig, build_report, format_report
+from bertstudy.corpus.dataset_report import (AUTO_PROFILE, PROFILES, ReportConfig, build_report, check_report_out,
+                                             format_report)
 from bertstudy.base.errors import EXIT_BAD_INPUT, EXIT_CHECK_FAILED, EXIT_OK, EXIT_USAGE
+
+
+THRESHOLD_FLAGS = (
+    ("--min-sentences", cli.non_negative_int, "minimum number of sentences"),
+    ("--min-vocab", cli.non_negative_int, "minimum distinct characters"),
+    ("--min-mean-len", cli.non_negative_float, "minimum mean sentence length (characters)"),
+    ("--max-mean-len", cli.positive_float, "maximum mean sentence length (characters)"),
+    ("--max-dup-rate", cli.unit_float, "exact duplicate sentences must be below this share"),
+    ("--max-near-dup-rate", cli.unit_float, "near-duplicate distinct sentences must be below this share"),
+    ("--max-non-cjk-share", cli.unit_float, "maximum share of characters that are not CJK ideographs"),
+    ("--max-traditional-share", cli.unit_float, "maximum share of characters OpenCC t2s would change"),
+)
+
+
+def _profile_defaults(name: str) -> str:
+    """'embedded: 60000; original: 100000': a threshold's value in each profile (--help shows the defaults)."""
+    shown = []
+    for profile in sorted(PROFILES):
+        value = getattr(PROFILES[profile], name)
+        shown.append(f"{profile}: {'unchecked' if value is None else format(value, 'g')}")
+    return "; ".join(shown)
 
 
 def build_parser():
@@ -26,19 +49,17 @@ def build_parser():
         exit_code_lines={EXIT_CHECK_FAILED: "a threshold check failed (the report is written all the same)"},
     )
     parser.add_argument("corpus", nargs="?", default="data/corpus.jsonl", help="corpus: ours (JSONL) or the original's JSON (default: %(default)s)")
-    parser.add_argument("--report", default="data/dataset_report.json", help="where to write the JSON report (default: %(default)s)")
+    parser.add_argument("--report", default="data/dataset_report.json",
+                        help="where to write the JSON report (default: %(default)s); an existing file there is "
+                             "replaced only when it is a dataset report, else --overwrite is needed")
+    parser.add_argument("--overwrite", action="store_true", help="replace a --report file that is not a dataset report")
     parser.add_argument("--profile", choices=[AUTO_PROFILE, *sorted(PROFILES)], default=AUTO_PROFILE,
                         help="threshold profile (default: %(default)s = 'embedded' when every document's recorded "
                              "source is the embedded corpus, else 'original', the original study's)")
-    limits = parser.add_argument_group("thresholds (override the profile's)")
-    limits.add_argument("--min-sentences", type=cli.non_negative_int)
-    limits.add_argument("--min-vocab", type=cli.non_negative_int, help="minimum distinct characters")
-    limits.add_argument("--min-mean-len", type=cli.non_negative_float, help="minimum mean sentence length (characters)")
-    limits.add_argument("--max-mean-len", type=cli.positive_float, help="maximum mean sentence length (characters)")
-    limits.add_argument("--max-dup-rate", type=cli.unit_float, help="exact duplicate sentences must be below this share")
-    limits.add_argument("--max-near-dup-rate", type=cli.unit_float, help="near-duplicate distinct sentences must be below this share")
-    limits.add_argument("--max-non-cjk-share", type=cli.unit_float, help="maximum share of characters that are not CJK ideographs")
-    limits.add_argument("--max-traditional-share", type=cli.unit_float, help="maximum share of characters OpenCC t2s would change")
+    limits = parser.add_argument_group("thresholds (override the profile's; defaults: each profile's value, "
+                                       "'unchecked' = reported only)")
+    for flag, kind, text in THRESHOLD_FLAGS:
+        limits.add_argument(flag, type=kind, help=f"{text} ({_profile_defaults(flag[2:].replace('-', '_'))})")
     figures = parser.add_argument_group("how figures are computed")
     defaults = ReportConfig()
     figures.add_argument("--near-dup-threshold", type=cli.open_unit_float, default=defaults.near_dup_threshold, help="Jaccard of character shingles that counts as a near duplicate (default: %(default)s)")
@@ -56,6 +77,7 @@ def main(argv=None) -> int:
 
     def body() -> int:
         check_writable_file(args.report, "--report")  # before the work: near duplicates take a while
+        check_report_out(args.report, args.overwrite)  # an unrelated JSON there is not replaced
         config = ReportConfig(
             near_dup_threshold=args.near_dup_threshold,
             num_perm=args.num_perm,

@@ -1,16 +1,19 @@
 #!/usr/bin/env python3
-"""Draw the study's five charts (training curves, correlation and curve fits, run comparison, loss,
-forecast) from a training history, with bilingual Chinese/English labels when a CJK font is
+"""Draw the study's five charts (training curves, correlation and curve fits, the run's summary or,
+with --compare, the run comparison, loss, forecast) from a training history, with bilingual Chinese/English labels when a CJK font is
 installed and English-only labels (plus a one-line warning) when not. The charts go beside the
 history unless --out-dir says otherwise (never into the repository root by default); charts of
 another run are never replaced without --overwrite, and an --analysis must be the analysis of this
-history. The correlation and forecast charts draw the phase model when it finds a plateau."""
+history. The correlation and forecast charts draw what the analysis computed (fits, the phase model
+and its plateau, the chosen curve starred); an analysis written before it carried chart data is
+refused (exit 3: rerun analyze_100k.py)."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
+from bertstudy.base import deps  # noqa: F401  (first: a missing package is one line, not a traceback)
 import matplotlib
 
 matplotlib.use("Agg")  # headless: files only, never a window
@@ -19,8 +22,9 @@ from bertstudy.base.atomic_io import atomic_writer, check_writable_dir, read_jso
 from bertstudy.base.cli import int_in_range, labelled_path, make_parser, open_unit_float, run_main  # noqa: E402
 from bertstudy.base.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, UsageError  # noqa: E402
 from bertstudy.charts.fonts import LANGS, choose_text_style  # noqa: E402
-from bertstudy.analysis.history import load_history  # noqa: E402
-from bertstudy.charts.plots import CHART_FILES, ChartConfig, all_charts, render_png  # noqa: E402
+from bertstudy.analysis.history import check_run_labels, load_history  # noqa: E402
+from bertstudy.charts.plots import all_charts, chart_files, render_png  # noqa: E402
+from bertstudy.analysis import chart_data  # noqa: E402
 from bertstudy.analysis.provenance import (  # noqa: E402
     CHART_HISTORY_KEY,
     CHART_HISTORY_PATH_KEY,
@@ -29,6 +33,7 @@ from bertstudy.analysis.provenance import (  # noqa: E402
     history_fingerprint,
 )
 
+DEFAULT_TRAIN_FRACTION = 0.5
 REPO_ROOT = Path(__file__).resolve().parent  # charts are never written here unless --out-dir says so
 
 EXAMPLES = [
@@ -50,11 +55,16 @@ def build_parser():
                         help="training history: ours, the original study's JSON, or the JSONL training log "
                              "(default: %(default)s)")
     parser.add_argument("--analysis", metavar="PATH",
-                        help="analysis_100k_result.json, for the headline numbers in the titles")
+                        help="analysis_100k_result.json of this history: the curve charts draw its fits, plateau and "
+                             "chosen curve, the titles its headline numbers (without it the fits are made here, "
+                             "without the plateau's bootstrap intervals)")
     parser.add_argument("--compare", nargs="+", type=labelled_path, metavar="LABEL=PATH",
-                        help="runs for comparison_50k_100k.png (default: the main history alone)")
-    parser.add_argument("--train-fraction", type=open_unit_float, default=0.5,
-                        help="share of the points the forecast curves are fitted on (default: %(default)s)")
+                        help="runs to compare in comparison_50k_100k.png (default: the main history alone, summarized in "
+                             "run_summary.png)")
+    parser.add_argument("--train-fraction", type=open_unit_float, default=None,
+                        help="share of the points the forecast curves are fitted on, without --analysis (default: "
+                             f"{DEFAULT_TRAIN_FRACTION}); with --analysis the analysis' own (analyze_100k.py "
+                             "--train-fraction)")
     parser.add_argument("--downstream", metavar="FILE",
                         help="probe_downstream.py's JSON: adds a sixth chart, downstream.png")
     parser.add_argument("--out-dir", default=None,
@@ -69,10 +79,28 @@ def build_parser():
     return parser
 
 
+def curve_analysis(args, history) -> dict:
+    """The analysis the charts draw: --analysis (of this history, with chart data: an older one is refused,
+    exit 3), else the chart data computed here from the history (no headline, no bootstrap intervals)."""
+    if not args.analysis:
+        fraction = DEFAULT_TRAIN_FRACTION if args.train_fraction is None else args.train_fraction
+        return {"chart_data": chart_data.for_series(history.steps, history.mlm_acc, fraction)}
+    analysis = read_json(args.analysis)
+    check_analysis_matches(analysis, args.analysis, history)
+    data = chart_data.chart_data_of(analysis, args.analysis, history.steps, history.mlm_acc)
+    drawn = data["forecast"]["train_fraction"]
+    if args.train_fraction is not None and args.train_fraction != drawn:
+        raise UsageError(f"--train-fraction {args.train_fraction}: the analysis {args.analysis} made its forecast "
+                         f"check with {drawn}; rerun analyze_100k.py --train-fraction {args.train_fraction}, "
+                         "or leave --train-fraction out")
+    return analysis
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
 
     def body() -> int:
+        check_run_labels(args.compare or [])
         style = choose_text_style(args.lang)
         if style.warning:
             print(style.warning, file=sys.stderr)
@@ -90,21 +118,12 @@ def main(argv=None) -> int:
             from bertstudy.downstream.analysis import load_downstream
             from bertstudy.downstream.plots import DOWNSTREAM_CHART, downstream_chart
 
-            downstream = load_downstream(args.downstream)
-        check_chart_folder(out_dir, CHART_FILES + ((DOWNSTREAM_CHART,) if downstream else ()), fingerprint, args.overwrite)
-        analysis = None
-        if args.analysis:
-            analysis = read_json(args.analysis)
-            check_analysis_matches(analysis, args.analysis, history)
-        runs = None
-        if args.compare:
-            labels = [label for label, _ in args.compare]
-            repeated = sorted({label for label in labels if labels.count(label) > 1})
-            if repeated:
-                raise UsageError(f"--compare: label(s) used twice: {', '.join(repeated)}")
-            runs = [(label, load_history(path)) for label, path in args.compare]
-        figures = all_charts(history, style, runs=runs, analysis=analysis,
-                             config=ChartConfig(train_fraction=args.train_fraction))
+            downstream = load_downstream(args.downstream, history)  # another run's pass: exit 3, as --analysis
+        names = chart_files(compare=bool(args.compare)) + ((DOWNSTREAM_CHART,) if downstream else ())
+        check_chart_folder(out_dir, names, fingerprint, args.overwrite)
+        analysis = curve_analysis(args, history)
+        runs = [(label, load_history(path)) for label, path in args.compare] if args.compare else None
+        figures = all_charts(history, style, runs=runs, analysis=analysis)
         if downstream is not None:
             figures[DOWNSTREAM_CHART] = downstream_chart(downstream, style)
         for name, figure in figures.items():

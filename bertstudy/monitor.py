@@ -91,15 +91,15 @@ def _rate(points: list[tuple[float, float]], window: int) -> float | None:
 def _summary_from_log(path: Path, window: int) -> dict:
     """Read the streamed JSONL log; only the records since the last `start` count for the rate."""
     start: dict | None = None
-    train = evaluation = end = None
-    points: list[tuple[float, float]] = []  # (step, wall time) of this process's train records
+    train = evaluation = end = early = None
+    points: list[tuple[float, float]] = []  # (step, wall time) of this process's train and speed records
     skipped = 0  # updates the trainer skipped (non-finite loss or gradients, fp16 overflow), whole run
     for line, record in iter_jsonl(path, allow_partial_last=True):
         if not isinstance(record, dict) or not isinstance(record.get("kind"), str):
             raise BadInputError(path, "expected an object with a 'kind' field", line=line)
         kind = record["kind"]
         if kind == "start":
-            start, end = record, None
+            start, end, early = record, None, None
             resumed = _number(path, record, "resumed_from", optional=True, line=line)
             started = _number(path, record, "time", optional=True, line=line)
             points = [(resumed or 0, started)] if started is not None else []
@@ -113,22 +113,34 @@ def _summary_from_log(path: Path, window: int) -> dict:
                 skipped += int(_number(path, record, "skipped_steps", optional=True, line=line) or 0)
             else:
                 evaluation = {"step": int(step), **_metrics(path, record, ("mlm_acc", "nsp_acc", "mlm_loss"), line)}
+        elif kind == "speed":  # the first steps' speed, before the first train record (training/machine.py)
+            step, stamp = _number(path, record, "step", line=line), _number(path, record, "time", optional=True, line=line)
+            early = int(step)
+            if stamp is not None:
+                points.append((step, stamp))
         elif kind == "end":
             end = record
+    return {**_log_summary(path, start, train, evaluation, end, early, _rate(points, window)), "skipped_steps": skipped}
+
+
+def _log_summary(path: Path, start, train, evaluation, end, early, steps_per_s) -> dict:
     total = start.get("total_steps") if start else None
     if end is not None:
         status = end.get("status") if end.get("status") in FINISHED else "failed"
     else:
-        status = "running" if train else "starting"
+        status = "running" if train or early else "starting"
+    step = train["step"] if train else (int(end["step"]) if end and is_finite_number(end.get("step")) else None)
+    if early is not None and (step is None or early > step):
+        step = early  # the first steps' speed record is newer than any train record
     return {
         "source": str(path), "source_format": "jsonl-log", "status": status,
-        "step": train["step"] if train else (int(end["step"]) if end and is_finite_number(end.get("step")) else None),
+        "step": step,
         "total_steps": int(total) if is_finite_number(total) else None,
         "preset": start.get("preset") if start else None,
         "resumed_from": start.get("resumed_from") if start else None,
-        "steps_per_s": _rate(points, window),
+        "steps_per_s": steps_per_s,
         "tokens_per_s": train.pop("tokens_per_s") if train else None,
-        "train": train, "eval": evaluation, "skipped_steps": skipped,
+        "train": train, "eval": evaluation,
     }
 
 

@@ -420,3 +420,17 @@ def test_help_description_is_whole(capsys):
         check_progress.main(["--help"])
     out = capsys.readouterr().out
     assert "--follow refreshes until Ctrl-C." in out  # the docstring's last sentence, not cut after line one
+
+
+def test_an_eta_from_the_first_steps_before_the_first_log_point(tmp_path, capsys):
+    """Issue 18 (11): large_100k on a CPU logs its first train record at step 100 (hours away); the
+    speed records of its first steps (training/machine.py) give the step and an ETA before that."""
+    records = [start(total=100_000), {"kind": "speed", "step": 5, "steps_per_s": 0.03, "time": T0 + 175},
+               {"kind": "speed", "step": 20, "steps_per_s": 0.03, "time": T0 + 700}]
+    (tmp_path / LOG_NAME).write_text("".join(map(line, records)))
+    run_ = progress.collect_progress(watch(tmp_path))["training"]
+    assert run_["status"] == "running" and run_["step"] == 20
+    assert run_["steps_per_s"] == pytest.approx(20 / 700)
+    assert run_["eta_s"] == pytest.approx((100_000 - 20) * 35)
+    code, out, _ = run(["--run-dir", tmp_path, "--crawl-progress", tmp_path / "none.json"], capsys)
+    assert code == EXIT_OK and "ETA" in out and "40d" in out

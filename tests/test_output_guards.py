@@ -68,3 +68,58 @@ def test_rare_char_fetch_checks_out_before_collecting(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: --out ") and len(err.strip().splitlines()) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]  # no progress or state file either
+
+
+def _one_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    return err[0]
+
+
+def test_rare_char_fetch_keeps_a_corpus_of_another_source(tmp_path, capsys):
+    """Issue 18 (6): a crawl at --out is not replaced by an embedded collection without --overwrite."""
+    out = tmp_path / "corpus.jsonl"
+    crawl = json.dumps({"id": "wiki-1", "title": "t", "source": "wiki-api", "domain": "d", "url": None,
+                        "sentences": ["一个很长的中文句子在这里"]}, ensure_ascii=False) + "\n"
+    out.write_text(crawl, encoding="utf-8")
+    small = ["--embedded-parts", "peoples_daily", "--max-articles", "5", "--out", str(out)]
+    assert rare_char_fetch.main(small) == EXIT_USAGE
+    line = _one_line(capsys)
+    assert str(out) in line and "wiki-api" in line and "--overwrite" in line
+    assert out.read_text(encoding="utf-8") == crawl
+    assert not (tmp_path / "crawl_progress.json").exists()  # refused before the collection began
+    (tmp_path / "notes.jsonl").write_text('{"mine": 1}\n', encoding="utf-8")  # not a corpus at all
+    assert rare_char_fetch.main([*small[:-1], str(tmp_path / "notes.jsonl")]) == EXIT_USAGE
+    assert "not a corpus" in _one_line(capsys)
+    # the same source remakes its own output: no flag needed; another source with --overwrite
+    assert rare_char_fetch.main(small + ["--overwrite"]) == EXIT_OK
+    assert '"source": "embedded:peoples_daily"' in out.read_text(encoding="utf-8")
+    assert rare_char_fetch.main(small) == EXIT_OK
+
+
+def test_verify_report_keeps_an_unrelated_json(tmp_path, capsys):
+    import verify_dataset
+
+    corpus = tmp_path / "corpus.jsonl"
+    assert rare_char_fetch.main(["--embedded-parts", "peoples_daily", "--max-articles", "5", "--out", str(corpus)]) == 0
+    report = tmp_path / "settings.json"
+    report.write_text('{"theme": "dark"}', encoding="utf-8")
+    argv = [str(corpus), "--report", str(report), "--quiet"]
+    assert verify_dataset.main(argv) == EXIT_USAGE
+    line = _one_line(capsys)
+    assert "--report" in line and "--overwrite" in line and report.read_text(encoding="utf-8") == '{"theme": "dark"}'
+    assert verify_dataset.main(argv + ["--overwrite"]) in (0, 1)  # written (thresholds may fail on 5 articles)
+    assert json.loads(report.read_text(encoding="utf-8"))["checks"]
+    assert verify_dataset.main(argv) in (0, 1)  # a dataset report is simply redone
+
+
+def test_make_quickstart_and_study_cpu_leave_data_corpus_alone():
+    """Issue 18 (6): the README's crawl target data/corpus.jsonl (and its progress file) is not the
+    Makefile's: make quickstart / study-cpu collect into a folder of their own."""
+    import subprocess
+
+    for target in ("quickstart", "study-cpu"):
+        done = subprocess.run(["make", "-n", target, "PY=python"], cwd=ROOT, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        assert "data/corpus.jsonl" not in done.stdout and "data/dataset_report.json" not in done.stdout
+        assert "rare_char_fetch.py --source embedded --out data/embedded/corpus.jsonl" in done.stdout

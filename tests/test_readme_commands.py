@@ -55,6 +55,11 @@ NOT_RUN = {
 # make targets whose expanded script lines also run here on tiny data (each in its own copy).
 MAKE_TARGETS_RUN = ("quickstart", "study-cpu")
 COMMAND_START = re.compile(r"^(python3?|make|\.venv/bin/python)\s")
+# The README tells the reader to run the scripts with this virtualenv (`source .venv/bin/activate`, or
+# `.venv/bin/python` for `python`); its lines run here through that venv's python (the one `make test`
+# made), or this interpreter where the checkout has no .venv.
+README_VENV = ".venv"
+VENV_PYTHON = ROOT / README_VENV / "bin" / "python"
 
 
 def readme_commands(text: str) -> list[list[str]]:
@@ -165,8 +170,13 @@ def tiny(tokens: list[str]) -> list[str]:
     return tokens + extra
 
 
+def readme_python() -> str:
+    """The interpreter the README's `python` means: the virtualenv's (README_VENV)."""
+    return str(VENV_PYTHON) if VENV_PYTHON.exists() else sys.executable
+
+
 def run_line(tokens: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    argv = [sys.executable, *tokens[1:]]
+    argv = [readme_python(), *tokens[1:]]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", "PYTHONDONTWRITEBYTECODE": "1"}
     done = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, (f"README line failed with exit {done.returncode}: {shlex.join(tokens)}\n"
@@ -196,6 +206,17 @@ def test_the_readme_has_the_pipeline_lines(commands):
     assert set(SCRIPTS) <= scripts, f"a pipeline script has no README line: {set(SCRIPTS) - scripts}"
     assert any("--resume" in tokens for tokens in commands), "the resume line is gone"
     assert any(is_make(tokens) and "quickstart" in tokens for tokens in commands)
+
+
+def test_the_readme_says_to_run_the_scripts_with_the_venv_before_its_first_script_line(commands):
+    """Issue 18 (2): once, where the reader needs it: before the first `python X.py` line of the README."""
+    text = README.read_text(encoding="utf-8")
+    said = text.find(f"`source {README_VENV}/bin/activate`")
+    assert said >= 0 and f"`{README_VENV}/bin/python`" in text
+    first_script_line = min(text.find(f"`python {script}") for script in SCRIPTS if f"`python {script}" in text)
+    assert said < first_script_line
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    assert re.search(rf"^VENV \?= {re.escape(README_VENV)}$", makefile, re.M), "the README's venv is the Makefile's"
 
 
 def test_every_make_line_expands_and_its_script_lines_parse(commands, tmp_path):

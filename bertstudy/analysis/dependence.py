@@ -18,6 +18,7 @@ from scipy import stats as sstats
 from bertstudy.analysis import curves, stats
 
 AIC_TIE = 4.0  # AIC gaps below this (after the effective-n adjustment) are ties
+ROLLING_ORIGINS = (0.4, 0.5, 0.6, 0.7, 0.8)  # forecast origins, as shares of the curve points
 POWER_BOUND_C = 0.01  # a power law whose exponent sits at or below this is log-linear in disguise
 
 
@@ -92,7 +93,7 @@ def rank_curves(fits: dict, curve_x, curve_y) -> dict:
             "scale": scale, "notes": notes, "verdict": verdict}
 
 
-def rolling_origin_forecast(steps, values, origins=(0.4, 0.5, 0.6, 0.7, 0.8)) -> dict:
+def rolling_origin_forecast(steps, values, origins=ROLLING_ORIGINS) -> dict:
     """Fit every family on the points before each origin (a fraction of the points) and score its
     mean absolute error on all later points; one split can fall on a phase change, several rarely all do."""
     x, y = np.asarray(steps, float), np.asarray(values, float)

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from bertstudy.base.atomic_io import is_finite_number, iter_jsonl, read_json
-from bertstudy.base.errors import BadInputError
+from bertstudy.base.errors import BadInputError, UsageError
 
 OURS_FORMAT = "chinese-bert-correlation/history-v1"
 REQUIRED_KEYS = ("steps", "mlm_acc")
@@ -223,3 +223,11 @@ def load_history(path: str | os.PathLike, *, allow_partial_last: bool = True) ->
     if path.suffix == ".jsonl":
         return _from_jsonl(path, allow_partial_last)
     return _from_object(path, read_json(path))
+
+
+def check_run_labels(pairs, flag: str = "--compare") -> None:
+    """UsageError (exit 2) when a label of LABEL=PATH pairs is used twice: the runs would be mixed up."""
+    labels = [label for label, _ in pairs]
+    repeated = sorted({label for label in labels if labels.count(label) > 1})
+    if repeated:
+        raise UsageError(f"{flag}: label(s) used twice: {', '.join(repeated)}")

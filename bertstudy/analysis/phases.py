@@ -11,9 +11,11 @@ in (a, s...), so the breakpoints are profiled: an exhaustive grid over candidate
 squares solve each, vectorized), then a local refinement of the best pair. The breakpoints count as
 parameters in AIC (k = 2 + 2 x breaks), the usual convention for segmented regression.
 
-Fits with 0 to 3 breaks are made; each extra break must gain more than an AIC tie (AIC_TIE) to be
-kept (three: a flat start before anything is learnt, the rise, the plateau, the second rise, as a
-run with milestone evaluations at steps 1-20 shows). A *plateau* is reported only when the kept fit
+Fits with 0 to MAX_BREAKS (5) breaks are made and the data choose how many: each extra break must
+gain more than an AIC tie (AIC_TIE) over the fit kept so far, its gain scaled to the effective n
+of the residuals (a flat start before anything is
+learnt, the rise, the plateau, the second rise and its bends; a fixed cap of three spent a break on
+the flat start of the 100K run and missed its plateau). A *plateau* is reported only when the kept fit
 has a run of inner segments that rises much more slowly than the segments on both sides (slope
 ratio below PLATEAU_SLOPE_RATIO). The plateau's intervals come from a circular block bootstrap of
 the kept fit's residuals (`stats.circular_block_indices`), refitted with as many breaks.
@@ -40,8 +42,12 @@ from bertstudy.analysis.stats import circular_block_indices, json_number
 PLATEAU_SLOPE_RATIO = 1 / 3  # the plateau rises at most a third as fast as the rises on either side
 MIN_SEGMENT_POINTS = 3  # each segment needs this many points, or its slope is noise
 GRID_POINTS = 48  # candidate breakpoints (quantiles of ln(step)) per break in the exhaustive search
-GRID_POINTS_THREE = 24  # for three breaks: 2,024 triples instead of 17,296 (the refinement does the rest)
-MAX_BREAKS = 3  # a flat start (before anything is learnt), the rise, the plateau, the second rise
+# Candidate grid per break count: the exhaustive search stays at or below ~2,000 tuples (C(24,3) =
+# 2,024, C(12,4) = 495, C(10,5) = 252); Nelder-Mead refines the best tuple off the grid.
+GRID_POINTS_BY_BREAKS = {1: GRID_POINTS, 2: GRID_POINTS, 3: 24, 4: 12, 5: 10}
+PATIENCE = 2  # break counts in a row that may fail to earn their place before the search stops
+BOOTSTRAP_GRID_POINTS = 24  # each bootstrap refit searches a coarser grid (capped as above)
+MAX_BREAKS = 5  # the information criterion chooses 0-5; more than five bends is noise at ~1,000 points
 
 
 @dataclass
@@ -109,7 +115,7 @@ def _grid_rss(u: np.ndarray, Y: np.ndarray, pairs: np.ndarray) -> np.ndarray:
 
 
 def _best_breaks(u: np.ndarray, y: np.ndarray, n_breaks: int, grid_points: int) -> np.ndarray | None:
-    cands = _candidates(u, grid_points if n_breaks < 3 else min(grid_points, GRID_POINTS_THREE))
+    cands = _candidates(u, min(grid_points, GRID_POINTS_BY_BREAKS[n_breaks]))
     tuples = itertools.combinations(cands, n_breaks)
     tuples = np.array([t for t in tuples if _segments_ok(u, t)], float).reshape(-1, n_breaks)
     if len(tuples) == 0:
@@ -175,30 +181,77 @@ def plateau_of(fit: SegmentedFit | None) -> dict | None:
             "rise_slopes_per_ln_step": [slopes[first - 1], slopes[last + 1]]}
 
 
+def fit_break_counts(steps, values, max_breaks: int = MAX_BREAKS) -> dict:
+    """Fits with 0, 1, ... breaks, forward: PATIENCE counts in a row that do not earn their place
+    (AIC_TIE over the fit kept so far) end the search, and the counts after them are not fitted (None,
+    as for too few points). Two, not one: a plateau inside a straight trend needs two breaks at once."""
+    fits, kept, failed = {}, None, 0
+    for k in range(max_breaks + 1):
+        fits[k] = fit_segmented(steps, values, k)
+        if fits[k] is None:
+            continue
+        if kept is not None and not earns_place(fits[kept], fits[k]):
+            failed += 1
+            if failed == PATIENCE:
+                break
+            continue
+        kept, failed = k, 0
+    return {k: fits.get(k) for k in range(max_breaks + 1)}
+
+
+def scaled_aic_gain(fewer: SegmentedFit, more: SegmentedFit) -> float:
+    """AIC(fewer) - AIC(more), scaled by n_eff/n (the smaller effective n of the two fits' residuals):
+    AIC counts n autocorrelated points as independent and would buy a break for every wiggle, as
+    `dependence.rank_curves` scales the families' gaps."""
+    n_eff = min(dependence.effective_n(fewer.residuals) or fewer.n, dependence.effective_n(more.residuals) or more.n)
+    return (fewer.aic - more.aic) * min(1.0, n_eff / more.n)
+
+
+def earns_place(kept: SegmentedFit, more: SegmentedFit) -> bool:
+    return scaled_aic_gain(kept, more) > AIC_TIE
+
+
+def final_flat_of(fit: SegmentedFit | None, last_step: float) -> dict | None:
+    """The run's end when the kept fit's last segment is flat after a rise (it rises less than
+    PLATEAU_SLOPE_RATIO times the segment before it), else None. It is not a plateau: no second rise
+    follows it (yet), so `plateau_of` cannot report it; the analysis reports it beside the plateau."""
+    if fit is None or not fit.breaks:
+        return None
+    rise, last = fit.slopes[-2], fit.slopes[-1]
+    if rise <= 0 or last >= PLATEAU_SLOPE_RATIO * rise:
+        return None
+    start = fit.breaks[-1]
+    return {"start_step": start, "end_step": float(last_step),
+            "level": float(np.mean(fit.predict(np.array([start, last_step])))),
+            "slope_per_ln_step": float(last), "rise_slope_per_ln_step": float(rise)}
+
+
 def select_breaks(fits: dict) -> int | None:
-    """Fewest breaks unless more beat it by more than AIC_TIE (each extra break must earn its place)."""
+    """Fewest breaks unless more beat it by more than AIC_TIE at the effective n (each extra break
+    must earn its place)."""
     chosen = None
     for k in sorted(fits):
         if fits[k] is None:
             continue
-        if chosen is None or fits[chosen].aic - fits[k].aic > AIC_TIE:
+        if chosen is None or earns_place(fits[chosen], fits[k]):
             chosen = k
     return chosen
 
 
 def detect_phases(steps, values, *, n_resamples: int = 200, seed: int = 0, block: int | None = None,
                   level: float = 0.95) -> dict:
-    """Fit 0 to MAX_BREAKS breakpoints, keep the fewest breaks that no more breaks beat by AIC_TIE
-    (`select_breaks`), and report a plateau when that fit has a flat run between two rises, with
+    """Fit 0 to MAX_BREAKS breakpoints forward (`fit_break_counts`), keep the fewest breaks that no
+    more breaks beat by AIC_TIE (`select_breaks`), and report a plateau when that fit has a flat run between two rises, with
     circular-block bootstrap intervals for its start, end and level (residual blocks around the
     selected fit, refitted with as many breaks; block from their lag-1 autocorrelation unless given)."""
     x, y = np.asarray(steps, float), np.asarray(values, float)
-    fits = {k: fit_segmented(x, y, k) for k in range(MAX_BREAKS + 1)}
+    fits = fit_break_counts(x, y)
     aics = {k: (f.aic if f is not None else None) for k, f in fits.items()}
     out = {"model": "continuous piecewise-linear in ln(step)", "aic": {str(k): v for k, v in aics.items()},
            "fits": {str(k): (f.to_json() if f else None) for k, f in fits.items()}, "plateau": None,
            "verdict": "", "aic_tie": AIC_TIE, "selected_breaks": None}
     chosen = select_breaks(fits)
+    out["final_flat"] = final_flat_of(fits[chosen], float(x.max())) if chosen else None
     if chosen is None or chosen < 2:
         why = ("too few points for a two-break fit (needs {})".format(3 * MIN_SEGMENT_POINTS) if fits[2] is None
                else f"no plateau: {chosen} break(s) describe the curve (more breaks gain less than {AIC_TIE:g} AIC)")
@@ -207,8 +260,10 @@ def detect_phases(steps, values, *, n_resamples: int = 200, seed: int = 0, block
         return out
     selected = fits[chosen]
     out["selected_breaks"] = chosen
-    gap = min(f.aic for k, f in fits.items() if k < chosen and f is not None) - selected.aic
+    fewer = min((f for k, f in fits.items() if k < chosen and f is not None), key=lambda f: f.aic)
+    gap = fewer.aic - selected.aic
     out["aic_gap"] = float(gap)
+    out["aic_gap_effective"] = float(scaled_aic_gain(fewer, selected))
     plateau = plateau_of(selected)
     if plateau is None:
         out["verdict"] = f"no plateau: the {chosen}-break fit has no flat run of segments between two rises"
@@ -224,8 +279,18 @@ def detect_phases(steps, values, *, n_resamples: int = 200, seed: int = 0, block
                             "no_plateau_share": json_number(np.mean(~np.isfinite(draws[:, 0]))) if n_resamples else None}
     out["plateau"] = plateau
     out["verdict"] = (f"plateau from step {plateau['start_step']:,.0f} to {plateau['end_step']:,.0f} "
-                      f"({chosen} breaks, AIC {gap:.1f} ahead of fewer)")
+                      f"({chosen} breaks, AIC {gap:.1f} ahead of fewer, {out['aic_gap_effective']:.1f} at the "
+                      "effective n)")
     return out
+
+
+def final_flat_text(phase: dict) -> str:
+    """One line on the flat end of the run, or "" when it does not end flat."""
+    flat = phase.get("final_flat")
+    if not flat:
+        return ""
+    return (f"the run ends flat from step {flat['start_step']:,.0f} (level {flat['level']:.4f}): "
+            "not a plateau, no second rise follows it in the data")
 
 
 def selected_fit_json(phase: dict) -> dict | None:
@@ -234,22 +299,25 @@ def selected_fit_json(phase: dict) -> dict | None:
     return None if k is None else phase.get("fits", {}).get(str(k))
 
 
+def fit_from_json(fit_json: dict) -> SegmentedFit:
+    """The `SegmentedFit` that `SegmentedFit.to_json` wrote (the analysis JSON), without its residuals."""
+    return SegmentedFit(tuple(fit_json["breaks"]), tuple(fit_json["slopes_per_ln_step"]), float(fit_json["intercept"]),
+                        float(fit_json["rss"]), float(fit_json["aic"]), int(fit_json["n"]), np.zeros(0))
+
+
 def predict_from_json(fit_json: dict, steps) -> np.ndarray:
-    """Values of a fit as `SegmentedFit.to_json` wrote it (the analysis JSON): the charts draw it."""
-    u = np.log(np.asarray(steps, float))
-    slopes = fit_json["slopes_per_ln_step"]
-    coef = np.array([fit_json["intercept"], slopes[0], *np.diff(slopes)], float)
-    return _design(u, np.log(fit_json["breaks"])) @ coef
+    """Values of a fit as `SegmentedFit.to_json` wrote it: `SegmentedFit.predict` of `fit_from_json`."""
+    return fit_from_json(fit_json).predict(steps)
 
 
 def fit_best_segmented(steps, values) -> SegmentedFit | None:
     """The fit with 0 to MAX_BREAKS breaks that `select_breaks` keeps (None with fewer than 3 points)."""
-    fits = {k: fit_segmented(steps, values, k) for k in range(MAX_BREAKS + 1)}
+    fits = fit_break_counts(steps, values)
     chosen = select_breaks(fits)
     return None if chosen is None else fits[chosen]
 
 
-def rolling_origin_forecast(steps, values, origins=(0.4, 0.5, 0.6, 0.7, 0.8)) -> dict:
+def rolling_origin_forecast(steps, values, origins=dependence.ROLLING_ORIGINS) -> dict:
     """The segmented model's forecast at the same origins as `dependence.rolling_origin_forecast`:
     on the points before each origin it fits 0 to MAX_BREAKS breaks, keeps them as `select_breaks` does, and its last
     segment (a line in ln(step)) is extrapolated over all later points; MAE as for the families.
@@ -268,14 +336,26 @@ def rolling_origin_forecast(steps, values, origins=(0.4, 0.5, 0.6, 0.7, 0.8)) ->
     return {"origins": rows, "mean_mae": float(np.mean(maes)) if rows and len(maes) == len(rows) else None}
 
 
+def compare_with_families(steps, values, family_fits: dict, phase: dict,
+                          origins=dependence.ROLLING_ORIGINS) -> dict:
+    """Everything `choose_model` weighs, and its choice: the families' effective-n AIC ranking, their and the
+    phase model's rolling-origin forecasts, and whether the phase model or the leading family is chosen."""
+    ranking = dependence.rank_curves(family_fits, steps, values)
+    rolling = dependence.rolling_origin_forecast(steps, values, origins)
+    phase_forecast = rolling_origin_forecast(steps, values, origins)
+    choice = choose_model(phase, family_fits, ranking, rolling, phase_forecast, steps, values)
+    return {"ranking": ranking, "rolling": rolling, "phase_forecast": phase_forecast, "choice": choice}
+
+
 def choose_model(phase: dict, family_fits: dict, ranking: dict, family_forecast: dict, phase_forecast: dict,
                  steps, values) -> dict:
     """Is the phase model (the selected segmented fit, a candidate only when it shows a plateau) chosen over the
     best family? Only when both hold:
     - AIC: its lead over the best family, scaled by n_eff/n (the smaller effective n of the two
       fits' residuals, as `dependence.rank_curves` scales gaps), exceeds AIC_TIE;
-    - forecast: the rolling-origin check does not contradict it, i.e. its mean MAE over the
-      origins (`rolling_origin_forecast`) is no larger than the best family's mean MAE there.
+    - forecast: the rolling-origin check does not contradict it: over the origins, the phase model's
+      MAE minus the best family's is not clearly positive (`forecast_difference`: a mean difference
+      whose interval holds 0 is a tie, and a tie does not veto).
     Otherwise the leading family stays the chosen curve."""
     leader = ranking.get("leader")
     out = {"chosen": leader, "candidate": False, "rule": "phase model chosen only when its effective-n AIC lead "
@@ -295,21 +375,51 @@ def choose_model(phase: dict, family_fits: dict, ranking: dict, family_forecast:
     family_mae = family_forecast["mean_mae"].get(best_family) if best_family else None
     phase_mae = phase_forecast.get("mean_mae")
     aic_wins = scaled > AIC_TIE
-    forecast_ok = phase_mae is not None and family_mae is not None and phase_mae <= family_mae
+    difference = forecast_difference(phase_forecast, family_forecast, best_family)
+    forecast_ok = difference["verdict"] in ("tie", "phase model better")
     out.update(candidate=True, aic_gap=float(gap), aic_gap_effective=float(scaled), effective_n=float(n_eff),
                aic_beats_families=bool(aic_wins), forecast_mean_mae=phase_mae, best_family_by_forecast=best_family,
-               best_family_mean_mae=family_mae, forecast_contradicts=not forecast_ok)
+               best_family_mean_mae=family_mae, forecast_difference=difference, forecast_contradicts=not forecast_ok)
     if aic_wins and forecast_ok:
         out["chosen"] = "phases"
+        how = ("no larger than" if difference["verdict"] == "phase model better"
+               else "tied with (the difference's interval holds 0)")
         out["verdict"] = (f"phase model chosen: AIC {gap:.1f} ahead of {leader} ({scaled:.1f} at effective n "
-                          f"{n_eff:.0f}) and rolling-origin MAE {phase_mae:.4f} <= {family_mae:.4f} ({best_family})")
+                          f"{n_eff:.0f}) and its rolling-origin MAE {phase_mae:.4f} {how} {family_mae:.4f} "
+                          f"({best_family})")
     else:
         why = [] if aic_wins else [f"its AIC lead over {leader} is a tie at effective n ({scaled:.1f})"]
         if not forecast_ok:
-            why.append("the rolling-origin forecast contradicts it (mean MAE "
+            why.append("the rolling-origin forecast contradicts it beyond its uncertainty (mean MAE "
                        f"{'n/a' if phase_mae is None else format(phase_mae, '.4f')} against "
                        f"{'n/a' if family_mae is None else format(family_mae, '.4f')} for {best_family})")
         out["verdict"] = "phase model not chosen: " + "; ".join(why)
+    return out
+
+
+def forecast_difference(phase_forecast: dict, family_forecast: dict, family: str | None,
+                        level: float = 0.95) -> dict:
+    """Phase model's MAE minus `family`'s at each rolling origin, their mean and a t-interval over the
+    origins. The origins' test windows overlap, so the interval is if anything too narrow: only a
+    difference whose interval excludes 0 and whose sign every origin shares counts; else a tie."""
+    phase_rows = {row["fraction"]: row["mae"] for row in phase_forecast.get("origins", [])}
+    diffs = [phase_rows[row["fraction"]] - row["mae"][family] for row in family_forecast.get("origins", [])
+             if family and row["fraction"] in phase_rows and phase_rows[row["fraction"]] is not None
+             and row["mae"].get(family) is not None]
+    out = {"family": family, "differences": [float(d) for d in diffs], "n_origins": len(diffs), "mean": None,
+           "ci": [None, None], "level": level, "verdict": "not comparable"}
+    if len(diffs) < 2:
+        return out
+    d = np.asarray(diffs, float)
+    half = stats.t_quantile(level, len(d) - 1) * float(np.std(d, ddof=1)) / math.sqrt(len(d))
+    mean = float(np.mean(d))
+    out.update(mean=mean, ci=[mean - half, mean + half])
+    if mean - half > 0 and np.all(d > 0):
+        out["verdict"] = f"{family} better"
+    elif mean + half < 0 and np.all(d < 0):
+        out["verdict"] = "phase model better"
+    else:
+        out["verdict"] = "tie"
     return out
 
 
@@ -320,7 +430,7 @@ def _bootstrap_plateau(x, y, fit: SegmentedFit, n_resamples: int, seed: int, blo
     idx = circular_block_indices(len(x), block, n_resamples, np.random.default_rng(seed))
     draws = np.full((n_resamples, 3), np.nan)
     for i in range(n_resamples):
-        refit = fit_segmented(x, fitted + resid[idx[i]], len(fit.breaks), grid_points=24)
+        refit = fit_segmented(x, fitted + resid[idx[i]], len(fit.breaks), grid_points=BOOTSTRAP_GRID_POINTS)
         p = plateau_of(refit)
         if p is not None:
             draws[i] = (p["start_step"], p["end_step"], p["level"])

@@ -6,6 +6,7 @@ assume independent points say so, and the dependence-aware figures stand beside 
 
 from __future__ import annotations
 
+from bertstudy.analysis.phases import MAX_BREAKS, final_flat_text
 from bertstudy.analysis.study import FAR_BEYOND_FACTOR
 
 R_RANGE_CAVEAT = "r depends on the step range and the logging density, not only on learning"
@@ -89,7 +90,7 @@ def format_report(result: dict) -> str:
     else:
         lines += [f"  bootstrap: {boot.get('message', 'not run')}"]
     lines += _r_range_lines(result)
-    lines += ["", "Learning curves (best by AIC marked *)"]
+    lines += ["", "Learning curves (best family by AIC, the best_curve key, marked *; the chosen curve is below)"]
     if result["curve_points"]["excluded_steps"]:
         lines.append(f"  fitted on {result['curve_points']['n']} of the {result['data_points']} points; left out "
                      f"step(s) {result['curve_points']['excluded_steps']}: {result['curve_points']['why']}")
@@ -199,7 +200,7 @@ def _rolling_lines(result: dict) -> list[str]:
              f"steps {splits}), mean MAE: " + ", ".join(maes),
              f"  best forecaster over the origins: {_read_as(result, rolling.get('best_by_mean_mae'))}"]
     if phase.get("origins"):
-        lines.append("  phase model (0-2 breaks by AIC on the points before each origin, last segment extrapolated), "
+        lines.append(f"  phase model (0-{MAX_BREAKS} breaks by AIC on the points before each origin, last segment extrapolated), "
                      "MAE per origin: " + ", ".join(_fmt(o["mae"]) for o in phase["origins"]))
     return lines
 
@@ -223,6 +224,8 @@ def _phase_lines(result: dict) -> list[str]:
                   f"plateau {plateau['slope_per_ln_step']:.4f}, second rise {plateau['rise_slopes_per_ln_step'][1]:.4f}"]
     else:
         lines.append(f"  no plateau: {phase['verdict'].removeprefix('no plateau: ')}")
+    if final_flat_text(phase):
+        lines.append(f"  {final_flat_text(phase)}")
     for k, fit in phase.get("fits", {}).items():
         if fit:
             breaks = ", ".join(f"{b:,.0f}" for b in fit["breaks"])

@@ -37,12 +37,16 @@ def pearson_with_ci(x: np.ndarray, y: np.ndarray, level: float = 0.95) -> dict:
                 "message": "undefined: fewer than 3 points or a constant series"}
     result = stats.pearsonr(x, y)
     r = float(result.statistic)
-    ci = [None, None]
-    if n >= 4:
-        z, se = math.atanh(max(min(r, 1 - 1e-15), -1 + 1e-15)), 1 / math.sqrt(n - 3)
-        q = float(stats.norm.ppf(0.5 + level / 2))
-        ci = [math.tanh(z - q * se), math.tanh(z + q * se)]
+    ci = fisher_interval(r, 1 / math.sqrt(n - 3), level) if n >= 4 else [None, None]
     return {"r": r, "p_value": json_number(result.pvalue), "ci": ci, "n": n, "message": ""}
+
+
+def fisher_interval(coefficient: float, se: float, level: float = 0.95) -> list:
+    """A correlation's interval on Fisher's z scale, atanh(r) +/- q se, back through tanh: Pearson's with
+    se = 1/sqrt(n - 3), Spearman's with the Bonett-Wright se, Pearson's at an effective n with that n."""
+    z = math.atanh(max(min(coefficient, 1 - 1e-15), -1 + 1e-15))
+    q = float(stats.norm.ppf(0.5 + level / 2))
+    return [math.tanh(z - q * se), math.tanh(z + q * se)]
 
 
 def association(steps: np.ndarray, values: np.ndarray, level: float = 0.95) -> dict:

@@ -6,8 +6,8 @@ r_squared, mlm_stats, loss_stats, comparison`) with their meaning (`mlm_stats` a
 training MLM accuracy, as the original's did) and adds `association, curves, best_curve, forecast,
 bootstrap, targets, nsp_stats, metric, metric_stats, source` and, since issue 15,
 `association_dependence, r_by_step_range, curve_ranking, forecast_rolling, phases, model_choice,
-chosen_curve` (docs/DESIGN.md says what each holds). Numbers that are undefined are None (JSON null),
-never NaN. The text report is `report.format_report`.
+chosen_curve`, then `best_curve_is` and `chart_data` (what the curve charts draw); docs/DESIGN.md says
+what each holds. Numbers that are undefined are None (JSON null), never NaN. The text report is `report.format_report`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Sequence
 import numpy as np
 from scipy import stats as sps
 
-from bertstudy.analysis import curves, dependence, phases, stats
+from bertstudy.analysis import chart_data, curves, dependence, phases, stats
 from bertstudy.base.errors import BadInputError
 from bertstudy.analysis.history import History
 from bertstudy.analysis.provenance import series_fingerprint
@@ -33,7 +33,9 @@ METRIC_DESCRIPTIONS = {
 FAR_BEYOND_FACTOR = 100  # a predicted step beyond 100x the run's last step is "far beyond" the data
 MIN_POINTS = 3  # a correlation needs three points; fewer is bad input, not a result
 NSP_CHANCE = 0.5  # NSP is balanced 50/50 IsNext/NotNext, so chance accuracy is one half
-ROLLING_ORIGINS = (0.4, 0.5, 0.6, 0.7, 0.8)  # forecast origins, as shares of the curve points
+ROLLING_ORIGINS = dependence.ROLLING_ORIGINS  # forecast origins, as shares of the curve points
+BEST_CURVE_IS = ("the family (linear, log_linear, power_saturating) with the smallest raw AIC, the first "
+                 "version's key; the curve the study reports is chosen_curve (a family or the phase model)")
 MAX_PHASE_RESAMPLES = 200  # each plateau resample refits the kept segmented model (~0.1-0.3 s on 500 points)
 
 
@@ -181,9 +183,7 @@ def _association_dependence(steps, values, assoc: dict, level: float) -> dict:
     n_eff = dependence.effective_n(resid)
     r, fisher = assoc["pearson"]["r"], [None, None]
     if r is not None and n_eff is not None and n_eff > 4:
-        z, se = math.atanh(max(min(r, 1 - 1e-15), -1 + 1e-15)), 1 / math.sqrt(n_eff - 3)
-        q = float(sps.norm.ppf(0.5 + level / 2))
-        fisher = [math.tanh(z - q * se), math.tanh(z + q * se)]
+        fisher = stats.fisher_interval(r, 1 / math.sqrt(n_eff - 3), level)
     return {"residual_lag1": json_number(stats.lag1_autocorrelation(resid)), "effective_n": json_number(n_eff),
             "effective_n_rule": "n (1 - rho) / (1 + rho), rho = lag-1 autocorrelation of the line's residuals",
             "pearson_ci_fisher_effective_n": fisher,
@@ -201,12 +201,10 @@ def _honest_parts(steps, values, curve_x, curve_y, fits, assoc: dict, bootstrap:
     """The keys issue 15 added: dependence-aware association figures, r by step range, the effective-n
     AIC ranking, the rolling-origin forecast (families and the phase model), the phase model and
     which curve is chosen."""
-    ranking = dependence.rank_curves(fits, curve_x, curve_y)
-    rolling = dependence.rolling_origin_forecast(curve_x, curve_y, ROLLING_ORIGINS)
-    phase_forecast = phases.rolling_origin_forecast(curve_x, curve_y, ROLLING_ORIGINS)
     phase = phases.detect_phases(curve_x, curve_y, n_resamples=min(bootstrap, MAX_PHASE_RESAMPLES), seed=seed + 2,
                                  level=level)
-    choice = phases.choose_model(phase, fits, ranking, rolling, phase_forecast, curve_x, curve_y)
+    compared = phases.compare_with_families(curve_x, curve_y, fits, phase, ROLLING_ORIGINS)
+    ranking, rolling, phase_forecast, choice = (compared[k] for k in ("ranking", "rolling", "phase_forecast", "choice"))
     rolling["phases"] = phase_forecast
     bound_hit = "power_saturating" in ranking.get("notes", {})
     # a power law on its exponent bound is log-linear: a forecast "win" of it is log-linear's
@@ -281,6 +279,7 @@ def analyze(history: History, metric: str = "mlm_acc", *, train_fraction: float 
         entry["delta_aic"] = json_number(fit.aic - fits[best].aic) if best and fit.ok else None
         entry["note"] = _curve_note(fit)
         curve_entries[name] = entry
+    check = curves.forecast_check(curve_x, curve_y, train_fraction)
     boot, draws = _run_bootstrap(steps, values, curve_x, curve_y, fits, bootstrap, seed, level)
     r = assoc["pearson"]["r"]
     result = {
@@ -300,14 +299,20 @@ def analyze(history: History, metric: str = "mlm_acc", *, train_fraction: float 
         "association": assoc,
         "curves": curve_entries,
         "best_curve": best,
+        "best_curve_is": BEST_CURVE_IS,
         "curve_points": {"n": int(positive.sum()), "excluded_steps": [int(x) for x in steps[~positive]],
                          "why": "curves need step > 0" if not positive.all() else ""},
-        "forecast": _forecast_json(curves.forecast_check(curve_x, curve_y, train_fraction)),
+        "forecast": _forecast_json(check),
         "bootstrap": boot,
         "targets": _targets(curve_x, curve_y, fits, draws, targets, level),
         "comparison": compare_runs(compare, metric, final_window) if compare else None,
     }
     result.update(_honest_parts(steps, values, curve_x, curve_y, fits, assoc, bootstrap, seed, level))
+    # what correlation_analysis.png and forecast.png draw (training MLM accuracy): this analysis' own
+    # fits when it analysed that metric, else fits of that metric made here
+    result["chart_data"] = (chart_data.build(steps, values, fits, result["phases"], result["chosen_curve"], check)
+                            if metric == chart_data.CHART_METRIC
+                            else chart_data.for_series(history.steps, history.mlm_acc, train_fraction))
     if require_r is not None:
         result["goal"] = {"require_r": require_r, "r": r}
         result["goal_achieved"] = bool(r is not None and r >= require_r)

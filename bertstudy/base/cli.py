@@ -9,6 +9,7 @@ import argparse
 import sys
 from typing import Callable, Sequence
 
+from bertstudy.base.deps import missing_dependency_message
 from bertstudy.base.errors import (
     EXIT_BAD_INPUT,
     EXIT_CHECK_FAILED,
@@ -22,19 +23,21 @@ from bertstudy.base.errors import (
 
 EXIT_CODE_LINES = {
     EXIT_OK: "success",
-    EXIT_CHECK_FAILED: "a requested check failed (thresholds, --require-r)",
-    EXIT_USAGE: "bad command line or out-of-range value",
+    EXIT_CHECK_FAILED: "a requested check failed",
+    EXIT_USAGE: "bad command line or out-of-range value; an output path that cannot be written; a refusal to "
+                "replace an earlier output without --overwrite",
     EXIT_BAD_INPUT: "an input file is missing, empty or malformed (the message names file and line)",
-    EXIT_RUNTIME: "the job could not finish (disk full, server gave up, non-finite losses)",
+    EXIT_RUNTIME: "the job could not finish (e.g. disk full)",
     EXIT_NOTHING_TO_WATCH: "nothing to watch (check_progress.py)",
-    EXIT_INTERRUPTED: "interrupted by SIGINT/SIGTERM after saving state (rerun to continue; training: --resume)",
+    EXIT_INTERRUPTED: "interrupted by SIGINT/SIGTERM after saving state (rerun the same command to continue)",
 }
 
 
 def make_parser(prog: str, description: str, examples: Sequence[str], exit_codes: Sequence[int],
                 exit_code_lines: dict[int, str] | None = None) -> argparse.ArgumentParser:
     """A parser whose epilog lists usage examples and the exit codes this script can return;
-    `exit_code_lines` replaces the shared wording of a code where a script means something narrower."""
+    `exit_code_lines` replaces the shared wording of a code where a script means something narrower
+    (the shared lines name no script's own causes: a crawl's server, training's non-finite losses)."""
     wording = {**EXIT_CODE_LINES, **(exit_code_lines or {})}
     lines = ["examples:"] + [f"  {example}" for example in examples]
     lines += ["", "exit codes:"] + [f"  {code:<4} {wording[code]}" for code in exit_codes]
@@ -100,13 +103,23 @@ def labelled_path(text: str) -> tuple[str, str]:
 
 
 def run_main(body: Callable[[], int | None]) -> int:
-    """Run a script body; StudyError -> `error: ...` on stderr and its exit code."""
+    """Run a script body; StudyError -> `error: ...` on stderr and its exit code (one with exit code 0,
+    such as NothingToDo, is a plain line on stdout: nothing to do is not an error)."""
     try:
         code = body()
     except StudyError as exc:
+        if exc.exit_code == EXIT_OK:
+            print(exc)
+            return EXIT_OK
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except ModuleNotFoundError as exc:  # a dependency imported inside the body (torch, lazily)
+        message = missing_dependency_message(exc)
+        if message is None:
+            raise
+        print(message, file=sys.stderr)
+        return EXIT_USAGE
     return EXIT_OK if code is None else code

@@ -39,3 +39,10 @@ class UsageError(StudyError):
     """A command-line value is out of range (argparse's own errors also exit 2)."""
 
     exit_code = EXIT_USAGE
+
+
+class NothingToDo(StudyError):
+    """The command has nothing left to do (e.g. a finished run rerun): its message is printed as a
+    plain line (not `error: ...`) and the exit code is 0; nothing was written."""
+
+    exit_code = EXIT_OK

@@ -1,7 +1,7 @@
 """The charts of fitted curves: step vs MLM accuracy with the three families and the phase model
-(correlation_analysis.png), and the forecast check (forecast.png). Data in, Figure out; fits come
-from `bertstudy.analysis.stats` and `bertstudy.analysis.phases`, and the phase model's plateau with its intervals from
-the analysis when it is of the same metric (training MLM accuracy), else from a fit without intervals.
+(correlation_analysis.png), and the forecast check (forecast.png). Data in, Figure out; every fitted
+value, residual, band, plateau and the chosen curve come from the analysis' `chart_data`
+(`bertstudy.analysis.chart_data`): nothing is fitted here, so a chart shows what its analysis says.
 """
 
 from __future__ import annotations
@@ -11,207 +11,240 @@ from typing import Sequence
 import numpy as np
 from matplotlib import rc_context
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
-from bertstudy.analysis import curves, phases, stats
-from bertstudy.charts.fonts import TextStyle
+from bertstudy.analysis import stats
 from bertstudy.analysis.history import History
-from bertstudy.charts.style import (CURVE_COLORS, CURVE_STYLES, NOTE_COLOR, PHASE_COLOR, TRAIN_COLOR, ChartConfig, draw_note,
-                         marker_area, new_figure, set_chart_title, smoothing_window, steps_axis)
+from bertstudy.charts.fonts import TextStyle
+from bertstudy.charts.style import (CURVE_COLORS, CURVE_STYLES, NOTE_COLOR, PHASE_COLOR, TRAIN_COLOR, ChartConfig,
+                                    draw_note, marker_area, new_figure, set_chart_title, smoothing_window, steps_axis)
+
+FORECAST_STEP_TICKS = 4  # at most this many step ticks per forecast panel: four panels share the width
 
 
-def phase_model(curve_x: np.ndarray, curve_y: np.ndarray, analysis: dict | None) -> dict | None:
-    """The phase result the charts draw (training MLM accuracy, steps > 0): the analysis's own when it
-    analysed that metric on these points (with its bootstrap intervals), else a fit without them."""
-    if isinstance(analysis, dict) and isinstance(analysis.get("phases"), dict):
-        metric = analysis.get("metric")
-        metric = metric.get("name") if isinstance(metric, dict) else metric
-        if metric == "mlm_acc" and analysis.get("curve_points", {}).get("n") == len(curve_x):
-            return analysis["phases"]
-    if len(curve_x) < 3 * phases.MIN_SEGMENT_POINTS:
-        return None
-    return phases.detect_phases(curve_x, curve_y, n_resamples=0)
+def chart_data(analysis: dict | None) -> dict:
+    """The analysis' `chart_data` (what `bertstudy.analysis.chart_data` computed); a ValueError without it."""
+    data = analysis.get("chart_data") if isinstance(analysis, dict) else None
+    if not isinstance(data, dict):
+        raise ValueError("the curve charts draw an analysis' chart_data (bertstudy.analysis.chart_data); "
+                         "this analysis has none")
+    return data
 
 
-def shade_plateau(ax, phase: dict | None, style: TextStyle, label: bool = True) -> None:
-    """The plateau's span (light grey) and the 95% intervals of its start and end (darker), if any."""
-    plateau = (phase or {}).get("plateau")
+def _array(values) -> np.ndarray:
+    return np.array([np.nan if v is None else v for v in values], float)
+
+
+def chosen_mark(style: TextStyle) -> str:
+    return f" ★ {style.text('chosen')}"
+
+
+def shade_plateau(ax, data: dict, style: TextStyle, label: bool = True) -> None:
+    """The plateau's span (light grey) and the 95% intervals of its start and end (darker), if any; the
+    run's flat end (hatched), if it ends flat; both exactly as the analysis reports them."""
+    plateau, flat = data.get("plateau"), data.get("final_flat")
+    if flat:
+        text = style.text("final_flat", start=f"{flat['start_step']:,.0f}", level=flat["level"])
+        ax.axvspan(flat["start_step"], flat["end_step"], facecolor="none", edgecolor="0.6", hatch="//", lw=0,
+                   zorder=0, label=text if label else None)
     if not plateau:
         return
     span = style.text("plateau_span", start=f"{plateau['start_step']:,.0f}", end=f"{plateau['end_step']:,.0f}",
                       level=plateau["level"])
     ax.axvspan(plateau["start_step"], plateau["end_step"], color="0.88", lw=0, zorder=0, label=span if label else None)
-    intervals = [plateau.get(k) for k in ("start_step_ci", "end_step_ci")]
     drawn = False
-    for ci in intervals:
+    for ci in (plateau.get(k) for k in ("start_step_ci", "end_step_ci")):
         if ci and ci[0] is not None and ci[1] is not None:
             ax.axvspan(ci[0], ci[1], color="0.65", alpha=0.45, lw=0, zorder=0,
                        label=style.text("plateau_ci") if label and not drawn else None)
             drawn = True
 
 
-def draw_phase_fit(ax, phase: dict | None, x_grid: np.ndarray, style: TextStyle) -> bool:
-    """The selected segmented fit over `x_grid` and its plateau, when the phase model found one."""
-    if not (phase or {}).get("plateau") or not len(x_grid):
+def draw_phase_fit(ax, data: dict, style: TextStyle) -> bool:
+    """The selected segmented fit and its plateau (or flat end), when the analysis found one; starred
+    when it is the chosen curve."""
+    model = data.get("phase_model")
+    chosen = data.get("chosen_curve") == "phases"
+    if model is None or not (data.get("plateau") or data.get("final_flat") or chosen):
         return False
-    fit = phases.selected_fit_json(phase)
-    ax.plot(x_grid, phases.predict_from_json(fit, x_grid), color=PHASE_COLOR, lw=2.0, ls="-.", zorder=4,
-            label=style.text("phase_fit") + f": AIC={fit['aic']:.0f}")
-    shade_plateau(ax, phase, style)
+    ax.plot(_array(data["grid"]), _array(model["on_grid"]), color=PHASE_COLOR, lw=2.4 if chosen else 2.0, ls="-.",
+            zorder=4, label=style.text("phase_fit") + f": AIC={model['aic']:.0f}" + (chosen_mark(style) if chosen else ""))
+    shade_plateau(ax, data, style)
     return True
+
+
+def _residual_panel(ax, name: str, entry: dict, x: np.ndarray, style: TextStyle, config: ChartConfig) -> str:
+    """One family's residuals (and their moving average); returns its stats text ("" when not fitted)."""
+    label = style.text(f"curve_{name}")
+    if not entry["ok"]:
+        ax.set_title(label, fontsize=10, loc="left")
+        draw_note(ax, style.text("too_short" if "too few" in entry["message"] else "fit_failed"))
+        return ""
+    text = style.text("fit_stats", r2=entry["r_squared"] if entry["r_squared"] is not None else np.nan,
+                      aic=entry["aic"])
+    residuals = _array(entry["residuals"])
+    ax.scatter(x, residuals, s=marker_area(len(x), config) * 0.6, color=CURVE_COLORS[name], alpha=0.5,
+               edgecolors="none")
+    ax.axhline(0, color="0.2", lw=0.8)
+    window = smoothing_window(len(residuals), config)
+    # The smoothed residual shows structure a good curve would not leave (a hump = wrong shape);
+    # with a handful of points (window 1) it would only join the dots.
+    if window > 1:
+        ax.plot(x, stats.moving_average(residuals, window), color="black", lw=1.2,
+                label=style.text("residual_trend", window=window))
+    ax.set_title(f"{label}  {text}", fontsize=10, loc="left")
+    return text
+
+
+def _observed_label(data: dict, style: TextStyle) -> str:
+    parts = []
+    if data.get("pearson_r") is not None:
+        parts.append(style.text("pearson", r=data["pearson_r"]))
+    if data.get("spearman_rho") is not None:
+        parts.append(style.text("spearman", rho=data["spearman_rho"]))
+    return style.text("observed") + ("\n" + "\n".join(parts) if parts else "")
 
 
 def correlation_analysis(history: History, style: TextStyle, analysis: dict | None = None,
                          config: ChartConfig = ChartConfig()) -> Figure:
-    """Step vs MLM accuracy with the three fitted curves (left) and each curve's residuals (right)."""
+    """Step vs MLM accuracy with the three fitted curves and the phase model (left) and each curve's
+    residuals (right), all from the analysis' chart data; the chosen curve is starred."""
+    data = chart_data(analysis)
     steps, acc = history.steps.astype(float), history.mlm_acc
-    assoc = stats.association(steps, acc)
-    # Curves are fitted on steps > 0 (ln(step) and step^-c need them), the points analyze_100k.py
-    # fits, so the chart shows the same fits, AICs and best curve as the analysis.
-    positive = steps > 0
-    curve_x, curve_y = steps[positive], acc[positive]
-    fits = curves.fit_all_curves(curve_x, curve_y)
-    best = curves.best_curve(fits)
+    x = steps[steps > 0]  # the curves' points (ln(step) needs step > 0): the residuals' steps
+    families = data["families"]
     with rc_context(style.rc_params()):
         fig = new_figure(style, config)
-        grid = fig.add_gridspec(len(fits), 2, width_ratios=(1.5, 1))
+        grid = fig.add_gridspec(len(families), 2, width_ratios=(1.5, 1))
         ax_main = fig.add_subplot(grid[:, 0])
         set_chart_title(fig, style, "correlation_title", history, analysis)
-        parts = []
-        if assoc["pearson"]["r"] is not None:
-            parts.append(style.text("pearson", r=assoc["pearson"]["r"]))
-        if assoc["spearman"]["rho"] is not None:
-            parts.append(style.text("spearman", rho=assoc["spearman"]["rho"]))
-        observed = style.text("observed") + ("\n" + "\n".join(parts) if parts else "")
-        ax_main.scatter(steps, acc, s=marker_area(len(steps), config), alpha=0.45, color=TRAIN_COLOR, label=observed,
-                        edgecolors="none")
-        grid_x = np.linspace(curve_x.min(), curve_x.max(), 400) if len(curve_x) else curve_x
-        residual_axes = []
-        for row, (name, fit) in enumerate(fits.items()):
+        ax_main.scatter(steps, acc, s=marker_area(len(steps), config), alpha=0.45, color=TRAIN_COLOR,
+                        label=_observed_label(data, style), edgecolors="none")
+        grid_x, residual_axes = _array(data["grid"]), []
+        for row, (name, entry) in enumerate(families.items()):
             # One shared y scale: a curve of the wrong shape shows as a bigger, structured residual
             # only when every panel is drawn to the same scale.
             first = residual_axes[0] if residual_axes else None
             ax_res = fig.add_subplot(grid[row, 1], sharex=first, sharey=first)
             residual_axes.append(ax_res)
-            curve_label = style.text(f"curve_{name}")
-            ax_res.set_title(curve_label, fontsize=10, loc="left")
-            if not fit.ok:
-                draw_note(ax_res, style.text("too_short" if "too few" in fit.message else "fit_failed"))
+            text = _residual_panel(ax_res, name, entry, x, style, config)
+            if not text:
                 continue
-            stats_text = style.text("fit_stats", r2=fit.r_squared, aic=fit.aic)
-            marker = f" ★ {style.text('best')}" if name == best else ""
+            chosen = name == data.get("chosen_curve")
             # Two curves can nearly coincide (a power law with a small exponent is log-like): distinct
-            # dash patterns keep both visible, and the best one is drawn on top.
-            ax_main.plot(grid_x, fit.predict(grid_x), color=CURVE_COLORS[name], ls=CURVE_STYLES[name],
-                         lw=2.4 if name == best else 1.6, zorder=3 if name == best else 2,
-                         label=f"{curve_label}: {stats_text}{marker}")
-            residuals = curve_y - fit.predict(curve_x)
-            ax_res.scatter(curve_x, residuals, s=marker_area(len(curve_x), config) * 0.6, color=CURVE_COLORS[name],
-                           alpha=0.5, edgecolors="none")
-            ax_res.axhline(0, color="0.2", lw=0.8)
-            window = smoothing_window(len(residuals), config)
-            # The smoothed residual shows structure a good curve would not leave (a hump = wrong shape);
-            # with a handful of points (window 1) it would only join the dots.
-            if window > 1:
-                ax_res.plot(curve_x, stats.moving_average(residuals, window), color="black", lw=1.2,
-                            label=style.text("residual_trend", window=window))
-            ax_res.set_title(f"{curve_label}  {stats_text}", fontsize=10, loc="left")
-        trend = [line for ax in residual_axes for line in ax.get_lines() if line.get_label() and
-                 not line.get_label().startswith("_")]
-        if trend:  # the same black line in every panel: explained once, under the panels, off the data
-            fig.legend(handles=trend[:1], loc="outside lower right", fontsize=9, frameon=False)
-        if not any(f.ok for f in fits.values()):
-            draw_note(ax_main, style.text("too_short"), y=0.5)
-        draw_phase_fit(ax_main, phase_model(curve_x, curve_y, analysis), grid_x, style)
-        for ax in residual_axes:
-            ax.set_ylabel(style.text("residual"), fontsize=9)
-            steps_axis(ax, style)
-        for ax in residual_axes[:-1]:
-            ax.tick_params(labelbottom=False)
-            ax.set_xlabel("")
-        ax_main.set_ylabel(style.text("mlm_acc"))
-        steps_axis(ax_main, style)
-        ax_main.set_title(style.text("fit_title"))
-        low, high = float(acc.min()), float(acc.max())
-        pad = 0.08 * (high - low) if high > low else 0.05
-        ax_main.set_ylim(low - pad, high + pad)  # a curve's extrapolation at the first step must not squash the data
-        ax_main.legend(loc="lower right", fontsize=9, framealpha=0.9)
+            # dash patterns keep both visible, and the chosen one is drawn on top.
+            ax_main.plot(grid_x, _array(entry["on_grid"]), color=CURVE_COLORS[name], ls=CURVE_STYLES[name],
+                         lw=2.4 if chosen else 1.6, zorder=3 if chosen else 2,
+                         label=f"{style.text(f'curve_{name}')}: {text}" + (chosen_mark(style) if chosen else ""))
+        _finish_correlation(fig, ax_main, residual_axes, data, acc, style)
     return fig
+
+
+def _finish_correlation(fig, ax_main, residual_axes, data: dict, acc: np.ndarray, style: TextStyle) -> None:
+    trend = [line for ax in residual_axes for line in ax.get_lines() if line.get_label() and
+             not line.get_label().startswith("_")]
+    if trend:  # the same black line in every panel: explained once, under the panels, off the data
+        fig.legend(handles=trend[:1], loc="outside lower right", fontsize=9, frameon=False)
+    if not any(entry["ok"] for entry in data["families"].values()):
+        draw_note(ax_main, style.text("too_short"), y=0.5)
+    draw_phase_fit(ax_main, data, style)
+    for ax in residual_axes:
+        ax.set_ylabel(style.text("residual"), fontsize=9)
+        steps_axis(ax, style)
+    for ax in residual_axes[:-1]:
+        ax.tick_params(labelbottom=False)
+        ax.set_xlabel("")
+    ax_main.set_ylabel(style.text("mlm_acc"))
+    steps_axis(ax_main, style)
+    ax_main.set_title(style.text("fit_title"))
+    low, high = float(acc.min()), float(acc.max())
+    pad = 0.08 * (high - low) if high > low else 0.05
+    ax_main.set_ylim(low - pad, high + pad)  # a curve's extrapolation at the first step must not squash the data
+    ax_main.legend(loc="lower right", fontsize=9, framealpha=0.9)
+
+
+def _family_forecast_panel(ax, name: str, entry: dict, fc: dict, style: TextStyle):
+    """One family's fit, forecast and band; returns (low, high) of the band, or None."""
+    if not entry["ok"]:
+        draw_note(ax, style.text("too_short" if "too few" in entry["message"] or "nothing" in entry["message"]
+                                 else "fit_failed"), y=0.3)
+        return None
+    color = CURVE_COLORS[name]
+    fit_x, test_x = _array(fc["fit_grid"]), _array(fc["test_grid"])
+    ax.plot(fit_x, _array(entry["fitted"]), color=color, lw=1.8)
+    lo, hi = _array(entry["band_low"]), _array(entry["band_high"])
+    band = ax.fill_between(test_x, lo, hi, color=color, alpha=0.18, zorder=1, lw=0)
+    (line,) = ax.plot(test_x, _array(entry["forecast"]), color=color, lw=1.8, ls="--")
+    # Per panel only what differs between panels: the forecast, its band and its error.
+    ax.legend([line, band], [style.text("mae", mae=entry["mae"]), style.text("band")], loc="lower right", fontsize=9)
+    return lo[np.isfinite(lo)], hi[np.isfinite(hi)]
+
+
+def _phase_forecast_panel(ax, fc: dict, style: TextStyle) -> None:
+    """The phase model as the forecast check scored it: fitted on the first part only, with 0-3
+    breaks by AIC, its last segment extrapolated over the rest (as the analysis' rolling origins)."""
+    model = fc.get("phase_model")
+    if model is None:
+        draw_note(ax, style.text("too_short"), y=0.3)
+        return
+    ax.plot(_array(fc["fit_grid"]), _array(model["fitted"]), color=PHASE_COLOR, lw=1.8)
+    (line,) = ax.plot(_array(fc["test_grid"]), _array(model["forecast"]), color=PHASE_COLOR, lw=1.8, ls="--")
+    ax.legend([line], [style.text("mae", mae=model["mae"])], loc="lower right", fontsize=9)
 
 
 def forecast(history: History, style: TextStyle, config: ChartConfig = ChartConfig(),
              analysis: dict | None = None) -> Figure:
     """Each curve fitted on the first part, its 95% prediction band over the rest, against the data;
-    a fourth panel does the same for the phase model (0-2 breaks by AIC on the first part, its last
-    segment extrapolated; no band), and every panel shades the plateau of the whole run, if any."""
-    positive = history.steps > 0  # as analyze_100k.py: the curves need step > 0
+    a fourth panel does the same for the phase model (no band), and every panel shades the plateau
+    of the whole run, if any; all from the analysis' chart data."""
+    data = chart_data(analysis)
+    fc = data["forecast"]
+    positive = history.steps > 0  # as the analysis: the curves need step > 0
     steps, acc = history.steps[positive].astype(float), history.mlm_acc[positive]
-    check = curves.forecast_check(steps, acc, train_fraction=config.train_fraction)
-    n_train = check["n_train"]
+    n_train = fc["n_train"]
     with rc_context(style.rc_params()):
         fig = new_figure(style, config, height=config.height * 0.72)
-        axes = fig.subplots(1, len(check["curves"]) + 1, sharey=True)
+        # fixed, equal gaps: constrained layout would widen a gap wherever a panel's tick label sticks out
+        fig.get_layout_engine().set(wspace=0.03, w_pad=0.02)
+        axes = fig.subplots(1, len(fc["families"]) + 1, sharey=True)
         set_chart_title(fig, style, "forecast_title", history)
-        test_x = steps[n_train:]
         area = marker_area(len(steps), config)
-        band_edges = []  # (axis, low, high) of each drawn band, for the y-limits
-        whole_run = phase_model(steps, acc, analysis)
+        bands = []  # (axis, low, high) of each drawn band, for the y-limits
         for i, ax in enumerate(axes):
-            shade_plateau(ax, whole_run, style, label=i == 0)  # where the run's phases lie, against the split
-        for ax, (name, entry) in zip(axes, [*check["curves"].items(), ("phases", None)]):
+            shade_plateau(ax, data, style, label=i == 0)  # where the run's phases lie, against the split
+        for ax, (name, entry) in zip(axes, [*fc["families"].items(), ("phases", None)]):
             # Points above the band (zorder 3 > 1): a band drawn over them would tint them grey.
             ax.scatter(steps[:n_train], acc[:n_train], s=area, color="0.55", edgecolors="none",
                        label=style.text("fit_part"), zorder=3)
-            ax.scatter(test_x, acc[n_train:], s=area, color=TRAIN_COLOR, alpha=0.75, edgecolors="none",
+            ax.scatter(steps[n_train:], acc[n_train:], s=area, color=TRAIN_COLOR, alpha=0.75, edgecolors="none",
                        label=style.text("held_part"), zorder=3)
             ax.set_title(style.text(f"curve_{name}"))
             steps_axis(ax, style)
-            if check["split_step"] is not None:
-                ax.axvline(check["split_step"], color="black", ls=":", lw=1.2,
-                           label=style.text("split", step=f"{check['split_step']:,.0f}"))
+            ax.xaxis.set_major_locator(MaxNLocator(FORECAST_STEP_TICKS, steps=[1, 2, 5, 10]))
+            if fc["split_step"] is not None:
+                ax.axvline(fc["split_step"], color="black", ls=":", lw=1.2,
+                           label=style.text("split", step=f"{fc['split_step']:,.0f}"))
             if name == "phases":
-                _phase_forecast_panel(ax, steps, acc, n_train, style)
+                _phase_forecast_panel(ax, fc, style)
                 continue
-            fit = entry["fit"]
-            if not fit.ok:
-                draw_note(ax, style.text("too_short" if "too few" in fit.message or "nothing" in fit.message
-                                     else "fit_failed"), y=0.3)
-                continue
-            color = CURVE_COLORS[name]
-            fit_x = steps[:n_train]
-            ax.plot(fit_x, fit.predict(fit_x), color=color, lw=1.8)
-            lo, hi = fit.prediction_band(test_x)
-            band = ax.fill_between(test_x, lo, hi, color=color, alpha=0.18, zorder=1, lw=0)
-            band_edges.append((ax, lo, hi))
-            (line,) = ax.plot(test_x, fit.predict(test_x), color=color, lw=1.8, ls="--")
-            # Per panel only what differs between panels: the forecast, its band and its error.
-            ax.legend([line, band], [style.text("mae", mae=entry["mae"]), style.text("band")],
-                      loc="lower right", fontsize=9)
-        # What all panels share goes once, under them.
-        handles, labels = axes[0].get_legend_handles_labels()
-        fig.legend(handles, labels, loc="outside lower center", ncols=min(len(handles), 3), fontsize=9, markerscale=2)
-        axes[0].set_ylabel(style.text("mlm_acc"))
-        shown = acc if len(acc) else history.mlm_acc  # only step-0 points: nothing is forecast
-        low, high, _ = forecast_ylim(shown, [(lo, hi) for _, lo, hi in band_edges])
-        axes[0].set_ylim(low, high)
-        for ax, lo, hi in band_edges:  # say so where a band is cut, rather than let it pass for a narrow one
-            if len(lo) and (np.min(lo) < low or np.max(hi) > high):
-                ax.text(0.02, 0.98, style.text("band_clipped"), transform=ax.transAxes, ha="left", va="top",
-                        fontsize=8.5, color=NOTE_COLOR)
+            band = _family_forecast_panel(ax, name, entry, fc, style)
+            if band is not None:
+                bands.append((ax, *band))
+        _finish_forecast(fig, axes, acc if len(acc) else history.mlm_acc, bands, style)
     return fig
 
 
-def _phase_forecast_panel(ax, steps: np.ndarray, acc: np.ndarray, n_train: int, style: TextStyle) -> None:
-    """The phase model as the forecast check scores it: fitted on the first part only, with 0-2
-    breaks by AIC, its last segment extrapolated over the rest (the analysis' rolling origins do the same)."""
-    fit = phases.fit_best_segmented(steps[:n_train], acc[:n_train]) if 0 < n_train < len(steps) else None
-    if fit is None:
-        draw_note(ax, style.text("too_short"), y=0.3)
-        return
-    test_x = steps[n_train:]
-    ax.plot(steps[:n_train], fit.predict(steps[:n_train]), color=PHASE_COLOR, lw=1.8)
-    (line,) = ax.plot(test_x, fit.predict(test_x), color=PHASE_COLOR, lw=1.8, ls="--")
-    mae = float(np.mean(np.abs(fit.predict(test_x) - acc[n_train:])))
-    ax.legend([line], [style.text("mae", mae=mae)], loc="lower right", fontsize=9)
+def _finish_forecast(fig, axes, shown: np.ndarray, bands, style: TextStyle) -> None:
+    # What all panels share goes once, under them.
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=min(len(handles), 3), fontsize=9, markerscale=2)
+    axes[0].set_ylabel(style.text("mlm_acc"))
+    low, high, _ = forecast_ylim(shown, [(lo, hi) for _, lo, hi in bands])
+    axes[0].set_ylim(low, high)
+    for ax, lo, hi in bands:  # say so where a band is cut, rather than let it pass for a narrow one
+        if len(lo) and (np.min(lo) < low or np.max(hi) > high):
+            ax.text(0.02, 0.98, style.text("band_clipped"), transform=ax.transAxes, ha="left", va="top",
+                    fontsize=8.5, color=NOTE_COLOR)
 
 
 def forecast_ylim(values: np.ndarray, bands: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[float, float, bool]:
@@ -227,5 +260,3 @@ def forecast_ylim(values: np.ndarray, bands: Sequence[tuple[np.ndarray, np.ndarr
     band_hi = max((float(np.max(hi)) for _, hi in bands if len(hi)), default=hi_lim)
     lo_lim, hi_lim = min(lo_lim, max(band_lo - 0.03 * span, floor)), max(hi_lim, min(band_hi + 0.03 * span, ceiling))
     return lo_lim, hi_lim, band_lo < lo_lim or band_hi > hi_lim
-
-

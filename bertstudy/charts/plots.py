@@ -1,11 +1,11 @@
 """The five charts of the study: data in (History objects, analysis dicts), matplotlib Figure out.
-The fitted-curve charts (correlation, forecast, phase model) are in `plots_curves.py`, what all
-charts share in `plot_style.py`; both are re-exported here.
+The fitted-curve charts (correlation, forecast, phase model) are in `charts/curves.py` and draw the
+analysis' chart data; what all charts share is in `charts/style.py`; both are re-exported here.
 
 No file I/O and no pyplot here: figures are built with `matplotlib.figure.Figure` directly (no
 global figure registry, nothing to close) under the TextStyle's font settings; `render_png` turns
-one into PNG bytes under the same settings, and the script writes them atomically. Fits and
-association numbers come from `bertstudy.analysis.stats`, never recomputed here. Where data is missing
+one into PNG bytes under the same settings, and the script writes them atomically. Nothing is
+fitted here: fits come from the analysis' chart data. Where data is missing
 (no held-out points, no loss, too few points to fit) the panel shows a note instead of a curve.
 """
 
@@ -27,8 +27,9 @@ from bertstudy.charts.style import (  # noqa: F401  (re-exported: the charts' sh
     render_png, smoothing_window, steps_axis, set_chart_title)
 from bertstudy.charts.curves import correlation_analysis, forecast, forecast_ylim  # noqa: F401
 
-CHART_FILES = ("training_curves.png", "correlation_analysis.png", "comparison_50k_100k.png",
-               "loss_analysis.png", "forecast.png")
+SUMMARY_CHART = "run_summary.png"  # one run's summary (the original named it comparison_50k_100k.png)
+COMPARISON_CHART = "comparison_50k_100k.png"  # the same chart with --compare: it compares runs
+CHART_FILES = ("training_curves.png", "correlation_analysis.png", SUMMARY_CHART, "loss_analysis.png", "forecast.png")
 
 
 def run_summary(history: History) -> dict:
@@ -219,19 +220,22 @@ def loss_analysis(history: History, style: TextStyle, config: ChartConfig = Char
     return fig
 
 
+def chart_files(compare: bool = False) -> tuple[str, ...]:
+    """The five charts' file names: the runs chart is `run_summary.png` for one run and keeps the
+    original's `comparison_50k_100k.png` when it compares runs (--compare)."""
+    return tuple(COMPARISON_CHART if compare and name == SUMMARY_CHART else name for name in CHART_FILES)
+
+
 def all_charts(history: History, style: TextStyle, runs: Sequence[tuple[str, History]] | None = None,
                analysis: dict | None = None, config: ChartConfig = ChartConfig()) -> dict[str, Figure]:
-    """The five charts by file name; `runs` defaults to the main history alone."""
-    # Without --compare the chart (file name kept from the original study) summarizes the one run and
-    # its title says so; its line is labelled with the run's step count.
+    """The five charts by file name (`chart_files`); `runs` defaults to the main history alone. The
+    curve charts draw `analysis["chart_data"]` (`bertstudy.analysis.chart_data`)."""
+    # Without --compare the runs chart summarizes the one run and its title says so; its line is
+    # labelled with the run's step count.
     single = not runs
     runs = list(runs) if runs else [(style.text("this_run", steps=run_label(history)), history)]
-    return {
-        "training_curves.png": training_curves(history, style, analysis, config),
-        "correlation_analysis.png": correlation_analysis(history, style, analysis, config),
-        "comparison_50k_100k.png": run_comparison(runs, style, config,
-                                                  title=style.text("single_run_title") if single else None),
-        "loss_analysis.png": loss_analysis(history, style, config),
-        "forecast.png": forecast(history, style, config, analysis),
-    }
-
+    names = chart_files(compare=not single)
+    figures = (training_curves(history, style, analysis, config), correlation_analysis(history, style, analysis, config),
+               run_comparison(runs, style, config, title=style.text("single_run_title") if single else None),
+               loss_analysis(history, style, config), forecast(history, style, config, analysis))
+    return dict(zip(names, figures))

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Iterable
 
 from bertstudy.base.atomic_io import atomic_writer, iter_jsonl, read_json, read_text_utf8
-from bertstudy.base.errors import BadInputError
+from bertstudy.base.errors import BadInputError, UsageError
 
 ORIGINAL_DOC_SENTENCES = 64  # pseudo-document size for the original study's flat sentence list
 REQUIRED_KEYS = ("id", "sentences")
@@ -115,3 +115,42 @@ def write_documents(path, documents: Iterable[Document]) -> int:
             handle.write(json.dumps(doc.to_json(), ensure_ascii=False) + "\n")
             count += 1
     return count
+
+
+def source_kind(source) -> str:
+    """'embedded' for embedded:*, else the recorded source (wiki-api, wiki-dump, ...)."""
+    text = str(source)
+    return "embedded" if text.startswith("embedded:") else text
+
+
+def corpus_kinds(path) -> set[str] | None:
+    """The source kinds of the documents in a corpus file of ours; None when it is not one (or unreadable)."""
+    kinds = set()
+    try:
+        with open(path, encoding="utf-8") as handle:
+            for text in handle:
+                if not text.strip():
+                    continue
+                obj = json.loads(text)
+                if not isinstance(obj, dict) or "sentences" not in obj or not isinstance(obj.get("source"), str):
+                    return None
+                kinds.add(source_kind(obj["source"]))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    return kinds
+
+
+def check_corpus_out(path, source: str, overwrite: bool) -> None:
+    """Before the collection: an existing --out is replaced only by a collection from the same source
+    (every document's recorded `source`: embedded:*, wiki-api or wiki-dump), which can make it again;
+    a corpus of another source (a crawl), a mix, or a file that is not a corpus of ours needs --overwrite
+    (UsageError, exit 2). An empty file holds nothing to lose."""
+    path = Path(path)
+    if overwrite or not path.is_file() or path.stat().st_size == 0:
+        return
+    kinds = corpus_kinds(path)
+    if kinds is not None and kinds <= {source}:
+        return
+    what = f"a corpus from {', '.join(sorted(kinds))}" if kinds else "a file that is not a corpus of ours"
+    raise UsageError(f"--out {path} holds {what}, not one this --source {source} collection would make again; "
+                     "nothing was written: choose another --out, or add --overwrite to replace it")

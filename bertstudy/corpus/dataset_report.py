@@ -8,6 +8,7 @@ returns text. Writing the JSON and choosing the exit code is the script's job.
 
 from __future__ import annotations
 
+import json
 import statistics
 import time
 import unicodedata
@@ -374,3 +375,22 @@ def format_report(report: dict) -> str:
         lines.append(f"  {verdict}  {c['name']:<{check_width}}  {_fmt(c['value']):>12} {c['op']:>2} {_fmt(c['threshold'])}")
     lines.append(f"Result: {'all checks passed' if report['passed'] else 'some checks FAILED'}")
     return "\n".join(lines)
+
+
+def is_dataset_report(path) -> bool:
+    """Whether `path` holds a report this module wrote (a JSON object with checks, passed and profile)."""
+    try:
+        obj = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(obj, dict) and isinstance(obj.get("checks"), list) and "passed" in obj and "profile" in obj
+
+
+def check_report_out(path, overwrite: bool) -> None:
+    """An existing --report is replaced only when it is a dataset report; anything else needs --overwrite
+    (UsageError, exit 2), checked before the work."""
+    path = Path(path)
+    if overwrite or not path.is_file() or path.stat().st_size == 0 or is_dataset_report(path):
+        return
+    raise UsageError(f"--report {path} holds a file that is not a dataset report; nothing was written: choose "
+                     "another --report, or add --overwrite to replace it")

@@ -16,12 +16,14 @@ from scipy import stats as scipy_stats
 
 from bertstudy.base.atomic_io import read_json
 from bertstudy.base.errors import BadInputError
-from bertstudy.analysis.stats import pearson_with_ci
+from bertstudy.analysis.stats import fisher_interval, json_number, pearson_with_ci
 
 DOWNSTREAM_FORMAT = "chinese-bert-correlation/downstream-v1"
 
 
-def load_downstream(path) -> dict:
+def load_downstream(path, history=None) -> dict:
+    """probe_downstream.py's JSON; with `history` (an analysis History) it must be that run's pass
+    (check_downstream_matches), as an --analysis must be its history's."""
     doc = read_json(path)
     if not isinstance(doc, dict) or (doc.get("meta") or {}).get("format") != DOWNSTREAM_FORMAT \
             or not isinstance(doc.get("tasks"), dict):
@@ -29,10 +31,49 @@ def load_downstream(path) -> dict:
     for name, task in doc["tasks"].items():
         if not isinstance(task, dict) or not isinstance(task.get("points"), list):
             raise BadInputError(path, f"task {name!r} has no list of points")
+    if history is not None:
+        check_downstream_matches(doc, path, history)
     return doc
 
 
+def run_identity(meta: dict) -> dict | None:
+    """What names a training run across its resumes: its start time and vocabulary (None when unknown)."""
+    if not isinstance(meta, dict) or meta.get("started_at") is None or meta.get("vocab_hash") is None:
+        return None
+    return {"started_at": meta["started_at"], "vocab_hash": meta["vocab_hash"]}
+
+
+def _mismatch(doc: dict, history) -> str | None:
+    """Why `doc` is not a downstream pass of `history`'s run, or None when nothing says so."""
+    theirs, ours = (doc.get("meta") or {}).get("run"), run_identity(history.meta)
+    if theirs and ours and theirs != ours:
+        return "it records another run (another start time or vocabulary)"
+    evals = dict(zip((int(s) for s in history.eval_steps), (float(v) for v in history.eval_mlm_acc)))
+    last = max([int(s) for s in history.steps] + list(evals), default=0)
+    for task in doc["tasks"].values():
+        for point in task["points"]:
+            step, acc = point.get("step"), point.get("heldout_mlm_acc")
+            if isinstance(step, int) and step > last:
+                return f"it scored step {step:,}, beyond the history's last step {last:,}"
+            if isinstance(step, int) and step in evals and isinstance(acc, (int, float)) \
+                    and abs(acc - evals[step]) > 1e-9:
+                return (f"its held-out MLM accuracy at step {step:,} is {acc:.6g}, the history's "
+                        f"{evals[step]:.6g}")
+    return None
+
+
+def check_downstream_matches(doc: dict, path, history) -> None:
+    """BadInputError (exit 3) unless `doc` can be the downstream pass of `history`'s run: the run it
+    records (written since this check exists) is the history's, no scored step lies beyond the
+    history, and each point's held-out MLM accuracy equals the history's eval at that step."""
+    why = _mismatch(doc, history)
+    if why:
+        raise BadInputError(path, f"is the downstream pass of another run ({why}), not of {history.path}; run "
+                                  f"probe_downstream.py on that history's run folder, or leave out --downstream")
+
+
 def spearman_with_ci(x, y, level: float = 0.95) -> dict:
+    """Spearman rho, its p-value and a Fisher-z interval with the Bonett-Wright standard error (n >= 4)."""
     x, y = np.asarray(x, float), np.asarray(y, float)
     n = len(x)
     if n < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
@@ -40,14 +81,9 @@ def spearman_with_ci(x, y, level: float = 0.95) -> dict:
                 "message": "undefined: fewer than 3 points or a constant series"}
     result = scipy_stats.spearmanr(x, y)
     rho = float(result.statistic)
-    ci = [None, None]
-    if n >= 4:
-        z = math.atanh(max(min(rho, 1 - 1e-15), -1 + 1e-15))
-        se = math.sqrt((1 + rho * rho / 2) / (n - 3))
-        q = float(scipy_stats.norm.ppf(0.5 + level / 2))
-        ci = [math.tanh(z - q * se), math.tanh(z + q * se)]
-    p = float(result.pvalue)
-    return {"rho": rho, "p_value": p if math.isfinite(p) else None, "ci": ci, "n": n, "message": ""}
+    # Bonett-Wright standard error on Fisher's z scale, through the one interval helper Pearson's uses
+    ci = fisher_interval(rho, math.sqrt((1 + rho * rho / 2) / (n - 3)), level) if n >= 4 else [None, None]
+    return {"rho": rho, "p_value": json_number(result.pvalue), "ci": ci, "n": n, "message": ""}
 
 
 def _pair(x, y, level: float) -> dict:

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from bertstudy.training import checkpoint as ckpt
 from bertstudy.base.errors import BadInputError
-from bertstudy.training.milestones import MILESTONE_FORMAT, load_milestone
+from bertstudy.training.milestones import MILESTONE_FORMAT, PROBE_HINT, load_milestone
 from bertstudy.model import BertConfig, BertForPretraining
 from bertstudy.pretraining.vocab import CLS_ID, SEP_ID, UNK_ID, Vocab
 from bertstudy.downstream.metrics import TAGS, accuracy, segmentation_f1
@@ -52,7 +52,7 @@ def load_model(path, vocab: Vocab, device: str = "cpu") -> LoadedModel:
     except BadInputError as exc:
         if not str(exc).endswith(f"not a {MILESTONE_FORMAT} file"):
             raise  # missing, truncated, refused: the message names the file
-        state = ckpt.load_checkpoint(path)  # a resumable checkpoint (--checkpoints), or a clear refusal
+        state = ckpt.load_checkpoint(path, hint=PROBE_HINT)  # a resumable checkpoint (--checkpoints), or a clear refusal
         from bertstudy.training.trainer import model_config_for
 
         model_config = model_config_for(SimpleNamespace(**state["config"]), len(vocab))

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from bertstudy.base.atomic_io import atomic_write_json, read_json
+from bertstudy.base.atomic_io import atomic_write_json, check_writable_file, read_json
 from bertstudy.corpus.corpus_io import load_documents
 from bertstudy.base.errors import BadInputError, UsageError
 from bertstudy.pretraining.heldout_split import read_split
@@ -27,6 +27,7 @@ from bertstudy.base.run_files import (CHECKPOINT_DIR_NAME, DOWNSTREAM_NAME, FINE
                                       HISTORY_NAME, SPLIT_NAME, VOCAB_NAME)
 from bertstudy.pretraining.vocab import load_vocab
 from bertstudy.downstream import baselines, probe
+from bertstudy.downstream.analysis import run_identity
 from bertstudy.downstream.tasks import LeakageGuard, TaskSplit, read_reviews, read_segmentation, split_for_run
 
 DOWNSTREAM_FORMAT = "chinese-bert-correlation/downstream-v1"
@@ -113,7 +114,7 @@ def _settings_key(settings: PassSettings, tasks: PreparedTasks) -> dict:
     return key
 
 
-def _new_document(run_dir, key: dict, tasks: PreparedTasks) -> dict:
+def _new_document(run_dir, key: dict, tasks: PreparedTasks, history_meta: dict) -> dict:
     doc_tasks = {"cws": {"metric": "f1", "points": [], "baselines": {}, "sizes": tasks.cws.counts},
                  "sentiment": {"metric": "accuracy", "points": [], "baselines": {}, "sizes": tasks.sentiment.counts}}
     for name, task in (("cws", tasks.cws), ("sentiment", tasks.sentiment)):
@@ -121,21 +122,37 @@ def _new_document(run_dir, key: dict, tasks: PreparedTasks) -> dict:
             doc_tasks[name]["skipped"] = "the run held out no unseen text of this task (or none is left to train on)"
     return {"tasks": doc_tasks,
             "meta": {"format": DOWNSTREAM_FORMAT, "run_dir": str(run_dir), "settings": key,
+                     "run": run_identity(history_meta),
                      "split_file": SPLIT_NAME, "split_recomputed": bool(tasks.split.get("recomputed")),
                      "torch": str(torch.__version__), "python": platform.python_version(),
                      "started_at": time.time(), "updated_at": None}}
 
 
-def load_or_start(out: Path, run_dir, key: dict, tasks: PreparedTasks, overwrite: bool) -> dict:
-    if out.exists() and not overwrite:
+def check_out(out: Path, overwrite: bool) -> dict | None:
+    """Before any work: --out can be written (exit 2 if not), and an existing file there is a downstream
+    pass to resume (returned), or it is refused without --overwrite (exit 2: a refusal, not bad input)."""
+    check_writable_file(out, "--out")
+    if overwrite or not out.exists():
+        return None
+    try:
         doc = read_json(out)
-        if not isinstance(doc, dict) or doc.get("meta", {}).get("format") != DOWNSTREAM_FORMAT:
-            raise BadInputError(out, f"exists and is not a {DOWNSTREAM_FORMAT} file; use --out or --overwrite")
+    except BadInputError:
+        doc = None
+    if not isinstance(doc, dict) or not isinstance(doc.get("meta"), dict) \
+            or doc["meta"].get("format") != DOWNSTREAM_FORMAT:
+        raise UsageError(f"--out {out} exists and is not a {DOWNSTREAM_FORMAT} file; nothing was written: "
+                         "choose another --out, or add --overwrite to replace it")
+    return doc
+
+
+def load_or_start(out: Path, run_dir, key: dict, tasks: PreparedTasks, overwrite: bool, history_meta: dict) -> dict:
+    doc = check_out(out, overwrite)
+    if doc is not None:
         if doc["meta"].get("settings") != key:
             raise UsageError(f"{out} was made with other settings or another split; resuming it would mix them: "
                              "use the same options, --out ANOTHER.json, or --overwrite")
         return doc
-    return _new_document(run_dir, key, tasks)
+    return _new_document(run_dir, key, tasks, history_meta)
 
 
 def heldout_accuracy(history: dict, step: int, stored: dict | None) -> float | None:
@@ -163,10 +180,11 @@ def run_pass(run_dir, settings: PassSettings, checkpoints: list[str] | None = No
     """Score every checkpoint not yet in the output; returns (document, path, checkpoints scored now)."""
     run_dir = Path(run_dir)
     history, vocab = read_run(run_dir)
+    out = Path(out) if out else run_dir / (FINETUNE_NAME if settings.finetune else DOWNSTREAM_NAME)
+    check_out(out, overwrite)  # before the work: a bad --out fails now, not after minutes of scoring
     paths = find_checkpoints(run_dir, checkpoints)
     tasks = prepare_tasks(run_dir, history, settings)
-    out = Path(out) if out else run_dir / (FINETUNE_NAME if settings.finetune else DOWNSTREAM_NAME)
-    doc = load_or_start(out, run_dir, _settings_key(settings, tasks), tasks, overwrite)
+    doc = load_or_start(out, run_dir, _settings_key(settings, tasks), tasks, overwrite, history["meta"])
     if _usable(tasks.cws) and "jieba" not in doc["tasks"]["cws"]["baselines"]:
         doc["tasks"]["cws"]["baselines"]["jieba"] = baselines.jieba_segmentation(tasks.cws.test)
     if _usable(tasks.sentiment) and "majority" not in doc["tasks"]["sentiment"]["baselines"]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import struct
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -42,6 +42,7 @@ class TokenizedCorpus:
     sentence_offsets: np.ndarray  # sentence s is tokens[sentence_offsets[s]:sentence_offsets[s+1]]
     document_offsets: np.ndarray  # document d is sentences document_offsets[d] .. document_offsets[d+1]-1
     word_starts: np.ndarray | None  # True where a jieba word begins (only for whole-word masking)
+    source: str | None = field(default=None, compare=False)  # the corpus file, for messages
 
     @property
     def num_documents(self) -> int:
@@ -119,10 +120,11 @@ def load_or_build_cache(documents, corpus_path, vocab: Vocab, cache_dir, wwm: bo
                 name: np.load(folder / f"{name}.npy", mmap_mode="r") if name in manifest["arrays"] else None
                 for name in _ARRAYS
             }
-            return TokenizedCorpus(**arrays), folder, False
+            return TokenizedCorpus(**arrays, source=str(corpus_path)), folder, False
         except (BadInputError, OSError, ValueError, KeyError) as exc:
             print(f"warning: token cache {folder} is unreadable ({exc}); rebuilding it", file=sys.stderr)
     corpus = tokenize_documents(documents, vocab, wwm)
+    corpus.source = str(corpus_path)
     try:
         written = []
         for name in _ARRAYS:
@@ -144,8 +146,10 @@ def split_documents(corpus: TokenizedCorpus, heldout_fraction: float, seed: int)
     """Held-out documents (never trained on) chosen by a seeded permutation; returns (train, heldout) ids."""
     nonempty = np.flatnonzero(corpus.document_token_counts() > 0)
     if len(nonempty) < 2:
-        raise StudyError(f"the corpus has {len(nonempty)} document(s) with text; NSP and a held-out split need at least 2",
-                         exit_code=3)
+        message = (f"has {len(nonempty)} document(s) with text; NSP and a held-out split need at least 2 "
+                   "(one JSON object per document, each with its own sentences)")
+        source = getattr(corpus, "source", None)
+        raise BadInputError(source, message) if source else StudyError(f"the corpus {message}", exit_code=3)
     num_heldout = min(len(nonempty) - 1, max(1, round(heldout_fraction * len(nonempty))))
     order = np.random.default_rng([seed, 7]).permutation(nonempty)
     return np.sort(order[num_heldout:]), np.sort(order[:num_heldout])

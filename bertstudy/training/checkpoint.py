@@ -77,38 +77,42 @@ def _whole_words(text: str, limit: int = 160) -> str:
 RESUME_HINT = "resume from a checkpoints_100k/step_XXXXXX.pth, or give --resume alone (the newest in --out-dir)"
 
 
-def describe_non_checkpoint(path: Path) -> str | None:
-    """What a file that cannot be a torch checkpoint is (JSON, text, empty...), or None if it may be one."""
+def describe_non_checkpoint(path: Path, hint: str = RESUME_HINT) -> str | None:
+    """What a file that cannot be a torch checkpoint is (JSON, text, empty...), or None if it may be one;
+    `hint` is the advice that follows (training's --resume advice by default)."""
     if path.is_dir():
         run = path.parent if path.name == CHECKPOINT_DIR_NAME else path
+        if hint != RESUME_HINT:
+            return f"is a folder, not a checkpoint; {hint}"
         return f"is a folder, not a checkpoint; to continue the run in it: --out-dir {run} --resume"
     with open(path, "rb") as handle:
         head = handle.read(256)
     if not head:
-        return f"is empty, not a checkpoint; {RESUME_HINT}"
+        return f"is empty, not a checkpoint; {hint}"
     if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":  # torch's zip format, or a legacy pickle
         return None
     stripped = head.lstrip()
     if path.suffix == ".jsonl" or (stripped[:1] == b"{" and b"\n{" in head and b'"kind"' in head):
-        return f"is a JSON Lines file (a training log?), not a checkpoint; {RESUME_HINT}"
+        return f"is a JSON Lines file (a training log?), not a checkpoint; {hint}"
     if stripped[:1] in (b"{", b"["):
         guess = " (a training history?)" if b'"steps"' in head or "history" in path.name else ""
-        return f"is a JSON file{guess}, not a checkpoint; {RESUME_HINT}"
+        return f"is a JSON file{guess}, not a checkpoint; {hint}"
     if head[8:10] == b'{"':
-        return f"is a safetensors file (an export_hf/ model?), not a checkpoint; {RESUME_HINT}"
+        return f"is a safetensors file (an export_hf/ model?), not a checkpoint; {hint}"
     try:
         head.decode("utf-8")
-        return f"is a text file, not a checkpoint; {RESUME_HINT}"
+        return f"is a text file, not a checkpoint; {hint}"
     except UnicodeDecodeError:
-        return f"is not a torch checkpoint file; {RESUME_HINT}"
+        return f"is not a torch checkpoint file; {hint}"
 
 
-def load_checkpoint(path, required=REQUIRED_KEYS, kind: str = CHECKPOINT_FORMAT) -> dict:
-    """torch.load(weights_only=True); anything else than our plain-data dict is refused with BadInputError."""
+def load_checkpoint(path, required=REQUIRED_KEYS, kind: str = CHECKPOINT_FORMAT, hint: str = RESUME_HINT) -> dict:
+    """torch.load(weights_only=True); anything else than our plain-data dict is refused with BadInputError
+    (`hint`: the advice after a file that is no checkpoint at all; training's --resume advice by default)."""
     path = Path(path)
     if not path.exists():
         raise BadInputError(path, "no such checkpoint file")
-    what = describe_non_checkpoint(path)
+    what = describe_non_checkpoint(path, hint)
     if what:
         raise BadInputError(path, what)
     try:
@@ -122,7 +126,7 @@ def load_checkpoint(path, required=REQUIRED_KEYS, kind: str = CHECKPOINT_FORMAT)
         detail = _whole_words(str(exc)) or type(exc).__name__
         raise BadInputError(path, f"not a readable checkpoint (truncated or corrupt: {detail})") from None
     if isinstance(state, dict) and state.get("format") == FINAL_FORMAT and kind != FINAL_FORMAT:
-        raise BadInputError(path, f"is a finished run's final model (weights only), not a resumable checkpoint; {RESUME_HINT}")
+        raise BadInputError(path, f"is a finished run's final model (weights only), not a resumable checkpoint; {hint}")
     if not isinstance(state, dict) or state.get("format") != kind:
         raise BadInputError(path, f"not a {kind} file")
     missing = [key for key in required if key not in state]

@@ -78,10 +78,12 @@ class TrainConfig:
     # -1: on a GPU two workers keep ahead of the step; on a CPU they would take cores from the model
     max_nonfinite: int = _f(5, cli.positive_int, "stop after this many non-finite losses in a row")
     progress: bool = _f(True, bool, "show a tqdm progress bar")
-    threads: int = _f(0, cli.non_negative_int, "torch CPU threads (0: torch's default, one per core; "
-                                               "on a CPU busy with other jobs use 1)")
-    # 0: fastest on idle cores. On 2 cores shared with other jobs (load 5-8) 2 threads ran ~5x slower
-    # than 1 (1.0-1.8k vs 7.7k tokens/s for quick): the threads wait on each other at every matmul.
+    threads: int | None = _f(None, cli.non_negative_int, "torch CPU threads (unset: the cores free at the start, "
+                                                         "i.e. cores minus the load average, at least 1, said at "
+                                                         "the start; 0: torch's default, one per core)")
+    # unset: train_large_100k.py picks the free cores (training/machine.py). On 2 cores shared with other
+    # jobs (load 5-8) 2 threads ran ~5x slower than 1 (1.0-1.8k vs 7.7k tokens/s for quick): the threads
+    # wait on each other at every matmul; on idle cores one per core is fastest.
     preset: str = "large_100k"  # set by --preset, recorded for the history's meta
 
     def to_dict(self) -> dict:
@@ -108,6 +110,10 @@ PRESETS: dict[str, dict] = {
     # long enough to show the first rise, the plateau and the second rise. dropout 0: a model this
     # small, seeing each token ~3 times, underfits. 500 log points, 40 held-out evals; log milestones
     # (13 weight files) for probe_downstream.py. Timings: docs/PRESETS.md.
+    "cpu_study": dict(milestones="log", hidden_size=192, num_layers=3, num_heads=4, intermediate_size=768, max_seq_len=64,
+                      max_predictions=10, batch_size=32, grad_accum=1, steps=5000, warmup_steps=200, lr=1.5e-3,
+                      log_interval=10, eval_interval=125, save_interval=500, eval_instances=512, dropout=0.0,
+                      min_lr_ratio=0.1),
     "cpu_100k": dict(milestones="log", hidden_size=64, num_layers=2, num_heads=2, intermediate_size=256,
                      max_seq_len=64, max_predictions=10, batch_size=8, grad_accum=1, steps=100_000, warmup_steps=2000,
                      lr=1e-3, log_interval=100, eval_interval=1000, save_interval=5000, eval_instances=512,

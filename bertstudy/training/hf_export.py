@@ -21,6 +21,7 @@ from safetensors.torch import load_file, save
 
 from bertstudy.base.atomic_io import atomic_write_json, atomic_write_text, atomic_writer, read_json, read_text_utf8
 from bertstudy.base.errors import EXIT_BAD_INPUT, BadInputError, StudyError, UsageError
+from bertstudy.base.run_files import EXPORT_DIR_NAME, HISTORY_NAME
 from bertstudy.model import BertConfig, BertForPretraining
 
 EXPORT_FILES = ("config.json", "model.safetensors", "vocab.txt", "tokenizer_config.json")
@@ -216,6 +217,12 @@ def load_exported(directory) -> tuple[BertForPretraining, list[str]]:
     if not directory.is_dir():
         raise BadInputError(directory, "no such export folder (expected config.json, model.safetensors, vocab.txt)")
     missing = [name for name in ("config.json", "model.safetensors", "vocab.txt") if not (directory / name).is_file()]
+    if missing and (directory / EXPORT_DIR_NAME).is_dir():
+        raise BadInputError(directory, f"is a training run folder, not its export; give its model folder: "
+                                       f"{directory / EXPORT_DIR_NAME}")
+    if missing and (directory / HISTORY_NAME).is_file():
+        raise BadInputError(directory, f"is a training run folder without {EXPORT_DIR_NAME}/ yet (a run writes it "
+                                       f"when it finishes); then give {directory / EXPORT_DIR_NAME}")
     if missing:
         raise BadInputError(directory, f"export folder is missing {', '.join(missing)}")
     config = config_from_transformers(read_json(directory / "config.json"), directory / "config.json")

@@ -68,8 +68,13 @@ def save_milestone(path, step: int, model_state: dict, model_config: dict, confi
                            "heldout": heldout})
 
 
-def load_milestone(path) -> dict:
+# What a probe says after a file that is no checkpoint (not training's --resume advice).
+PROBE_HINT = ("give --checkpoints a milestone_XXXXXX.pth or step_XXXXXX.pth of the run, or leave --checkpoints out "
+              "(every milestone in RUN_DIR/checkpoints_100k/)")
+
+
+def load_milestone(path, hint: str = PROBE_HINT) -> dict:
     """A milestone, or a BadInputError naming the file (missing, truncated, not a milestone)."""
     from bertstudy.training.checkpoint import load_checkpoint
 
-    return load_checkpoint(path, required=MILESTONE_REQUIRED, kind=MILESTONE_FORMAT)
+    return load_checkpoint(path, required=MILESTONE_REQUIRED, kind=MILESTONE_FORMAT, hint=hint)

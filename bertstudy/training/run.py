@@ -27,6 +27,7 @@ from bertstudy.training import checkpoint as ckpt
 from bertstudy.training import milestones as ms
 from bertstudy.training.config import TrainConfig
 from bertstudy.training.device import Distributed, setup_distributed, teardown_distributed
+from bertstudy.training.machine import EarlySpeed
 from bertstudy.training.run_folder import StartPlan, plan_start
 from bertstudy.training.run_log import add_eval_point, add_train_point, write_history
 from bertstudy.training.run_setup import Run, set_up
@@ -176,6 +177,7 @@ def step_loop(run: Run, stop: StopRequest, bar) -> bool:
     loader = LoaderClock(make_step_loader(run.data.train_sampler, config.seed, run.dist.rank, config.batch_size,
                                           config.grad_accum, run.step, config.steps, run.dist.device,
                                           resolve_workers(config.data_workers, run.dist.device), trainer.shape))
+    early = EarlySpeed(run.log, run.step, config.steps, run.dist.device.type, config.preset)  # a CPU run's estimate
     while run.step < config.steps:
         _, batches = loader.next_step()  # the loader's step is run.step: both start at the start step
         started = time.monotonic()
@@ -184,6 +186,7 @@ def step_loop(run: Run, stop: StopRequest, bar) -> bool:
         run.step += 1
         step = run.step
         bar.update(1)
+        early.after_step(step)
         stopping = False
         if trainer.syncs_are_free:  # on a GPU the counters are read at log points only
             _check_nonfinite(run, step)

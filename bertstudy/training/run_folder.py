@@ -5,6 +5,10 @@
 - --resume continues from a checkpoint (the newest valid one in the folder, or the one named) and
   fails when there is none; --resume-if-possible starts a new run then instead.
 - The resumed run takes its config from the checkpoint (train_config.resume_config).
+- A resume cannot shorten a run: --steps below the checkpoint's step is refused (exit 2).
+- A finished run (its last checkpoint at its last step, the history's finished_at set, the final
+  model written) rerun with --resume or --resume-if-possible says "already complete" and changes
+  nothing: no log record, no rewritten finished_at or training time (exit 0).
 - Output folders are checked before any work: a folder under a file or one that cannot be written
   is a one-line usage error (exit 2).
 Under DDP rank 0 makes this decision and sends it, the checkpoint included, to every rank, so the
@@ -13,18 +17,18 @@ ranks need no shared filesystem (only rank 0 writes outputs).
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch.distributed as torch_dist
 
 from bertstudy.training import checkpoint as ckpt
-from bertstudy.base.atomic_io import check_writable_dir
+from bertstudy.base.atomic_io import check_writable_dir, read_json
 from bertstudy.training.device import Distributed
-from bertstudy.base.errors import BadInputError, StudyError, UsageError
+from bertstudy.base.errors import BadInputError, NothingToDo, StudyError, UsageError
 from bertstudy.base.run_files import EXPORT_DIR_NAME, HISTORY_NAME, LOG_NAME
 from bertstudy.training.config import TrainConfig, resume_config
-
 
 
 @dataclass
@@ -67,6 +71,32 @@ def _find_checkpoint(config: TrainConfig, resume: str, if_possible: bool):
     return found
 
 
+def finished_at(out_dir: Path) -> float | None:
+    """When the run in out_dir finished (its history's meta.finished_at, with the final model present), else None."""
+    if not (out_dir / ckpt.FINAL_MODEL_NAME).is_file():
+        return None
+    try:
+        meta = read_json(out_dir / HISTORY_NAME).get("meta")
+    except (StudyError, AttributeError):
+        return None
+    stamp = meta.get("finished_at") if isinstance(meta, dict) else None
+    return stamp if isinstance(stamp, (int, float)) else None
+
+
+def check_resume_length(step: int, config: TrainConfig, path: Path) -> None:
+    """Refuse a resume that would shorten the run; say "already complete" (exit 0) for a finished one."""
+    if step > config.steps:
+        raise UsageError(f"--steps {config.steps} is below the step this run has reached ({step:,}, {path}); a run "
+                         f"cannot be shortened: give --steps {step} or more, or start a new run in another --out-dir")
+    out_dir = Path(config.out_dir)
+    done = finished_at(out_dir) if step == config.steps else None
+    if done is not None:
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(done))
+        raise NothingToDo(f"{out_dir}: this run is already complete ({step:,} of {config.steps:,} steps, finished "
+                          f"{when}); nothing was changed. To train it longer: --resume --steps N (N > {step}); "
+                          f"to start over: --overwrite")
+
+
 def _plan_on_this_rank(config: TrainConfig, resume: str | None, given: dict, overwrite: bool, if_possible: bool,
                        world_size: int) -> StartPlan:
     out_dir = Path(config.out_dir)
@@ -82,6 +112,7 @@ def _plan_on_this_rank(config: TrainConfig, resume: str | None, given: dict, ove
         return StartPlan(config)
     state, path = found
     resumed = resume_config(state["config"], given, config, str(path))
+    check_resume_length(int(state["step"]), resumed, path)
     saved_world = state.get("data_position", {}).get("world_size", 1)
     if saved_world != world_size:
         raise UsageError(f"--resume: {path} was written by {saved_world} process(es) (global batch "

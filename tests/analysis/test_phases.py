@@ -75,3 +75,37 @@ def test_circular_blocks_draw_every_position_equally_often():
 def test_steps_must_be_positive():
     with pytest.raises(ValueError):
         phases.fit_segmented([0, 1, 2, 3, 4, 5, 6, 7, 8], np.arange(9.0), 1)
+
+
+def test_a_curve_with_four_breaks_is_found_with_four():
+    """The data choose the break count: a flat start, a rise, a plateau, a second rise that bends."""
+    steps = np.geomspace(1, 100_000, 800)
+    u = np.log(steps)
+    knots = np.log([20, 500, 5_000, 30_000])
+    slopes = [0.0, 0.04, 0.002, 0.05, 0.01]
+    y = 0.01 + slopes[0] * u + sum((b - a) * np.maximum(u - k, 0) for a, b, k in zip(slopes, slopes[1:], knots))
+    y = y + np.random.default_rng(3).normal(0, 0.002, len(steps))
+    result = phases.detect_phases(steps, y, n_resamples=0)
+    assert result["selected_breaks"] == 4, result["verdict"]
+    found = phases.selected_fit_json(result)["breaks"]
+    assert np.allclose(np.log(found), knots, atol=0.15)
+    assert abs(result["plateau"]["start_step"] / 500 - 1) < 0.15 and abs(result["plateau"]["end_step"] / 5_000 - 1) < 0.15
+
+
+def _forecasts(phase_maes, family_maes):
+    fractions = (0.4, 0.5, 0.6, 0.7, 0.8)
+    phase = {"origins": [{"fraction": f, "mae": m} for f, m in zip(fractions, phase_maes)]}
+    family = {"origins": [{"fraction": f, "mae": {"log_linear": m}} for f, m in zip(fractions, family_maes)]}
+    return phase, family
+
+
+def test_a_forecast_gap_within_its_uncertainty_is_a_tie():
+    # the CPU tier's kind of veto: 0.0167 against 0.0134 on average, but the origins disagree
+    phase, family = _forecasts([0.010, 0.030, 0.012, 0.020, 0.0115], [0.014, 0.012, 0.015, 0.013, 0.013])
+    difference = phases.forecast_difference(phase, family, "log_linear")
+    assert difference["n_origins"] == 5 and difference["verdict"] == "tie"
+    assert difference["ci"][0] < 0 < difference["ci"][1]
+    clear = phases.forecast_difference(*_forecasts([0.03, 0.031, 0.029, 0.032, 0.030], [0.01] * 5), "log_linear")
+    assert clear["verdict"] == "log_linear better" and clear["ci"][0] > 0
+    better = phases.forecast_difference(*_forecasts([0.01, 0.011, 0.009, 0.012, 0.010], [0.03] * 5), "log_linear")
+    assert better["verdict"] == "phase model better"

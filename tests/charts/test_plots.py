@@ -16,12 +16,13 @@ from matplotlib.text import Text  # noqa: E402
 
 from bertstudy.charts import fonts, plots  # noqa: E402
 from bertstudy.charts.fonts import TextStyle, choose_text_style  # noqa: E402
+from bertstudy.analysis import chart_data  # noqa: E402
 from bertstudy.analysis.history import History, load_history  # noqa: E402
 
 ORIGINAL_HISTORY = Path(__file__).parent.parent / "data" / "original_training_history_100k.json"
 CJK = re.compile(r"[\u3000-\u303f\u4e00-\u9fff\uff00-\uffef]")
-AXES_PER_CHART = {"training_curves.png": 4, "correlation_analysis.png": 4, "comparison_50k_100k.png": 3,
-                  "loss_analysis.png": 3, "forecast.png": 4}
+AXES_PER_CHART = {"training_curves.png": 4, "correlation_analysis.png": 4, "run_summary.png": 3,
+                  "comparison_50k_100k.png": 3, "loss_analysis.png": 3, "forecast.png": 4}
 SMALL = plots.ChartConfig(width=8.0, height=5.0)  # smaller canvases render faster; layout code is the same
 FAST_DPI = 60  # for "it still renders" checks; the 150-300 dpi range is the script's, tested there
 
@@ -44,6 +45,11 @@ def synthetic_history(n=200, total=20000, seed=0, held_out=True, path="synthetic
         eval_steps=eval_steps, eval_mlm_acc=mlm[idx] - 0.01, eval_nsp_acc=nsp[idx] - 0.02,
         eval_mlm_loss=loss[idx] * 0.9 + 0.05, meta={"total_steps": total} if held_out else {},
     )
+
+
+def with_chart_data(history: History, analysis: dict | None = None, train_fraction: float = 0.5) -> dict:
+    """`analysis` (default: none) with the chart data of `history`, as visualize_results.py draws without --analysis."""
+    return {**(analysis or {}), "chart_data": chart_data.for_series(history.steps, history.mlm_acc, train_fraction)}
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +82,7 @@ def render_without_warnings(fig: Figure, style: TextStyle) -> tuple[bytes, list[
 
 def test_each_chart_has_its_panels_on_synthetic_data(bilingual):
     history = synthetic_history()
-    charts = plots.all_charts(history, bilingual, config=SMALL)
+    charts = plots.all_charts(history, bilingual, analysis=with_chart_data(history), config=SMALL)
     assert list(charts) == list(plots.CHART_FILES)
     for name, fig in charts.items():
         assert isinstance(fig, Figure), name
@@ -103,7 +109,7 @@ def test_each_chart_has_its_panels_on_synthetic_data(bilingual):
 
 def test_residual_panels_share_one_scale_and_the_best_curve_leaves_the_smallest(bilingual):
     history = synthetic_history(n=300)
-    fig = plots.correlation_analysis(history, bilingual, config=SMALL)
+    fig = plots.correlation_analysis(history, bilingual, with_chart_data(history), config=SMALL)
     residual_axes = fig.axes[1:]
     assert len({ax.get_ylim() for ax in residual_axes}) == 1
     spread = {}
@@ -120,36 +126,37 @@ def test_headline_from_the_analysis_goes_into_the_titles(bilingual, english):
     analysis = {"total_steps": 20000, "pearson_correlation": 0.8123, "best_curve": "power_saturating"}
     fig = plots.training_curves(history, bilingual, analysis, config=SMALL)
     title = fig.get_suptitle()
-    assert "皮尔逊 r = 0.812" in title and "20,000 steps, Pearson r = 0.812, best curve: saturating power" in title
+    assert "皮尔逊 r = 0.812" in title and "20,000 steps, Pearson r = 0.812, chosen curve: saturating power" in title
     assert "饱和幂律" in title
-    fig = plots.correlation_analysis(history, english, {"total_steps": "x"}, config=SMALL)
+    fig = plots.correlation_analysis(history, english, with_chart_data(history, {"total_steps": "x"}), config=SMALL)
     assert "\n" not in fig.get_suptitle()  # an analysis without the numbers adds no headline
 
 
 def test_headline_names_the_metric_when_the_analysis_is_not_of_training_accuracy(english):
     analysis = {"total_steps": 20000, "pearson_correlation": 0.5, "best_curve": None,
                 "metric": {"name": "eval_mlm_acc", "description": "held-out"}}
-    title = plots.forecast(synthetic_history(n=40), english, config=SMALL).get_suptitle()
+    short = synthetic_history(n=40)
+    title = plots.forecast(short, english, config=SMALL, analysis=with_chart_data(short, analysis)).get_suptitle()
     assert "\n" not in title  # the forecast chart takes no analysis
     title = plots.training_curves(synthetic_history(n=40), english, analysis, config=SMALL).get_suptitle()
-    assert "Pearson r (eval_mlm_acc) = 0.500, best curve: —" in title
+    assert "Pearson r (eval_mlm_acc) = 0.500, chosen curve (eval_mlm_acc): —" in title
 
 
 def test_a_step_zero_point_is_left_out_of_the_fits_as_in_the_analysis(english):
     history = synthetic_history(n=80)
     history.steps = np.concatenate([[0], history.steps[1:]])  # an evaluation of the untrained model
-    fig = plots.correlation_analysis(history, english, config=SMALL)
+    fig = plots.correlation_analysis(history, english, with_chart_data(history), config=SMALL)
     assert len(fig.axes[0].get_lines()) == 3  # log-linear and power fits need step > 0: still drawn
     assert len(fig.axes[0].collections[0].get_offsets()) == 80  # ...while the scatter shows every point
     assert all(len(ax.collections[0].get_offsets()) == 79 for ax in fig.axes[1:])
-    forecast = plots.forecast(history, english, config=SMALL)
+    forecast = plots.forecast(history, english, config=SMALL, analysis=with_chart_data(history))
     assert all(ax.get_legend() is not None for ax in forecast.axes)  # every curve forecast (MAE legend)
 
 
 def test_no_missing_glyph_warning_and_every_drawn_chinese_character_is_in_the_font(bilingual):
     history = synthetic_history()
     cmaps = [fonts.font_cmap(path, index) for path, index in bilingual.cjk_font.faces]
-    for name, fig in plots.all_charts(history, bilingual, config=SMALL).items():
+    for name, fig in plots.all_charts(history, bilingual, analysis=with_chart_data(history), config=SMALL).items():
         png, caught = render_without_warnings(fig, bilingual)
         assert png.startswith(b"\x89PNG"), name
         assert not [m for m in caught if "missing from" in m or "Glyph" in m], (name, caught)
@@ -170,7 +177,7 @@ def test_the_missing_glyph_check_above_can_fail():
 
 def test_english_fallback_draws_no_chinese(english):
     history = synthetic_history()
-    for name, fig in plots.all_charts(history, english, config=SMALL).items():
+    for name, fig in plots.all_charts(history, english, analysis=with_chart_data(history), config=SMALL).items():
         drawn = all_texts(fig)
         assert not CJK.search(drawn), (name, CJK.findall(drawn))
         assert "MLM accuracy" in drawn or "loss" in drawn, name
@@ -189,13 +196,13 @@ def test_history_with_only_accuracy_still_renders_every_chart(english):
     full = synthetic_history(n=60)
     bare = History(path="bare.json", source_format="original", steps=full.steps, mlm_acc=full.mlm_acc,
                    nsp_acc=np.zeros(0), loss=np.zeros(0), lr=np.zeros(0))
-    charts = plots.all_charts(bare, english, config=SMALL)
+    charts = plots.all_charts(bare, english, analysis=with_chart_data(bare), config=SMALL)
     for name, fig in charts.items():
         assert plots.render_png(fig, english, dpi=FAST_DPI).startswith(b"\x89PNG"), name
     notes = all_texts(charts["training_curves.png"])
     assert notes.count("no data") == 3  # NSP, loss and learning-rate panels
     assert "no data" in all_texts(charts["loss_analysis.png"])
-    assert "no data" in all_texts(charts["comparison_50k_100k.png"])  # the final-loss panel
+    assert "no data" in all_texts(charts["run_summary.png"])  # the final-loss panel
 
 
 @pytest.mark.parametrize("n", [1, 2])
@@ -203,7 +210,7 @@ def test_history_too_short_to_fit_gets_a_note_instead_of_curves(english, n):
     full = synthetic_history(n=50)
     short = History(path="short.json", source_format="original", steps=full.steps[:n], mlm_acc=full.mlm_acc[:n],
                     nsp_acc=full.nsp_acc[:n], loss=full.loss[:n], lr=full.lr[:n])
-    charts = plots.all_charts(short, english, config=SMALL)
+    charts = plots.all_charts(short, english, analysis=with_chart_data(short), config=SMALL)
     for name, fig in charts.items():
         assert plots.render_png(fig, english, dpi=FAST_DPI).startswith(b"\x89PNG"), name
     fit_panel = charts["correlation_analysis.png"].axes[0]
@@ -242,10 +249,12 @@ def test_run_label_and_smoothing_window():
 
 
 def test_residual_trend_only_where_there_is_something_to_smooth(english):
-    many = plots.correlation_analysis(synthetic_history(n=200), english, config=SMALL)
+    many_history = synthetic_history(n=200)
+    many = plots.correlation_analysis(many_history, english, with_chart_data(many_history), config=SMALL)
     assert [t.get_text() for t in many.legends[0].get_texts()] == ["residual moving average (window 5)"]
     assert all(len(ax.get_lines()) == 2 for ax in many.axes[1:])  # zero line + trend
-    few = plots.correlation_analysis(synthetic_history(n=40), english, config=SMALL)
+    few_history = synthetic_history(n=40)
+    few = plots.correlation_analysis(few_history, english, with_chart_data(few_history), config=SMALL)
     assert few.legends == [] and all(len(ax.get_lines()) == 1 for ax in few.axes[1:])
 
 
@@ -253,7 +262,7 @@ def test_residual_trend_only_where_there_is_something_to_smooth(english):
 def test_charts_on_the_original_studys_history(bilingual):
     history = load_history(ORIGINAL_HISTORY)
     assert len(history.steps) >= 100
-    for name, fig in plots.all_charts(history, bilingual).items():
+    for name, fig in plots.all_charts(history, bilingual, analysis=with_chart_data(history)).items():
         assert len(fig.axes) == AXES_PER_CHART[name], name
         png, caught = render_without_warnings(fig, bilingual)
         assert len(png) > 50_000 and not [m for m in caught if "Glyph" in m or "missing from" in m], name
@@ -264,7 +273,7 @@ def test_forecast_limits_hold_the_prediction_bands_or_say_they_are_cut(english):
 
     # A short noisy run: wide prediction bands that a data-only y range would cut at the top.
     short = synthetic_history(n=12, total=200, seed=4)
-    fig = plots.forecast(short, english, config=SMALL)
+    fig = plots.forecast(short, english, config=SMALL, analysis=with_chart_data(short))
     for ax in fig.axes[:-1]:  # the last panel is the phase model's, which has no band
         bottom, top = ax.get_ylim()
         bands = [c for c in ax.collections if isinstance(c, PolyCollection)]
@@ -288,12 +297,15 @@ def test_forecast_ylim_widens_for_bands_within_accuracy_and_a_span():
 
 
 def test_the_one_run_chart_says_what_it_shows(english):
-    charts = plots.all_charts(synthetic_history(n=40, total=200), english, config=SMALL)
-    fig = charts["comparison_50k_100k.png"]
+    one = synthetic_history(n=40, total=200)
+    charts = plots.all_charts(one, english, analysis=with_chart_data(one), config=SMALL)
+    assert "comparison_50k_100k.png" not in charts  # one run is summarized, not compared
+    fig = charts["run_summary.png"]
     assert fig.get_suptitle().startswith("One run's summary")
     assert "--compare" in fig.get_suptitle()
     legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     assert legend[0].startswith("this run, 200 steps")
     runs = [("50K", synthetic_history(total=50000)), ("100K", synthetic_history(total=100000))]
-    compared = plots.all_charts(runs[1][1], english, runs=runs, config=SMALL)["comparison_50k_100k.png"]
+    compared = plots.all_charts(runs[1][1], english, runs=runs, analysis=with_chart_data(runs[1][1]),
+                                config=SMALL)["comparison_50k_100k.png"]
     assert compared.get_suptitle() == "Run comparison"

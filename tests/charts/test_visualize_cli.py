@@ -68,12 +68,8 @@ def png_info(path):
 
 def test_writes_five_valid_pngs_at_the_requested_dpi(tmp_path, capsys):
     history = write_history(tmp_path / "training_history_100k.json")
-    analysis = tmp_path / "analysis_100k_result.json"
-    # the original study's own keys only (no fingerprint): matched on last step and point count
-    analysis.write_text(json.dumps({"total_steps": 4000, "data_points": 40, "pearson_correlation": 0.81,
-                                    "best_curve": "log_linear"}))
     out = tmp_path / "charts"
-    code = visualize_results.main([str(history), "--analysis", str(analysis), "--out-dir", str(out), "--dpi", "150"])
+    code = visualize_results.main([str(history), "--out-dir", str(out), "--dpi", "150"])
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert captured.err == ""  # a CJK font is installed: no fallback warning
@@ -84,6 +80,34 @@ def test_writes_five_valid_pngs_at_the_requested_dpi(tmp_path, capsys):
         assert width == 13 * 150, name  # ChartConfig.width inches at 150 dpi
         assert (out / name).stat().st_size > 30_000, name
         assert f"wrote {out / name}" in captured.out
+
+
+def test_an_analysis_without_chart_data_is_one_line_and_exit_3(tmp_path, capsys):
+    history = write_history(tmp_path / "training_history_100k.json")
+    analysis = tmp_path / "analysis_100k_result.json"
+    # the original study's own keys only (as an analysis written before chart_data): matched on last step and
+    # point count, then refused: the curve charts draw the analysis' chart data, and it has none
+    analysis.write_text(json.dumps({"total_steps": 4000, "data_points": 40, "pearson_correlation": 0.81,
+                                    "best_curve": "log_linear"}))
+    out = tmp_path / "charts"
+    code = visualize_results.main([str(history), "--analysis", str(analysis), "--out-dir", str(out)])
+    err = capsys.readouterr().err
+    assert code == 3 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert err.startswith(f"error: {analysis}: ") and "rerun analyze_100k.py" in err
+    assert not out.exists() or not list(out.iterdir())
+
+
+def test_train_fraction_other_than_the_analysis_is_refused(tmp_path, capsys):
+    import analyze_100k
+
+    history = write_history(tmp_path / "h.json", n=40, total=4000)
+    analysis = tmp_path / "a.json"
+    assert analyze_100k.main([str(history), "--out", str(analysis), "--bootstrap", "0", "--quiet"]) == 0
+    capsys.readouterr()
+    code = visualize_results.main([str(history), "--analysis", str(analysis), "--out-dir", str(tmp_path / "c"),
+                                   "--train-fraction", "0.6"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--train-fraction 0.6" in err and "0.5" in err and len(err.strip().splitlines()) == 1
 
 
 def test_headline_from_a_real_analyze_100k_result(tmp_path, capsys):
@@ -103,12 +127,13 @@ def test_headline_from_a_real_analyze_100k_result(tmp_path, capsys):
     fig = correlation_analysis(load_history(history), TextStyle(lang="en"), result, ChartConfig(width=8, height=5))
     headline = fig.get_suptitle().splitlines()[1]
     assert headline.startswith(f"{result['total_steps']:,} steps, Pearson r = {result['pearson_correlation']:.3f}")
-    assert "best curve: —" not in headline  # analyze_100k's best_curve is a curve name this chart knows
-    # The chart's own fits agree with the analysis: same best curve, same R² in its legend.
+    assert "chosen curve: —" not in headline  # analyze_100k's chosen_curve is a curve name this chart knows
+    # The chart draws the analysis' fits: the starred line is its chosen curve, with the analysis' R².
     legend = "\n".join(t.get_text() for t in fig.axes[0].get_legend().get_texts())
-    best = result["best_curve"]
-    best_line = [line for line in legend.splitlines() if "★" in line][0]
-    assert f"R²={result['curves'][best]['r_squared']:.3f}" in best_line
+    chosen = result["chosen_curve"]
+    starred = [line for line in legend.splitlines() if "★" in line]
+    assert len(starred) == 1 and chosen != "phases"
+    assert f"R²={result['curves'][chosen]['r_squared']:.3f}" in starred[0]
     capsys.readouterr()
 
 

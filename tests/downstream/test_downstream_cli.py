@@ -187,3 +187,68 @@ def test_a_corpus_without_reviews_skips_sentiment(tiny_run, tmp_path, capsys):
     doc = read_json(run / "downstream_100k.json")
     assert doc["tasks"]["sentiment"]["points"] == [] and doc["tasks"]["sentiment"]["skipped"]
     assert [p["step"] for p in doc["tasks"]["cws"]["points"]] == [0, 2]
+
+
+def test_out_is_checked_before_any_scoring(tiny_run, tmp_path, capsys, monkeypatch):
+    """Issue 18 (7, 13): a bad --out fails at once (exit 2), an unrelated file there is a refusal (exit 2), kept."""
+    root, task_data, _, run = tiny_run
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("scoring started before --out was checked")
+
+    monkeypatch.setattr(scoring, "prepare_tasks", no_work)
+    monkeypatch.setattr(scoring.probe, "load_model", no_work)
+    (tmp_path / "a_file").write_text("x", encoding="utf-8")
+    argv = [str(run), "--task-data", str(task_data), *PROBE_ARGS]
+    assert probe_downstream.main([*argv, "--out", str(tmp_path / "a_file" / "ds.json")]) == EXIT_USAGE
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --out ") and "a_file" in err[0]
+    unrelated = tmp_path / "notes.json"
+    unrelated.write_text('{"mine": 1}', encoding="utf-8")
+    assert probe_downstream.main([*argv, "--out", str(unrelated)]) == EXIT_USAGE
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--overwrite" in err[0] and "notes.json" in err[0]
+    assert unrelated.read_text(encoding="utf-8") == '{"mine": 1}'
+
+
+def test_a_bad_checkpoint_gets_probe_advice_not_training_advice(tiny_run, tmp_path, capsys):
+    root, task_data, _, run = tiny_run
+    not_a_checkpoint = tmp_path / "milestone_000003.pth"
+    not_a_checkpoint.write_text('{"steps": [1]}', encoding="utf-8")
+    for bad in (not_a_checkpoint, tmp_path):  # a JSON file, a folder
+        assert probe_downstream.main([str(run), "--task-data", str(task_data), "--out", str(tmp_path / "x.json"),
+                                      "--checkpoints", str(bad), *PROBE_ARGS]) == EXIT_BAD_INPUT
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "--checkpoints" in err and "--resume" not in err, err
+
+
+def test_a_downstream_pass_of_another_run_is_refused(tiny_run, scored, tmp_path, capsys):
+    """Issue 18 (8): analyze_100k.py and visualize_results.py check --downstream against the history (exit 3)."""
+    import json
+
+    root, _, _, run = tiny_run
+    history = read_json(run / "training_history_100k.json")
+    assert scored["meta"]["run"] == {"started_at": history["meta"]["started_at"],
+                                     "vocab_hash": history["meta"]["vocab_hash"]}
+    ds = tmp_path / "ds.json"
+    ds.write_text(json.dumps(scored), encoding="utf-8")
+    other = dict(history, eval_mlm_acc=[a + 0.01 for a in history["eval_mlm_acc"]])  # another run's numbers
+    other["meta"] = {k: v for k, v in history["meta"].items() if k != "started_at"}  # an older pass: no identity
+    other_path = tmp_path / "other" / "training_history_100k.json"
+    other_path.parent.mkdir()
+    other_path.write_text(json.dumps(other), encoding="utf-8")
+    out = tmp_path / "analysis.json"
+    assert analyze_100k.main([str(other_path), "--downstream", str(ds), "--out", str(out), "--bootstrap", "0"]) \
+        == EXIT_BAD_INPUT
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is the downstream pass of another run" in err[0] and not out.exists()
+    charts = tmp_path / "charts"
+    assert visualize_results.main([str(other_path), "--downstream", str(ds), "--out-dir", str(charts),
+                                   "--dpi", "150", "--lang", "en"]) == EXIT_BAD_INPUT
+    assert "another run" in capsys.readouterr().err and not list(charts.glob("*.png"))
+    # the same numbers but another start time: the recorded run identity tells them apart
+    renamed = dict(history, meta=dict(history["meta"], started_at=history["meta"]["started_at"] + 1))
+    other_path.write_text(json.dumps(renamed), encoding="utf-8")
+    assert analyze_100k.main([str(other_path), "--downstream", str(ds), "--out", str(out), "--bootstrap", "0"]) \
+        == EXIT_BAD_INPUT
+    assert "records another run" in capsys.readouterr().err

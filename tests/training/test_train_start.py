@@ -89,10 +89,32 @@ def test_resume_if_possible_starts_fresh_then_resumes(finished, tmp_path, capsys
     out = tmp_path / "auto"
     args = tiny_args(corpus, out, root / "cache", steps=2, save_interval=2) + ["--resume-if-possible"]
     assert train_large_100k.main(args) == EXIT_OK
-    assert train_large_100k.main(args) == EXIT_OK  # finished run: resumes at its last step, nothing to do
-    assert "resuming from" in capsys.readouterr().err
+    capsys.readouterr()
+    before = _snapshot(out)
+    assert train_large_100k.main(args) == EXIT_OK  # finished run: nothing to do, nothing touched
+    said = capsys.readouterr()
+    assert "already complete" in said.out and "--steps" in said.out and not said.err
+    assert _snapshot(out) == before  # no new log record, no rewritten finished_at or training time
     starts = [r["resumed_from"] for _, r in iter_jsonl(out / "training_log_100k.jsonl") if r["kind"] == "start"]
-    assert starts == [None, 2]
+    assert starts == [None]
+
+
+def test_rerunning_a_finished_run_with_resume_changes_nothing(finished, capsys):
+    root, corpus, out = finished
+    before = _snapshot(out)
+    assert train_large_100k.main(["--out-dir", str(out), "--resume", "--no-progress", "--threads", "1"]) == EXIT_OK
+    assert "already complete (4 of 4 steps" in capsys.readouterr().out
+    assert _snapshot(out) == before
+
+
+def test_resume_with_steps_below_the_runs_step_is_refused(finished, capsys):
+    root, corpus, out = finished
+    before = _snapshot(out)
+    code = train_large_100k.main(["--out-dir", str(out), "--resume", "--steps", "2", "--no-progress", "--threads", "1"])
+    assert code == EXIT_USAGE
+    line = _one_error_line(capsys)
+    assert "--steps 2 is below the step this run has reached (4" in line
+    assert _snapshot(out) == before
 
 
 def test_resume_takes_the_runs_config_and_may_extend_steps(finished, tmp_path, capsys):

@@ -53,10 +53,11 @@ class Distributed:
     world_size: int = 1  # processes in the job (torchrun's WORLD_SIZE)
     local_rank: int = 0  # GPU index on this node (torchrun's LOCAL_RANK)
     device: torch.device = torch.device("cpu")
+    forced: bool = False  # a process group of one (BERTSTUDY_FORCE_PROCESS_GROUP=1: the GPU check's DDP path)
 
     @property
     def enabled(self) -> bool:
-        return self.world_size > 1
+        return self.world_size > 1 or self.forced
 
     @property
     def is_main(self) -> bool:
@@ -106,13 +107,14 @@ def setup_distributed(choice: str, env: Mapping[str, str] | None = None) -> Dist
     local_rank = _env_int(env, "LOCAL_RANK", 0)
     device = select_device(choice, env)
     bind_device(device)
-    if world > 1 and not torch_dist.is_initialized():
+    forced = env.get("BERTSTUDY_FORCE_PROCESS_GROUP") == "1"  # DDP and its collectives with one process
+    if (world > 1 or forced) and not torch_dist.is_initialized():
         timeout = datetime.timedelta(seconds=_env_int(env, "BERTSTUDY_DIST_TIMEOUT_S", PG_TIMEOUT_S))
         if device.type == "cuda":  # device_id: NCCL binds its communicator now, not at the first collective
             torch_dist.init_process_group(backend="nccl", timeout=timeout, device_id=device)
         else:
             torch_dist.init_process_group(backend="gloo", timeout=timeout)
-    return Distributed(rank, world, local_rank, device)
+    return Distributed(rank, world, local_rank, device, forced=forced and world == 1)
 
 
 def agree_or_fail(failure: BaseException | None, dist: Distributed, what: str) -> None:
@@ -162,6 +164,8 @@ def precision_settings(device: torch.device, amp: bool | None):
     use_amp = (device.type == "cuda") if amp is None else amp
     if not use_amp:
         return None, False
+    if device.type == "cuda" and os.environ.get("BERTSTUDY_FORCE_FP16") == "1":  # the GPU check's fp16 path
+        return torch.float16, True
     if device.type == "cuda" and not torch.cuda.is_bf16_supported(including_emulation=False):
         return torch.float16, True
     return torch.bfloat16, False
@@ -176,3 +180,19 @@ def autocast_context(device: torch.device, amp_dtype: torch.dtype | None):
 
 def to_device(batch: dict[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
     return {key: torch.from_numpy(value).to(device, non_blocking=True) for key, value in batch.items()}
+
+
+# Dense bf16/fp16 tensor-core peaks (TFLOP/s, NVIDIA datasheets, no sparsity), matched against
+# torch.cuda.get_device_name in this order: the MFU denominator of the GPU a run finds.
+GPU_PEAK_TFLOPS = (("H200", 989.0), ("H100 PCIe", 756.0), ("H100", 989.0), ("GH200", 989.0), ("B200", 2250.0),
+                   ("A100", 312.0), ("A800", 312.0), ("L40S", 362.0), ("L40", 181.0), ("L4", 121.0), ("A10", 125.0),
+                   ("RTX 4090", 165.0), ("RTX 3090", 71.0), ("RTX 3080", 59.5), ("RTX 3070", 40.6), ("V100", 125.0),
+                   ("T4", 65.0))
+
+
+def gpu_peak_tflops(name: str) -> float | None:
+    """The dense bf16/fp16 peak of a GPU by its name (torch.cuda.get_device_name), None when unknown."""
+    for key, peak in GPU_PEAK_TFLOPS:
+        if key.lower() in name.lower():
+            return peak
+    return None

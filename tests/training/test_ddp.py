@@ -222,3 +222,39 @@ def test_when_rank_0_fails_building_the_cache_every_rank_stops_at_once_with_one_
     assert "[default1]:error: rank 1: stopped because another rank failed while building the token cache" in text
     worker_lines = [line for line in text.splitlines() if line.startswith("[default")]
     assert not any("Traceback" in line for line in worker_lines), text[-3000:]  # torchrun's own summary aside
+
+
+FORCED_GROUP_LAUNCHER = """
+import os, sys
+from pathlib import Path
+sys.path.insert(0, os.environ["REPO_ROOT"])
+import torch.nn.parallel
+real_init = torch.nn.parallel.DistributedDataParallel.__init__
+def recording_init(self, *args, **kwargs):
+    Path(os.environ["DDP_MARKER"]).touch()
+    real_init(self, *args, **kwargs)
+torch.nn.parallel.DistributedDataParallel.__init__ = recording_init
+import train_large_100k
+sys.exit(train_large_100k.main(sys.argv[1:]))
+"""
+
+
+def test_a_forced_process_group_of_one_trains_through_ddp_like_one_process(tmp_path):
+    """Issue 20 item 10: the GPU check's DDP part (BERTSTUDY_FORCE_PROCESS_GROUP=1 under torchrun with one
+    process) really goes through DDP and its collectives, and trains as a plain single process does."""
+    corpus = write_tiny_corpus(tmp_path)
+    launcher, marker = tmp_path / "launch.py", tmp_path / "ddp_used"
+    launcher.write_text(FORCED_GROUP_LAUNCHER, encoding="utf-8")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", "REPO_ROOT": str(ROOT),
+           "DDP_MARKER": str(marker), "BERTSTUDY_FORCE_PROCESS_GROUP": "1"}
+    forced = tmp_path / "forced"
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1",
+                           str(launcher), *tiny_args(corpus, forced, tmp_path / "cache", device="cpu", **RUN)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert marker.exists()
+    plain = tmp_path / "plain"
+    assert train_large_100k.main(tiny_args(corpus, plain, tmp_path / "cache", device="cpu", **RUN)) == 0
+    a, b = read_json(forced / "training_history_100k.json"), read_json(plain / "training_history_100k.json")
+    assert a["steps"] == b["steps"] and a["meta"]["world_size"] == 1
+    torch.testing.assert_close(torch.tensor(a["loss"]), torch.tensor(b["loss"]), rtol=1e-5, atol=1e-6)

@@ -208,3 +208,18 @@ def test_a_failure_on_one_rank_stops_the_others_within_seconds_with_one_line(tmp
     assert "another rank failed while building the token cache" in text, text[-3000:]
     seconds = [float(line.split("after ")[1].split(" s")[0]) for line in text.splitlines() if "left after" in line]
     assert len(seconds) == 2 and max(seconds) < 30, text[-3000:]
+
+
+def test_the_gpu_check_can_force_fp16_and_a_process_group_of_one(gpus, process_group, monkeypatch):
+    """Issue 20 item 10: the GPU check runs fp16 with its GradScaler on a bf16 GPU, and DDP over NCCL
+    with one process (torchrun --nproc_per_node 1 sets WORLD_SIZE 1, which alone makes no group)."""
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    assert precision_settings(torch.device("cuda", 0), None) == (torch.bfloat16, False)
+    monkeypatch.setenv("BERTSTUDY_FORCE_FP16", "1")
+    assert precision_settings(torch.device("cuda", 0), None) == (torch.float16, True)
+    assert precision_settings(torch.device("cpu"), None) == (None, False)  # a CPU is not affected
+    gpus(1)
+    env = {"WORLD_SIZE": "1", "RANK": "0", "LOCAL_RANK": "0"}
+    assert not setup_distributed("cuda", env).enabled and process_group == []
+    dist = setup_distributed("cuda", {**env, "BERTSTUDY_FORCE_PROCESS_GROUP": "1"})
+    assert dist.enabled and dist.forced and process_group[0]["backend"] == "nccl"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One GPU check, sized for a bare H100/H200 with only what `make TORCH_SPEC=torch venv` installs: at most
+# One GPU check, sized for a bare H100/H200 with only what `make venv` installs (the pinned CUDA torch of the README): at most
 # 8 minutes (the parts' limits add up to 470 s), so the check and one rerun fit 15 minutes of device time.
 # Each part has its own time limit and log (runs/gpu_check/NAME.log), and runs/gpu_check/gpu_check.json
 # is written again after every part, so a timeout or a lost machine keeps what was done. Parts: a C

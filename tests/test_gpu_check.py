@@ -37,7 +37,8 @@ def test_readme_gpu_section_is_the_commands_the_script_runs():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     section = readme.split("## GPU check", 1)[1].split("\n## ", 1)[0]
     blocks = re.findall(r"```sh gpu-only\n(.*?)```", section, flags=re.S)
-    assert blocks[0].split("\n")[:2] == ["make TORCH_SPEC=torch venv", "make gpu-check"]
+    assert blocks[0].split("\n")[:2] == ["make TORCH_SPEC='torch==2.13.0' TORCH_INDEX=https://download.pytorch.org/whl/cu128 venv",
+                                          "make gpu-check"]  # a pinned CUDA build
     assert [line for line in blocks[1].splitlines() if line.strip()] == _script_commands()
     assert len(_script_commands()) == 11
     makefile = (ROOT / "Makefile").read_text(encoding="utf-8")

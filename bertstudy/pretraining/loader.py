@@ -96,8 +96,53 @@ class StepBatches(torch.utils.data.Dataset):
         return 2**62
 
     def __getitem__(self, step: int):
-        return step, step_micro_batches(self.sampler, self.seed, step, self.rank, self.batch_size, self.grad_accum,
-                                        self.shape)
+        return (step, *flatten_step(step_micro_batches(self.sampler, self.seed, step, self.rank, self.batch_size,
+                                                        self.grad_accum, self.shape)))
+
+
+def flatten_step(micro: list[dict[str, np.ndarray]]) -> tuple[np.ndarray, list]:
+    """A step's micro-batches as ONE contiguous int64 array and its layout ([(key, offset, shape)] per
+    micro-batch): a worker hands over one buffer per step, pinned once, copied to the GPU in one go
+    (36 small tensors per step before: ~4.3 ms of IPC and pinning)."""
+    layout, parts, offset = [], [], 0
+    for batch in micro:
+        entries = []
+        for key, value in batch.items():
+            array = np.ascontiguousarray(value, dtype=np.int64)
+            entries.append((key, offset, tuple(array.shape)))
+            parts.append(array.reshape(-1))
+            offset += array.size
+        layout.append(entries)
+    return np.concatenate(parts), layout
+
+
+class StepBatch(list):
+    """A step's micro-batches (dicts of tensors), views into one buffer: `to_device` copies it once."""
+
+    def __init__(self, buffer: torch.Tensor, layout: list):
+        super().__init__(_views(buffer, layout))
+        self.buffer, self.layout = buffer, layout
+
+    def to_device(self, device: torch.device) -> list[dict[str, torch.Tensor]]:
+        """The model inputs of every micro-batch on `device`, from one (asynchronous when pinned) copy."""
+        moved = _views(self.buffer.to(device, non_blocking=True), self.layout)
+        return [{key: value for key, value in batch.items() if key in MODEL_KEYS} for batch in moved]
+
+
+def _views(buffer: torch.Tensor, layout: list) -> list[dict[str, torch.Tensor]]:
+    return [{key: buffer[offset:offset + int(np.prod(shape))].view(shape) for key, offset, shape in entries}
+            for entries in layout]
+
+
+class StepLoader:
+    """Iterates a DataLoader of flattened steps as (step, StepBatch)."""
+
+    def __init__(self, loader):
+        self.loader = loader
+
+    def __iter__(self):
+        for step, buffer, layout in self.loader:
+            yield int(step), StepBatch(buffer, layout)
 
 
 def resolve_workers(requested: int, device: torch.device) -> int:
@@ -116,16 +161,16 @@ def leave_signals_to_main(worker_id: int) -> None:
 def make_step_loader(sampler: InstanceSampler, seed: int, rank: int, batch_size: int, grad_accum: int,
                      first_step: int, last_step: int, device: torch.device, num_workers: int,
                      shape: FixedShape | None = None):
-    """A DataLoader over steps first_step .. last_step-1, each item one step's micro-batches (numpy
-    dicts converted to tensors by the default collate; pinned on CUDA)."""
+    """Steps first_step .. last_step-1 as (step, StepBatch): each step's micro-batches in one buffer
+    (built by the workers, pinned on CUDA), viewed as dicts of tensors."""
     dataset = StepBatches(sampler, seed, rank, batch_size, grad_accum, shape)
     extra = {"prefetch_factor": PREFETCH_STEPS, "persistent_workers": False,
              "worker_init_fn": leave_signals_to_main} if num_workers > 0 else {}
     # its own generator: a DataLoader draws a worker base seed, which must not come from (and shift)
     # the global torch RNG whose state a checkpoint saves for the dropout streams
-    return torch.utils.data.DataLoader(dataset, batch_size=None, sampler=range(first_step, last_step),
-                                       num_workers=num_workers, pin_memory=device.type == "cuda",
-                                       generator=torch.Generator().manual_seed(seed), **extra)
+    return StepLoader(torch.utils.data.DataLoader(dataset, batch_size=None, sampler=range(first_step, last_step),
+                                                  num_workers=num_workers, pin_memory=device.type == "cuda",
+                                                  generator=torch.Generator().manual_seed(seed), **extra))
 
 
 class LoaderClock:

@@ -140,8 +140,9 @@ class Trainer:
         mlm_total, nsp_total = self._step_counts(local)
         step_totals = torch.zeros_like(self.totals)
         loss_sum = torch.zeros((), dtype=torch.float32, device=device)
+        on_device = batches.to_device(device) if hasattr(batches, "to_device") else None  # one copy per step
         for m, host_batch in enumerate(batches):
-            batch = batch_to_device(host_batch, device)
+            batch = on_device[m] if on_device is not None else batch_to_device(host_batch, device)
             last = m == len(batches) - 1
             sync = contextlib.nullcontext() if (last or not self.dist.enabled) else self.model.no_sync()
             with sync:

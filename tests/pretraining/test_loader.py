@@ -191,3 +191,41 @@ def test_fixed_shapes_one_shape_for_every_micro_batch_of_a_run(embedded_sampler)
     assert shapes == {((shape.rows, 128),) * 4 + ((shape.mlm_slots,),) * 2 + ((shape.nsp_slots,),) * 2}
     assert min(counts) == 4 and sum(c > 4 for c in counts) <= len(counts) // 20
     assert padding_fraction(batches) < 0.15  # the fixed rows cost some padding back, far from ~22%
+
+
+def test_workers_hand_over_one_buffer_per_step_copied_to_the_device_once(monkeypatch):
+    """Issue 20 item 8: a step's micro-batches travel as one contiguous buffer (one tensor through the
+    worker queue and the pinning thread, not 9 per micro-batch) and reach the device in one copy."""
+    from bertstudy.training.config import preset_config
+    from bertstudy.training.trainer import Trainer, model_config_for
+
+    sampler = _sampler(tiny_documents(20))
+    cpu = torch.device("cpu")
+    seen = []
+    for step, batches in make_step_loader(sampler, 5, 0, 4, 2, 0, 3, cpu, 2):
+        direct = step_micro_batches(sampler, 5, step, 0, 4, 2)
+        assert len(batches) == len(direct)
+        base = batches.buffer
+        assert base.dim() == 1 and base.is_contiguous()
+        for got, want in zip(batches, direct):
+            assert set(got) == set(want) and all(np.array_equal(got[k].numpy(), want[k]) for k in want)
+            assert all(got[k].untyped_storage().data_ptr() == base.untyped_storage().data_ptr() for k in got)
+        seen.append(batches)
+    config = preset_config("quick", hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, max_seq_len=32,
+                           batch_size=4, grad_accum=2, device="cpu", amp=False)
+    trainer = Trainer(config, BertForPretraining(model_config_for(config, sampler.vocab_size)), sampler)
+    copies = []
+    real_to = torch.Tensor.to
+
+    def counting_to(self, *args, **kwargs):
+        import traceback
+
+        caller = traceback.extract_stack()[-2].filename  # ours; torch's clip_grad moves norms to their own device
+        if "bertstudy" in caller and ("device" in kwargs or any(isinstance(a, torch.device) for a in args)):
+            copies.append(tuple(self.shape))
+        return real_to(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.Tensor, "to", counting_to)
+    trainer.train_step(0, seen[0])
+    monkeypatch.undo()
+    assert copies == [tuple(seen[0].buffer.shape)]  # the step's one buffer, nothing per key

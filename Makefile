@@ -20,6 +20,11 @@ STUDY_DIR ?= runs/cpu_study
 TRAIN_ARGS ?=
 # Extra probe_downstream.py options for study-cpu, e.g. PROBE_ARGS='--threads 1'.
 PROBE_ARGS ?=
+# Pretraining seeds for study-cpu, e.g. make study-cpu SEEDS="1 2 3": one run per seed in $(STUDY_DIR)_seed<N>
+# (same corpus, vocabulary and held-out split: the split has its own --split-seed), each resumable, then the
+# spread of every headline figure across them in $(SEEDS_SUMMARY). Unset: the single run below, as before.
+SEEDS ?=
+SEEDS_SUMMARY ?= results/seeds_summary.json
 
 .PHONY: quickstart test venv system-deps system-deps-test bench gpu-check study-cpu clean
 
@@ -71,12 +76,28 @@ gpu-check: venv
 study-cpu: system-deps venv
 	$(PY) rare_char_fetch.py --source embedded --out $(EMBEDDED_DIR)/corpus.jsonl
 	$(PY) verify_dataset.py $(EMBEDDED_DIR)/corpus.jsonl --profile embedded --report $(EMBEDDED_DIR)/dataset_report.json
+ifneq ($(strip $(SEEDS)),)
+	$(foreach seed,$(SEEDS),$(call study_seed,$(STUDY_DIR)_seed$(seed),$(seed)))
+	$(PY) analyze_100k.py --seeds-summary $(foreach seed,$(SEEDS),$(STUDY_DIR)_seed$(seed)/analysis_heldout_mlm.json $(STUDY_DIR)_seed$(seed)/analysis_heldout_mask.json) --out $(SEEDS_SUMMARY)
+else
 	$(PY) train_large_100k.py --preset cpu_study --corpus $(EMBEDDED_DIR)/corpus.jsonl --out-dir $(STUDY_DIR) --resume-if-possible $(TRAIN_ARGS)
 	$(PY) probe_downstream.py $(STUDY_DIR) $(PROBE_ARGS)
 	$(PY) analyze_100k.py $(STUDY_DIR)/training_history_100k.json --downstream $(STUDY_DIR)/downstream_100k.json --out results/analysis_100k_result.json --overwrite
 	$(PY) analyze_100k.py $(STUDY_DIR)/training_history_100k.json --metric eval_mlm_acc --downstream $(STUDY_DIR)/downstream_100k.json --out results/analysis_heldout_mlm.json --overwrite
 	$(PY) visualize_results.py $(STUDY_DIR)/training_history_100k.json --analysis results/analysis_100k_result.json --downstream $(STUDY_DIR)/downstream_100k.json --out-dir results --overwrite
 	cp $(STUDY_DIR)/training_history_100k.json $(STUDY_DIR)/downstream_100k.json results/
+endif
+
+# One seed of study-cpu SEEDS=...: $(1) the run folder, $(2) the seed. Rerunning continues where it stopped:
+# a finished run's training says "already complete" (nothing retrained), the probe pass resumes, the
+# analyses (held-out MLM over all positions, held-out [MASK]) are redone. The blank line ends each seed's lines.
+define study_seed
+	$(PY) train_large_100k.py --preset cpu_study --corpus $(EMBEDDED_DIR)/corpus.jsonl --out-dir $(1) --seed $(2) --resume-if-possible $(TRAIN_ARGS)
+	$(PY) probe_downstream.py $(1) $(PROBE_ARGS)
+	$(PY) analyze_100k.py $(1)/training_history_100k.json --metric eval_mlm_acc --downstream $(1)/downstream_100k.json --out $(1)/analysis_heldout_mlm.json --overwrite --quiet
+	$(PY) analyze_100k.py $(1)/training_history_100k.json --metric eval_mask_acc --downstream $(1)/downstream_100k.json --out $(1)/analysis_heldout_mask.json --overwrite --quiet
+
+endef
 
 clean:
 	rm -rf $(QUICK_DIR) results/quickstart .pytest_cache

@@ -14,10 +14,11 @@ from pathlib import Path
 
 from bertstudy.base import deps  # noqa: F401  (first: a missing package is one line, not a traceback)
 from bertstudy.analysis.study import analyze, metric_arrays
-from bertstudy.base.atomic_io import atomic_write_json, check_writable_file
+from bertstudy.base.atomic_io import atomic_write_json, check_writable_file, read_json
 from bertstudy.base.run_files import ANALYSIS_NAME
 from bertstudy.base.cli import labelled_path, make_parser, non_negative_int, open_unit_float, run_main, unit_float
-from bertstudy.base.errors import EXIT_BAD_INPUT, EXIT_CHECK_FAILED, EXIT_OK, EXIT_RUNTIME, EXIT_USAGE
+from bertstudy.base.errors import (EXIT_BAD_INPUT, EXIT_CHECK_FAILED, EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, BadInputError,
+                                   UsageError)
 from bertstudy.analysis.history import check_run_labels, load_history
 from bertstudy.analysis.provenance import check_analysis_out, series_fingerprint
 from bertstudy.analysis.report import format_report
@@ -30,6 +31,7 @@ EXAMPLES = [
     "   # exits 1: r=0.787",
     "python analyze_100k.py b.json --compare 50K=a.json 100K=b.json --out results/analysis.json",
     "python analyze_100k.py runs/cpu_study_ms/training_history_100k.json --downstream runs/cpu_study_ms/downstream_100k.json",
+    "python analyze_100k.py --seeds-summary runs/cpu_study_seed{1,2,3}/analysis_heldout_mlm.json --out results/seeds_summary.json",
 ]
 
 
@@ -68,14 +70,42 @@ def build_parser():
     parser.add_argument("--downstream", default=None, metavar="FILE",
                         help="probe_downstream.py's JSON: adds, per task, Pearson and Spearman (with intervals) between "
                              "held-out MLM accuracy and the score, and between log-step and the score")
+    parser.add_argument("--seeds-summary", nargs="+", default=None, metavar="ANALYSIS",
+                        help="instead of analysing a history: the spread (per run, mean, min, max, sd) of every headline "
+                             "figure across runs that differ only in --seed, from their analysis JSONs (any number per "
+                             "run, one per metric); needs --out")
     parser.add_argument("--quiet", action="store_true", help="print only the output path, not the report")
     return parser
+
+
+def seeds_summary(paths: list[str], out: str | None, quiet: bool) -> int:
+    """--seeds-summary: read the analyses, write the summary to --out, print its table."""
+    from bertstudy.analysis.seeds import SeedsInputError, format_seeds_summary, summarize_seeds
+
+    if out is None:
+        raise UsageError("--seeds-summary needs --out (where the summary is written)")
+    check_writable_file(Path(out), "--out")
+    analyses = [read_json(path) for path in paths]
+    try:
+        summary = summarize_seeds(analyses)
+    except SeedsInputError as exc:
+        raise BadInputError(paths[exc.index], str(exc)) from None
+    except ValueError as exc:
+        raise UsageError(f"--seeds-summary: {exc}") from None
+    summary["inputs"] = [str(path) for path in paths]
+    atomic_write_json(Path(out), summary)
+    if not quiet:
+        print(format_seeds_summary(summary))
+    print(f"wrote {out}")
+    return EXIT_OK
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
 
     def body() -> int:
+        if args.seeds_summary:
+            return seeds_summary(args.seeds_summary, args.out, args.quiet)
         check_run_labels(args.compare)
         out = Path(args.out) if args.out is not None else Path(args.history).parent / ANALYSIS_NAME  # beside the history, as the charts are
         check_writable_file(out, "--out")  # before the work: a bad path fails at once, not after the bootstrap

@@ -26,6 +26,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 IGNORE_INDEX = -100  # label value of the positions that are not masked (PyTorch's CE default)
+# What the 80/10/10 recipe did to a predicted position, by its code in `mlm_kinds` (0, 1, 2; -1 = none):
+# [MASK] in its place, a random token in its place, left unchanged (pretraining/instances.py's KIND_*).
+MLM_KINDS = ("mask", "random", "unchanged")
 
 
 @dataclass
@@ -56,6 +59,10 @@ class PretrainingOutput:
     mlm_count: Tensor  # masked positions in the batch
     nsp_correct: Tensor  # NSP pairs classified right
     nsp_count: Tensor  # NSP pairs with a label
+    # per MLM_KINDS entry [3] (int64, detached): masked positions of that kind predicted right, and
+    # their number; None when the batch carries no mlm_kinds
+    mlm_kind_correct: Tensor | None = None
+    mlm_kind_count: Tensor | None = None
 
 
 class Embeddings(nn.Module):
@@ -174,12 +181,14 @@ class BertForPretraining(nn.Module):
         instance_ids: Tensor | None = None,
         mlm_positions: Tensor | None = None,
         cls_positions: Tensor | None = None,
+        mlm_kinds: Tensor | None = None,
     ) -> PretrainingOutput | tuple[Tensor, Tensor]:
         """input_ids/token_type_ids/attention_mask: [B, T] (mask 1 = real token, 0 = pad; None = no pad).
         mlm_labels: [B, T], IGNORE_INDEX except at masked positions; or, with mlm_positions [P] (flat
         indices into B x T, from the host), [P] labels of those positions (IGNORE_INDEX = a padding slot).
         nsp_labels: [B] (0 = IsNext), or [N] with cls_positions [N] (flat; IGNORE_INDEX = padding slot).
         position_ids/instance_ids: packed rows (see the module docstring).
+        mlm_kinds: shaped as mlm_labels, each predicted position's index in MLM_KINDS (accuracy by kind).
         Without labels: (mlm_logits [B, T, V], nsp_logits); with labels: PretrainingOutput.
         Without mlm_positions the head scores every position (correct, but [B x T, V] logits: the
         trainer always passes positions)."""
@@ -189,12 +198,16 @@ class BertForPretraining(nn.Module):
             return self.mlm_logits(hidden), nsp_logits
 
         zero = hidden.new_zeros(())
+        kind_correct = kind_count = None
         if mlm_labels is not None:
             flat = hidden.reshape(-1, hidden.shape[-1])
             # gather at host-computed positions: a fixed shape, no boolean-mask indexing (no sync)
             selected = flat if mlm_positions is None else flat[mlm_positions]
             targets = mlm_labels.reshape(-1)
-            mlm_loss, mlm_correct, mlm_count = _masked_cross_entropy(self.mlm_logits(selected), targets)
+            logits = self.mlm_logits(selected)
+            mlm_loss, mlm_correct, mlm_count = _masked_cross_entropy(logits, targets)
+            if mlm_kinds is not None:
+                kind_correct, kind_count = _correct_by_kind(logits, targets, mlm_kinds.reshape(-1))
         else:
             mlm_loss, mlm_correct, mlm_count = zero, zero.long(), zero.long()
 
@@ -211,6 +224,8 @@ class BertForPretraining(nn.Module):
             mlm_count=mlm_count,
             nsp_correct=nsp_correct,
             nsp_count=nsp_count,
+            mlm_kind_correct=kind_correct,
+            mlm_kind_count=kind_count,
         )
 
     # ----------------------------------------------------------------------------- utilities
@@ -259,6 +274,15 @@ def _masked_cross_entropy(logits: Tensor, targets: Tensor) -> tuple[Tensor, Tens
     loss = F.cross_entropy(logits.float(), targets, ignore_index=IGNORE_INDEX, reduction="sum") / count.clamp(min=1)
     correct = ((logits.detach().argmax(-1) == targets) & valid).sum()
     return loss, correct, count
+
+
+def _correct_by_kind(logits: Tensor, targets: Tensor, kinds: Tensor) -> tuple[Tensor, Tensor]:
+    """(correct [K], count [K]) over the targets that are not IGNORE_INDEX, split by kind (K = len(MLM_KINDS));
+    fixed shapes, no device-to-host sync. A kind outside 0..K-1 (padding) counts nowhere."""
+    valid = targets != IGNORE_INDEX
+    hits = (logits.detach().argmax(-1) == targets) & valid
+    of_kind = (kinds.unsqueeze(-1) == torch.arange(len(MLM_KINDS), device=kinds.device)) & valid.unsqueeze(-1)
+    return (of_kind & hits.unsqueeze(-1)).sum(0), of_kind.sum(0)
 
 
 def attention_flops_per_token(config: BertConfig, seq_len: int) -> int:

@@ -106,13 +106,13 @@ def _summary_from_log(path: Path, window: int) -> dict:
         elif kind in ("train", "eval"):
             step = _number(path, record, "step", line=line)
             if kind == "train":
-                train = {"step": int(step), **_metrics(path, record, ("mlm_acc", "nsp_acc", "loss", "lr", "tokens_per_s"), line)}
+                train = {"step": int(step), **_metrics(path, record, ("mask_acc", "mlm_acc", "nsp_acc", "loss", "lr", "tokens_per_s"), line)}
                 stamp = _number(path, record, "time", optional=True, line=line)
                 if stamp is not None:
                     points.append((step, stamp))
                 skipped += int(_number(path, record, "skipped_steps", optional=True, line=line) or 0)
             else:
-                evaluation = {"step": int(step), **_metrics(path, record, ("mlm_acc", "nsp_acc", "mlm_loss"), line)}
+                evaluation = {"step": int(step), **_metrics(path, record, ("mask_acc", "mlm_acc", "nsp_acc", "mlm_loss"), line)}
         elif kind == "speed":  # the first steps' speed, before the first train record (training/machine.py)
             step, stamp = _number(path, record, "step", line=line), _number(path, record, "time", optional=True, line=line)
             early = int(step)
@@ -188,13 +188,15 @@ def _summary_from_history(path: Path, window: int, delay_s: float) -> dict:
     tokens = history.series.get("tokens_per_s", [])
     evaluation = None
     if len(history.eval_steps):
-        evaluation = {"step": int(history.eval_steps[-1]), "mlm_acc": _last(history.eval_mlm_acc),
+        evaluation = {"step": int(history.eval_steps[-1]), "mask_acc": _last(history.eval_mask_acc),
+                      "mlm_acc": _last(history.eval_mlm_acc),
                       "nsp_acc": _last(history.eval_nsp_acc), "mlm_loss": _last(history.eval_mlm_loss)}
     return {
         "source": str(path), "source_format": history.source_format, "status": status, "step": step,
         "total_steps": total, "preset": meta.get("preset"), "resumed_from": None,
         "steps_per_s": _rate(points, window), "tokens_per_s": _last(tokens),
-        "train": {"step": step, "mlm_acc": _last(history.mlm_acc), "nsp_acc": _last(history.nsp_acc),
+        "train": {"step": step, "mask_acc": _last(history.series.get("mask_acc", [])),
+                  "mlm_acc": _last(history.mlm_acc), "nsp_acc": _last(history.nsp_acc),
                   "loss": _last(history.loss), "lr": _last(history.lr)},
         "eval": evaluation,
     }
@@ -332,11 +334,12 @@ def _format_training(run: dict) -> list[tuple[str, str]]:
     if run["eta_s"] is not None:
         rows.append(("ETA", format_duration(run["eta_s"])))
     if run["train"]:
-        rows.append(("train", _metric_line(run["train"], ("mlm_acc", "nsp_acc", "loss", "lr"))))
+        # [MASK] accuracy (issue 21) beside mlm_acc, the original's figure over all predicted positions
+        rows.append(("train", _metric_line(run["train"], ("mask_acc", "mlm_acc", "nsp_acc", "loss", "lr"))))
     if run.get("skipped_steps"):
         rows.append(("skipped", f"{run['skipped_steps']:,} update(s) (non-finite loss or fp16 overflow)"))
     if run["eval"]:
-        rows.append(("held-out", _metric_line(run["eval"], ("mlm_acc", "nsp_acc", "mlm_loss"))))
+        rows.append(("held-out", _metric_line(run["eval"], ("mask_acc", "mlm_acc", "nsp_acc", "mlm_loss"))))
     ckpt = run["checkpoint"]
     rows.append(("checkpoint", f"{ckpt['path']} (step {ckpt['step']:,}, {format_duration(ckpt['age_s'])} ago)"
                  if ckpt else "none yet"))

@@ -4,6 +4,8 @@ import os
 import sys
 from pathlib import Path
 
+import pytest
+
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,3 +27,26 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "cuda" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """The tiny finished run the training tests share: `tiny_run(name, **flags)` trains once per name
+    and flags (tests.train_helpers.tiny_args with those overrides) and returns (root, corpus, run folder,
+    exit code). Tests that change the run folder copy it first or make their own."""
+    made = {}
+
+    def make(name: str, **overrides):
+        key = (name, tuple(sorted(overrides.items())))
+        if key not in made:
+            import train_large_100k
+            from tests.train_helpers import tiny_args, write_tiny_corpus
+
+            root = tmp_path_factory.mktemp(name)
+            corpus = write_tiny_corpus(root)
+            out = root / "run"
+            code = train_large_100k.main(tiny_args(corpus, out, root / "cache", **overrides))
+            made[key] = (root, corpus, out, code)
+        return made[key]
+
+    return make

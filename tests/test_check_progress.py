@@ -91,7 +91,8 @@ def test_log_summary_step_speed_eta_metrics_and_newest_checkpoint(tmp_path, caps
     assert run_["eta_s"] == pytest.approx(250.0)
     assert run_["tokens_per_s"] == 5000.0
     assert run_["train"]["mlm_acc"] == pytest.approx(0.5)
-    assert run_["eval"] == {"step": 400, "mlm_acc": 0.35, "nsp_acc": 0.7, "mlm_loss": 4.0}
+    # a log from before [MASK] accuracy existed: the field is there, empty, and not shown
+    assert run_["eval"] == {"step": 400, "mask_acc": None, "mlm_acc": 0.35, "nsp_acc": 0.7, "mlm_loss": 4.0}
     assert run_["checkpoint"]["step"] == 400 and run_["checkpoint"]["count"] == 2
     assert summary["crawl"] is None and not summary["warnings"]
     code, out, err = run(["--run-dir", tmp_path, "--crawl-progress", tmp_path / "none.json"], capsys)
@@ -217,6 +218,26 @@ def test_history_json_when_there_is_no_log(tmp_path, capsys):
     write_history(tmp_path / HISTORY_NAME, ours_history([(100, 50.0)], total=100, finished=True))
     code, out, _ = run(["--run-dir", tmp_path, "--crawl-progress", tmp_path / "none.json"], capsys)
     assert code == EXIT_OK and HISTORY_NAME in out and "(done" in out and "ETA" not in out
+
+
+def test_mask_accuracy_is_shown_beside_the_originals_metric(tmp_path, capsys):
+    kinds = {"mask_acc": 0.05, "random_acc": 0.01, "unchanged_acc": 0.83}
+    evaluation = {"step": 200, "mlm_acc": 0.137, "nsp_acc": 0.6, "mlm_loss": 5.0, **kinds, "mask_acc": 0.0625}
+    records = [start(total=1000), {**train(100, T0 + 50), **kinds}, {**train(200, T0 + 100), **kinds},
+               {"kind": "eval", **evaluation, "time": T0 + 101}]
+    (tmp_path / LOG_NAME).write_text("".join(map(line, records)))
+    code, out, _ = run(["--run-dir", tmp_path, "--crawl-progress", tmp_path / "none.json"], capsys)
+    assert code == EXIT_OK
+    assert "mask_acc 0.0625  mlm_acc 0.1370" in out  # held-out, first
+    assert "mask_acc 0.0500  mlm_acc 0.1000" in out  # training
+    (tmp_path / LOG_NAME).unlink()  # the history alone says the same
+    history = new_history({"preset": "quick", "total_steps": 1000, "started_at": T0, "finished_at": None})
+    for record in records[1:3]:
+        add_train_point(history, record)
+    add_eval_point(history, evaluation)
+    write_history(tmp_path / HISTORY_NAME, history)
+    run_ = progress.collect_progress(watch(tmp_path))["training"]
+    assert run_["eval"]["mask_acc"] == 0.0625 and run_["train"]["mask_acc"] == 0.05
 
 
 def test_the_trainers_first_history_write_has_no_train_point(tmp_path):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bertstudy.analysis import curves, phases, stats
+from bertstudy.analysis import curves, phase_choice, phases, stats
 from bertstudy.analysis.provenance import series_fingerprint
 from bertstudy.base.errors import BadInputError
 
@@ -106,7 +106,7 @@ def for_series(steps, values, train_fraction: float = 0.5) -> dict:
     x, y = steps[positive], values[positive]
     fits = curves.fit_all_curves(x, y)
     phase = phases.detect_phases(x, y, n_resamples=0)
-    chosen = phases.compare_with_families(x, y, fits, phase)["choice"]["chosen"]
+    chosen = phase_choice.compare_with_families(x, y, fits, phase)["choice"]["chosen"]
     return build(steps, values, fits, phase, chosen, curves.forecast_check(x, y, train_fraction))
 
 

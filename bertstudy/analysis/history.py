@@ -4,7 +4,9 @@ Formats (docs/DESIGN.md):
 - "original": the 2025 study's `training_history_100k.json`, an object of parallel lists
   `steps, mlm_acc, nsp_acc, loss, lr` (one point per log interval, accuracies as fractions).
 - "ours": the same object plus `mlm_loss, nsp_loss, tokens_per_s, elapsed_s`, the eval lists
-  `eval_steps, eval_mlm_acc, eval_nsp_acc, eval_mlm_loss` and `meta` (with `meta.format`).
+  `eval_steps, eval_mlm_acc, eval_nsp_acc, eval_mlm_loss` and `meta` (with `meta.format`); since
+  issue 21 also MLM accuracy by position kind, `mask_acc, random_acc, unchanged_acc` (in `series`)
+  and `eval_mask_acc, eval_random_acc, eval_unchanged_acc`, and `meta.shortcut` (`shortcut_levels`).
 - "jsonl-log": `training_log_100k.jsonl`, one record per line with `kind` "train" / "eval" /
   "start" / "checkpoint" / "end"; while training runs its last line may be half-written.
 
@@ -29,8 +31,12 @@ from bertstudy.base.errors import BadInputError, UsageError
 OURS_FORMAT = "chinese-bert-correlation/history-v1"
 REQUIRED_KEYS = ("steps", "mlm_acc")
 MAIN_KEYS = ("mlm_acc", "nsp_acc", "loss", "lr")  # parallel to `steps`, named attributes of History
-EVAL_KEYS = ("eval_mlm_acc", "eval_nsp_acc", "eval_mlm_loss")  # parallel to `eval_steps`
-ACCURACY_KEYS = ("mlm_acc", "nsp_acc", "eval_mlm_acc", "eval_nsp_acc")
+# MLM accuracy at [MASK] positions, at randomly replaced ones and at unchanged ones (the 80/10/10
+# recipe's three kinds); `mlm_acc` is the original's figure over all of them
+KIND_KEYS = ("mask_acc", "random_acc", "unchanged_acc")
+EVAL_KIND_KEYS = tuple("eval_" + key for key in KIND_KEYS)
+EVAL_KEYS = ("eval_mlm_acc", "eval_nsp_acc", "eval_mlm_loss", *EVAL_KIND_KEYS)  # parallel to `eval_steps`
+ACCURACY_KEYS = ("mlm_acc", "nsp_acc", "eval_mlm_acc", "eval_nsp_acc", *KIND_KEYS, *EVAL_KIND_KEYS)
 # JSONL train-record fields copied into `series` (besides the MAIN_KEYS)
 LOG_SERIES_KEYS = ("mlm_loss", "nsp_loss", "tokens_per_s", "elapsed_s")
 
@@ -49,6 +55,9 @@ class History:
     eval_mlm_acc: np.ndarray = field(default_factory=lambda: np.zeros(0))
     eval_nsp_acc: np.ndarray = field(default_factory=lambda: np.zeros(0))
     eval_mlm_loss: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    eval_mask_acc: np.ndarray = field(default_factory=lambda: np.zeros(0))  # held-out, at [MASK] positions
+    eval_random_acc: np.ndarray = field(default_factory=lambda: np.zeros(0))  # ... at randomly replaced ones
+    eval_unchanged_acc: np.ndarray = field(default_factory=lambda: np.zeros(0))  # ... at unchanged ones
     meta: dict = field(default_factory=dict)  # {} for the original format
 
     def available_metrics(self) -> list[str]:
@@ -152,12 +161,14 @@ def _record_number(path, record: dict, key: str, line: int, required: bool):
     value = record[key]
     if not is_finite_number(value):
         raise BadInputError(path, f"'{key}' must be a finite number, got {value!r}", line=line)
-    if key in ("mlm_acc", "nsp_acc") and not 0 <= value <= 1:
+    if key in ACCURACY_KEYS and not 0 <= value <= 1:
         raise BadInputError(path, f"'{key}' must be a fraction in [0, 1], got {value!r}", line=line)
     return float(value)
 
 
-def _from_jsonl(path, allow_partial_last: bool) -> History:
+def _read_log_records(path, allow_partial_last: bool) -> tuple[list, list, dict]:
+    """The log's train and eval records as (step, line, record), a resume's re-logged steps replaced,
+    and the meta the start and end records give."""
     train: list[tuple[int, int, dict]] = []  # (step, line, record)
     evals: list[tuple[int, int, dict]] = []
     meta: dict = {"format": "jsonl-log"}
@@ -188,29 +199,66 @@ def _from_jsonl(path, allow_partial_last: bool) -> History:
             if step <= prev:
                 raise BadInputError(path, f"{what} step {step} does not follow {prev} (repeated or out of order)",
                                     line=line)
+    return train, evals, meta
 
-    def column(rows, key: str, required: bool) -> np.ndarray:
-        values = [_record_number(path, rec, key, line, required) for _, line, rec in rows]
-        if any(v is None for v in values):
-            if required or any(v is not None for v in values):
-                first = next(line for (_, line, _), v in zip(rows, values) if v is None)
-                raise BadInputError(path, f"record lacks '{key}' that other records have", line=first)
-            return np.zeros(0)
-        return np.asarray(values, dtype=np.float64)
 
-    series = {k: column(train, k, False) for k in LOG_SERIES_KEYS}
+def _column(path, rows, key: str, required: bool, partial_ok: bool = False) -> np.ndarray:
+    """One field of every record; empty when no record has it (or, with partial_ok, when some lack it:
+    the kind accuracies of a run resumed from a release without them start mid-log)."""
+    values = [_record_number(path, rec, key, line, required) for _, line, rec in rows]
+    if any(v is None for v in values):
+        if required or (any(v is not None for v in values) and not partial_ok):
+            first = next(line for (_, line, _), v in zip(rows, values) if v is None)
+            raise BadInputError(path, f"record lacks '{key}' that other records have", line=first)
+        return np.zeros(0)
+    return np.asarray(values, dtype=np.float64)
+
+
+def _from_jsonl(path, allow_partial_last: bool) -> History:
+    train, evals, meta = _read_log_records(path, allow_partial_last)
+    series = {k: _column(path, train, k, False) for k in LOG_SERIES_KEYS}
+    series.update({k: _column(path, train, k, False, partial_ok=True) for k in KIND_KEYS})
+    kinds = {"eval_" + k: _column(path, evals, k, False, partial_ok=True) for k in KIND_KEYS}
     return History(
         path=str(path), source_format="jsonl-log",
         steps=np.asarray([t[0] for t in train], dtype=np.int64),
-        mlm_acc=column(train, "mlm_acc", True), nsp_acc=column(train, "nsp_acc", False),
-        loss=column(train, "loss", False), lr=column(train, "lr", False),
+        mlm_acc=_column(path, train, "mlm_acc", True), nsp_acc=_column(path, train, "nsp_acc", False),
+        loss=_column(path, train, "loss", False), lr=_column(path, train, "lr", False),
         series={k: v for k, v in series.items() if len(v)},
         eval_steps=np.asarray([e[0] for e in evals], dtype=np.int64),
-        eval_mlm_acc=column(evals, "mlm_acc", False) if evals else np.zeros(0),
-        eval_nsp_acc=column(evals, "nsp_acc", False) if evals else np.zeros(0),
-        eval_mlm_loss=column(evals, "mlm_loss", False) if evals else np.zeros(0),
-        meta=meta,
+        eval_mlm_acc=_column(path, evals, "mlm_acc", False),
+        eval_nsp_acc=_column(path, evals, "nsp_acc", False),
+        eval_mlm_loss=_column(path, evals, "mlm_loss", False),
+        **kinds, meta=meta,
     )
+
+
+SHORTCUT_LEVELS = ("top_char_share", "mask_level", "random_level", "unchanged_level", "overall_level",
+                   "overall_level_top_at_random", "context_free_best")
+
+
+def predicted_shortcut(history: History) -> dict | None:
+    """The no-context accuracies the run's training characters predict (`meta.shortcut`, written at the
+    run's start by pretraining/shortcut.py): {top_char, top_char_share, mask_level, random_level,
+    unchanged_level, overall_level, overall_level_top_at_random, context_free_best, unigram: {argmax,
+    sampled}, ...}. `mask_level` is the level to set beside [MASK] accuracy, `overall_level` beside the
+    original's all-positions accuracy. None when the history has none (the original's, older runs);
+    a malformed one is a BadInputError naming the file."""
+    shortcut = history.meta.get("shortcut")
+    if shortcut is None:
+        return None
+    if not isinstance(shortcut, dict) or not isinstance(shortcut.get("top_char"), str):
+        raise BadInputError(history.path, "'meta.shortcut' must be an object with a 'top_char'")
+    unigram = shortcut.get("unigram")
+    values = {key: shortcut.get(key) for key in SHORTCUT_LEVELS}
+    if isinstance(unigram, dict):
+        values.update({"unigram." + key: unigram.get(key) for key in ("argmax", "sampled")})
+    else:
+        values["unigram"] = unigram
+    for key, value in values.items():
+        if not is_finite_number(value) or not 0 <= value <= 1:
+            raise BadInputError(history.path, f"'meta.shortcut.{key}' must be a fraction in [0, 1], got {value!r}")
+    return shortcut
 
 
 def load_history(path: str | os.PathLike, *, allow_partial_last: bool = True) -> History:

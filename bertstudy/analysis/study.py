@@ -18,7 +18,7 @@ from typing import Sequence
 import numpy as np
 from scipy import stats as sps
 
-from bertstudy.analysis import chart_data, curves, dependence, phases, stats
+from bertstudy.analysis import chart_data, curves, dependence, phase_choice, phases, stats
 from bertstudy.base.errors import BadInputError
 from bertstudy.analysis.history import History
 from bertstudy.analysis.provenance import series_fingerprint
@@ -203,7 +203,7 @@ def _honest_parts(steps, values, curve_x, curve_y, fits, assoc: dict, bootstrap:
     which curve is chosen."""
     phase = phases.detect_phases(curve_x, curve_y, n_resamples=min(bootstrap, MAX_PHASE_RESAMPLES), seed=seed + 2,
                                  level=level)
-    compared = phases.compare_with_families(curve_x, curve_y, fits, phase, ROLLING_ORIGINS)
+    compared = phase_choice.compare_with_families(curve_x, curve_y, fits, phase, ROLLING_ORIGINS)
     ranking, rolling, phase_forecast, choice = (compared[k] for k in ("ranking", "rolling", "phase_forecast", "choice"))
     rolling["phases"] = phase_forecast
     bound_hit = "power_saturating" in ranking.get("notes", {})

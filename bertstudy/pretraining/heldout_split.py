@@ -75,6 +75,7 @@ def read_split(run_dir, history_meta: dict | None = None) -> dict:
         raise BadInputError(run_dir, f"the run has no {SPLIT_NAME} and its corpus {corpus_path} is missing or changed "
                                      f"(sha256 {sha[:12]} recorded), so its held-out split cannot be recomputed")
     documents = load_documents(corpus_path)
-    return {"format": SPLIT_FORMAT, "corpus": corpus_path, "corpus_sha256": sha, "seed": config["seed"],
+    seed = config.get("split_seed", config["seed"])  # a run from before split_seed split with its seed
+    return {"format": SPLIT_FORMAT, "corpus": corpus_path, "corpus_sha256": sha, "seed": seed,
             "heldout_fraction": config["heldout_fraction"], "documents": len(documents),
-            "heldout_ids": recompute_split(documents, config["seed"], config["heldout_fraction"]), "recomputed": True}
+            "heldout_ids": recompute_split(documents, seed, config["heldout_fraction"]), "recomputed": True}

@@ -33,6 +33,11 @@ IS_NEXT, NOT_NEXT = 0, 1  # see the module docstring
 IGNORE_INDEX = -100  # mlm label of a position that is not predicted (torch cross_entropy's default)
 TOKENIZATION_VERSION = 1  # bump when tokenize_documents changes, so stale caches are not reused
 TRAIN_STREAM, EVAL_STREAM = 0, 1  # keep training draws and the fixed held-out set independent
+# What BERT's 80/10/10 recipe did to a predicted position (its "kind"): [MASK] put in its place, a random
+# real token put in its place, or left unchanged. NO_KIND marks the positions that are not predicted.
+# The model reports accuracy per kind in this order (model.MLM_KINDS).
+KIND_MASK, KIND_RANDOM, KIND_UNCHANGED, NO_KIND = 0, 1, 2, -1
+MASK_SHARE, RANDOM_SHARE, UNCHANGED_SHARE = 0.8, 0.1, 0.1  # of the predicted positions (BERT's recipe)
 
 
 # ---------------------------------------------------------------- tokenized corpus and its cache
@@ -275,9 +280,10 @@ class InstanceSampler:
         first = int(rng.integers(self.doc_off[doc], self.doc_off[doc + 1]))
         return self.create_instance_from_document(doc, first, rng)
 
-    def draw_unpadded(self, rng) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    def draw_unpadded(self, rng) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, np.ndarray]:
         """One masked instance [CLS] A [SEP] B [SEP] of its own length n (no padding):
-        (input_ids, token_type_ids, mlm_labels, nsp_label); the packer lays these into rows."""
+        (input_ids, token_type_ids, mlm_labels, nsp_label, mlm_kinds); the packer lays these into rows.
+        mlm_kinds is KIND_MASK / KIND_RANDOM / KIND_UNCHANGED at the predicted positions, NO_KIND elsewhere."""
         a, b, label = self.draw_pair(rng)
         na, n = len(a.tokens), len(a.tokens) + len(b.tokens) + 3
         ids = np.empty(n, dtype=np.int64)
@@ -291,30 +297,32 @@ class InstanceSampler:
             starts = np.ones(n, dtype=bool)
             starts[1:1 + na] = a.word_starts
             starts[2 + na:n - 1] = b.word_starts
-        masked, labels = create_masked_lm_predictions(ids, n, starts, rng, self.mask_rate, self.max_predictions,
-                                                      self.vocab_size)
-        return masked, types, labels, label
+        masked, labels, kinds = create_masked_lm_predictions(ids, n, starts, rng, self.mask_rate, self.max_predictions,
+                                                             self.vocab_size)
+        return masked, types, labels, label, kinds
 
     def draw_instance(self, rng) -> dict[str, np.ndarray | int]:
         """One padded, masked instance: [CLS] A [SEP] B [SEP] with token types 0 / 1, padded to max_seq_len."""
-        ids, types, labels, label = self.draw_unpadded(rng)
+        ids, types, labels, label, kinds = self.draw_unpadded(rng)
         n, L = len(ids), self.max_seq_len
         attention = np.zeros(L, dtype=np.int64)
         attention[:n] = 1
         return {"input_ids": np.pad(ids, (0, L - n), constant_values=PAD_ID), "token_type_ids": np.pad(types, (0, L - n)),
                 "attention_mask": attention, "mlm_labels": np.pad(labels, (0, L - n), constant_values=IGNORE_INDEX),
-                "nsp_labels": label}
+                "mlm_kinds": np.pad(kinds, (0, L - n), constant_values=NO_KIND), "nsp_labels": label}
 
 
 def create_masked_lm_predictions(ids: np.ndarray, length: int, word_starts: np.ndarray | None, rng, mask_rate: float,
-                                 max_predictions: int, vocab_size: int) -> tuple[np.ndarray, np.ndarray]:
+                                 max_predictions: int, vocab_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """BERT's masking: pick mask_rate of the non-special positions (whole words together when word_starts
-    is given); of those, 80% become [MASK], 10% a random real token, 10% stay. Returns (input, labels)."""
+    is given); of those, 80% become [MASK], 10% a random real token, 10% stay. Returns (input, labels,
+    kinds): kinds says which of the three each predicted position got (KIND_*), NO_KIND elsewhere."""
     candidates = np.flatnonzero(ids[:length] >= NUM_SPECIAL)
     labels = np.full(len(ids), IGNORE_INDEX, dtype=np.int64)
+    kinds = np.full(len(ids), NO_KIND, dtype=np.int64)
     masked = ids.copy()
     if len(candidates) == 0:
-        return masked, labels
+        return masked, labels, kinds
     num_to_predict = min(max_predictions, max(1, int(round(len(candidates) * mask_rate))))
     if word_starts is None:
         chosen = np.sort(candidates[rng.permutation(len(candidates))[:num_to_predict]])  # a uniform subset
@@ -338,10 +346,14 @@ def create_masked_lm_predictions(ids: np.ndarray, length: int, word_starts: np.n
         chosen = np.sort(np.concatenate(picked)) if picked else np.sort(rng.choice(candidates, 1))
     labels[chosen] = ids[chosen]
     roll = rng.random(len(chosen))
-    masked[chosen[roll < 0.8]] = MASK_ID
-    random_positions = chosen[roll >= 0.9]
+    mask_positions = chosen[roll < MASK_SHARE]
+    random_positions = chosen[roll >= 1.0 - RANDOM_SHARE]  # 0.9 exactly, as before
+    masked[mask_positions] = MASK_ID
     masked[random_positions] = rng.integers(NUM_SPECIAL, vocab_size, size=len(random_positions))
-    return masked, labels
+    kinds[chosen] = KIND_UNCHANGED
+    kinds[mask_positions] = KIND_MASK
+    kinds[random_positions] = KIND_RANDOM  # a random draw may equal the original token: still this kind
+    return masked, labels, kinds
 
 
 # ---------------------------------------------------------------- batches

@@ -34,10 +34,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bertstudy.pretraining.instances import IGNORE_INDEX, PAD_ID
+from bertstudy.pretraining.instances import IGNORE_INDEX, NO_KIND, PAD_ID
 
 PACKED_KEYS = ("input_ids", "token_type_ids", "position_ids", "instance_ids", "mlm_positions", "mlm_labels",
-               "cls_positions", "nsp_labels")
+               "mlm_kinds", "cls_positions", "nsp_labels")
 
 
 def pack_rows(lengths: np.ndarray, row_len: int) -> list[list[int]]:
@@ -119,41 +119,37 @@ def pack_fixed(instances: list[tuple], row_len: int, shape: FixedShape) -> list[
 
 def collate_packed(instances: list[tuple], rows: list[list[int]], row_len: int, mlm_multiple: int = 64,
                    nsp_multiple: int = 8, shape: FixedShape | None = None) -> dict[str, np.ndarray]:
-    """The packed micro-batch of `rows` (indices into `instances`, each (ids, types, labels, nsp)).
+    """The packed micro-batch of `rows` (indices into `instances`, each (ids, types, labels, nsp, kinds)).
 
-    mlm_positions/mlm_labels and cls_positions/nsp_labels are padded with IGNORE_INDEX labels to a
-    multiple of mlm_multiple / nsp_multiple, so a run sees few distinct shapes (torch.compile, CUDA
-    graphs), or to exactly `shape`'s counts, rows included (padding rows: [PAD], instance id 0).
-    `instance_index` says which instance each NSP slot holds (-1: padding slot)."""
+    mlm_positions/mlm_labels/mlm_kinds and cls_positions/nsp_labels are padded (IGNORE_INDEX labels,
+    NO_KIND kinds) to a multiple of mlm_multiple / nsp_multiple, so a run sees few distinct shapes
+    (torch.compile, CUDA graphs), or to exactly `shape`'s counts, rows included (padding rows: [PAD],
+    instance id 0). `instance_index` says which instance each NSP slot holds (-1: padding slot)."""
     num_rows = len(rows) if shape is None else shape.rows
     ids = np.full((num_rows, row_len), PAD_ID, dtype=np.int64)
     types = np.zeros((num_rows, row_len), dtype=np.int64)
     positions = np.zeros((num_rows, row_len), dtype=np.int64)
     instance_ids = np.zeros((num_rows, row_len), dtype=np.int64)
     labels_grid = np.full((num_rows, row_len), IGNORE_INDEX, dtype=np.int64)
+    kinds_grid = np.full((num_rows, row_len), NO_KIND, dtype=np.int64)
     cls, nsp, which = [], [], []
     for r, row in enumerate(rows):
         start = 0
         for k, i in enumerate(row):
-            inst_ids, inst_types, inst_labels, label = instances[i]
+            inst_ids, inst_types, inst_labels, label, inst_kinds = instances[i]
             n = len(inst_ids)
             ids[r, start:start + n] = inst_ids
             types[r, start:start + n] = inst_types
             positions[r, start:start + n] = np.arange(n)
             instance_ids[r, start:start + n] = k + 1
             labels_grid[r, start:start + n] = inst_labels
+            kinds_grid[r, start:start + n] = inst_kinds
             cls.append(r * row_len + start)
             nsp.append(label)
             which.append(i)
             start += n
-    flat_labels = labels_grid.reshape(-1)
-    masked = np.flatnonzero(flat_labels != IGNORE_INDEX)
-    num_mlm = _round_up(max(len(masked), 1), mlm_multiple) if shape is None else shape.mlm_slots
+    mlm = _flat_predictions(labels_grid, kinds_grid, mlm_multiple, None if shape is None else shape.mlm_slots)
     num_nsp = _round_up(max(len(cls), 1), nsp_multiple) if shape is None else shape.nsp_slots
-    mlm_positions = np.zeros(num_mlm, dtype=np.int64)
-    mlm_positions[:len(masked)] = masked
-    mlm_labels = np.full(num_mlm, IGNORE_INDEX, dtype=np.int64)
-    mlm_labels[:len(masked)] = flat_labels[masked]
     cls_positions = np.zeros(num_nsp, dtype=np.int64)
     cls_positions[:len(cls)] = cls
     nsp_labels = np.full(num_nsp, IGNORE_INDEX, dtype=np.int64)
@@ -161,8 +157,23 @@ def collate_packed(instances: list[tuple], rows: list[list[int]], row_len: int, 
     instance_index = np.full(num_nsp, -1, dtype=np.int64)
     instance_index[:len(cls)] = which
     return {"input_ids": ids, "token_type_ids": types, "position_ids": positions, "instance_ids": instance_ids,
-            "mlm_positions": mlm_positions, "mlm_labels": mlm_labels, "cls_positions": cls_positions,
-            "nsp_labels": nsp_labels, "instance_index": instance_index}
+            **mlm, "cls_positions": cls_positions, "nsp_labels": nsp_labels, "instance_index": instance_index}
+
+
+def _flat_predictions(labels_grid: np.ndarray, kinds_grid: np.ndarray, multiple: int,
+                      size: int | None = None) -> dict[str, np.ndarray]:
+    """mlm_positions (flat indices into the grid), mlm_labels and mlm_kinds of the predicted positions,
+    padded to a multiple of `multiple`, or to `size` (position 0, label IGNORE_INDEX, kind NO_KIND)."""
+    flat_labels = labels_grid.reshape(-1)
+    masked = np.flatnonzero(flat_labels != IGNORE_INDEX)
+    size = size or _round_up(max(len(masked), 1), multiple)
+    positions = np.zeros(size, dtype=np.int64)
+    positions[:len(masked)] = masked
+    labels = np.full(size, IGNORE_INDEX, dtype=np.int64)
+    labels[:len(masked)] = flat_labels[masked]
+    kinds = np.full(size, NO_KIND, dtype=np.int64)
+    kinds[:len(masked)] = kinds_grid.reshape(-1)[masked]
+    return {"mlm_positions": positions, "mlm_labels": labels, "mlm_kinds": kinds}
 
 
 def pack_micro_batches(instances: list[tuple], row_len: int, num_micro: int) -> list[dict[str, np.ndarray]]:
@@ -195,15 +206,11 @@ def collate_padded(instances: list[tuple], row_len: int) -> dict[str, np.ndarray
     types = np.zeros((num, row_len), dtype=np.int64)
     mask = np.zeros((num, row_len), dtype=np.int64)
     labels_grid = np.full((num, row_len), IGNORE_INDEX, dtype=np.int64)
-    for r, (inst_ids, inst_types, inst_labels, _) in enumerate(instances):
+    kinds_grid = np.full((num, row_len), NO_KIND, dtype=np.int64)
+    for r, (inst_ids, inst_types, inst_labels, _, inst_kinds) in enumerate(instances):
         n = len(inst_ids)
         ids[r, :n], types[r, :n], mask[r, :n], labels_grid[r, :n] = inst_ids, inst_types, 1, inst_labels
-    flat = labels_grid.reshape(-1)
-    masked = np.flatnonzero(flat != IGNORE_INDEX)
-    num_mlm = _round_up(max(len(masked), 1), 64)
-    mlm_positions = np.zeros(num_mlm, dtype=np.int64)
-    mlm_positions[:len(masked)] = masked
-    mlm_labels = np.full(num_mlm, IGNORE_INDEX, dtype=np.int64)
-    mlm_labels[:len(masked)] = flat[masked]
-    return {"input_ids": ids, "token_type_ids": types, "attention_mask": mask, "mlm_positions": mlm_positions,
-            "mlm_labels": mlm_labels, "nsp_labels": np.asarray([inst[3] for inst in instances], dtype=np.int64)}
+        kinds_grid[r, :n] = inst_kinds
+    return {"input_ids": ids, "token_type_ids": types, "attention_mask": mask,
+            **_flat_predictions(labels_grid, kinds_grid, 64),
+            "nsp_labels": np.asarray([inst[3] for inst in instances], dtype=np.int64)}

@@ -31,6 +31,7 @@ from bertstudy.training.machine import EarlySpeed
 from bertstudy.training.run_folder import StartPlan, plan_start
 from bertstudy.training.run_log import add_eval_point, add_train_point, write_history
 from bertstudy.training.run_setup import Run, set_up
+from bertstudy.training.trainer import KIND_ACC_KEYS
 
 
 class StopRequest:
@@ -151,7 +152,8 @@ def _log_point(run: Run, step: int, lr: float, step_seconds: float, loader: Load
                            loss=totals["loss"], mlm_loss=totals["mlm_loss"], nsp_loss=totals["nsp_loss"],
                            lr=lr, tokens_per_s=totals["tokens"] / max(step_seconds, 1e-9),
                            elapsed_s=run.clock.elapsed(), data_wait_s=loader.take_wait(),
-                           skipped_steps=counters["skipped_since_log"])
+                           skipped_steps=counters["skipped_since_log"],
+                           **{key: totals[key] for key in KIND_ACC_KEYS if key in totals})
     add_train_point(run.history, record)
     write_history(run.out_dir / HISTORY_NAME, run.history)
     bar.set_postfix(loss=f"{totals['loss']:.3f}", mlm=f"{totals['mlm_acc']:.3f}")
@@ -237,7 +239,8 @@ def _summary(history: dict, out_dir: Path, step: int) -> str:
     """What a finished run prints: the final held-out accuracies and the files it wrote."""
     lines = [f"done: {step} steps"]
     if history["eval_steps"]:
-        lines[0] += (f"; held-out MLM accuracy {history['eval_mlm_acc'][-1]:.1%}, NSP accuracy "
+        mask = f"[MASK] accuracy {history['eval_mask_acc'][-1]:.1%}, " if history.get("eval_mask_acc") else ""
+        lines[0] += (f"; held-out {mask}MLM accuracy (all positions) {history['eval_mlm_acc'][-1]:.1%}, NSP accuracy "
                      f"{history['eval_nsp_acc'][-1]:.1%} (step {history['eval_steps'][-1]})")
     if history["loss"]:
         lines[0] += f"; training loss {history['loss'][-1]:.3f}"

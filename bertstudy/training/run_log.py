@@ -25,8 +25,15 @@ TRAIN_LISTS = {  # history list -> key of the "train" log record
     "data_wait_s": "data_wait_s",  # seconds the loop waited for batches since the previous point
     "skipped_steps": "skipped_steps",  # updates skipped since the previous point (non-finite, fp16 overflow)
 }
-EVAL_LISTS = {"eval_steps": "step", "eval_mlm_acc": "mlm_acc", "eval_nsp_acc": "nsp_acc", "eval_mlm_loss": "mlm_loss"}
-OPTIONAL_TRAIN_KEYS = ("data_wait_s", "skipped_steps")  # lists a history may lack (see add_train_point)
+# MLM accuracy by what the 80/10/10 recipe did to the position: [MASK], a random token, left unchanged
+# (trainer.KIND_ACC_KEYS); mlm_acc stays the original's all-positions figure
+KIND_LISTS = {"mask_acc": "mask_acc", "random_acc": "random_acc", "unchanged_acc": "unchanged_acc"}
+TRAIN_LISTS.update(KIND_LISTS)
+EVAL_LISTS = {"eval_steps": "step", "eval_mlm_acc": "mlm_acc", "eval_nsp_acc": "nsp_acc", "eval_mlm_loss": "mlm_loss",
+              **{"eval_" + name: key for name, key in KIND_LISTS.items()}}
+# lists a history may lack: kept only while every point has them (see _append_optional)
+OPTIONAL_TRAIN_KEYS = ("data_wait_s", "skipped_steps", *KIND_LISTS.values())
+OPTIONAL_EVAL_KEYS = tuple(KIND_LISTS.values())
 TIMING_LISTS = ("tokens_per_s", "elapsed_s", "data_wait_s")  # differ between runs of identical content
 
 
@@ -36,22 +43,29 @@ def new_history(meta: dict) -> dict:
     return history
 
 
+def _append_optional(history: dict, name: str, record: dict, key: str, steps_name: str) -> None:
+    """An optional list is kept only while every point has it (a history begun by an older release, or
+    a record from another writer, goes without it): the lists stay parallel and all numbers."""
+    if key in record and len(history.get(name, ())) == len(history[steps_name]) - 1:
+        history.setdefault(name, []).append(record[key])
+    else:
+        history.pop(name, None)
+
+
 def add_train_point(history: dict, record: dict) -> None:
     for name, key in TRAIN_LISTS.items():
         if key in OPTIONAL_TRAIN_KEYS:
-            # kept only while every point has it (a history begun by an older release, or a record
-            # from another writer, goes without it): the lists stay parallel and all numbers
-            if key in record and len(history.get(name, ())) == len(history["steps"]) - 1:
-                history.setdefault(name, []).append(record[key])
-            else:
-                history.pop(name, None)
-            continue
-        history[name].append(record[key])
+            _append_optional(history, name, record, key, "steps")
+        else:
+            history[name].append(record[key])
 
 
 def add_eval_point(history: dict, record: dict) -> None:
     for name, key in EVAL_LISTS.items():
-        history[name].append(record[key])
+        if key in OPTIONAL_EVAL_KEYS:
+            _append_optional(history, name, record, key, "eval_steps")
+        else:
+            history[name].append(record[key])
 
 
 def truncate_history(history: dict, step: int) -> dict:
@@ -62,7 +76,8 @@ def truncate_history(history: dict, step: int) -> dict:
         if name in history:
             del history[name][keep:]
     for name in EVAL_LISTS:
-        del history[name][keep_eval:]
+        if name in history:
+            del history[name][keep_eval:]
     return history
 
 

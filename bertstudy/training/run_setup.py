@@ -22,6 +22,7 @@ from bertstudy.model import BertConfig, BertForPretraining
 from bertstudy.pretraining.heldout_split import split_record, write_split
 from bertstudy.pretraining.instances import InstanceSampler, file_sha256, load_or_build_cache, split_documents
 from bertstudy.pretraining.loader import batch_to_device, eval_micro_batches, plan_step_shape
+from bertstudy.pretraining.shortcut import corpus_shortcut
 from bertstudy.pretraining.vocab import Vocab, build_vocab, save_vocab
 from bertstudy.training import checkpoint as ckpt
 from bertstudy.training import milestones as ms
@@ -43,6 +44,7 @@ class PreparedData:
     heldout_documents: int
     corpus_tokens: int
     split: dict  # which documents are held out, by id (heldout_split.py), written with the run's outputs
+    shortcut: dict  # the no-context accuracies the training documents' characters predict (shortcut.py)
 
 
 def prepare_data(config: TrainConfig, dist: Distributed) -> PreparedData:
@@ -58,13 +60,15 @@ def prepare_data(config: TrainConfig, dist: Distributed) -> PreparedData:
     agree_or_fail(failure, dist, "building the token cache")  # the others stop now, not at the timeout
     if corpus is None:
         corpus, _, _ = load_or_build_cache(documents, config.corpus, vocab, config.cache_dir, config.wwm)
-    train_docs, heldout_docs = split_documents(corpus, config.heldout_fraction, config.seed)
+    train_docs, heldout_docs = split_documents(corpus, config.heldout_fraction, config.split_seed)
     corpus_sha256 = file_sha256(config.corpus)
-    split = split_record(documents, heldout_docs, config.corpus, corpus_sha256, config.seed, config.heldout_fraction)
+    split = split_record(documents, heldout_docs, config.corpus, corpus_sha256, config.split_seed,
+                         config.heldout_fraction)
     common = dict(vocab_size=len(vocab), max_seq_len=config.max_seq_len, mask_rate=config.mask_rate,
                   max_predictions=config.max_predictions, short_seq_prob=config.short_seq_prob, wwm=config.wwm)
     return PreparedData(vocab, InstanceSampler(corpus, train_docs, **common), InstanceSampler(corpus, heldout_docs, **common),
-                        corpus_sha256, len(train_docs), len(heldout_docs), int(len(corpus.tokens)), split)
+                        corpus_sha256, len(train_docs), len(heldout_docs), int(len(corpus.tokens)), split,
+                        corpus_shortcut(corpus, train_docs, vocab))
 
 
 def _check_same_corpus(state: dict, data: PreparedData, config: TrainConfig) -> None:
@@ -158,7 +162,7 @@ def _new_history(config: TrainConfig, data: PreparedData, model, dist: Distribut
         "corpus": {"path": str(config.corpus), "sha256": data.corpus_sha256, "tokens": data.corpus_tokens,
                    "train_documents": data.train_documents, "heldout_documents": data.heldout_documents,
                    "heldout_split": SPLIT_NAME},
-        "milestones": sorted(milestone_steps),
+        "milestones": sorted(milestone_steps), "shortcut": data.shortcut,
         "parameters": model.num_parameters(), "device": str(dist.device), "world_size": dist.world_size,
         "global_batch": config.global_batch * dist.world_size, "torch": str(torch.__version__),
         "python": platform.python_version(), "started_at": time.time(), "finished_at": None,
@@ -198,8 +202,9 @@ def set_up(plan: StartPlan, dist: Distributed, overwrite: bool) -> Run:
     trainer.wrap()
     history = history or _new_history(config, data, model, dist, milestone_steps)
     history["meta"]["total_steps"] = config.steps
+    history["meta"].setdefault("shortcut", data.shortcut)  # a run begun before the field gains it on resume
     eval_batches = [batch_to_device(b, dist.device) for b in eval_micro_batches(
-        data.eval_sampler, config.seed, config.eval_instances, config.batch_size)] if dist.is_main else []
+        data.eval_sampler, config.split_seed, config.eval_instances, config.batch_size)] if dist.is_main else []
     log = _open_log(config, model_config, dist, start_step, start_step if resumed else None) if dist.is_main else None
     return Run(config, dist, data, model, model_config, trainer, history, log, resumed, start_step, milestone_steps,
                eval_batches, Stopwatch(elapsed))

@@ -19,14 +19,36 @@ import torch
 import torch.distributed as torch_dist
 
 from bertstudy.training.device import Distributed, autocast_context, precision_settings
-from bertstudy.model import BertConfig, BertForPretraining
+from bertstudy.model import MLM_KINDS, BertConfig, BertForPretraining, PretrainingOutput
 from bertstudy.pretraining.loader import batch_to_device, step_micro_batches
 from bertstudy.pretraining.packing import host_counts
 from bertstudy.pretraining.instances import InstanceSampler
 from bertstudy.training.config import TrainConfig
 
-TOTAL_NAMES = ("mlm_correct", "mlm_count", "nsp_correct", "nsp_count", "mlm_loss_sum", "nsp_loss_sum", "tokens")
+# masked positions right / counted per kind of the 80/10/10 recipe: mask_correct, mask_count, random_correct, ...
+KIND_TOTAL_NAMES = tuple(f"{kind}_{what}" for kind in MLM_KINDS for what in ("correct", "count"))
+KIND_ACC_KEYS = tuple(f"{kind}_acc" for kind in MLM_KINDS)  # mask_acc, random_acc, unchanged_acc
+TOTAL_NAMES = ("mlm_correct", "mlm_count", "nsp_correct", "nsp_count", "mlm_loss_sum", "nsp_loss_sum", "tokens",
+               *KIND_TOTAL_NAMES)
 COUNTER_NAMES = ("skipped_total", "skipped_in_a_row", "skipped_worst")
+
+
+def kind_totals(out: PretrainingOutput, like: torch.Tensor) -> torch.Tensor:
+    """[correct, count] per MLM kind as float64, in KIND_TOTAL_NAMES order; zeros when the batch had no kinds."""
+    if out.mlm_kind_correct is None:
+        return torch.zeros(len(KIND_TOTAL_NAMES), dtype=torch.float64, device=like.device)
+    return torch.stack([out.mlm_kind_correct, out.mlm_kind_count], dim=1).reshape(-1).double()
+
+
+def kind_accuracies(values: dict[str, float]) -> dict[str, float]:
+    """mask_acc, random_acc, unchanged_acc from the KIND_TOTAL_NAMES sums; a kind with no counted position
+    (or unknown counts: NaN, a checkpoint from before these counters) is left out."""
+    out = {}
+    for kind, key in zip(MLM_KINDS, KIND_ACC_KEYS):
+        count = values[f"{kind}_count"]
+        if count > 0 and math.isfinite(count):  # NaN > 0 is False
+            out[key] = values[f"{kind}_correct"] / count
+    return out
 
 
 def lr_at(step: int, config: TrainConfig) -> float:
@@ -153,9 +175,10 @@ class Trainer:
                 loss = out.mlm_loss * weight_mlm + out.nsp_loss * weight_nsp
                 (self.scaler.scale(loss) if self.scaler else loss).backward()
             loss_sum += loss.detach().float()
-            step_totals += torch.stack([out.mlm_correct.double(), out.mlm_count.double(), out.nsp_correct.double(),
-                                        out.nsp_count.double(), out.mlm_loss.detach().double() * local[m][0],
-                                        out.nsp_loss.detach().double() * local[m][1], torch.zeros_like(loss_sum).double()])
+            step_totals += torch.cat([torch.stack([
+                out.mlm_correct.double(), out.mlm_count.double(), out.nsp_correct.double(), out.nsp_count.double(),
+                out.mlm_loss.detach().double() * local[m][0], out.nsp_loss.detach().double() * local[m][1],
+                torch.zeros_like(loss_sum).double()]), kind_totals(out, step_totals)])
         step_totals[6] += float(sum(x[2] for x in local))  # real tokens: a host count
         return step_totals, loss_sum
 
@@ -219,19 +242,22 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self, batches: list[dict[str, torch.Tensor]]) -> dict[str, float]:
-        """Held-out MLM/NSP accuracy and MLM loss; dropout off; the raw model (no DDP hooks)."""
+        """Held-out MLM/NSP accuracy and MLM loss, and MLM accuracy by kind (mask_acc, random_acc,
+        unchanged_acc); dropout off; the raw model (no DDP hooks)."""
         was_training = self.raw_model.training
         self.raw_model.eval()
-        sums = torch.zeros(5, dtype=torch.float64, device=self.dist.device)
+        sums = torch.zeros(5 + len(KIND_TOTAL_NAMES), dtype=torch.float64, device=self.dist.device)
         for batch in batches:
             with self.autocast():
                 out = self.raw_model(**batch)
-            sums += torch.stack([out.mlm_correct.double(), out.mlm_count.double(), out.nsp_correct.double(),
-                                 out.nsp_count.double(), out.mlm_loss.double() * out.mlm_count.double()])
+            sums += torch.cat([torch.stack([out.mlm_correct.double(), out.mlm_count.double(), out.nsp_correct.double(),
+                                            out.nsp_count.double(), out.mlm_loss.double() * out.mlm_count.double()]),
+                               kind_totals(out, sums)])
         self.raw_model.train(was_training)
-        correct, count, nsp_correct, nsp_count, loss_sum = sums.tolist()
+        values = sums.tolist()
+        correct, count, nsp_correct, nsp_count, loss_sum = values[:5]
         return {"mlm_acc": correct / max(count, 1), "nsp_acc": nsp_correct / max(nsp_count, 1),
-                "mlm_loss": loss_sum / max(count, 1)}
+                "mlm_loss": loss_sum / max(count, 1), **kind_accuracies(dict(zip(KIND_TOTAL_NAMES, values[5:])))}
 
     def state(self) -> dict:
         """What a checkpoint keeps of the trainer. Every rank calls it: the metric totals since the last
@@ -250,7 +276,9 @@ class Trainer:
         load_optimizer_state(self.optimizer, state["optimizer"])
         if self.scaler and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
-        totals = torch.tensor(state["totals"], dtype=torch.float64, device=self.dist.device)
+        saved = list(state["totals"])  # a checkpoint from before the kind counters has fewer: unknown (NaN),
+        saved += [math.nan] * (len(TOTAL_NAMES) - len(saved))  # so its next log point leaves the kinds out
+        totals = torch.tensor(saved, dtype=torch.float64, device=self.dist.device)
         self.totals = totals if self.dist.is_main else torch.zeros_like(totals)  # the saved sum counts once
         in_a_row, total = state["nonfinite"]
         self.counters = torch.tensor([total, in_a_row, in_a_row], dtype=torch.float64, device=self.dist.device)
@@ -263,7 +291,8 @@ def _metrics(values: dict[str, float]) -> dict[str, float] | None:
     mlm_loss = values["mlm_loss_sum"] / values["mlm_count"]
     nsp_loss = values["nsp_loss_sum"] / values["nsp_count"]
     return {"mlm_acc": values["mlm_correct"] / values["mlm_count"], "nsp_acc": values["nsp_correct"] / values["nsp_count"],
-            "loss": mlm_loss + nsp_loss, "mlm_loss": mlm_loss, "nsp_loss": nsp_loss, "tokens": values["tokens"]}
+            "loss": mlm_loss + nsp_loss, "mlm_loss": mlm_loss, "nsp_loss": nsp_loss, "tokens": values["tokens"],
+            **kind_accuracies(values)}
 
 
 def load_optimizer_state(optimizer: torch.optim.Optimizer, saved: dict) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bertstudy.analysis import phases, stats
+from bertstudy.analysis import phase_choice, phases, stats
 
 ORIGINAL = Path(__file__).parent.parent / "data" / "original_training_history_100k.json"
 
@@ -102,10 +102,10 @@ def _forecasts(phase_maes, family_maes):
 def test_a_forecast_gap_within_its_uncertainty_is_a_tie():
     # the CPU tier's kind of veto: 0.0167 against 0.0134 on average, but the origins disagree
     phase, family = _forecasts([0.010, 0.030, 0.012, 0.020, 0.0115], [0.014, 0.012, 0.015, 0.013, 0.013])
-    difference = phases.forecast_difference(phase, family, "log_linear")
+    difference = phase_choice.forecast_difference(phase, family, "log_linear")
     assert difference["n_origins"] == 5 and difference["verdict"] == "tie"
     assert difference["ci"][0] < 0 < difference["ci"][1]
-    clear = phases.forecast_difference(*_forecasts([0.03, 0.031, 0.029, 0.032, 0.030], [0.01] * 5), "log_linear")
+    clear = phase_choice.forecast_difference(*_forecasts([0.03, 0.031, 0.029, 0.032, 0.030], [0.01] * 5), "log_linear")
     assert clear["verdict"] == "log_linear better" and clear["ci"][0] > 0
-    better = phases.forecast_difference(*_forecasts([0.01, 0.011, 0.009, 0.012, 0.010], [0.03] * 5), "log_linear")
+    better = phase_choice.forecast_difference(*_forecasts([0.01, 0.011, 0.009, 0.012, 0.010], [0.03] * 5), "log_linear")
     assert better["verdict"] == "phase model better"

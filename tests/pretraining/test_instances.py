@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from bertstudy.corpus.corpus_io import Document
-from bertstudy.pretraining.instances import (IGNORE_INDEX, IS_NEXT, NOT_NEXT, InstanceSampler, create_masked_lm_predictions,
-                                        fixed_eval_instances, load_or_build_cache, split_documents, tokenize_documents,
-                                        training_instances, truncate_seq_pair, Segment)
+from bertstudy.pretraining.instances import (IGNORE_INDEX, IS_NEXT, KIND_MASK, KIND_RANDOM, KIND_UNCHANGED, NO_KIND,
+                                             NOT_NEXT, InstanceSampler, create_masked_lm_predictions,
+                                             fixed_eval_instances, load_or_build_cache, split_documents, tokenize_documents,
+                                             training_instances, truncate_seq_pair, Segment)
 from bertstudy.pretraining.vocab import CLS_ID, MASK_ID, NUM_SPECIAL, PAD_ID, SEP_ID, build_vocab
 from tests.train_helpers import CHARS, tiny_documents, write_tiny_corpus
 
@@ -25,12 +26,19 @@ def test_masking_rates_80_10_10_and_specials_never_touched():
     rng = np.random.default_rng(0)
     vocab_size, length = 2000, 100
     chosen = masked_as_mask = unchanged = randomised = candidates_total = 0
+    kind_counts = np.zeros(3, dtype=np.int64)
     for _ in range(1500):
         ids = np.full(128, PAD_ID)
         ids[:length] = rng.integers(NUM_SPECIAL, vocab_size, size=length)
         ids[0], ids[40], ids[length - 1] = CLS_ID, SEP_ID, SEP_ID
-        masked, labels = create_masked_lm_predictions(ids, length, None, rng, 0.15, 1000, vocab_size)
+        masked, labels, kinds = create_masked_lm_predictions(ids, length, None, rng, 0.15, 1000, vocab_size)
         picked = labels != IGNORE_INDEX
+        # each predicted position's kind says what was done to it; the others have none
+        assert ((kinds != NO_KIND) == picked).all()
+        assert (masked[kinds == KIND_MASK] == MASK_ID).all()
+        assert (masked[kinds == KIND_UNCHANGED] == ids[kinds == KIND_UNCHANGED]).all()
+        assert (masked[kinds == KIND_RANDOM] >= NUM_SPECIAL).all()
+        kind_counts += np.bincount(kinds[picked], minlength=3)
         assert not picked[[0, 40]].any() and not picked[length - 1:].any()  # [CLS], [SEP], [PAD] never predicted
         assert (masked[~picked] == ids[~picked]).all()  # only chosen positions change
         assert (labels[picked] == ids[picked]).all()
@@ -45,16 +53,19 @@ def test_masking_rates_80_10_10_and_specials_never_touched():
     assert masked_as_mask / chosen == pytest.approx(0.8, abs=0.015)
     assert randomised / chosen == pytest.approx(0.1, abs=0.01)
     assert unchanged / chosen == pytest.approx(0.1, abs=0.01)
+    assert kind_counts / chosen == pytest.approx([0.8, 0.1, 0.1], abs=0.015)
+    # a random draw equal to the original is still a random position: kinds count it there, not as unchanged
+    assert kind_counts[KIND_RANDOM] >= randomised and kind_counts[KIND_UNCHANGED] <= unchanged
 
 
 def test_max_predictions_caps_and_nothing_to_mask_is_fine():
     rng = np.random.default_rng(1)
     ids = np.r_[CLS_ID, np.arange(NUM_SPECIAL, NUM_SPECIAL + 200), SEP_ID]
-    _, labels = create_masked_lm_predictions(ids, len(ids), None, rng, 0.15, 20, 300)
+    _, labels, _ = create_masked_lm_predictions(ids, len(ids), None, rng, 0.15, 20, 300)
     assert (labels != IGNORE_INDEX).sum() == 20
     only_specials = np.array([CLS_ID, SEP_ID, SEP_ID, PAD_ID])
-    masked, labels = create_masked_lm_predictions(only_specials, 3, None, rng, 0.15, 20, 300)
-    assert (labels == IGNORE_INDEX).all() and (masked == only_specials).all()
+    masked, labels, kinds = create_masked_lm_predictions(only_specials, 3, None, rng, 0.15, 20, 300)
+    assert (labels == IGNORE_INDEX).all() and (masked == only_specials).all() and (kinds == NO_KIND).all()
 
 
 def test_whole_word_masking_masks_whole_words():
@@ -65,7 +76,7 @@ def test_whole_word_masking_masks_whole_words():
     starts[3::3] = False
     starts[1] = True
     for _ in range(200):
-        _, labels = create_masked_lm_predictions(ids, len(ids), starts, rng, 0.15, 20, 100)
+        _, labels, _ = create_masked_lm_predictions(ids, len(ids), starts, rng, 0.15, 20, 100)
         picked = labels != IGNORE_INDEX
         word_id = np.cumsum(starts)
         for word in np.unique(word_id[picked]):

@@ -15,7 +15,7 @@ from bertstudy.corpus.corpus_io import load_documents
 from bertstudy.pretraining.loader import LoaderClock, batch_to_device, make_step_loader, step_micro_batches
 from bertstudy.model import BertConfig, BertForPretraining
 from bertstudy.pretraining.packing import IGNORE_INDEX, PACKED_KEYS, collate_packed, collate_padded, pack_micro_batches, pack_rows, padding_fraction
-from bertstudy.pretraining.instances import (InstanceSampler, split_documents, tokenize_documents,
+from bertstudy.pretraining.instances import (NO_KIND, InstanceSampler, split_documents, tokenize_documents,
                                         training_instances)
 from bertstudy.training.run_log import TIMING_LISTS
 from bertstudy.pretraining.vocab import build_vocab
@@ -32,11 +32,14 @@ def _sampler(documents, max_seq_len=32, max_predictions=5):
 
 
 def _unpack(batch: dict) -> list[tuple]:
-    """Each instance of a packed micro-batch back as (ids, types, labels, nsp), in NSP-slot order."""
+    """Each instance of a packed micro-batch back as (ids, types, labels, nsp, kinds), in NSP-slot order."""
     rows, row_len = batch["input_ids"].shape
     flat_labels = np.full(rows * row_len, IGNORE_INDEX)
+    flat_kinds = np.full(rows * row_len, NO_KIND)
     valid = batch["mlm_labels"] != IGNORE_INDEX
+    assert (batch["mlm_kinds"][~valid] == NO_KIND).all()  # padding slots have no kind
     flat_labels[batch["mlm_positions"][valid]] = batch["mlm_labels"][valid]
+    flat_kinds[batch["mlm_positions"][valid]] = batch["mlm_kinds"][valid]
     out = []
     for slot, label in enumerate(batch["nsp_labels"]):
         if label == IGNORE_INDEX:
@@ -46,12 +49,13 @@ def _unpack(batch: dict) -> list[tuple]:
         n = int((batch["instance_ids"][r] == inst).sum())
         assert (batch["position_ids"][r, start:start + n] == np.arange(n)).all()
         out.append((batch["input_ids"][r, start:start + n], batch["token_type_ids"][r, start:start + n],
-                    flat_labels[r * row_len + start:(r + 1) * row_len][:n], int(label)))
+                    flat_labels[r * row_len + start:(r + 1) * row_len][:n], int(label),
+                    flat_kinds[r * row_len + start:(r + 1) * row_len][:n]))
     return out
 
 
 def _same(a: tuple, b: tuple) -> bool:
-    return all(np.array_equal(x, y) for x, y in zip(a[:3], b[:3])) and a[3] == b[3]
+    return all(np.array_equal(x, y) for x, y in zip(a[:3], b[:3])) and a[3] == b[3] and np.array_equal(a[4], b[4])
 
 
 def test_packing_keeps_exactly_the_instances_of_the_step():
@@ -188,7 +192,7 @@ def test_fixed_shapes_one_shape_for_every_micro_batch_of_a_run(embedded_sampler)
             assert sorted(i for i, _ in unpacked) == list(range(128))
             assert all(_same(inst, instances[i]) for i, inst in unpacked)
             batches += micro
-    assert shapes == {((shape.rows, 128),) * 4 + ((shape.mlm_slots,),) * 2 + ((shape.nsp_slots,),) * 2}
+    assert shapes == {((shape.rows, 128),) * 4 + ((shape.mlm_slots,),) * 3 + ((shape.nsp_slots,),) * 2}  # + mlm_kinds
     assert min(counts) == 4 and sum(c > 4 for c in counts) <= len(counts) // 20
     assert padding_fraction(batches) < 0.15  # the fixed rows cost some padding back, far from ~22%
 

@@ -27,11 +27,9 @@ class CreatesMarkerWhenUnpickled:
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ckpt")
-    corpus = write_tiny_corpus(root)
-    out = root / "run"
-    assert train_large_100k.main(tiny_args(corpus, out, root / "cache", steps=6, save_interval=2, keep_last=0)) == 0
+def run_dir(tiny_run):
+    root, corpus, out, code = tiny_run("ckpt", steps=6, save_interval=2, keep_last=0)
+    assert code == 0
     return root, corpus, out
 
 

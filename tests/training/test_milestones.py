@@ -46,12 +46,9 @@ def test_bad_milestones_flag_exits_2(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def milestone_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("milestones")
-    corpus = write_tiny_corpus(root)
-    out = root / "run"
+def milestone_run(tiny_run):
     # keep_last 1: pruning removes every resumable checkpoint but the newest; milestones must stay
-    code = train_large_100k.main(tiny_args(corpus, out, root / "cache", milestones="log,4", keep_last=1))
+    _, corpus, out, code = tiny_run("milestones", milestones="log,4", keep_last=1)
     return code, out, corpus
 
 

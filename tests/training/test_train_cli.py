@@ -18,11 +18,8 @@ torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cli")
-    corpus = write_tiny_corpus(root)
-    out = root / "run"
-    code = train_large_100k.main(tiny_args(corpus, out, root / "cache"))
+def finished_run(tiny_run):
+    _, _, out, code = tiny_run("cli")
     return code, out
 
 

@@ -25,18 +25,16 @@ from bertstudy.pretraining.instances import InstanceSampler, tokenize_documents
 from bertstudy.training.config import preset_config, resume_config
 from bertstudy.training.trainer import Trainer, model_config_for
 from bertstudy.pretraining.vocab import build_vocab
-from tests.train_helpers import tiny_args, tiny_documents, write_tiny_corpus
+from tests.train_helpers import tiny_args, tiny_documents
 
 torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory):
+def finished(tiny_run):
     """A finished tiny run (4 steps, checkpoints at 2 and 4) and its corpus."""
-    root = tmp_path_factory.mktemp("start")
-    corpus = write_tiny_corpus(root)
-    out = root / "run"
-    assert train_large_100k.main(tiny_args(corpus, out, root / "cache", steps=4, save_interval=2, eval_interval=2)) == 0
+    root, corpus, out, code = tiny_run("start", steps=4, save_interval=2, eval_interval=2)
+    assert code == 0
     return root, corpus, out
 
 

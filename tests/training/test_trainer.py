@@ -274,3 +274,74 @@ def test_the_step_reads_nothing_back_from_the_device(monkeypatch, world_size):
     for p, q in zip(model.parameters(), before):
         assert torch.equal(p.detach(), q) or (torch.isnan(p).any() and torch.isnan(q).any())
     assert trainer.nonfinite_in_a_row == 1
+
+
+# ---------------------------------------------------------------- MLM accuracy by position kind
+def _hand_built_batch(answer: int, other: int) -> dict:
+    """Two instances whose predicted positions are labelled by hand: [MASK] positions with labels
+    answer, other, answer, answer; a random position labelled other; unchanged positions labelled
+    answer, answer. A model that always predicts `answer` gets 3/4, 0/1 and 2/2 of them."""
+    from bertstudy.pretraining.instances import KIND_MASK, KIND_RANDOM, KIND_UNCHANGED, NO_KIND
+    from bertstudy.pretraining.packing import collate_packed
+    from bertstudy.pretraining.vocab import CLS_ID, MASK_ID, SEP_ID
+
+    def instance(tokens, predicted):  # predicted: {position: (label, kind)}
+        ids = np.array([CLS_ID, *tokens, SEP_ID, tokens[0], SEP_ID])
+        labels, kinds = np.full(len(ids), -100), np.full(len(ids), NO_KIND)
+        for pos, (label, kind) in predicted.items():
+            labels[pos], kinds[pos] = label, kind
+            ids[pos] = MASK_ID if kind == KIND_MASK else ids[pos]
+        types = np.r_[np.zeros(len(tokens) + 2, dtype=np.int64), np.ones(2, dtype=np.int64)]
+        return ids, types, labels, 0, kinds
+
+    first = instance([answer, other, answer, other, answer],
+                     {1: (answer, KIND_MASK), 2: (other, KIND_MASK), 3: (answer, KIND_UNCHANGED), 4: (other, KIND_RANDOM)})
+    second = instance([answer, answer, other], {1: (answer, KIND_MASK), 2: (answer, KIND_UNCHANGED),
+                                                 3: (answer, KIND_MASK)})
+    return collate_packed([first, second], [[0, 1]], 32)
+
+
+def _always_predicts(model: BertForPretraining, token: int) -> None:
+    with torch.no_grad():
+        model.mlm_bias.zero_()
+        model.mlm_bias[token] = 1e4  # the argmax at every position, whatever the hidden state
+
+
+def test_accuracy_by_position_kind_on_a_hand_built_batch():
+    from bertstudy.pretraining.loader import batch_to_device
+
+    config, sampler, model = _setup(batch_size=4, grad_accum=1)
+    answer, other = 10, 11
+    _always_predicts(model, answer)
+    trainer = Trainer(config, model, sampler)
+    batch = _hand_built_batch(answer, other)
+    result = trainer.evaluate([batch_to_device(batch, torch.device("cpu"))])
+    assert result["mask_acc"] == pytest.approx(3 / 4)
+    assert result["random_acc"] == 0.0
+    assert result["unchanged_acc"] == 1.0
+    assert result["mlm_acc"] == pytest.approx(5 / 7)  # the original's figure over all predicted positions
+    # the same counts flow through a training step into the log point's totals
+    with torch.no_grad():
+        model.mlm_bias.requires_grad_(False)  # keep the forced answer through the update
+    trainer.train_step(0, [batch])
+    totals = trainer.take_totals()
+    assert (totals["mask_acc"], totals["random_acc"], totals["unchanged_acc"]) == (pytest.approx(0.75), 0.0, 1.0)
+
+
+def test_a_batch_without_kinds_and_an_old_checkpoints_totals_leave_the_kinds_out():
+    config, sampler, model = _setup(batch_size=4, grad_accum=1)
+    trainer = Trainer(config, model, sampler)
+    batch = _hand_built_batch(10, 11)
+    trainer.train_step(0, [{k: v for k, v in batch.items() if k != "mlm_kinds"}])
+    totals = trainer.take_totals()
+    assert "mlm_acc" in totals and not {"mask_acc", "random_acc", "unchanged_acc"} & set(totals)
+    # a checkpoint written before the kind counters existed: 7 totals; padded as unknown, not as zero
+    state = trainer.state()
+    state["totals"] = state["totals"][:7]
+    state["totals"][1] = 3.0  # 3 masked positions counted before the checkpoint
+    trainer.load_state(state)
+    trainer.train_step(1, [batch])
+    first = trainer.take_totals()
+    assert "mask_acc" not in first and "mlm_acc" in first  # this interval's kind counts are incomplete
+    trainer.train_step(2, [batch])
+    assert "mask_acc" in trainer.take_totals()  # the next interval has them whole

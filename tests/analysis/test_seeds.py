@@ -1,0 +1,103 @@
+"""The summary across pretraining seeds (issue 21 item 5): hand-made analyses with answers worked out
+by hand, and analyze_100k.py --seeds-summary on real analyses of real histories."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+
+import analyze_100k
+from bertstudy.analysis.seeds import SeedsInputError, headline_figures, summarize_seeds
+from bertstudy.base.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_USAGE
+
+FIXTURE = Path(__file__).resolve().parent.parent / "data" / "original_training_history_100k.json"
+
+
+def _analysis(run: str, metric: str, final: float, r: float, plateau=None, downstream=None) -> dict:
+    return {"source": {"path": f"runs/{run}/training_history_100k.json"}, "metric": {"name": metric},
+            "metric_stats": {"final": final, "final_window_mean": final - 0.01}, "pearson_correlation": r,
+            "association": {"spearman": {"rho": r + 0.05}},
+            "phases": {"plateau": plateau}, **({"downstream": downstream} if downstream else {})}
+
+
+def _downstream(score: float) -> dict:
+    return {"tasks": {"cws": {"best": {"step": 5000, "score": score},
+                              "mlm_vs_score": {"pearson": {"r": 0.9}, "spearman": {"rho": None}}}}}
+
+
+def test_spread_of_three_seeds_by_hand():
+    analyses = [
+        _analysis("seed1", "eval_mlm_acc", 0.19, 0.85, {"start_step": 400, "end_step": 2500, "level": 0.135},
+                  _downstream(0.67)),
+        _analysis("seed1", "eval_mask_acc", 0.10, 0.80),
+        _analysis("seed2", "eval_mlm_acc", 0.21, 0.87, {"start_step": 500, "end_step": 2300, "level": 0.137},
+                  _downstream(0.69)),
+        _analysis("seed2", "eval_mask_acc", 0.12, 0.82),
+        _analysis("seed3", "eval_mlm_acc", 0.20, 0.89, None, _downstream(0.68)),
+        _analysis("seed3", "eval_mask_acc", 0.14, 0.84),
+    ]
+    summary = summarize_seeds(analyses)
+    assert summary["runs"] == ["runs/seed1", "runs/seed2", "runs/seed3"]
+    final = summary["figures"]["eval_mlm_acc.final"]
+    assert final["values"] == {"runs/seed1": 0.19, "runs/seed2": 0.21, "runs/seed3": 0.20}
+    assert (final["n"], final["mean"], final["min"], final["max"]) == (3, pytest.approx(0.20), 0.19, 0.21)
+    assert final["sd"] == pytest.approx(0.01)  # sample sd of 0.19, 0.20, 0.21
+    mask = summary["figures"]["eval_mask_acc.final"]
+    assert mask["mean"] == pytest.approx(0.12) and mask["sd"] == pytest.approx(0.02)
+    start = summary["figures"]["eval_mlm_acc.plateau_start"]  # seed3 found no plateau: two runs
+    assert start["n"] == 2 and start["mean"] == 450 and start["sd"] == pytest.approx(math.sqrt(5000))
+    assert summary["figures"]["downstream.cws.best_score"]["mean"] == pytest.approx(0.68)
+    assert "downstream.cws.mlm_vs_score_spearman_rho" not in summary["figures"]  # null: left out
+    assert summary["figures"]["eval_mask_acc.spearman_rho"]["max"] == pytest.approx(0.89)
+
+
+def test_inputs_that_cannot_be_summarized():
+    one = _analysis("seed1", "eval_mlm_acc", 0.19, 0.85)
+    with pytest.raises(ValueError, match="at least two"):
+        summarize_seeds([one, _analysis("seed1", "eval_mask_acc", 0.1, 0.8)])
+    with pytest.raises(SeedsInputError, match="other values of eval_mlm_acc.final") as caught:
+        summarize_seeds([one, _analysis("seed2", "eval_mlm_acc", 0.2, 0.8), _analysis("seed1", "eval_mlm_acc", 0.3, 0.85)])
+    assert caught.value.index == 2
+    with pytest.raises(SeedsInputError, match="no source.path") as caught:
+        summarize_seeds([one, {"metric": {"name": "x"}}])
+    assert caught.value.index == 1
+    with pytest.raises(ValueError, match="no metric.name"):
+        headline_figures({"source": {"path": "a/b.json"}})
+
+
+def test_cli_on_real_analyses(tmp_path, capsys):
+    """Two 'seeds' standing in as the published history and its first half, each in its own run folder."""
+    outputs = []
+    for name, keep in (("seed1", None), ("seed2", 50_000)):
+        folder = tmp_path / name
+        folder.mkdir()
+        obj = json.loads(FIXTURE.read_text(encoding="utf-8"))
+        if keep:
+            n = sum(1 for s in obj["steps"] if s <= keep)
+            obj = {k: v[:n] for k, v in obj.items()}
+        (folder / "training_history_100k.json").write_text(json.dumps(obj), encoding="utf-8")
+        out = folder / "analysis.json"
+        assert analyze_100k.main([str(folder / "training_history_100k.json"), "--out", str(out), "--bootstrap", "0",
+                                  "--quiet"]) == EXIT_OK
+        outputs.append(out)
+    capsys.readouterr()
+    summary_path = tmp_path / "seeds_summary.json"
+    code = analyze_100k.main(["--seeds-summary", *map(str, outputs), "--out", str(summary_path)])
+    out, err = capsys.readouterr()
+    assert code == EXIT_OK and err == "" and "mlm_acc.pearson_r" in out and f"wrote {summary_path}" in out
+    summary = json.loads(summary_path.read_text(encoding="utf-8"))
+    rs = [json.loads(p.read_text(encoding="utf-8"))["pearson_correlation"] for p in outputs]
+    figure = summary["figures"]["mlm_acc.pearson_r"]
+    assert figure["values"] == {str(tmp_path / "seed1"): rs[0], str(tmp_path / "seed2"): rs[1]}
+    assert figure["mean"] == pytest.approx(sum(rs) / 2) and summary["inputs"] == [str(p) for p in outputs]
+    # a file that is not an analysis: one line naming it, exit 3; no --out: exit 2
+    shutil.copy(FIXTURE, tmp_path / "history.json")
+    code = analyze_100k.main(["--seeds-summary", str(outputs[0]), str(tmp_path / "history.json"), "--out",
+                              str(tmp_path / "x.json")])
+    err = capsys.readouterr().err.strip()
+    assert code == EXIT_BAD_INPUT and len(err.splitlines()) == 1 and "history.json" in err
+    assert analyze_100k.main(["--seeds-summary", *map(str, outputs)]) == EXIT_USAGE

@@ -1,0 +1,52 @@
+"""`make study-cpu SEEDS="1 2"` (issue 21 item 5): the lines `make -n` expands to, run on tiny data as
+tests/test_readme_commands.py runs the single-seed ones. A sweep stopped after its first seed continues
+with the next without retraining the first; the seeds share the held-out split; the summary covers both."""
+
+from __future__ import annotations
+
+import json
+
+from bertstudy.base.atomic_io import iter_jsonl
+from tests.test_readme_commands import make_script_lines, make_workspace, run_line, script_of, tiny
+
+
+def _seed_of(tokens: list[str]) -> str | None:
+    """The seed whose run folder a line works on (None: the shared lines and the summary over all seeds)."""
+    if "--seeds-summary" in tokens:
+        return None
+    return next((t.rsplit("_seed", 1)[1].split("/")[0] for t in tokens if "cpu_study_seed" in t), None)
+
+
+def test_seed_sweep_resumes_after_the_first_seed(tmp_path):
+    work = make_workspace(tmp_path, "seeds")
+    lines = make_script_lines(["study-cpu", "SEEDS=1 2"], work)
+    seeds = [_seed_of(t) for t in lines]
+    assert [s for s in dict.fromkeys(seeds) if s] == ["1", "2"]
+    assert [script_of(t) for t in lines if _seed_of(t) == "1"] == ["train_large_100k.py", "probe_downstream.py",
+                                                                    "analyze_100k.py", "analyze_100k.py"]
+    first_done = max(i for i, s in enumerate(seeds) if s == "1") + 1
+    for tokens in lines[:first_done]:  # the sweep stops once seed 1 is done
+        run_line(tiny(tokens), work)
+    run1, run2 = work / "runs" / "cpu_study_seed1", work / "runs" / "cpu_study_seed2"
+    assert not run2.exists()
+    checkpoints = {p.name: p.read_bytes() for p in (run1 / "checkpoints_100k").glob("step_*.pth")}
+    log_before = (run1 / "training_log_100k.jsonl").read_text()
+    assert any(r["kind"] == "train" for _, r in iter_jsonl(run1 / "training_log_100k.jsonl"))
+    for tokens in lines:  # make study-cpu SEEDS="1 2" again, from the top
+        run_line(tiny(tokens), work)
+    # seed 1 is complete: its rerun trains nothing, logs nothing, writes no checkpoint
+    assert (run1 / "training_log_100k.jsonl").read_text() == log_before
+    assert {p.name: p.read_bytes() for p in (run1 / "checkpoints_100k").glob("step_*.pth")} == checkpoints
+    split1, split2 = (json.loads((run / "heldout_documents.json").read_text()) for run in (run1, run2))
+    assert split1["heldout_ids"] == split2["heldout_ids"]  # the same held-out documents for every seed
+    h1, h2 = (json.loads((run / "training_history_100k.json").read_text()) for run in (run1, run2))
+    assert (h1["meta"]["config"]["seed"], h2["meta"]["config"]["seed"]) == (1, 2) and h1["mlm_acc"] != h2["mlm_acc"]
+    summary = json.loads((work / "results" / "seeds_summary.json").read_text())
+    assert summary["runs"] == ["runs/cpu_study_seed1", "runs/cpu_study_seed2"]
+    figures = summary["figures"]
+    assert figures["eval_mlm_acc.final"]["n"] == figures["eval_mask_acc.final"]["n"] == 2
+    assert figures["eval_mask_acc.final"]["values"]["runs/cpu_study_seed2"] == h2["eval_mask_acc"][-1]
+    for run in ("cpu_study_seed1", "cpu_study_seed2"):  # r as each run's own analysis has it (none: constant)
+        for metric, name in (("eval_mlm_acc", "mlm"), ("eval_mask_acc", "mask")):
+            r = json.loads((work / "runs" / run / f"analysis_heldout_{name}.json").read_text())["pearson_correlation"]
+            assert figures.get(f"{metric}.pearson_r", {"values": {}})["values"].get(f"runs/{run}") == r

@@ -47,7 +47,7 @@ from bertstudy.model import BertForPretraining, PretrainingOutput, _masked_cross
 from bertstudy.pretraining.packing import collate_padded, host_counts  # noqa: E402
 from bertstudy.pretraining.instances import training_instances  # noqa: E402
 from bertstudy.training.config import preset_config  # noqa: E402
-from bertstudy.training.device import Distributed, enable_tf32, precision_settings  # noqa: E402
+from bertstudy.training.device import Distributed, enable_tf32, gpu_peak_tflops, precision_settings  # noqa: E402
 from bertstudy.training.trainer import Trainer, model_config_for  # noqa: E402
 
 H100_BF16_DENSE_TFLOPS = 989.0  # H100 SXM dense bf16 peak (NVIDIA datasheet), the CUDA default
@@ -243,7 +243,8 @@ def run_benchmark(args, argv: list[str]) -> dict:
     data = build_figures(sampler, preset_config("large_100k", seed=config.seed) if args.preset == "large_100k" else config)
     peak_gflops = matmul_peak_gflops(device)
     peak_flops = (args.peak_tflops * 1e12) if args.peak_tflops else (
-        peak_gflops * 1e9 if device.type == "cpu" else H100_BF16_DENSE_TFLOPS * 1e12)
+        peak_gflops * 1e9 if device.type == "cpu" else (gpu_peak_tflops(torch.cuda.get_device_name(device))
+                                                         or H100_BF16_DENSE_TFLOPS) * 1e12)
     runners = {name: Runner(name, config, sampler, vocab_size, device) for name in RUNNERS}
     flops_per_token = training_flops_per_token(runners["ours-packed"].trainer.raw_model, config.max_seq_len)
     models = time_runners(runners, warmup, steps, repeats)
@@ -325,7 +326,8 @@ def build_parser():
     parser.add_argument("--repeats", type=positive_int, default=None, help="timed repeats, medians reported (default 3 CUDA, 2 CPU)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="default auto: CUDA when present")
     parser.add_argument("--peak-tflops", type=positive_float, default=None,
-                        help=f"MFU denominator (default: the measured fp32 matmul peak on CPU, {H100_BF16_DENSE_TFLOPS:g} on CUDA)")
+                        help=f"MFU denominator (default: the measured fp32 matmul peak on CPU; on CUDA the found GPU's dense "
+                             f"bf16 peak, device.GPU_PEAK_TFLOPS, or {H100_BF16_DENSE_TFLOPS:g} for an unknown one)")
     parser.add_argument("--compile-preset", choices=[*sorted(BENCH_PRESETS), "none"], default="quick",
                         help="shape at which ours is timed with torch.compile on and off (default quick; none: skip)")
     parser.add_argument("--compile-mode", default="default", help="torch.compile mode for that (reduce-overhead: CUDA graphs)")

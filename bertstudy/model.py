@@ -143,13 +143,19 @@ class BertForPretraining(nn.Module):
                position_ids: Tensor | None = None, instance_ids: Tensor | None = None) -> Tensor:
         """Hidden states [B, T, H]. attention_mask None means "no padding": SDPA then gets no mask
         and may take its fastest (flash / memory-efficient) kernel. instance_ids (packed rows, 0 =
-        padding) replaces attention_mask: a position attends only to positions of its own instance."""
-        key_mask = None
+        padding) replaces attention_mask: a position attends only to positions of its own instance.
+        The mask is built once per forward as an additive mask in the attention's dtype: SDPA turns a
+        boolean mask into that itself, in every layer (2 aten::where per layer). With any mask SDPA
+        cannot use flash attention on CUDA (it takes no arbitrary mask): torch 2.13 tries flash, then
+        memory-efficient, math, cuDNN (`torch._C._get_sdp_priority_order()` = [1, 2, 0, 3, 4]), so a
+        block-diagonal mask gets the memory-efficient kernel; the CPU its flash-for-CPU kernel."""
+        allowed = None
         if instance_ids is not None:  # [B, 1, T, T]; padding attends to padding, never to an instance
-            key_mask = instance_ids[:, None, :, None] == instance_ids[:, None, None, :]
+            allowed = instance_ids[:, None, :, None] == instance_ids[:, None, None, :]
         elif attention_mask is not None:
-            key_mask = attention_mask.bool()[:, None, None, :]  # [B, 1, 1, T]: True = may be attended
+            allowed = attention_mask.bool()[:, None, None, :]  # [B, 1, 1, T]: True = may be attended
         hidden = self.embeddings(input_ids, token_type_ids, position_ids)
+        key_mask = None if allowed is None else additive_mask(allowed, _attention_dtype(hidden))
         for layer in self.layers:
             hidden = layer(hidden, key_mask)
         return hidden
@@ -245,6 +251,19 @@ class BertForPretraining(nn.Module):
         ]
         extra = {"fused": True} if device_type == "cuda" else {}
         return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=eps, **extra)
+
+
+def _attention_dtype(hidden: Tensor) -> torch.dtype:
+    """The dtype q, k and v have in SDPA: autocast's where it is on, else the hidden states'."""
+    device_type = hidden.device.type
+    if torch.is_autocast_enabled(device_type):
+        return torch.get_autocast_dtype(device_type)
+    return hidden.dtype
+
+
+def additive_mask(allowed: Tensor, dtype: torch.dtype) -> Tensor:
+    """0 where attention is allowed, -inf elsewhere (what SDPA makes of a boolean mask, once)."""
+    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill_(~allowed, float("-inf"))
 
 
 def _masked_cross_entropy(logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor, Tensor]:

@@ -93,6 +93,7 @@ def _summary_from_log(path: Path, window: int) -> dict:
     start: dict | None = None
     train = evaluation = end = early = None
     points: list[tuple[float, float]] = []  # (step, wall time) of this process's train and speed records
+    skipped = 0  # updates the trainer skipped (non-finite loss or gradients, fp16 overflow), whole run
     for line, record in iter_jsonl(path, allow_partial_last=True):
         if not isinstance(record, dict) or not isinstance(record.get("kind"), str):
             raise BadInputError(path, "expected an object with a 'kind' field", line=line)
@@ -109,6 +110,7 @@ def _summary_from_log(path: Path, window: int) -> dict:
                 stamp = _number(path, record, "time", optional=True, line=line)
                 if stamp is not None:
                     points.append((step, stamp))
+                skipped += int(_number(path, record, "skipped_steps", optional=True, line=line) or 0)
             else:
                 evaluation = {"step": int(step), **_metrics(path, record, ("mask_acc", "mlm_acc", "nsp_acc", "mlm_loss"), line)}
         elif kind == "speed":  # the first steps' speed, before the first train record (training/machine.py)
@@ -118,7 +120,7 @@ def _summary_from_log(path: Path, window: int) -> dict:
                 points.append((step, stamp))
         elif kind == "end":
             end = record
-    return _log_summary(path, start, train, evaluation, end, early, _rate(points, window))
+    return {**_log_summary(path, start, train, evaluation, end, early, _rate(points, window)), "skipped_steps": skipped}
 
 
 def _log_summary(path: Path, start, train, evaluation, end, early, steps_per_s) -> dict:
@@ -334,6 +336,8 @@ def _format_training(run: dict) -> list[tuple[str, str]]:
     if run["train"]:
         # [MASK] accuracy (issue 21) beside mlm_acc, the original's figure over all predicted positions
         rows.append(("train", _metric_line(run["train"], ("mask_acc", "mlm_acc", "nsp_acc", "loss", "lr"))))
+    if run.get("skipped_steps"):
+        rows.append(("skipped", f"{run['skipped_steps']:,} update(s) (non-finite loss or fp16 overflow)"))
     if run["eval"]:
         rows.append(("held-out", _metric_line(run["eval"], ("mask_acc", "mlm_acc", "nsp_acc", "mlm_loss"))))
     ckpt = run["checkpoint"]

@@ -1,9 +1,17 @@
-"""Helper of scripts/gpu_check.sh.
+"""Helper of scripts/gpu_check.sh (one mode per call):
 
-    gpu_train_check.py --out train.json -- TRAIN_ARGS...   run train_large_100k.py in this process and
-        write its figures: steps/s, tokens/s, peak CUDA memory, MFU, data wait, the chosen micro-batch;
-    gpu_train_check.py --summarize DIR                      gather DIR's step statuses, CUDA test counts,
-        train.json and bench.json into DIR/gpu_check.json (exit 1 if anything failed).
+    gpu_train_check.py --c-compiler                 a C compiler for Triton (torch.compile's kernels): found,
+        or installed with apt-get when running as root; exit 1 when there is none;
+    gpu_train_check.py --out F.json [--count-syncs] [--memory-cap-gb G] -- TRAIN_ARGS...
+        run train_large_100k.py in this process and write its figures: tokens/s and steps/s of the last
+        log interval, MFU against the found GPU's dense bf16 peak (device.GPU_PEAK_TFLOPS), peak reserved
+        memory and the CUDA context, the split the run used, skipped updates, and with --count-syncs the
+        host-device syncs inside the steps (torch.cuda.set_sync_debug_mode); --memory-cap-gb caps this
+        process's share of the GPU (set_per_process_memory_fraction) as a smaller card would;
+    gpu_train_check.py --parity F.json -- TRAIN_ARGS...   the same run with --amp (bf16) and --no-amp
+        (fp32, TF32 matmuls): the largest relative difference of their training losses;
+    gpu_train_check.py --summarize DIR [--final]     gather the parts' statuses and JSON files into
+        DIR/gpu_check.json (run after every part; --final: exit 1 if anything failed).
 """
 
 from __future__ import annotations
@@ -11,8 +19,12 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
+import shutil
+import subprocess
 import sys
 import time
+import warnings
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
@@ -20,64 +32,147 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-H100_BF16_DENSE_TFLOPS = 989.0  # the MFU denominator, as bench/throughput.py's CUDA default
+PART_FILES = ("train", "memory_8gb", "parity", "fp16", "bench", "compile", "compiler")
 
 
-def train_figures(out: Path, train_args: list[str]) -> int:
+def c_compiler() -> int:
+    """Triton needs a C compiler at its first compile; a bare machine may have none."""
+    found = next((shutil.which(name) for name in ("cc", "gcc", "clang") if shutil.which(name)), None)
+    if found is None and shutil.which("apt-get") and os.geteuid() == 0:
+        subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "gcc"], check=False, timeout=25,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        found = shutil.which("gcc")
+    Path("runs/gpu_check").mkdir(parents=True, exist_ok=True)
+    Path("runs/gpu_check/compiler.json").write_text(json.dumps({"c_compiler": found}), encoding="utf-8")
+    print(f"C compiler: {found or 'none (torch.compile will fail; install gcc)'}")
+    return 0 if found else 1
+
+
+def _count_step_syncs():
+    """Wrap Trainer.train_step so that CUDA's sync debug mode warns inside the steps only; returns the
+    list the warnings land in (one per host-device synchronization)."""
     import torch
 
-    import train_large_100k
-    from bertstudy.base.atomic_io import atomic_write_json, read_json
-    from bertstudy.model import BertConfig, BertForPretraining, training_flops_per_token
+    from bertstudy.training import trainer as trainer_module
 
-    started = time.monotonic()
-    code = train_large_100k.main(train_args)
-    wall = time.monotonic() - started
-    out_dir = Path(train_args[train_args.index("--out-dir") + 1])
+    caught: list[str] = []
+    real = trainer_module.Trainer.train_step
+
+    def counted(self, *args, **kwargs):
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                return real(self, *args, **kwargs)
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+                caught.extend(str(w.message) for w in seen if "synchroniz" in str(w.message))
+
+    trainer_module.Trainer.train_step = counted
+    return caught
+
+
+def _run_figures(out_dir: Path, code: int, wall: float) -> dict:
+    import torch
+
+    from bertstudy.base.atomic_io import read_json
+    from bertstudy.model import BertConfig, BertForPretraining, training_flops_per_token
+    from bertstudy.training.device import gpu_peak_tflops
+
     history = read_json(out_dir / "training_history_100k.json")
     resolved = read_json(out_dir / "resolved_config.json")
     model = BertForPretraining(BertConfig(**resolved["model"]))
+    name = torch.cuda.get_device_name(0)
+    peak = gpu_peak_tflops(name)
     tokens_per_s = history["tokens_per_s"][-1]  # the last log interval: compile and warm-up are behind it
-    flops = training_flops_per_token(model, resolved["max_seq_len"])
-    figures = {
-        "exit_code": code, "wall_s": wall, "device": torch.cuda.get_device_name(0), "torch": torch.__version__,
+    free, total = torch.cuda.mem_get_info(0)
+    reserved = torch.cuda.memory_reserved(0)
+    return {
+        "exit_code": code, "wall_s": wall, "device": name, "torch": torch.__version__, "cuda": torch.version.cuda,
         "steps": history["steps"][-1], "batch_size": resolved["batch_size"], "grad_accum": resolved["grad_accum"],
-        "global_batch": history["meta"]["global_batch"], "amp": resolved["amp"],
+        "global_batch": history["meta"]["global_batch"], "amp": resolved["amp"], "compile": resolved["compile"],
         "tokens_per_s_last_interval": tokens_per_s,
         "steps_per_s_last_interval": (history["steps"][-1] - history["steps"][-2]) / max(
-            history["elapsed_s"][-1] - history["elapsed_s"][-2], 1e-9),
-        "data_wait_s": history["data_wait_s"], "peak_memory_mb": torch.cuda.max_memory_allocated(0) / 2**20,
-        "mfu_last_interval": tokens_per_s * flops / (H100_BF16_DENSE_TFLOPS * 1e12),
-        "mfu_peak_tflops": H100_BF16_DENSE_TFLOPS, "final_loss": history["loss"][-1],
-        "eval_mlm_acc": history["eval_mlm_acc"][-1],
+            history["elapsed_s"][-1] - history["elapsed_s"][-2], 1e-9) if len(history["steps"]) > 1 else None,
+        "mfu_last_interval": tokens_per_s * training_flops_per_token(model, resolved["max_seq_len"]) / (peak * 1e12)
+        if peak else None,
+        "mfu_peak_tflops": peak, "data_wait_s": history.get("data_wait_s"),
+        "skipped_steps": sum(history.get("skipped_steps", [])), "final_loss": history["loss"][-1],
+        "eval_mlm_acc": history["eval_mlm_acc"][-1] if history["eval_mlm_acc"] else None,
+        "peak_allocated_mb": torch.cuda.max_memory_allocated(0) / 2**20,
+        "peak_reserved_mb": torch.cuda.max_memory_reserved(0) / 2**20,
+        "context_mb": (total - free - reserved) / 2**20,  # what the process holds beyond the allocator's pool
+        "total_memory_mb": total / 2**20,
     }
+
+
+def train_figures(out: Path, train_args: list[str], count_syncs: bool, memory_cap_gb: float | None) -> int:
+    import torch
+
+    import train_large_100k
+    from bertstudy.base.atomic_io import atomic_write_json
+
+    if memory_cap_gb:
+        _, total = torch.cuda.mem_get_info(0)
+        torch.cuda.set_per_process_memory_fraction(min(1.0, memory_cap_gb * 2**30 / total), 0)
+    syncs = _count_step_syncs() if count_syncs else None
+    started = time.monotonic()
+    code = train_large_100k.main(train_args)
+    figures = _run_figures(Path(train_args[train_args.index("--out-dir") + 1]), code, time.monotonic() - started)
+    figures["memory_cap_gb"] = memory_cap_gb
+    if syncs is not None:
+        figures["syncs_in_steps"] = len(syncs)
+        figures["syncs_per_step"] = len(syncs) / max(figures["steps"], 1)
+        figures["sync_examples"] = sorted(set(syncs))[:5]
     atomic_write_json(out, figures)
     print(json.dumps(figures, indent=1))
     return code
 
 
-def summarize(folder: Path) -> int:
-    import torch
+def parity(out: Path, train_args: list[str]) -> int:
+    """bf16 autocast against fp32 on the same batches: the loss curves must agree closely."""
+    from bertstudy.base.atomic_io import atomic_write_json, read_json
 
+    where = train_args.index("--out-dir") + 1
+    base, losses, codes = Path(train_args[where]), {}, {}
+    for name, flag in (("bf16", "--amp"), ("fp32", "--no-amp")):
+        args = list(train_args)
+        args[where] = str(base / name)
+        codes[name] = subprocess.run([sys.executable, "train_large_100k.py", *args, flag], cwd=ROOT).returncode
+        if codes[name] == 0:
+            losses[name] = read_json(base / name / "training_history_100k.json")["loss"]
+    worst = max((abs(a - b) / abs(b) for a, b in zip(losses.get("bf16", []), losses.get("fp32", []))), default=None)
+    result = {"exit_codes": codes, "losses": losses, "max_relative_difference": worst,
+              "passed": worst is not None and worst < 0.02}
+    atomic_write_json(out, result)
+    print(json.dumps(result, indent=1))
+    return 0 if result["passed"] else 1
+
+
+def summarize(folder: Path, final: bool) -> int:
+    """DIR/gpu_check.json from whatever parts are done (no torch import: it runs after every part)."""
     from bertstudy.base.atomic_io import atomic_write_json
 
-    summary = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-               "torch": torch.__version__, "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-               "steps": {p.stem: int(p.read_text().strip()) for p in sorted(folder.glob("*.status"))}}
+    parts = {}
+    for path in sorted(folder.glob("*.status")):
+        status, _, seconds = path.read_text().strip().partition(" ")
+        parts[path.stem] = {"exit": int(status), "seconds": int(seconds) if seconds else None}
+    summary = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "parts": parts}
     junit = folder / "cuda_tests.xml"
     if junit.exists():
         suite = ElementTree.parse(junit).getroot()
         suite = suite if suite.tag == "testsuite" else suite.find("testsuite")
         summary["cuda_tests"] = {k: int(suite.get(k, 0)) for k in ("tests", "failures", "errors", "skipped")}
-    for name in ("train", "bench"):
+    for name in PART_FILES:
         path = folder / f"{name}.json"
         summary[name] = json.loads(path.read_text()) if path.exists() else None
+    summary["device"] = next((summary[n]["device"] for n in ("train", "fp16", "compile") if summary.get(n)), None)
     tests = summary.get("cuda_tests", {})
-    summary["passed"] = (all(v == 0 for v in summary["steps"].values()) and bool(tests.get("tests"))
+    summary["passed"] = (bool(parts) and all(p["exit"] == 0 for p in parts.values()) and bool(tests.get("tests"))
                          and not tests.get("failures") and not tests.get("errors"))
     atomic_write_json(folder / "gpu_check.json", summary)
     print(f"gpu_check: {'passed' if summary['passed'] else 'FAILED'}; figures in {folder / 'gpu_check.json'}")
-    return 0 if summary["passed"] else 1
+    return 0 if summary["passed"] or not final else 1
 
 
 def main(argv=None) -> int:
@@ -86,14 +181,23 @@ def main(argv=None) -> int:
     own = argv[:argv.index("--")] if "--" in argv else argv
     parser = argparse.ArgumentParser(prog="gpu_train_check.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--c-compiler", action="store_true", help="find (or install) a C compiler for Triton")
     parser.add_argument("--out", type=Path, help="train figures JSON (with -- TRAIN_ARGS)")
+    parser.add_argument("--count-syncs", action="store_true", help="count host-device syncs inside the steps")
+    parser.add_argument("--memory-cap-gb", type=float, help="cap this process's GPU memory (a smaller card)")
+    parser.add_argument("--parity", type=Path, help="bf16 vs fp32 parity JSON (with -- TRAIN_ARGS)")
     parser.add_argument("--summarize", type=Path, help="folder of a gpu_check.sh run")
+    parser.add_argument("--final", action="store_true", help="with --summarize: exit 1 if a part failed")
     args = parser.parse_args(own)
+    if args.c_compiler:
+        return c_compiler()
     if args.summarize:
-        return summarize(args.summarize)
+        return summarize(args.summarize, args.final)
+    if args.parity and train_args:
+        return parity(args.parity, train_args)
     if not args.out or not train_args:
-        parser.error("give --out FILE -- TRAIN_ARGS, or --summarize DIR")
-    return train_figures(args.out, train_args)
+        parser.error("give --c-compiler, --out FILE -- TRAIN_ARGS, --parity FILE -- TRAIN_ARGS or --summarize DIR")
+    return train_figures(args.out, train_args, args.count_syncs, args.memory_cap_gb)
 
 
 if __name__ == "__main__":

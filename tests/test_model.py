@@ -223,3 +223,40 @@ def test_fused_adamw_takes_the_same_steps_as_the_plain_one():
     for (name, p), q in zip(plain_model.named_parameters(), fused_model.parameters()):
         torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-6, msg=name)
     assert all(not torch.equal(p, s) for p, s in zip(plain_model.parameters(), start))  # every weight moved
+
+
+@pytest.mark.parametrize("amp", [False, True])
+def test_the_attention_mask_is_built_once_per_forward_in_the_attention_dtype(monkeypatch, amp):
+    """Issue 20 item 8: every layer gets the same additive mask, already in q's dtype, so SDPA converts
+    nothing per layer (with a boolean mask it ran 2 aten::where per layer); and outputs are unchanged."""
+    config = tiny_config(dropout=0.0)
+    torch.manual_seed(0)
+    model = BertForPretraining(config).eval()
+    ids = torch.randint(5, config.vocab_size, (2, 12))
+    instance_ids = torch.ones_like(ids)
+    instance_ids[:, 7:] = 2
+    instance_ids[1, 10:] = 0  # padding
+    positions = torch.cat([torch.arange(7), torch.arange(5)]).expand(2, 12)
+    real_sdpa = F.scaled_dot_product_attention
+    seen = []
+
+    def recording(q, k, v, attn_mask=None, **kwargs):
+        seen.append((attn_mask, q.dtype))
+        return real_sdpa(q, k, v, attn_mask=attn_mask, **kwargs)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", recording)
+    context = torch.autocast("cpu", torch.bfloat16) if amp else torch.no_grad()
+    with torch.no_grad(), context:
+        hidden = model.encode(ids, torch.zeros_like(ids), None, positions, instance_ids)
+    masks = [mask for mask, _ in seen]
+    assert len(masks) == config.num_layers and all(mask is masks[0] for mask in masks)
+    assert all(mask.dtype == dtype for mask, dtype in seen) and masks[0].dtype.is_floating_point
+    allowed = instance_ids[:, None, :, None] == instance_ids[:, None, None, :]
+    assert torch.equal(masks[0] == 0, allowed) and torch.isneginf(masks[0][~allowed]).all()
+    monkeypatch.undo()
+    if not amp:  # the same outputs as SDPA's own conversion of the boolean mask
+        reference = model.embeddings(ids, torch.zeros_like(ids), positions)
+        with torch.no_grad():
+            for layer in model.layers:
+                reference = layer(reference, allowed)
+        torch.testing.assert_close(hidden, reference)

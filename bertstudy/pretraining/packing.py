@@ -15,9 +15,22 @@ have had alone:
 
 Rows are filled first-fit-decreasing (longest instance first, ties by index), a pure function of
 the instances: a step's batch stays a pure function of (seed, step, micro-step, rank).
+
+Fixed shapes (`FixedShape`, used with --compile): every micro-batch of a run has the same
+row count and the same MLM and NSP slot counts, so torch.compile compiles once and CUDA graphs
+(`reduce-overhead`) capture one graph; variable packing gave 55-62 distinct shapes in 2,000 steps.
+The step's rows are cut into micro-batches that fill up to those counts; a step that needs more
+(rare: the counts are the most of a sample of the run's first steps) gets one more micro-batch of the
+same shape. The trainer weights micro-batches by their masked tokens, so the mathematics is the same.
+The price is padding: on the embedded corpus at large_100k's shape 13.6% (32 x 4: 29 rows, 704 MLM
+and 40 NSP slots; 7 of 300 steps took a fifth micro-batch) or 13.4% (128 x 1: 116 rows) instead of
+3.9%, so it is used only where shapes matter (--compile); whether compiling wins it back is the GPU
+run's to say (docs/PERFORMANCE.md).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -52,14 +65,67 @@ def _round_up(value: int, multiple: int) -> int:
     return -(-value // multiple) * multiple
 
 
+@dataclass(frozen=True)
+class FixedShape:
+    """Every micro-batch: `rows` rows, `mlm_slots` masked-position slots, `nsp_slots` [CLS] slots."""
+    rows: int
+    mlm_slots: int
+    nsp_slots: int
+
+
+# what the fixed counts add to the sample's most per micro-batch: rows none (a row is ~950 MLM slots of
+# work; a step with more rows than sampled gets one more micro-batch), the cheap MLM and NSP slots 25%,
+# so that they do not close a micro-batch before its rows are full
+SHAPE_SLACK = (0.0, 0.25, 0.25)
+
+
+def plan_fixed_shape(steps: list[list[tuple]], row_len: int, num_micro: int) -> FixedShape:
+    """The fixed shape for a run from a sample of its steps' instances: the most rows, masked tokens
+    and instances any sampled step needs, per micro-batch, plus SHAPE_SLACK, rounded up (MLM slots to
+    64, NSP slots to 8); never below what the fullest single row of the sample needs."""
+    most = np.zeros(3)
+    one_row = np.zeros(3)
+    for instances in steps:
+        rows = pack_rows(np.asarray([len(inst[0]) for inst in instances]), row_len)
+        needs = np.array([_row_needs(instances, row) for row in rows])
+        most = np.maximum(most, [len(rows), needs[:, 0].sum(), needs[:, 1].sum()])
+        one_row = np.maximum(one_row, [1, needs[:, 0].max(), needs[:, 1].max()])
+    per_micro = np.maximum(np.ceil(most / num_micro * (1 + np.asarray(SHAPE_SLACK))), one_row).astype(int)
+    return FixedShape(int(per_micro[0]), _round_up(int(per_micro[1]), 64), _round_up(int(per_micro[2]), 8))
+
+
+def _row_needs(instances: list[tuple], row: list[int]) -> tuple[int, int]:
+    """(masked positions, instances) of one packed row."""
+    return sum(int((np.asarray(instances[i][2]) != IGNORE_INDEX).sum()) for i in row), len(row)
+
+
+def pack_fixed(instances: list[tuple], row_len: int, shape: FixedShape) -> list[dict[str, np.ndarray]]:
+    """Pack all instances into rows, then cut the rows, in order, into micro-batches of `shape`: a
+    micro-batch closes when the next row would pass its row, MLM or NSP count."""
+    rows = pack_rows(np.asarray([len(inst[0]) for inst in instances]), row_len)
+    chunks: list[list[list[int]]] = [[]]
+    used = np.zeros(2, dtype=int)
+    for row in rows:
+        need = np.array(_row_needs(instances, row))
+        if need[0] > shape.mlm_slots or need[1] > shape.nsp_slots:
+            raise ValueError(f"one packed row needs {need.tolist()} MLM/NSP slots, more than the fixed shape's {shape}")
+        if len(chunks[-1]) == shape.rows or (used + need > [shape.mlm_slots, shape.nsp_slots]).any():
+            chunks.append([])
+            used[:] = 0
+        chunks[-1].append(row)
+        used += need
+    return [collate_packed(instances, chunk, row_len, shape=shape) for chunk in chunks]
+
+
 def collate_packed(instances: list[tuple], rows: list[list[int]], row_len: int, mlm_multiple: int = 64,
-                   nsp_multiple: int = 8) -> dict[str, np.ndarray]:
+                   nsp_multiple: int = 8, shape: FixedShape | None = None) -> dict[str, np.ndarray]:
     """The packed micro-batch of `rows` (indices into `instances`, each (ids, types, labels, nsp, kinds)).
 
     mlm_positions/mlm_labels/mlm_kinds and cls_positions/nsp_labels are padded (IGNORE_INDEX labels,
     NO_KIND kinds) to a multiple of mlm_multiple / nsp_multiple, so a run sees few distinct shapes
-    (torch.compile, CUDA graphs). `instance_index` says which instance each NSP slot holds (-1: padding slot)."""
-    num_rows = len(rows)
+    (torch.compile, CUDA graphs), or to exactly `shape`'s counts, rows included (padding rows: [PAD],
+    instance id 0). `instance_index` says which instance each NSP slot holds (-1: padding slot)."""
+    num_rows = len(rows) if shape is None else shape.rows
     ids = np.full((num_rows, row_len), PAD_ID, dtype=np.int64)
     types = np.zeros((num_rows, row_len), dtype=np.int64)
     positions = np.zeros((num_rows, row_len), dtype=np.int64)
@@ -82,8 +148,8 @@ def collate_packed(instances: list[tuple], rows: list[list[int]], row_len: int, 
             nsp.append(label)
             which.append(i)
             start += n
-    mlm = _flat_predictions(labels_grid, kinds_grid, mlm_multiple)
-    num_nsp = _round_up(max(len(cls), 1), nsp_multiple)
+    mlm = _flat_predictions(labels_grid, kinds_grid, mlm_multiple, None if shape is None else shape.mlm_slots)
+    num_nsp = _round_up(max(len(cls), 1), nsp_multiple) if shape is None else shape.nsp_slots
     cls_positions = np.zeros(num_nsp, dtype=np.int64)
     cls_positions[:len(cls)] = cls
     nsp_labels = np.full(num_nsp, IGNORE_INDEX, dtype=np.int64)
@@ -94,12 +160,13 @@ def collate_packed(instances: list[tuple], rows: list[list[int]], row_len: int, 
             **mlm, "cls_positions": cls_positions, "nsp_labels": nsp_labels, "instance_index": instance_index}
 
 
-def _flat_predictions(labels_grid: np.ndarray, kinds_grid: np.ndarray, multiple: int) -> dict[str, np.ndarray]:
+def _flat_predictions(labels_grid: np.ndarray, kinds_grid: np.ndarray, multiple: int,
+                      size: int | None = None) -> dict[str, np.ndarray]:
     """mlm_positions (flat indices into the grid), mlm_labels and mlm_kinds of the predicted positions,
-    padded to a multiple of `multiple` (position 0, label IGNORE_INDEX, kind NO_KIND)."""
+    padded to a multiple of `multiple`, or to `size` (position 0, label IGNORE_INDEX, kind NO_KIND)."""
     flat_labels = labels_grid.reshape(-1)
     masked = np.flatnonzero(flat_labels != IGNORE_INDEX)
-    size = _round_up(max(len(masked), 1), multiple)
+    size = size or _round_up(max(len(masked), 1), multiple)
     positions = np.zeros(size, dtype=np.int64)
     positions[:len(masked)] = masked
     labels = np.full(size, IGNORE_INDEX, dtype=np.int64)

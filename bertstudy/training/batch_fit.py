@@ -1,12 +1,21 @@
-"""`--batch-size auto`: the global batch is the study's, the micro-batch is the device's.
+"""The micro-batch follows the device: the global batch is the study's, the micro-batch is the device's.
 
 The study fixes the instances per optimizer step (large_100k: 32 x 4 = 128). How a process splits
 its share into micro-batches changes only speed and memory, not the mathematics: the instances of a
 step are a pure function of (seed, step, global index) and the trainer weights each micro-batch by
 its masked tokens (tests: 4 x 8 equals 32). On a large GPU one big micro-batch keeps the device busy
-with few kernel launches; a small card needs accumulation. So on CUDA `auto` measures what a row
-of max_seq_len tokens costs in activation memory (a forward and backward at two sizes) and takes the
-largest divisor of the per-process batch that fits; on a CPU it keeps the configured split.
+with few kernel launches; a small card needs accumulation. So on CUDA, unless `--batch-size N` fixes
+the split, the largest divisor of the per-process batch that fits is taken (`--batch-size auto` asks
+for it explicitly); on a CPU the configured split stays.
+
+How it is measured (`fit_micro_batch`): a forward and backward of full rows after a warm-up at
+realistic sizes (up to PROBE_ROWS rows, halved on out-of-memory): at 1 or 2 rows the peak is set by
+the weights and gradients, not by the activations (large_100k fp32 gave ~1 byte per row there, bf16
+22.6 MiB against 53-54 MiB from 8 to 16 rows), and the old probe took the whole batch on any card.
+Then AdamW's two moments and DDP's gradient buckets are added, the largest divisor that fits is
+confirmed by one real forward and backward at that size (halved on out-of-memory), every rank takes
+the smallest choice, and the choice is the run's config (batch_size x grad_accum, in
+resolved_config.json and every checkpoint).
 """
 
 from __future__ import annotations
@@ -55,36 +64,108 @@ def _synthetic_rows(rows: int, config: TrainConfig, vocab_size: int, device: tor
     return {k: v.contiguous().to(device) for k, v in batch.items()}
 
 
-def measure_cuda_memory(model, config: TrainConfig, vocab_size: int, device: torch.device, autocast) -> MemoryProbe:
-    """Peak allocated memory of a forward and backward at 1 and 2 rows (gradients then freed)."""
-    peaks = []
-    for rows in (1, 2):
+PROBE_ROWS = 16  # the larger probe size: activations dominate the peak from about 8 rows of 128 tokens
+
+
+class CudaMemory:
+    """Peak allocated bytes of one forward and backward of `rows` full rows on a GPU, and the budget.
+    Tests stand in for it with a fake of the same three members."""
+
+    def __init__(self, model, config: TrainConfig, vocab_size: int, device: torch.device, autocast):
+        self.model, self.config, self.vocab_size, self.device, self.autocast = model, config, vocab_size, device, autocast
+        self.param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+
+    def peak_at(self, rows: int) -> int:
+        device = self.device
+        batch = _synthetic_rows(rows, self.config, self.vocab_size, device)
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
-        with autocast():
-            out = model(**_synthetic_rows(rows, config, vocab_size, device))
-        out.loss.backward()
-        torch.cuda.synchronize(device)
-        peaks.append(torch.cuda.max_memory_allocated(device))
-        model.zero_grad(set_to_none=True)
-    per_row = max(peaks[1] - peaks[0], 1)
-    param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
-    fixed = peaks[0] - per_row + 2 * param_bytes  # AdamW's two moments are not allocated yet
-    free, _ = torch.cuda.mem_get_info(device)
-    return MemoryProbe(fixed, per_row, int(HEADROOM * (free + torch.cuda.memory_allocated(device))))
+        try:
+            with self.autocast():
+                out = self.model(**batch)
+            out.loss.backward()
+            torch.cuda.synchronize(device)
+            return torch.cuda.max_memory_allocated(device)
+        finally:
+            self.model.zero_grad(set_to_none=True)
+            del batch
+            torch.cuda.empty_cache()  # an out-of-memory probe must not leave its blocks behind
+
+    def budget(self) -> int:
+        free, _ = torch.cuda.mem_get_info(self.device)
+        return int(HEADROOM * (free + torch.cuda.memory_allocated(self.device)))
+
+
+def _largest_divisor(n: int, at_most: int) -> int:
+    return max(d for d in range(1, max(1, at_most) + 1) if n % d == 0)
+
+
+def _measure(per_process: int, memory) -> tuple[int, int] | None:
+    """(small, large) row counts and their peaks after a warm-up: (per-row bytes, fixed bytes), or None
+    when even one row runs out of memory."""
+    large = min(per_process, PROBE_ROWS)
+    while True:
+        small = max(1, large // 2)
+        try:
+            memory.peak_at(small)  # warm-up: the allocator's blocks, cuBLAS workspaces, lazy kernels
+            low, high = memory.peak_at(small), memory.peak_at(large)
+            break
+        except torch.OutOfMemoryError:
+            if large == 1:
+                return None
+            large //= 2
+    per_row = max((high - low) // (large - small), 1) if large > small else high
+    return per_row, low - small * per_row
+
+
+def fit_micro_batch(per_process: int, memory, ddp: bool = False) -> tuple[int, MemoryProbe | None]:
+    """The largest divisor of per_process that fits `memory` (see the module docstring), with the
+    probe it was read from (None when only one row was left to try)."""
+    if per_process == 1:
+        return 1, None
+    measured = _measure(per_process, memory)
+    if measured is None:
+        return 1, None
+    per_row, activations_free = measured
+    extra = 2 * memory.param_bytes + (memory.param_bytes if ddp else 0)  # AdamW's moments; DDP's buckets
+    probe = MemoryProbe(activations_free + extra, per_row, memory.budget())
+    micro = pick_micro_batch(per_process, probe)
+    while micro > 1:  # confirm with one real forward and backward at that size
+        try:
+            if memory.peak_at(micro) + extra <= probe.budget_bytes:
+                break
+        except torch.OutOfMemoryError:
+            pass
+        micro = _largest_divisor(per_process, micro // 2)
+    return micro, probe
+
+
+def wants_auto_batch(config: TrainConfig, device: torch.device) -> bool:
+    """--batch-size auto, or on CUDA the default (no --batch-size N): the split follows the device."""
+    return device.type == "cuda" and config.auto_batch is not False
 
 
 def resolve_batch_split(config: TrainConfig, model, vocab_size: int, device: torch.device, autocast,
-                        verbose: bool = True) -> TrainConfig:
-    """The config with batch_size/grad_accum chosen for the device (auto_batch on CUDA), else unchanged."""
-    if not config.auto_batch or device.type != "cuda":
+                        verbose: bool = True, dist=None, memory=None) -> TrainConfig:
+    """The config with batch_size/grad_accum chosen for the device (see wants_auto_batch), else unchanged.
+    Under DDP every rank takes the smallest choice (the ranks must agree on the split)."""
+    if not wants_auto_batch(config, device):
         return config
-    with torch.random.fork_rng(devices=[device]):  # the probe's dropout must not shift the run's streams
-        probe = measure_cuda_memory(model, config, vocab_size, device, autocast)
-    micro = pick_micro_batch(config.batch_size * config.grad_accum, probe)
+    per_process = config.batch_size * config.grad_accum
+    ddp = dist is not None and dist.enabled
+    with torch.random.fork_rng(devices=[device] if memory is None else []):  # the probe's dropout must not shift the run's streams
+        memory = memory or CudaMemory(model, config, vocab_size, device, autocast)
+        micro, probe = fit_micro_batch(per_process, memory, ddp)
+    if ddp:
+        import torch.distributed as torch_dist
+
+        agreed = torch.tensor([micro], dtype=torch.int64, device=dist.device)
+        torch_dist.all_reduce(agreed, op=torch_dist.ReduceOp.MIN)
+        micro = int(agreed.item())  # once, at set-up
     chosen = split_for(config, micro)
     if verbose:
-        print(f"--batch-size auto: {chosen.batch_size} x {chosen.grad_accum} per process (a row costs "
-              f"{probe.per_row_bytes / 2**20:.1f} MiB; fixed {probe.fixed_bytes / 2**30:.2f} GiB; budget "
-              f"{probe.budget_bytes / 2**30:.1f} GiB)", file=sys.stderr)
+        found = (f"a row costs {probe.per_row_bytes / 2**20:.1f} MiB; fixed {probe.fixed_bytes / 2**30:.2f} GiB; "
+                 f"budget {probe.budget_bytes / 2**30:.1f} GiB") if probe else "one row at a time"
+        print(f"batch split for {device}: {chosen.batch_size} x {chosen.grad_accum} per process ({found})",
+              file=sys.stderr)
     return chosen

@@ -72,9 +72,10 @@ class TrainConfig:
     compile: bool = _f(False, bool, "torch.compile the model")  # off: compile time dominates short runs
     compile_mode: str = _f("default", str, "torch.compile mode: default, reduce-overhead (CUDA graphs) or "
                                            "max-autotune")  # default: CUDA graphs unmeasured here (docs/PERFORMANCE.md)
-    auto_batch: bool = _f(False, bool, "keep the global batch (batch_size x grad_accum per process) and pick the "
-                                       "largest micro-batch that fits the GPU (--batch-size auto; CPU keeps the split)")
-    # off: the configured split, as the study's record says; on CUDA auto gives the same mathematics faster
+    auto_batch: bool | None = _f(None, bool, "pick the largest micro-batch that fits the GPU, keeping the global "
+                                             "batch (unset: on CUDA unless --batch-size N fixes the split)")
+    # unset: on a GPU the split follows the device (the same mathematics, fewer launches), on a CPU the
+    # configured split stays; --batch-size auto sets it, --batch-size N clears it (batch_fit.py)
     device: str = _f("auto", device_choice, "auto, cpu, cuda or cuda:N")  # auto: CUDA when present; cuda: GPU LOCAL_RANK
     data_workers: int = _f(-1, cli.int_in_range(-1, 64), "processes building batches ahead (-1: 2 on CUDA, "
                                                         "0 on CPU = built in the loop)")
@@ -193,6 +194,8 @@ def given_fields(args: argparse.Namespace) -> dict:
     if given.get("batch_size") == "auto":  # --batch-size auto: the global batch stays the preset's (or given) split
         del given["batch_size"]
         given["auto_batch"] = True
+    elif "batch_size" in given:  # --batch-size N: this split, also on a GPU
+        given["auto_batch"] = False
     return given
 
 

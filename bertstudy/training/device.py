@@ -10,6 +10,11 @@ Device selection (`--device`):
 - `cpu`.
 torchrun's RANK and WORLD_SIZE make the process group (nccl on CUDA, gloo on the CPU), on one node
 or many. A device that is not there is a one-line usage error (exit 2), never a traceback.
+When each process sees one GPU only (SLURM `--gpus-per-task=1`, a per-task CUDA_VISIBLE_DEVICES),
+`cuda` is that GPU whatever LOCAL_RANK says.
+The process group gets an explicit timeout (`BERTSTUDY_DIST_TIMEOUT_S`, default PG_TIMEOUT_S): long
+enough for rank 0 to tokenize a large corpus while the others wait; a failure on one rank reaches
+the others through a collective (`agree_or_fail`), so they stop within seconds, not at the timeout.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import contextlib
 
 import argparse
+import datetime
 import os
 import re
 from dataclasses import dataclass
@@ -26,9 +32,10 @@ import numpy as np
 import torch
 import torch.distributed as torch_dist
 
-from bertstudy.base.errors import UsageError
+from bertstudy.base.errors import EXIT_RUNTIME, StudyError, UsageError
 
 DEVICE_CHOICES = "auto, cpu, cuda, cuda:N"
+PG_TIMEOUT_S = 3600  # an hour: rank 0 tokenizes a Wikipedia-sized corpus behind a collective (NCCL's default is 10 min)
 _DEVICE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
 
 
@@ -46,10 +53,11 @@ class Distributed:
     world_size: int = 1  # processes in the job (torchrun's WORLD_SIZE)
     local_rank: int = 0  # GPU index on this node (torchrun's LOCAL_RANK)
     device: torch.device = torch.device("cpu")
+    forced: bool = False  # a process group of one (BERTSTUDY_FORCE_PROCESS_GROUP=1: the GPU check's DDP path)
 
     @property
     def enabled(self) -> bool:
-        return self.world_size > 1
+        return self.world_size > 1 or self.forced
 
     @property
     def is_main(self) -> bool:
@@ -79,7 +87,7 @@ def select_device(choice: str, env: Mapping[str, str] | None = None) -> torch.de
         raise UsageError(f"--device {choice}: CUDA is not available ({build}); use --device cpu or auto")
     count = torch.cuda.device_count()
     if choice == "cuda":
-        index = local_rank
+        index = 0 if count == 1 else local_rank  # one visible GPU per process: it is this rank's
     else:
         index = int(choice.split(":", 1)[1])
         if _env_int(env, "LOCAL_WORLD_SIZE", 1) > 1:
@@ -99,9 +107,31 @@ def setup_distributed(choice: str, env: Mapping[str, str] | None = None) -> Dist
     local_rank = _env_int(env, "LOCAL_RANK", 0)
     device = select_device(choice, env)
     bind_device(device)
-    if world > 1 and not torch_dist.is_initialized():
-        torch_dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return Distributed(rank, world, local_rank, device)
+    forced = env.get("BERTSTUDY_FORCE_PROCESS_GROUP") == "1"  # DDP and its collectives with one process
+    if (world > 1 or forced) and not torch_dist.is_initialized():
+        timeout = datetime.timedelta(seconds=_env_int(env, "BERTSTUDY_DIST_TIMEOUT_S", PG_TIMEOUT_S))
+        if device.type == "cuda":  # device_id: NCCL binds its communicator now, not at the first collective
+            torch_dist.init_process_group(backend="nccl", timeout=timeout, device_id=device)
+        else:
+            torch_dist.init_process_group(backend="gloo", timeout=timeout)
+    return Distributed(rank, world, local_rank, device, forced=forced and world == 1)
+
+
+def agree_or_fail(failure: BaseException | None, dist: Distributed, what: str) -> None:
+    """Every rank calls it after a step only some ranks do (rank 0 building the cache): a failure on any
+    rank stops all of them now, each with one line, instead of the others waiting in the next
+    collective until the process group's timeout."""
+    if not dist.enabled:
+        if failure is not None:
+            raise failure
+        return
+    flag = torch.tensor([0.0 if failure is None else 1.0], device=dist.device)
+    torch_dist.all_reduce(flag, op=torch_dist.ReduceOp.MAX)
+    if failure is not None:
+        raise failure
+    if flag.item() > 0:
+        raise StudyError(f"rank {dist.rank}: stopped because another rank failed while {what} (its message "
+                         f"says why)", exit_code=EXIT_RUNTIME)
 
 
 def bind_device(device: torch.device) -> None:
@@ -117,17 +147,14 @@ def teardown_distributed(dist: Distributed) -> None:
 
 
 def enable_tf32() -> None:
-    """fp32 matmuls and convolutions on CUDA in TF32 (Ampere and later; ignored by older GPUs).
-    torch 2.9+ has per-backend `fp32_precision`; mixing it with the legacy flags is an error there."""
-    matmul = torch.backends.cuda.matmul
-    if hasattr(matmul, "fp32_precision"):
-        matmul.fp32_precision = "tf32"
-        conv = getattr(torch.backends.cudnn, "conv", None)
-        if conv is not None and hasattr(conv, "fp32_precision"):
-            conv.fp32_precision = "tf32"
-    else:
-        matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+    """fp32 matmuls and convolutions on CUDA in TF32 (Ampere and later; ignored by older GPUs), through
+    one API only. torch 2.9+ also has per-backend `fp32_precision`, but setting it leaves the legacy
+    getters (`torch.get_float32_matmul_precision()`, `matmul.allow_tf32`) raising "mix of the legacy and
+    new APIs", and torch.compile's autotuning (`_inductor/select_algorithm.py`) reads them: max-autotune
+    would crash at its first compile. The legacy flags set the new per-backend values too, so both read
+    back consistently (tests/training/test_device.py). CPU matmuls (mkldnn) are left as they are."""
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
 
 
 def precision_settings(device: torch.device, amp: bool | None):
@@ -137,6 +164,8 @@ def precision_settings(device: torch.device, amp: bool | None):
     use_amp = (device.type == "cuda") if amp is None else amp
     if not use_amp:
         return None, False
+    if device.type == "cuda" and os.environ.get("BERTSTUDY_FORCE_FP16") == "1":  # the GPU check's fp16 path
+        return torch.float16, True
     if device.type == "cuda" and not torch.cuda.is_bf16_supported(including_emulation=False):
         return torch.float16, True
     return torch.bfloat16, False
@@ -151,3 +180,19 @@ def autocast_context(device: torch.device, amp_dtype: torch.dtype | None):
 
 def to_device(batch: dict[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
     return {key: torch.from_numpy(value).to(device, non_blocking=True) for key, value in batch.items()}
+
+
+# Dense bf16/fp16 tensor-core peaks (TFLOP/s, NVIDIA datasheets, no sparsity), matched against
+# torch.cuda.get_device_name in this order: the MFU denominator of the GPU a run finds.
+GPU_PEAK_TFLOPS = (("H200", 989.0), ("H100 PCIe", 756.0), ("H100", 989.0), ("GH200", 989.0), ("B200", 2250.0),
+                   ("A100", 312.0), ("A800", 312.0), ("L40S", 362.0), ("L40", 181.0), ("L4", 121.0), ("A10", 125.0),
+                   ("RTX 4090", 165.0), ("RTX 3090", 71.0), ("RTX 3080", 59.5), ("RTX 3070", 40.6), ("V100", 125.0),
+                   ("T4", 65.0))
+
+
+def gpu_peak_tflops(name: str) -> float | None:
+    """The dense bf16/fp16 peak of a GPU by its name (torch.cuda.get_device_name), None when unknown."""
+    for key, peak in GPU_PEAK_TFLOPS:
+        if key.lower() in name.lower():
+            return peak
+    return None

@@ -126,28 +126,38 @@ def save(run: Run, step: int) -> None:
 
 # ---- the step loop
 
-def _check_nonfinite(run: Run, step: int) -> None:
-    in_a_row = run.trainer.nonfinite_in_a_row
-    if in_a_row >= run.config.max_nonfinite:
+def _check_nonfinite(run: Run, step: int, counters: dict | None = None) -> None:
+    """Stop after max_nonfinite skipped updates in a row. `counters`: as read at a log point (the most
+    in a row since the previous one); without, read now (every step where reading costs nothing)."""
+    counters = counters or run.trainer.read_counters()
+    worst, in_a_row = counters["skipped_worst"], counters["skipped_in_a_row"]
+    if worst >= run.config.max_nonfinite:
         last = ckpt.list_checkpoints(run.checkpoint_dir)
-        raise StudyError(f"{in_a_row} non-finite losses in a row (steps {step - in_a_row + 1}-{step}); stopped. "
+        where = f"steps {step - in_a_row + 1}-{step}" if in_a_row == worst else f"before step {step}"
+        raise StudyError(f"{worst} non-finite losses in a row ({where}); stopped. "
                          f"Last good checkpoint: {last[-1][1] if last else 'none'}; try a lower --lr",
                          exit_code=EXIT_RUNTIME)
 
 
-def _log_point(run: Run, step: int, lr: float, step_seconds: float, loader: LoaderClock, bar) -> None:
-    """A training log point: the metric totals since the last one (summed over ranks), written by rank 0."""
-    totals = run.trainer.take_totals()
+def _log_point(run: Run, step: int, lr: float, step_seconds: float, loader: LoaderClock, bar,
+               stop_requested: bool) -> tuple[bool, dict]:
+    """A training log point: the metric totals since the last one, the stop flag and the skipped-update
+    counters in one all-reduce (every rank); rank 0 writes. Returns (any rank asked to stop, counters)."""
+    started = time.monotonic()
+    totals, stopping, counters = run.trainer.log_point(stop_requested)
+    step_seconds += time.monotonic() - started  # on a GPU, the queued steps finishing: their time too
     if not (run.dist.is_main and totals):
-        return
+        return stopping, counters
     record = run.log.write("train", step=step, mlm_acc=totals["mlm_acc"], nsp_acc=totals["nsp_acc"],
                            loss=totals["loss"], mlm_loss=totals["mlm_loss"], nsp_loss=totals["nsp_loss"],
                            lr=lr, tokens_per_s=totals["tokens"] / max(step_seconds, 1e-9),
                            elapsed_s=run.clock.elapsed(), data_wait_s=loader.take_wait(),
+                           skipped_steps=counters["skipped_since_log"],
                            **{key: totals[key] for key in KIND_ACC_KEYS if key in totals})
     add_train_point(run.history, record)
     write_history(run.out_dir / HISTORY_NAME, run.history)
     bar.set_postfix(loss=f"{totals['loss']:.3f}", mlm=f"{totals['mlm_acc']:.3f}")
+    return stopping, counters
 
 
 def _after_step(run: Run, step: int) -> None:
@@ -168,7 +178,7 @@ def step_loop(run: Run, stop: StopRequest, bar) -> bool:
     step_seconds = 0.0  # time in train_step since the last log point: tokens/s leaves evals and saves out
     loader = LoaderClock(make_step_loader(run.data.train_sampler, config.seed, run.dist.rank, config.batch_size,
                                           config.grad_accum, run.step, config.steps, run.dist.device,
-                                          resolve_workers(config.data_workers, run.dist.device)))
+                                          resolve_workers(config.data_workers, run.dist.device), trainer.shape))
     early = EarlySpeed(run.log, run.step, config.steps, run.dist.device.type, config.preset)  # a CPU run's estimate
     while run.step < config.steps:
         _, batches = loader.next_step()  # the loader's step is run.step: both start at the start step
@@ -179,17 +189,32 @@ def step_loop(run: Run, stop: StopRequest, bar) -> bool:
         step = run.step
         bar.update(1)
         early.after_step(step)
-        _check_nonfinite(run, step)
+        stopping = False
+        if trainer.syncs_are_free:  # on a GPU the counters are read at log points only
+            _check_nonfinite(run, step)
         if step % config.log_interval == 0 or step == config.steps:
-            _log_point(run, step, result.lr, step_seconds, loader, bar)
+            stopped_here, counters = _log_point(run, step, result.lr, step_seconds, loader, bar, stop.requested)
+            stopping = stopped_here
+            _check_nonfinite(run, step, counters)
             step_seconds = 0.0
         _after_step(run, step)
-        stopping = _agree(stop.requested, run.dist)
+        stopping = _stop_agreed(run, stop) or stopping
         # no periodic checkpoint during a run of non-finite losses: the last one stays the last good one
         if stopping or ((step % config.save_interval == 0 or step == config.steps) and not trainer.nonfinite_in_a_row):
             save(run, step)
         if stopping:
             return True
+    return False
+
+
+def _stop_agreed(run: Run, stop: StopRequest) -> bool:
+    """Whether every rank stops after this step. One process: its own flag, every step. Several: an
+    all-reduce each step where that costs nothing (CPU); on GPUs the flag travels with the log point's
+    all-reduce instead, so a stop waits for the next log point (log_interval steps)."""
+    if not run.dist.enabled:
+        return stop.requested
+    if run.trainer.syncs_are_free:
+        return _agree(stop.requested, run.dist)
     return False
 
 

@@ -23,6 +23,7 @@ TRAIN_LISTS = {  # history list -> key of the "train" log record
     "steps": "step", "mlm_acc": "mlm_acc", "nsp_acc": "nsp_acc", "loss": "loss", "lr": "lr",
     "mlm_loss": "mlm_loss", "nsp_loss": "nsp_loss", "tokens_per_s": "tokens_per_s", "elapsed_s": "elapsed_s",
     "data_wait_s": "data_wait_s",  # seconds the loop waited for batches since the previous point
+    "skipped_steps": "skipped_steps",  # updates skipped since the previous point (non-finite, fp16 overflow)
 }
 # MLM accuracy by what the 80/10/10 recipe did to the position: [MASK], a random token, left unchanged
 # (trainer.KIND_ACC_KEYS); mlm_acc stays the original's all-positions figure
@@ -31,7 +32,7 @@ TRAIN_LISTS.update(KIND_LISTS)
 EVAL_LISTS = {"eval_steps": "step", "eval_mlm_acc": "mlm_acc", "eval_nsp_acc": "nsp_acc", "eval_mlm_loss": "mlm_loss",
               **{"eval_" + name: key for name, key in KIND_LISTS.items()}}
 # lists a history may lack: kept only while every point has them (see _append_optional)
-OPTIONAL_TRAIN_KEYS = ("data_wait_s", *KIND_LISTS.values())
+OPTIONAL_TRAIN_KEYS = ("data_wait_s", "skipped_steps", *KIND_LISTS.values())
 OPTIONAL_EVAL_KEYS = tuple(KIND_LISTS.values())
 TIMING_LISTS = ("tokens_per_s", "elapsed_s", "data_wait_s")  # differ between runs of identical content
 

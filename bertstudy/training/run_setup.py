@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.distributed as torch_dist
 
 from bertstudy.base.atomic_io import atomic_write_json
 from bertstudy.base.errors import BadInputError
@@ -22,14 +21,14 @@ from bertstudy.corpus.corpus_io import load_documents
 from bertstudy.model import BertConfig, BertForPretraining
 from bertstudy.pretraining.heldout_split import split_record, write_split
 from bertstudy.pretraining.instances import InstanceSampler, file_sha256, load_or_build_cache, split_documents
-from bertstudy.pretraining.loader import batch_to_device, eval_micro_batches
+from bertstudy.pretraining.loader import batch_to_device, eval_micro_batches, plan_step_shape
 from bertstudy.pretraining.shortcut import corpus_shortcut
 from bertstudy.pretraining.vocab import Vocab, build_vocab, save_vocab
 from bertstudy.training import checkpoint as ckpt
 from bertstudy.training import milestones as ms
 from bertstudy.training.batch_fit import resolve_batch_split
 from bertstudy.training.config import ARCHITECTURE_FIELDS, TrainConfig
-from bertstudy.training.device import Distributed, autocast_context, precision_settings
+from bertstudy.training.device import Distributed, agree_or_fail, autocast_context, precision_settings
 from bertstudy.training.run_folder import StartPlan
 from bertstudy.training.run_log import RunLog, new_history, truncate_history
 from bertstudy.training.trainer import Stopwatch, Trainer, model_config_for
@@ -52,11 +51,15 @@ def prepare_data(config: TrainConfig, dist: Distributed) -> PreparedData:
     """Vocabulary, token cache, held-out split and the two samplers (nothing written in out_dir yet)."""
     documents = load_documents(config.corpus)
     vocab = build_vocab((s for d in documents for s in d.sentences), config.min_freq)
-    for turn in ("main", "others") if dist.enabled else ("main",):
-        if (turn == "main") == dist.is_main:  # rank 0 builds the cache; the others then read it
+    corpus, failure = None, None
+    if dist.is_main:  # rank 0 builds the cache; the others then read it
+        try:
             corpus, _, _ = load_or_build_cache(documents, config.corpus, vocab, config.cache_dir, config.wwm)
-        if dist.enabled:
-            torch_dist.barrier()
+        except Exception as exc:  # noqa: BLE001 - raised again after the others heard of it
+            failure = exc
+    agree_or_fail(failure, dist, "building the token cache")  # the others stop now, not at the timeout
+    if corpus is None:
+        corpus, _, _ = load_or_build_cache(documents, config.corpus, vocab, config.cache_dir, config.wwm)
     train_docs, heldout_docs = split_documents(corpus, config.heldout_fraction, config.split_seed)
     corpus_sha256 = file_sha256(config.corpus)
     split = split_record(documents, heldout_docs, config.corpus, corpus_sha256, config.split_seed,
@@ -118,8 +121,8 @@ def _build_trainer(config: TrainConfig, data: PreparedData, dist: Distributed):
     model = BertForPretraining(model_config).to(dist.device)
     torch.manual_seed(config.seed + dist.rank)  # dropout streams differ per rank
     amp_dtype, _ = precision_settings(dist.device, config.amp)
-    config = resolve_batch_split(config, model, len(data.vocab), dist.device,  # --batch-size auto (CUDA)
-                                 lambda: autocast_context(dist.device, amp_dtype), verbose=dist.is_main)
+    config = resolve_batch_split(config, model, len(data.vocab), dist.device,  # the split follows a GPU
+                                 lambda: autocast_context(dist.device, amp_dtype), verbose=dist.is_main, dist=dist)
     return config, model_config, model, Trainer(config, model, data.train_sampler, dist)
 
 
@@ -194,6 +197,8 @@ def set_up(plan: StartPlan, dist: Distributed, overwrite: bool) -> Run:
     if dist.is_main:
         _prepare_out_dir(config, data, resumed, overwrite)
     milestone_steps = set(ms.milestone_steps(config.milestones, config.steps))
+    if config.compile:  # one shape: compiled once, one CUDA graph (it costs ~10 points of padding: packing.py)
+        trainer.shape = plan_step_shape(data.train_sampler, config.seed, dist.rank, config.batch_size, config.grad_accum)
     trainer.wrap()
     history = history or _new_history(config, data, model, dist, milestone_steps)
     history["meta"]["total_steps"] = config.steps

@@ -30,6 +30,7 @@ KIND_TOTAL_NAMES = tuple(f"{kind}_{what}" for kind in MLM_KINDS for what in ("co
 KIND_ACC_KEYS = tuple(f"{kind}_acc" for kind in MLM_KINDS)  # mask_acc, random_acc, unchanged_acc
 TOTAL_NAMES = ("mlm_correct", "mlm_count", "nsp_correct", "nsp_count", "mlm_loss_sum", "nsp_loss_sum", "tokens",
                *KIND_TOTAL_NAMES)
+COUNTER_NAMES = ("skipped_total", "skipped_in_a_row", "skipped_worst")
 
 
 def kind_totals(out: PretrainingOutput, like: torch.Tensor) -> torch.Tensor:
@@ -68,8 +69,12 @@ def model_config_for(config: TrainConfig, vocab_size: int) -> BertConfig:
 
 @dataclass
 class StepResult:
-    finite: bool  # False: the step was skipped (no update)
+    good: torch.Tensor  # 1.0: the update was made; 0.0: skipped (on the device: reading it waits for the step)
     lr: float
+
+    @property
+    def finite(self) -> bool:
+        return bool(self.good.item() > 0)
 
 
 class Trainer:
@@ -88,8 +93,13 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda") if use_scaler else None
         self.model = model
         self.totals = torch.zeros(len(TOTAL_NAMES), dtype=torch.float64, device=device)
-        self.nonfinite_in_a_row = 0
-        self.nonfinite_total = 0
+        # skipped updates (non-finite loss or gradients, or fp16 steps the GradScaler skipped), kept on
+        # the device so the step never waits for it: [total, in a row now, most in a row since the last read]
+        self.counters = torch.zeros(len(COUNTER_NAMES), dtype=torch.float64, device=device)
+        # on the CPU reading a value costs nothing; on a GPU the loop reads only at log points and saves
+        self.syncs_are_free = device.type == "cpu"
+        self.skipped_logged = 0  # skipped_total at the last log point
+        self.shape = None  # packing.FixedShape of every micro-batch (set with --compile), or None
 
     def wrap(self) -> None:
         """DDP and torch.compile after any checkpoint was loaded into raw_model."""
@@ -111,29 +121,50 @@ class Trainer:
 
     def micro_batches(self, step: int) -> list[dict[str, np.ndarray]]:
         c = self.config
-        return step_micro_batches(self.sampler, c.seed, step, self.dist.rank, c.batch_size, c.grad_accum)
+        return step_micro_batches(self.sampler, c.seed, step, self.dist.rank, c.batch_size, c.grad_accum, self.shape)
 
     def train_step(self, step: int, batches: list[dict] | None = None) -> StepResult:
         """One optimizer update at `step` (0-based) on `batches` (the loader's; built here when None).
-        A non-finite loss or gradient norm skips the update (counted); the caller stops the run after
-        max_nonfinite in a row. The counts that weight the micro-batches come from the host, so
-        nothing in the micro-batch loop waits for the device."""
-        c, device = self.config, self.dist.device
-        lr = lr_at(step, c)
+        A non-finite loss or gradient norm, or an fp16 step the GradScaler skips, makes no update and
+        is counted (`counters`); the loop stops the run after max_nonfinite in a row. Nothing here waits
+        for a GPU: the weights come from host counts, the skip is decided on the device (fused AdamW
+        takes `found_inf`), metrics and counters stay there until a log point reads them."""
+        lr = lr_at(step, self.config)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         batches = self.micro_batches(step) if batches is None else batches
         local = [host_counts(b) for b in batches]
+        step_totals, loss_sum = self._forward_backward(batches, local)
+        good = self._update(loss_sum)
+        self.totals += torch.where(good > 0, step_totals, 0.0)  # a skipped step adds nothing (NaN x 0 is NaN)
+        bad = 1.0 - good.double().reshape(())
+        in_a_row = (self.counters[1] + 1.0) * bad
+        self.counters = torch.stack([self.counters[0] + bad, in_a_row, torch.maximum(self.counters[2], in_a_row)])
+        self.optimizer.zero_grad(set_to_none=True)
+        return StepResult(good=good, lr=lr)
+
+    def _step_counts(self, local: list[tuple[int, int, int]]):
+        """Masked tokens and NSP pairs of the whole step (all micro-batches and ranks): host numbers in
+        one process; under DDP one all-reduce from pinned memory, so the host does not wait for it."""
         step_mlm, step_nsp = sum(x[0] for x in local), sum(x[1] for x in local)
-        if self.dist.enabled:  # weights stay on the device: no sync before the first micro-batch
-            step_counts = self._all_reduce(torch.tensor([step_mlm, step_nsp], dtype=torch.float64, device=device))
-            mlm_total, nsp_total = step_counts[0].clamp(min=1.0).float(), step_counts[1].float()
-        else:
-            mlm_total, nsp_total = float(max(step_mlm, 1)), float(step_nsp)
+        if not self.dist.enabled:
+            return float(max(step_mlm, 1)), float(step_nsp)
+        counts = torch.tensor([step_mlm, step_nsp], dtype=torch.float64)
+        if self.dist.device.type == "cuda":
+            counts = counts.pin_memory()
+        counts = self._all_reduce(counts.to(self.dist.device, non_blocking=True))
+        return counts[0].clamp(min=1.0).float(), counts[1].float()
+
+    def _forward_backward(self, batches: list[dict], local: list[tuple[int, int, int]]):
+        """Every micro-batch's forward and backward (DDP syncs gradients on the last only); returns the
+        step's metric totals and its summed loss, both on the device."""
+        device = self.dist.device
+        mlm_total, nsp_total = self._step_counts(local)
         step_totals = torch.zeros_like(self.totals)
         loss_sum = torch.zeros((), dtype=torch.float32, device=device)
+        on_device = batches.to_device(device) if hasattr(batches, "to_device") else None  # one copy per step
         for m, host_batch in enumerate(batches):
-            batch = batch_to_device(host_batch, device)
+            batch = on_device[m] if on_device is not None else batch_to_device(host_batch, device)
             last = m == len(batches) - 1
             sync = contextlib.nullcontext() if (last or not self.dist.enabled) else self.model.no_sync()
             with sync:
@@ -148,42 +179,66 @@ class Trainer:
                 out.mlm_correct.double(), out.mlm_count.double(), out.nsp_correct.double(), out.nsp_count.double(),
                 out.mlm_loss.detach().double() * local[m][0], out.nsp_loss.detach().double() * local[m][1],
                 torch.zeros_like(loss_sum).double()]), kind_totals(out, step_totals)])
-        step_totals[6] += float(sum(x[2] for x in local))  # real tokens: a host count, one copy per step
-        finite = torch.isfinite(loss_sum).float()
+        step_totals[6] += float(sum(x[2] for x in local))  # real tokens: a host count
+        return step_totals, loss_sum
+
+    def _update(self, loss_sum: torch.Tensor) -> torch.Tensor:
+        """Clip, then update unless the loss or gradients are non-finite (on every rank alike). Returns
+        1.0 (updated) or 0.0 (skipped) as a device tensor."""
+        finite = torch.isfinite(loss_sum).float()  # 0-dim: the shape fused AdamW takes as found_inf
         if self.scaler:
             self.scaler.unscale_(self.optimizer)
-        if c.grad_clip > 0:
-            norm = torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), c.grad_clip)
+        if self.config.grad_clip > 0:
+            norm = torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), self.config.grad_clip)
             if self.scaler is None:  # with fp16 the scaler itself skips inf gradients and lowers its scale
                 finite = finite * torch.isfinite(norm).float()
-        ok = self._all_reduce(finite, torch_dist.ReduceOp.MIN if self.dist.enabled else None).item() > 0
-        if ok:
-            if self.scaler:
-                self.scaler.step(self.optimizer)
-            else:
-                self.optimizer.step()
-            self.totals += step_totals
-            self.nonfinite_in_a_row = 0
-        else:
-            self.nonfinite_in_a_row += 1
-            self.nonfinite_total += 1
-        if self.scaler:
+        finite = self._all_reduce(finite, torch_dist.ReduceOp.MIN if self.dist.enabled else None)
+        if self.scaler:  # the fp16 steps the scaler skips are skipped steps too (counted, no metrics)
+            found = sum(self.scaler._per_optimizer_states[id(self.optimizer)]["found_inf_per_device"].values())
+            self.scaler.step(self.optimizer)  # fused AdamW: found_inf goes to the kernel, no host sync
             self.scaler.update()
-        self.optimizer.zero_grad(set_to_none=True)
-        return StepResult(finite=ok, lr=lr)
+            return finite * (1.0 - found.float().reshape(()))
+        if self.optimizer.defaults.get("fused"):  # the kernel skips the update (and the step count) itself
+            self.optimizer.grad_scale, self.optimizer.found_inf = None, 1.0 - finite
+            self.optimizer.step()
+            self.optimizer.found_inf = None
+        elif finite.item() > 0:  # unfused (the CPU's AdamW): a host decision, free where there is no device
+            self.optimizer.step()
+        return finite
+
+    def read_counters(self, reset_worst: bool = True) -> dict[str, int]:
+        """The skipped-update counters (a device read: call at log points and saves)."""
+        values = dict(zip(COUNTER_NAMES, (int(v) for v in self.counters.tolist())))
+        if reset_worst:
+            self.counters[2] = self.counters[1]
+        return values
+
+    @property
+    def nonfinite_in_a_row(self) -> int:
+        return self.read_counters(reset_worst=False)["skipped_in_a_row"]
+
+    @property
+    def nonfinite_total(self) -> int:
+        return self.read_counters(reset_worst=False)["skipped_total"]
+
+    def log_point(self, stop_requested: bool = False) -> tuple[dict[str, float] | None, bool, dict[str, int]]:
+        """At a log point, in one all-reduce and one read: the training metrics over every micro-batch
+        (and rank) since the last one (None if none counted), whether any rank asked to stop, and the
+        skipped-update counters (`skipped_since_log` added)."""
+        device = self.dist.device
+        flag = torch.full((1,), 1.0 if stop_requested else 0.0, dtype=torch.float64, device=device)
+        values = self._all_reduce(torch.cat([self.totals, flag, self.counters])).tolist()
+        self.totals.zero_()
+        self.counters[2] = self.counters[1]  # "most in a row" restarts from the current run of skips
+        n = len(TOTAL_NAMES)
+        counters = {name: int(round(v / self.dist.world_size)) for name, v in zip(COUNTER_NAMES, values[n + 1:])}
+        counters["skipped_since_log"] = counters["skipped_total"] - self.skipped_logged
+        self.skipped_logged = counters["skipped_total"]
+        return _metrics(dict(zip(TOTAL_NAMES, values[:n]))), values[n] > 0, counters
 
     def take_totals(self) -> dict[str, float] | None:
         """Training metrics over every micro-batch (and rank) since the last call; None if none counted."""
-        totals = self._all_reduce(self.totals.clone())
-        self.totals.zero_()
-        values = dict(zip(TOTAL_NAMES, totals.tolist()))
-        if values["mlm_count"] == 0 or values["nsp_count"] == 0:
-            return None
-        mlm_loss = values["mlm_loss_sum"] / values["mlm_count"]
-        nsp_loss = values["nsp_loss_sum"] / values["nsp_count"]
-        return {"mlm_acc": values["mlm_correct"] / values["mlm_count"], "nsp_acc": values["nsp_correct"] / values["nsp_count"],
-                "loss": mlm_loss + nsp_loss, "mlm_loss": mlm_loss, "nsp_loss": nsp_loss, "tokens": values["tokens"],
-                **kind_accuracies(values)}
+        return self.log_point()[0]
 
     @torch.no_grad()
     def evaluate(self, batches: list[dict[str, torch.Tensor]]) -> dict[str, float]:
@@ -210,7 +265,7 @@ class Trainer:
         return {"optimizer": self.optimizer.state_dict(),
                 "scaler": self.scaler.state_dict() if self.scaler else None,
                 "totals": self._all_reduce(self.totals.clone()).tolist(),
-                "nonfinite": [self.nonfinite_in_a_row, self.nonfinite_total]}
+                "nonfinite": [int(self.counters[1].item()), int(self.counters[0].item())]}
 
     def load_state(self, state: dict) -> None:
         """The optimizer's moments and step counts come from the checkpoint; its hyper-parameters (betas,
@@ -218,17 +273,41 @@ class Trainer:
         this trainer was built with from the run's config on this device. resume_config refuses a
         changed --lr/--beta1/--beta2/--adam-eps/--weight-decay, so the values agree; nothing is overridden
         silently in either direction."""
-        built = [{key: value for key, value in group.items() if key != "params"} for group in self.optimizer.param_groups]
-        self.optimizer.load_state_dict(state["optimizer"])
-        for group, settings in zip(self.optimizer.param_groups, built):
-            group.update(settings)
+        load_optimizer_state(self.optimizer, state["optimizer"])
         if self.scaler and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         saved = list(state["totals"])  # a checkpoint from before the kind counters has fewer: unknown (NaN),
         saved += [math.nan] * (len(TOTAL_NAMES) - len(saved))  # so its next log point leaves the kinds out
         totals = torch.tensor(saved, dtype=torch.float64, device=self.dist.device)
         self.totals = totals if self.dist.is_main else torch.zeros_like(totals)  # the saved sum counts once
-        self.nonfinite_in_a_row, self.nonfinite_total = state["nonfinite"]
+        in_a_row, total = state["nonfinite"]
+        self.counters = torch.tensor([total, in_a_row, in_a_row], dtype=torch.float64, device=self.dist.device)
+        self.skipped_logged = total
+
+
+def _metrics(values: dict[str, float]) -> dict[str, float] | None:
+    if values["mlm_count"] == 0 or values["nsp_count"] == 0:
+        return None
+    mlm_loss = values["mlm_loss_sum"] / values["mlm_count"]
+    nsp_loss = values["nsp_loss_sum"] / values["nsp_count"]
+    return {"mlm_acc": values["mlm_correct"] / values["mlm_count"], "nsp_acc": values["nsp_correct"] / values["nsp_count"],
+            "loss": mlm_loss + nsp_loss, "mlm_loss": mlm_loss, "nsp_loss": nsp_loss, "tokens": values["tokens"],
+            **kind_accuracies(values)}
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, saved: dict) -> None:
+    """Load a saved optimizer state into `optimizer` as built for this device, in either direction
+    (a CPU checkpoint on CUDA, a CUDA one on the CPU). torch places each tensor by the *saved* param
+    groups (Optimizer._process_value_according_to_param_policy is given state_dict["param_groups"]):
+    a CPU checkpoint has `fused` unset, so `step` would stay on the CPU under the fused CUDA AdamW,
+    which reads it through a device pointer. So the saved groups take this optimizer's settings
+    (fused, foreach, capturable and the hyper-parameters; lr is set at every step) before loading:
+    moments land on the parameters' device and `step` where this optimizer's kernel expects it."""
+    built = [{key: value for key, value in group.items() if key != "params"} for group in optimizer.param_groups]
+    if len(built) != len(saved["param_groups"]):
+        raise ValueError(f"the checkpoint's optimizer has {len(saved['param_groups'])} parameter groups, this one {len(built)}")
+    groups = [{**group, **settings} for group, settings in zip(saved["param_groups"], built)]
+    optimizer.load_state_dict({**saved, "param_groups": groups})
 
 
 class Stopwatch:

@@ -14,7 +14,7 @@ from bertstudy.base.atomic_io import read_json
 from bertstudy.corpus.corpus_io import load_documents
 from bertstudy.pretraining.loader import LoaderClock, batch_to_device, make_step_loader, step_micro_batches
 from bertstudy.model import BertConfig, BertForPretraining
-from bertstudy.pretraining.packing import IGNORE_INDEX, collate_packed, collate_padded, pack_micro_batches, pack_rows, padding_fraction
+from bertstudy.pretraining.packing import IGNORE_INDEX, PACKED_KEYS, collate_packed, collate_padded, pack_micro_batches, pack_rows, padding_fraction
 from bertstudy.pretraining.instances import (NO_KIND, InstanceSampler, split_documents, tokenize_documents,
                                         training_instances)
 from bertstudy.training.run_log import TIMING_LISTS
@@ -163,3 +163,73 @@ def test_a_run_with_two_loader_workers_equals_one_without(tmp_path):
         history["meta"] = {k: v for k, v in history["meta"].items() if k not in ("started_at", "finished_at", "config")}
         histories.append(history)
     assert histories[0] == histories[1]
+
+
+def test_fixed_shapes_one_shape_for_every_micro_batch_of_a_run(embedded_sampler):
+    """Issue 20 item 8: variable packing gives a new shape every few steps (torch.compile recompiles,
+    CUDA graphs record one graph per shape); with the run's fixed shape every micro-batch of 200 steps
+    has the same rows and MLM/NSP slots, holds exactly the step's instances, and a step needs an extra
+    micro-batch of that shape only rarely."""
+    from bertstudy.pretraining.instances import training_instances
+    from bertstudy.pretraining.loader import plan_step_shape
+
+    steps = range(200)
+    variable = {tuple(b[k].shape for k in ("input_ids", "mlm_positions", "cls_positions"))
+                for s in steps for b in step_micro_batches(embedded_sampler, 42, s, 0, 32, 4)}
+    assert len(variable) > 5  # before
+    shape = plan_step_shape(embedded_sampler, 42, 0, 32, 4)
+    assert shape == plan_step_shape(embedded_sampler, 42, 0, 32, 4)  # a pure function: a resume gets it again
+    assert shape.rows < 32  # packing still saves rows
+    shapes, counts, batches = set(), [], []
+    for s in steps:
+        micro = step_micro_batches(embedded_sampler, 42, s, 0, 32, 4, shape)
+        counts.append(len(micro))
+        shapes |= {tuple(b[k].shape for k in PACKED_KEYS) for b in micro}
+        if s < 20:
+            instances = training_instances(embedded_sampler, 42, s, 0, 128)
+            unpacked = [(int(i), inst) for b in micro
+                        for i, inst in zip(b["instance_index"][b["instance_index"] >= 0], _unpack(b))]
+            assert sorted(i for i, _ in unpacked) == list(range(128))
+            assert all(_same(inst, instances[i]) for i, inst in unpacked)
+            batches += micro
+    assert shapes == {((shape.rows, 128),) * 4 + ((shape.mlm_slots,),) * 3 + ((shape.nsp_slots,),) * 2}  # + mlm_kinds
+    assert min(counts) == 4 and sum(c > 4 for c in counts) <= len(counts) // 20
+    assert padding_fraction(batches) < 0.15  # the fixed rows cost some padding back, far from ~22%
+
+
+def test_workers_hand_over_one_buffer_per_step_copied_to_the_device_once(monkeypatch):
+    """Issue 20 item 8: a step's micro-batches travel as one contiguous buffer (one tensor through the
+    worker queue and the pinning thread, not 9 per micro-batch) and reach the device in one copy."""
+    from bertstudy.training.config import preset_config
+    from bertstudy.training.trainer import Trainer, model_config_for
+
+    sampler = _sampler(tiny_documents(20))
+    cpu = torch.device("cpu")
+    seen = []
+    for step, batches in make_step_loader(sampler, 5, 0, 4, 2, 0, 3, cpu, 2):
+        direct = step_micro_batches(sampler, 5, step, 0, 4, 2)
+        assert len(batches) == len(direct)
+        base = batches.buffer
+        assert base.dim() == 1 and base.is_contiguous()
+        for got, want in zip(batches, direct):
+            assert set(got) == set(want) and all(np.array_equal(got[k].numpy(), want[k]) for k in want)
+            assert all(got[k].untyped_storage().data_ptr() == base.untyped_storage().data_ptr() for k in got)
+        seen.append(batches)
+    config = preset_config("quick", hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, max_seq_len=32,
+                           batch_size=4, grad_accum=2, device="cpu", amp=False)
+    trainer = Trainer(config, BertForPretraining(model_config_for(config, sampler.vocab_size)), sampler)
+    copies = []
+    real_to = torch.Tensor.to
+
+    def counting_to(self, *args, **kwargs):
+        import traceback
+
+        caller = traceback.extract_stack()[-2].filename  # ours; torch's clip_grad moves norms to their own device
+        if "bertstudy" in caller and ("device" in kwargs or any(isinstance(a, torch.device) for a in args)):
+            copies.append(tuple(self.shape))
+        return real_to(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.Tensor, "to", counting_to)
+    trainer.train_step(0, seen[0])
+    monkeypatch.undo()
+    assert copies == [tuple(seen[0].buffer.shape)]  # the step's one buffer, nothing per key

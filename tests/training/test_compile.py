@@ -48,8 +48,9 @@ def test_compile_trains_on_cpu(tmp_path):
 
 
 def test_a_step_reads_one_value_back_from_the_device_not_one_per_micro_batch(monkeypatch):
-    """The micro-batch loop never waits for the device: the only value our code reads back is the
-    step's finiteness check (before optimizer.step), not one per micro-batch."""
+    """The micro-batch loop never waits for the device: with the CPU's unfused AdamW the only value our
+    code reads back is the step's finiteness check (before optimizer.step), not one per micro-batch;
+    with the fused AdamW of a GPU none (tests/training/test_trainer.py)."""
     import traceback
     from pathlib import Path
 
@@ -75,7 +76,8 @@ def test_a_step_reads_one_value_back_from_the_device_not_one_per_micro_batch(mon
             return _real(self, *args, **kwargs)
 
         monkeypatch.setattr(torch.Tensor, name, counting)
-    assert trainer.train_step(0, batches).finite
+    result = trainer.train_step(0, batches)
     monkeypatch.undo()
+    assert result.finite  # read after the step (StepResult.good stays on the device until asked)
     assert len(reads) == 1 and reads[0][:2] == ("item", "trainer.py") and "finite" in reads[0][2], reads
     assert np.isfinite(trainer.take_totals()["loss"])

@@ -124,3 +124,35 @@ def test_export_from_a_cuda_run_loads_in_transformers(tmp_path):
         expected = theirs(input_ids=ids, token_type_ids=types).prediction_logits
         got = ours.eval()(ids, types)[0]
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_sigterm_to_the_group_with_loader_workers_on_cuda_then_exact_resume(tmp_path):
+    """Issue 20 items 2 and 10 on the GPU: two pinned-memory loader workers, SIGTERM to the whole process
+    group mid-run: checkpoint, exit 130, no process left, and the resumed run's history and weights
+    equal an uninterrupted run's (same device, same kernels: exact)."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from tests.training.test_resume import LAUNCHER, ROOT, _assert_same_as_reference, _group_alive
+
+    corpus = write_tiny_corpus(tmp_path)
+    reference, out = tmp_path / "reference", tmp_path / "terminated"
+    run = {**RUN, "device": "cuda", "data_workers": 2}
+    assert train_large_100k.main(tiny_args(corpus, reference, tmp_path / "cache", **run)) == 0
+    args = tiny_args(corpus, out, tmp_path / "cache", **run)
+    env = {**os.environ, "SLOW_STEP_SECONDS": "0.25", "SLOW_SAVE_STEP": "-1", "SLOW_SAVE_SECONDS": "0",
+           "IN_WRITE_MARKER": str(tmp_path / "unused")}
+    process = subprocess.Popen([sys.executable, "-c", LAUNCHER, *args], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, start_new_session=True)
+    log = out / "training_log_100k.jsonl"
+    _wait_for(lambda: log.exists() and '"kind": "train", "step": 6' in log.read_text(encoding="utf-8"), process)
+    os.killpg(process.pid, signal.SIGTERM)
+    assert process.wait(timeout=60) == 130, process.stderr.read().decode()[-3000:]
+    deadline = time.monotonic() + 15
+    while _group_alive(process.pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _group_alive(process.pid) == []
+    assert train_large_100k.main(args + ["--resume"]) == 0
+    _assert_same_as_reference(reference, out, extra_checkpoints=True)

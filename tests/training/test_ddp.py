@@ -148,3 +148,114 @@ def test_ddp_sigterm_mid_interval_then_sigkill_then_resume_equals_uninterrupted(
     assert single.returncode == EXIT_USAGE
     assert single.stderr.strip().splitlines() == [single.stderr.strip()]
     assert "written by 2 process(es)" in single.stderr and "--nproc_per_node 2" in single.stderr
+
+
+def test_ddp_sigterm_to_each_rank_s_group_with_loader_workers_saves_and_resumes_exactly(tmp_path):
+    """Issue 20 item 2 under DDP: torchrun passes a SIGTERM on to each rank's whole process group
+    (os.killpg), loader workers included. The workers leave it to their rank: checkpoint, exit 130,
+    no process left, and the resumed run equals the uninterrupted one."""
+    from tests.training.test_resume import _assert_same_as_reference, _group_alive
+
+    corpus = write_tiny_corpus(tmp_path)
+    run = {**DROPOUT_RUN, "steps": 24, "save_interval": 10, "eval_interval": 10, "log_interval": 5}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    reference = tmp_path / "uninterrupted"
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "train_large_100k.py", *tiny_args(corpus, reference, tmp_path / "cache", **run)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    launcher = tmp_path / "launch.py"
+    launcher.write_text(DDP_LAUNCHER, encoding="utf-8")
+    out = tmp_path / "interrupted"
+    args = tiny_args(corpus, out, tmp_path / "cache", **run) + ["--data-workers", "2"]
+    pid_dir, marker = tmp_path / "pids", tmp_path / "hold"
+    process = _torchrun(launcher, args, {**env, "REPO_ROOT": str(ROOT), "PID_DIR": str(pid_dir),
+                                         "HOLD_AT_STEP": "13", "HOLD_MARKER": str(marker)})
+    deadline = time.monotonic() + 240
+    while not marker.exists():
+        assert process.poll() is None and time.monotonic() < deadline, process.stdout.read()[-3000:]
+        time.sleep(0.05)
+    ranks = [int((pid_dir / f"rank{r}").read_text()) for r in (0, 1)]
+    groups = [os.getpgid(pid) for pid in ranks]
+    for group in groups:
+        os.killpg(group, signal.SIGTERM)
+    marker.unlink()
+    output = process.communicate(timeout=120)[0]
+    assert "interrupted: checkpoint saved at step 13" in output, output[-3000:]
+    assert [s for s, _ in ckpt.list_checkpoints(out / "checkpoints_100k")] == [10, 13]
+    time.sleep(1)
+    assert all(_group_alive(group) == [] for group in groups)
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "train_large_100k.py", *args, "--resume"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    _assert_same_as_reference(reference, out, extra_checkpoints=True)
+
+
+CACHE_FAILS_LAUNCHER = """
+import os, sys
+sys.path.insert(0, os.environ["REPO_ROOT"])
+from bertstudy.base.errors import BadInputError
+from bertstudy.training import run_setup
+def failing_cache(*args, **kwargs):
+    raise BadInputError("corpus.jsonl", "rank 0 could not build the token cache (simulated)")
+if os.environ["RANK"] == "0":
+    run_setup.load_or_build_cache = failing_cache
+import train_large_100k
+sys.exit(train_large_100k.main(sys.argv[1:]))
+"""
+
+
+def test_when_rank_0_fails_building_the_cache_every_rank_stops_at_once_with_one_line(tmp_path):
+    """Issue 20 item 4: the others heard of it through one collective and each printed one line,
+    instead of waiting at the barrier (under NCCL until the process group's timeout)."""
+    corpus = write_tiny_corpus(tmp_path)
+    launcher = tmp_path / "launch.py"
+    launcher.write_text(CACHE_FAILS_LAUNCHER, encoding="utf-8")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", "REPO_ROOT": str(ROOT)}
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "--tee", "3", str(launcher), *tiny_args(corpus, tmp_path / "run", tmp_path / "cache", device="cpu")],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    text = done.stdout + done.stderr
+    assert done.returncode != 0 and time.monotonic() - started < 60, text[-3000:]
+    assert "[default0]:error: corpus.jsonl: rank 0 could not build the token cache (simulated)" in text, text[-3000:]
+    assert "[default1]:error: rank 1: stopped because another rank failed while building the token cache" in text
+    worker_lines = [line for line in text.splitlines() if line.startswith("[default")]
+    assert not any("Traceback" in line for line in worker_lines), text[-3000:]  # torchrun's own summary aside
+
+
+FORCED_GROUP_LAUNCHER = """
+import os, sys
+from pathlib import Path
+sys.path.insert(0, os.environ["REPO_ROOT"])
+import torch.nn.parallel
+real_init = torch.nn.parallel.DistributedDataParallel.__init__
+def recording_init(self, *args, **kwargs):
+    Path(os.environ["DDP_MARKER"]).touch()
+    real_init(self, *args, **kwargs)
+torch.nn.parallel.DistributedDataParallel.__init__ = recording_init
+import train_large_100k
+sys.exit(train_large_100k.main(sys.argv[1:]))
+"""
+
+
+def test_a_forced_process_group_of_one_trains_through_ddp_like_one_process(tmp_path):
+    """Issue 20 item 10: the GPU check's DDP part (BERTSTUDY_FORCE_PROCESS_GROUP=1 under torchrun with one
+    process) really goes through DDP and its collectives, and trains as a plain single process does."""
+    corpus = write_tiny_corpus(tmp_path)
+    launcher, marker = tmp_path / "launch.py", tmp_path / "ddp_used"
+    launcher.write_text(FORCED_GROUP_LAUNCHER, encoding="utf-8")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", "REPO_ROOT": str(ROOT),
+           "DDP_MARKER": str(marker), "BERTSTUDY_FORCE_PROCESS_GROUP": "1"}
+    forced = tmp_path / "forced"
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1",
+                           str(launcher), *tiny_args(corpus, forced, tmp_path / "cache", device="cpu", **RUN)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert marker.exists()
+    plain = tmp_path / "plain"
+    assert train_large_100k.main(tiny_args(corpus, plain, tmp_path / "cache", device="cpu", **RUN)) == 0
+    a, b = read_json(forced / "training_history_100k.json"), read_json(plain / "training_history_100k.json")
+    assert a["steps"] == b["steps"] and a["meta"]["world_size"] == 1
+    torch.testing.assert_close(torch.tensor(a["loss"]), torch.tensor(b["loss"]), rtol=1e-5, atol=1e-6)

@@ -17,8 +17,7 @@ from bertstudy.base.errors import UsageError
 def gpus(monkeypatch):
     """gpus(n) makes torch report n GPUs; returns the list of indices set_device was called with."""
     bound: list[int] = []
-    matmul, conv = torch.backends.cuda.matmul, torch.backends.cudnn.conv
-    saved = (matmul.fp32_precision, conv.fp32_precision)  # enable_tf32 sets them: restored below
+    saved = tf32_flags()  # enable_tf32 sets them: restored below, through the same (legacy) API
 
     def install(count: int) -> list[int]:
         monkeypatch.setattr(torch.cuda, "is_available", lambda: count > 0)
@@ -27,7 +26,23 @@ def gpus(monkeypatch):
         return bound
 
     yield install
-    matmul.fp32_precision, conv.fp32_precision = saved
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def tf32_flags() -> tuple[bool, bool]:
+    return torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+
+
+def test_tf32_reads_back_through_both_apis(gpus):
+    """Issue 20 item 1: after the project sets TF32, the legacy getters (read by torch.compile's
+    max-autotune, _inductor/select_algorithm.py) and the per-backend fp32_precision agree; setting the
+    new API alone made the legacy ones raise "mix of the legacy and new APIs"."""
+    device_module.enable_tf32()
+    assert torch.get_float32_matmul_precision() == "high"
+    assert torch.backends.cuda.matmul.allow_tf32 is True and torch.backends.cudnn.allow_tf32 is True
+    assert torch.backends.cuda.matmul.fp32_precision == "tf32"
+    assert torch.backends.cudnn.conv.fp32_precision == "tf32"
+    assert torch.backends.mkldnn.matmul.fp32_precision == "none"  # the CPU's matmuls stay exact
 
 
 def test_the_set_device_contract_refuses_a_cuda_device_without_index(gpus):
@@ -120,3 +135,91 @@ def test_distributed_defaults_are_one_cpu_process():
     dist = Distributed()
     assert dist.is_main and not dist.enabled and dist.device.type == "cpu"
     assert device_module.DEVICE_CHOICES == "auto, cpu, cuda, cuda:N"
+
+
+@pytest.fixture
+def process_group(monkeypatch):
+    """Records init_process_group's arguments instead of joining a group."""
+    calls: list[dict] = []
+    monkeypatch.setattr(device_module.torch_dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(device_module.torch_dist, "init_process_group", lambda **kwargs: calls.append(kwargs))
+    return calls
+
+
+def test_one_visible_gpu_per_process_is_that_rank_s_gpu_whatever_local_rank(gpus, process_group):
+    """Issue 20 item 4: SLURM --gpus-per-task=1 shows each process one GPU (index 0) while LOCAL_RANK
+    counts up: rank 1 must take cuda:0, not fail with 'GPU 1 does not exist'; NCCL gets device_id and a
+    timeout long enough for rank 0 to tokenize a large corpus (NCCL's default is 10 minutes)."""
+    bound = gpus(1)
+    env = {"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2"}
+    dist = setup_distributed("cuda", env)
+    assert dist.device == torch.device("cuda", 0) and bound == [0] and dist.local_rank == 1
+    (call,) = process_group
+    assert call["backend"] == "nccl" and call["device_id"] == torch.device("cuda", 0)
+    assert call["timeout"].total_seconds() == device_module.PG_TIMEOUT_S >= 30 * 60
+    with pytest.raises(UsageError, match="GPU 3 does not exist"):  # several visible GPUs: LOCAL_RANK still counts
+        gpus(2)
+        select_device("cuda", {"LOCAL_RANK": "3"})
+
+
+def test_gloo_gets_the_explicit_timeout_too_and_the_environment_may_change_it(gpus, process_group):
+    gpus(0)
+    setup_distributed("cpu", {"WORLD_SIZE": "2", "RANK": "0", "BERTSTUDY_DIST_TIMEOUT_S": "90"})
+    (call,) = process_group
+    assert call == {"backend": "gloo", "timeout": __import__("datetime").timedelta(seconds=90)}
+
+
+AGREE_SCRIPT = """
+import sys, time
+sys.path.insert(0, sys.argv[1])
+from bertstudy.base.cli import run_main
+from bertstudy.base.errors import StudyError
+from bertstudy.training.device import agree_or_fail, setup_distributed
+def main():
+    dist = setup_distributed("cpu")
+    failure = StudyError("rank 0 could not build the cache") if dist.is_main else None
+    started = time.monotonic()
+    try:
+        agree_or_fail(failure, dist, "building the token cache")
+    finally:
+        print(f"rank {dist.rank} left after {time.monotonic() - started:.1f} s", file=sys.stderr)
+    return 0
+sys.exit(run_main(main))
+"""
+
+
+def test_a_failure_on_one_rank_stops_the_others_within_seconds_with_one_line(tmp_path):
+    """Two gloo processes: rank 0 fails where only it works; rank 1 leaves at once with one line
+    (before: it waited in the next collective until the process group's timeout)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent.parent
+    script = tmp_path / "agree.py"
+    script.write_text(AGREE_SCRIPT, encoding="utf-8")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", "BERTSTUDY_DIST_TIMEOUT_S": "120"}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "--tee", "3", str(script), str(root)], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=100)
+    text = done.stdout + done.stderr
+    assert done.returncode != 0, text[-2000:]
+    assert "another rank failed while building the token cache" in text, text[-3000:]
+    seconds = [float(line.split("after ")[1].split(" s")[0]) for line in text.splitlines() if "left after" in line]
+    assert len(seconds) == 2 and max(seconds) < 30, text[-3000:]
+
+
+def test_the_gpu_check_can_force_fp16_and_a_process_group_of_one(gpus, process_group, monkeypatch):
+    """Issue 20 item 10: the GPU check runs fp16 with its GradScaler on a bf16 GPU, and DDP over NCCL
+    with one process (torchrun --nproc_per_node 1 sets WORLD_SIZE 1, which alone makes no group)."""
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    assert precision_settings(torch.device("cuda", 0), None) == (torch.bfloat16, False)
+    monkeypatch.setenv("BERTSTUDY_FORCE_FP16", "1")
+    assert precision_settings(torch.device("cuda", 0), None) == (torch.float16, True)
+    assert precision_settings(torch.device("cpu"), None) == (None, False)  # a CPU is not affected
+    gpus(1)
+    env = {"WORLD_SIZE": "1", "RANK": "0", "LOCAL_RANK": "0"}
+    assert not setup_distributed("cuda", env).enabled and process_group == []
+    dist = setup_distributed("cuda", {**env, "BERTSTUDY_FORCE_PROCESS_GROUP": "1"})
+    assert dist.enabled and dist.forced and process_group[0]["backend"] == "nccl"

@@ -154,3 +154,45 @@ def test_sigterm_saves_a_checkpoint_and_exits_130(reference, tmp_path):
     assert records[-1]["kind"] == "end" and records[-1]["status"] == "interrupted"
     assert train_large_100k.main(args + ["--resume"]) == 0
     _assert_same_as_reference(reference_out, out, extra_checkpoints=True)
+
+
+def _group_alive(pgid: int) -> list[int]:
+    """Processes of process group pgid still running (zombies excluded)."""
+    alive = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            alive.append(int(entry.name))
+    return alive
+
+
+def test_sigterm_to_the_group_with_loader_workers_saves_and_resumes_exactly(reference, tmp_path):
+    """Issue 20 item 2: torchrun, SLURM and `timeout` signal the whole process group. With two loader
+    workers the workers must leave SIGTERM to the training process: before, they died, the step raised
+    'DataLoader worker ... is killed by signal: Terminated', exit 1 and no checkpoint."""
+    root, corpus, reference_out = reference
+    out = tmp_path / "group_terminated"
+    args = tiny_args(corpus, out, root / "cache", **RUN)
+    env = {**os.environ, "SLOW_STEP_SECONDS": "0.25", "SLOW_SAVE_STEP": "-1", "SLOW_SAVE_SECONDS": "0",
+           "IN_WRITE_MARKER": str(tmp_path / "unused")}
+    process = subprocess.Popen([sys.executable, "-c", LAUNCHER, *args, "--data-workers", "2"], cwd=ROOT, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    log = out / "training_log_100k.jsonl"
+    _wait_for(lambda: log.exists() and '"kind": "train", "step": 6' in log.read_text(encoding="utf-8"), process)
+    os.killpg(process.pid, signal.SIGTERM)  # the training process and its two workers
+    code = process.wait(timeout=60)
+    stderr = process.stderr.read().decode()
+    assert code == 130, stderr[-3000:]
+    stopped = [s for s, _ in ckpt.list_checkpoints(out / "checkpoints_100k")][-1]
+    assert 6 <= stopped < RUN["steps"] and f"checkpoint saved at step {stopped}" in stderr
+    deadline = time.monotonic() + 15
+    while _group_alive(process.pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _group_alive(process.pid) == []  # no worker left behind
+    assert train_large_100k.main(args + ["--resume", "--data-workers", "2"]) == 0
+    _assert_same_as_reference(reference_out, out, extra_checkpoints=True)

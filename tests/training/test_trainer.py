@@ -122,6 +122,12 @@ def test_run_stops_after_k_non_finite_losses_in_a_row(tmp_path, capsys):
     records = [r for _, r in iter_jsonl(out / "training_log_100k.jsonl")]
     assert records[-1]["kind"] == "end" and records[-1]["status"] == "failed"
     assert not (out / "stage4_large_100k_final.pth").exists()
+    # issue 20 item 6: the skipped updates are in the log and in check_progress.py's report
+    assert [r["skipped_steps"] for r in records if r["kind"] == "train"] == [1]  # step 2 (step 3 raised first)
+    import check_progress
+
+    assert check_progress.main([str(out)]) == 0
+    assert "1 update(s) (non-finite loss or fp16 overflow)" in capsys.readouterr().out
 
 
 def test_full_disk_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypatch, capsys):
@@ -146,6 +152,128 @@ def test_full_disk_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypa
     assert sorted(p.name for p in folder.iterdir()) == ["step_000003.pth"]  # no temp file left behind
     assert ckpt.load_checkpoint(folder / "step_000003.pth")["step"] == 3
     assert math.isfinite(ckpt.find_resume_checkpoint(folder)[0]["elapsed_s"])
+
+
+def _optimizer_tensors(optimizer) -> dict:
+    return {(i, key): value for i, per_param in enumerate(optimizer.state.values())
+            for key, value in per_param.items() if torch.is_tensor(value)}
+
+
+def test_resume_places_every_optimizer_tensor_for_this_device_in_both_directions():
+    """Issue 20 item 3. torch places a loaded optimizer's tensors by the *saved* param groups
+    (optimizer.py, _process_value_according_to_param_policy(..., state_dict["param_groups"])): a CPU
+    checkpoint has no `fused`, so on CUDA `step` stayed on the CPU under the fused AdamW. The meta device
+    stands in for the GPU: parameters there, the groups as configure_optimizer builds them on CUDA."""
+    config, sampler, model = _setup()
+    cpu = Trainer(config, model, sampler)
+    cpu.train_step(0)
+    saved = ckpt_roundtrip(cpu.state())
+    assert all(not g.get("fused") for g in saved["optimizer"]["param_groups"])
+
+    config, sampler, model = _setup()
+    gpu_like = Trainer(config, model, sampler)
+    model.to("meta")  # the stand-in device; the optimizer is built again on these parameters
+    gpu_like.optimizer = model.configure_optimizer(config.lr, config.weight_decay, (config.beta1, config.beta2),
+                                                   config.adam_eps, "cpu")
+    for group in gpu_like.optimizer.param_groups:
+        group.update(fused=True, foreach=None)  # AdamW(fused=True), as on CUDA
+    gpu_like.load_state(saved)  # CPU -> "CUDA"
+    placed = _optimizer_tensors(gpu_like.optimizer)
+    assert {key for _, key in placed} == {"step", "exp_avg", "exp_avg_sq"}
+    for (_, key), value in placed.items():
+        assert value.device.type == "meta", (key, value.device)
+        assert value.dtype == torch.float32
+    assert all(g["fused"] is True for g in gpu_like.optimizer.param_groups)
+
+    fused_saved = {**saved["optimizer"], "param_groups": [{**g, "fused": True} for g in saved["optimizer"]["param_groups"]]}
+    config, sampler, model = _setup()
+    back = Trainer(config, model, sampler)  # "CUDA" -> CPU: a checkpoint whose groups say fused
+    back.load_state({**saved, "optimizer": fused_saved})
+    for (_, key), value in _optimizer_tensors(back.optimizer).items():
+        assert value.device.type == "cpu", key  # step on the CPU, as the unfused CPU AdamW wants it
+    assert all(not g.get("fused") for g in back.optimizer.param_groups)
+    back.train_step(1)  # and it steps
+
+
+def ckpt_roundtrip(state: dict) -> dict:
+    """A trainer state as a checkpoint file gives it back (torch.save / load_checkpoint's torch.load)."""
+    import io
+
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    return torch.load(buffer, map_location="cpu", weights_only=True)
+
+
+def test_fp16_steps_the_grad_scaler_skips_are_counted_not_added():
+    """Issue 20 item 6: with fp16 the GradScaler skips a step whose scaled gradients overflow; that step
+    made no update, so its metrics must not be added and it counts as skipped (before: the loss was
+    finite, so the step counted as good and reset the counter). A CPU GradScaler with a scale that
+    overflows stands in for CUDA's."""
+    config, sampler, model = _setup(batch_size=4, grad_accum=1)
+    trainer = Trainer(config, model, sampler)
+    trainer.scaler = torch.amp.GradScaler("cpu", init_scale=1e38)  # loss x 1e38 = inf in fp32
+    before = [p.detach().clone() for p in model.parameters()]
+    result = trainer.train_step(0)
+    assert not result.finite
+    assert all(torch.equal(p.detach(), q) for p, q in zip(model.parameters(), before))  # the scaler skipped it
+    assert (trainer.nonfinite_total, trainer.nonfinite_in_a_row) == (1, 1)
+    assert trainer.scaler.get_scale() < 1e38  # and lowered its scale
+    totals, _, counters = trainer.log_point()
+    assert totals is None and counters["skipped_since_log"] == 1
+    trainer.scaler = torch.amp.GradScaler("cpu", init_scale=1.0)
+    assert trainer.train_step(1).finite and trainer.nonfinite_in_a_row == 0 and trainer.nonfinite_total == 1
+    totals, _, counters = trainer.log_point()
+    assert totals is not None and counters["skipped_since_log"] == 0
+
+
+SYNC_METHODS = ("item", "tolist", "__bool__", "__float__", "__int__", "__index__", "cpu", "numpy")
+
+
+@pytest.mark.parametrize("world_size", [1, 2])
+def test_the_step_reads_nothing_back_from_the_device(monkeypatch, world_size):
+    """Issue 20 item 7: with the fused AdamW of a GPU run no value goes from the device to the host
+    during a step (each read is a host-device sync that leaves the GPU idle while the host launches
+    the next step). The fused AdamW also exists on the CPU, so the CPU stands in; every Tensor method
+    that reads a value back is counted, and so are the collectives (a fake one under DDP)."""
+    config, sampler, model = _setup(batch_size=4, grad_accum=1)
+    trainer = Trainer(config, model, sampler)
+    trainer.optimizer = model.configure_optimizer(config.lr, config.weight_decay, (config.beta1, config.beta2),
+                                                  config.adam_eps, "cpu")
+    for group in trainer.optimizer.param_groups:
+        group["fused"], group["foreach"] = True, None
+    trainer.optimizer.defaults["fused"] = True
+    collectives = []
+    if world_size > 1:
+        from bertstudy.training.device import Distributed
+
+        trainer.dist = Distributed(rank=0, world_size=world_size)
+        monkeypatch.setattr(torch.distributed, "all_reduce", lambda tensor, op=None: collectives.append(op))
+    batches = [trainer.micro_batches(s) for s in range(3)]
+    trainer.train_step(0, batches[0])  # warm-up: optimizer state created
+    reads = []
+    for name in SYNC_METHODS:
+        real = getattr(torch.Tensor, name)
+
+        def counting(self, *args, _real=real, _name=name, **kwargs):
+            reads.append(_name)
+            return _real(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, counting)
+    collectives.clear()
+    for step in (1, 2):
+        trainer.train_step(step, batches[step])
+    monkeypatch.undo()
+    assert reads == []
+    assert len(collectives) == (0 if world_size == 1 else 4)  # per step: the masked-token counts, the skip flag
+    with torch.no_grad():  # and the skip still works, on the device: a non-finite loss makes no update
+        model.mlm_bias[3] = float("nan")
+    before = [p.detach().clone() for p in model.parameters()]
+    trainer.dist = __import__("bertstudy.training.device", fromlist=["Distributed"]).Distributed()
+    assert not trainer.train_step(3, batches[0]).finite
+    for p, q in zip(model.parameters(), before):
+        assert torch.equal(p.detach(), q) or (torch.isnan(p).any() and torch.isnan(q).any())
+    assert trainer.nonfinite_in_a_row == 1
 
 
 # ---------------------------------------------------------------- MLM accuracy by position kind

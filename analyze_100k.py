@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from bertstudy.base import deps  # noqa: F401  (first: a missing package is one line, not a traceback)
-from bertstudy.analysis.study import analyze, metric_arrays
+from bertstudy.analysis.study import analyze, choose_metric, metric_arrays
 from bertstudy.base.atomic_io import atomic_write_json, check_writable_file, read_json
 from bertstudy.base.run_files import ANALYSIS_NAME
 from bertstudy.base.cli import labelled_path, make_parser, non_negative_int, open_unit_float, run_main, unit_float
@@ -27,6 +27,8 @@ from bertstudy.analysis.report import format_report
 EXAMPLES = [
     "python analyze_100k.py runs/quick/training_history_100k.json   # writes runs/quick/analysis_100k_result.json",
     "python analyze_100k.py runs/cpu_study/training_log_100k.jsonl --metric eval_mlm_acc --target 0.5 0.6",
+    "python analyze_100k.py runs/cpu_study/training_history_100k.json --metric mlm_acc --out /tmp/training_mlm.json"
+    "   # the original's metric",
     "python analyze_100k.py tests/data/original_training_history_100k.json --require-r 0.85 --out /tmp/a.json"
     "   # exits 1: r=0.787",
     "python analyze_100k.py b.json --compare 50K=a.json 100K=b.json --out results/analysis.json",
@@ -47,10 +49,12 @@ def build_parser():
     parser.add_argument("history", nargs="?", default="training_history_100k.json",
                         help="training history: ours, the original study's JSON, or the JSONL training log "
                              "(default: %(default)s)")
-    parser.add_argument("--metric", default="mlm_acc",
-                        help="metric against steps: mlm_acc (training MLM accuracy, comparable with the original), "
-                             "eval_mlm_acc (held-out, when the history has it), or any other logged list "
-                             "(default: %(default)s)")
+    parser.add_argument("--metric", default=None,
+                        help="metric against steps: any list of the history, e.g. eval_mask_acc (held-out [MASK] "
+                             "accuracy: prediction from context), eval_mlm_acc (held-out, all positions), mlm_acc "
+                             "(training, all positions: the original's metric), mask_acc, unchanged_acc, loss "
+                             "(default: eval_mask_acc where the history has at least 3 points of it, else mlm_acc; "
+                             "the report and the JSON's metric.why say which and why)")
     parser.add_argument("--compare", nargs="+", type=labelled_path, default=[], metavar="LABEL=PATH",
                         help="runs to compare, first one the baseline (e.g. 50K=a.json 100K=b.json)")
     parser.add_argument("--train-fraction", type=open_unit_float, default=0.5,
@@ -110,7 +114,8 @@ def main(argv=None) -> int:
         out = Path(args.out) if args.out is not None else Path(args.history).parent / ANALYSIS_NAME  # beside the history, as the charts are
         check_writable_file(out, "--out")  # before the work: a bad path fails at once, not after the bootstrap
         history = load_history(args.history)
-        steps, values = metric_arrays(history, args.metric)  # bad input (exit 3) before a refusal (exit 2)
+        metric, _ = choose_metric(history, args.metric)
+        steps, values = metric_arrays(history, metric)  # bad input (exit 3) before a refusal (exit 2)
         check_analysis_out(out, series_fingerprint(steps, values), args.overwrite)
         downstream = None
         if args.downstream:  # before the work: a pass of another run is refused (exit 3) as --analysis is

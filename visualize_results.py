@@ -22,7 +22,9 @@ from bertstudy.base.atomic_io import atomic_writer, check_writable_dir, read_jso
 from bertstudy.base.cli import int_in_range, labelled_path, make_parser, open_unit_float, run_main  # noqa: E402
 from bertstudy.base.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, UsageError  # noqa: E402
 from bertstudy.charts.fonts import LANGS, choose_text_style  # noqa: E402
-from bertstudy.analysis.history import check_run_labels, load_history  # noqa: E402
+from bertstudy.analysis.history import check_run_labels, load_history, predicted_shortcut  # noqa: E402
+from bertstudy.analysis.shortcut_level import reference  # noqa: E402
+from bertstudy.analysis.study import choose_metric, metric_arrays  # noqa: E402
 from bertstudy.charts.plots import all_charts, chart_files, render_png  # noqa: E402
 from bertstudy.analysis import chart_data  # noqa: E402
 from bertstudy.analysis.provenance import (  # noqa: E402
@@ -39,6 +41,8 @@ REPO_ROOT = Path(__file__).resolve().parent  # charts are never written here unl
 EXAMPLES = [
     "python visualize_results.py training_history_100k.json --analysis analysis_100k_result.json --out-dir charts",
     "python visualize_results.py runs/quick/training_history_100k.json   # charts in runs/quick/",
+    "python visualize_results.py runs/quick/training_history_100k.json --metric mlm_acc --out-dir /tmp/charts"
+    "   # the original's metric",
     "python visualize_results.py runs/cpu_study/training_log_100k.jsonl --out-dir results --overwrite --dpi 300",
     "python visualize_results.py runs/b/training_history_100k.json "
     "--compare 50K=runs/a/training_history_100k.json 100K=runs/b/training_history_100k.json",
@@ -58,6 +62,10 @@ def build_parser():
                         help="analysis_100k_result.json of this history: the curve charts draw its fits, plateau and "
                              "chosen curve, the titles its headline numbers (without it the fits are made here, "
                              "without the plateau's bootstrap intervals)")
+    parser.add_argument("--metric", default=None,
+                        help="the accuracy the curve charts draw, without --analysis: any list of the history (default: "
+                             "eval_mask_acc where the history has at least 3 points of it, else mlm_acc); with "
+                             "--analysis the analysis' own metric (another one is refused)")
     parser.add_argument("--compare", nargs="+", type=labelled_path, metavar="LABEL=PATH",
                         help="runs to compare in comparison_50k_100k.png (default: the main history alone, summarized in "
                              "run_summary.png)")
@@ -84,10 +92,16 @@ def curve_analysis(args, history) -> dict:
     exit 3), else the chart data computed here from the history (no headline, no bootstrap intervals)."""
     if not args.analysis:
         fraction = DEFAULT_TRAIN_FRACTION if args.train_fraction is None else args.train_fraction
-        return {"chart_data": chart_data.for_series(history.steps, history.mlm_acc, fraction)}
+        metric, _ = choose_metric(history, args.metric)
+        steps, values = metric_arrays(history, metric)
+        shortcut = reference(predicted_shortcut(history), metric)
+        return {"chart_data": chart_data.for_series(steps, values, fraction, metric, shortcut)}
     analysis = read_json(args.analysis)
     check_analysis_matches(analysis, args.analysis, history)
-    data = chart_data.chart_data_of(analysis, args.analysis, history.steps, history.mlm_acc)
+    data = chart_data.chart_data_of(analysis, args.analysis, history)
+    if args.metric is not None and args.metric != chart_data.drawn_metric(data):
+        raise UsageError(f"--metric {args.metric}: the analysis {args.analysis} draws {chart_data.drawn_metric(data)}; "
+                         f"rerun analyze_100k.py --metric {args.metric}, or leave --metric out")
     drawn = data["forecast"]["train_fraction"]
     if args.train_fraction is not None and args.train_fraction != drawn:
         raise UsageError(f"--train-fraction {args.train_fraction}: the analysis {args.analysis} made its forecast "

@@ -1,12 +1,14 @@
 """What the curve charts draw, computed once, here: the analysis JSON's `chart_data` entry.
 
-correlation_analysis.png and forecast.png plot training MLM accuracy (the original study's metric)
-against step with the three curve families, the phase model and its plateau; this module evaluates
-those fits on grids of steps, the residuals at the points, the forecast check's fits, prediction
-bands and extrapolations, and names the chosen curve. The charts read it and fit nothing, so a chart
-shows exactly the fits, plateau and chosen curve of its analysis. `build` takes the fits an analysis
-of training MLM accuracy already made; `for_series` makes them (the plateau without bootstrap
-intervals) for an analysis of another metric and for visualize_results.py without --analysis.
+correlation_analysis.png and forecast.png plot the analysed metric (`metric`: held-out [MASK] accuracy
+by default where the history has it, else training MLM accuracy, the original study's metric; an
+analysis written before issue 21 carries training MLM accuracy whatever it analysed) against step with
+the three curve families, the phase model and its plateau, and the predicted shortcut level for that
+metric (`shortcut`, when the history predicts one); this module evaluates those fits on grids of steps,
+the residuals at the points, the forecast check's fits, prediction bands and extrapolations, and names
+the chosen curve. The charts read it and fit nothing, so a chart shows exactly the fits, plateau and
+chosen curve of its analysis. `build` takes the fits an analysis already made; `for_series` makes them
+(the plateau without bootstrap intervals) for visualize_results.py without --analysis.
 Pure: arrays in, a JSON-ready dict out (numbers rounded to 6 significant digits, undefined = None).
 """
 
@@ -16,10 +18,11 @@ import numpy as np
 
 from bertstudy.analysis import curves, phase_choice, phases, stats
 from bertstudy.analysis.provenance import series_fingerprint
+from bertstudy.analysis.history import History
 from bertstudy.base.errors import BadInputError
 
 CHART_DATA_FORMAT = "chinese-bert-correlation/chart-data-v1"
-CHART_METRIC = "mlm_acc"  # what the curve charts plot
+CHART_METRIC = "mlm_acc"  # what the curve charts plot when the chart data names no metric (before issue 21)
 GRID_POINTS = 400  # steps each fitted curve is evaluated at, over the curve points' range
 FORECAST_GRID_POINTS = 200  # per part (fitted, forecast) of the forecast check
 DIGITS = 6
@@ -81,16 +84,18 @@ def _forecast(check: dict, x: np.ndarray, y: np.ndarray) -> dict:
     return out
 
 
-def build(steps, values, fits: dict, phase: dict, chosen: str | None, check: dict) -> dict:
-    """The chart data of training MLM accuracy from an analysis' own results: `steps, values` all points
-    (step 0 included), `fits` the families and `phase` the phase model on the points with step > 0,
-    `chosen` the chosen curve, `check` curves.forecast_check on those points."""
+def build(steps, values, fits: dict, phase: dict, chosen: str | None, check: dict, metric: str = CHART_METRIC,
+          shortcut: dict | None = None) -> dict:
+    """The chart data of one metric from an analysis' own results: `steps, values` all points (step 0
+    included), `fits` the families and `phase` the phase model on the points with step > 0, `chosen` the
+    chosen curve, `check` curves.forecast_check on those points, `shortcut` the predicted level for the
+    metric (`shortcut_level.reference`) or None."""
     steps, values = np.asarray(steps, float), np.asarray(values, float)
     positive = steps > 0
     x, y = steps[positive], values[positive]
     grid = step_grid(x.min(), x.max(), GRID_POINTS) if len(x) else np.zeros(0)
     assoc = stats.association(steps, values)
-    return {"format": CHART_DATA_FORMAT, "metric": CHART_METRIC, "n_points": len(x),
+    return {"format": CHART_DATA_FORMAT, "metric": metric, "n_points": len(x), "shortcut": shortcut,
             "data_sha256": series_fingerprint(x, y),
             "pearson_r": assoc["pearson"]["r"], "spearman_rho": assoc["spearman"]["rho"],
             "chosen_curve": chosen, "best_family_by_aic": curves.best_curve(fits),
@@ -99,26 +104,39 @@ def build(steps, values, fits: dict, phase: dict, chosen: str | None, check: dic
             "final_flat": phase.get("final_flat"), "forecast": _forecast(check, x, y)}
 
 
-def for_series(steps, values, train_fraction: float = 0.5) -> dict:
-    """The chart data of a series the analysis did not fit (the plateau without bootstrap intervals)."""
+def for_series(steps, values, train_fraction: float = 0.5, metric: str = CHART_METRIC,
+               shortcut: dict | None = None) -> dict:
+    """The chart data of a series no analysis fitted (the plateau without bootstrap intervals)."""
     steps, values = np.asarray(steps, float), np.asarray(values, float)
     positive = steps > 0
     x, y = steps[positive], values[positive]
     fits = curves.fit_all_curves(x, y)
     phase = phases.detect_phases(x, y, n_resamples=0)
     chosen = phase_choice.compare_with_families(x, y, fits, phase)["choice"]["chosen"]
-    return build(steps, values, fits, phase, chosen, curves.forecast_check(x, y, train_fraction))
+    return build(steps, values, fits, phase, chosen, curves.forecast_check(x, y, train_fraction), metric, shortcut)
 
 
-def chart_data_of(analysis: dict, path, steps, values) -> dict:
-    """The analysis' chart data, checked to be of these points (training MLM accuracy of the history
-    drawn); BadInputError (exit 3, one line) for an analysis written before it carried any."""
+def drawn_metric(data: dict) -> str:
+    """The metric chart data draws (training MLM accuracy for chart data written before it said)."""
+    metric = data.get("metric")
+    return metric if isinstance(metric, str) else CHART_METRIC
+
+
+def chart_data_of(analysis: dict, path, history: History) -> dict:
+    """The analysis' chart data, checked to be of the history drawn (the points of its metric);
+    BadInputError (exit 3, one line naming `path`) for an analysis written before it carried any, of a
+    metric the history lacks, or of other numbers."""
     data = analysis.get("chart_data") if isinstance(analysis, dict) else None
     if not isinstance(data, dict) or data.get("format") != CHART_DATA_FORMAT:
         raise BadInputError(path, "has no chart data (written by an older analyze_100k.py): rerun analyze_100k.py "
                             "on the history to redraw its curve charts, or leave out --analysis")
+    metric = drawn_metric(data)
+    if metric not in history.available_metrics():
+        raise BadInputError(path, f"its chart data draws '{metric}', which {history.path} does not have: rerun "
+                            "analyze_100k.py on this history, or leave out --analysis")
+    steps, values = history.metric(metric)
     steps, values = np.asarray(steps, float), np.asarray(values, float)
     if data.get("data_sha256") != series_fingerprint(steps[steps > 0], values[steps > 0]):
-        raise BadInputError(path, "its chart data is of another history's training MLM accuracy: rerun "
+        raise BadInputError(path, f"its chart data is of another history's {metric}: rerun "
                             "analyze_100k.py on this history, or leave out --analysis")
     return data

@@ -39,6 +39,8 @@ EVAL_KEYS = ("eval_mlm_acc", "eval_nsp_acc", "eval_mlm_loss", *EVAL_KIND_KEYS)  
 ACCURACY_KEYS = ("mlm_acc", "nsp_acc", "eval_mlm_acc", "eval_nsp_acc", *KIND_KEYS, *EVAL_KIND_KEYS)
 # JSONL train-record fields copied into `series` (besides the MAIN_KEYS)
 LOG_SERIES_KEYS = ("mlm_loss", "nsp_loss", "tokens_per_s", "elapsed_s")
+# ... and those a release added later (a resumed older run has them from the resume on only)
+LATE_SERIES_KEYS = ("data_wait_s", "skipped_steps", *KIND_KEYS)
 
 
 @dataclass
@@ -217,7 +219,7 @@ def _column(path, rows, key: str, required: bool, partial_ok: bool = False) -> n
 def _from_jsonl(path, allow_partial_last: bool) -> History:
     train, evals, meta = _read_log_records(path, allow_partial_last)
     series = {k: _column(path, train, k, False) for k in LOG_SERIES_KEYS}
-    series.update({k: _column(path, train, k, False, partial_ok=True) for k in KIND_KEYS})
+    series.update({k: _column(path, train, k, False, partial_ok=True) for k in LATE_SERIES_KEYS})
     kinds = {"eval_" + k: _column(path, evals, k, False, partial_ok=True) for k in KIND_KEYS}
     return History(
         path=str(path), source_format="jsonl-log",

@@ -7,6 +7,7 @@ assume independent points say so, and the dependence-aware figures stand beside 
 from __future__ import annotations
 
 from bertstudy.analysis.phases import MAX_BREAKS, final_flat_text
+from bertstudy.analysis.shortcut_level import shortcut_lines
 from bertstudy.analysis.study import FAR_BEYOND_FACTOR
 
 R_RANGE_CAVEAT = "r depends on the step range and the logging density, not only on learning"
@@ -72,7 +73,8 @@ def format_report(result: dict) -> str:
     a, metric = result["association"], result["metric"]["name"]
     pearson = a["pearson"]
     lines = [f"Analysis of {result['source']['path']} ({result['source']['format']} format)",
-             f"metric: {metric} - {result['metric']['description']}",
+             f"metric: {metric} - {result['metric']['description']}"
+             + (f"\n  ({result['metric']['why']})" if result["metric"].get("why") else ""),
              f"points: {result['data_points']}{_curve_points_note(result)}, last step: {result['total_steps']:,}", "",
              "Association with training step (plain intervals and p-values assume independent points)",
              f"  Pearson r   {_fmt(pearson['r'])}  95% CI (Fisher z, assumes independent points) "
@@ -114,6 +116,9 @@ def format_report(result: dict) -> str:
         lines.append(f"  best forecaster of the held-out part (one split): "
                      f"{_read_as(result, result['forecast']['best_by_mae'])}")
     lines += _ranking_lines(result) + _rolling_lines(result) + _phase_lines(result)
+    if result.get("shortcut"):
+        lines += ["", "Shortcut (predicted from the training characters and the 80/10/10 recipe, no context)"]
+        lines += shortcut_lines(result["shortcut"])
     for row in result["targets"]:
         lines += ["", f"Steps to reach {metric} = {row['target']} (first reached by its moving average: "
                   f"{'not yet' if row['observed_step'] is None else format(row['observed_step'], ',')})"]

@@ -18,9 +18,9 @@ from typing import Sequence
 import numpy as np
 from scipy import stats as sps
 
-from bertstudy.analysis import chart_data, curves, dependence, phase_choice, phases, stats
+from bertstudy.analysis import chart_data, curves, dependence, phase_choice, phases, shortcut_level, stats
 from bertstudy.base.errors import BadInputError
-from bertstudy.analysis.history import History
+from bertstudy.analysis.history import History, predicted_shortcut
 from bertstudy.analysis.provenance import series_fingerprint
 from bertstudy.analysis.stats import json_number
 
@@ -29,7 +29,15 @@ METRIC_DESCRIPTIONS = {
     "eval_mlm_acc": "held-out masked-LM accuracy",
     "nsp_acc": "training next-sentence-prediction accuracy",
     "eval_nsp_acc": "held-out next-sentence-prediction accuracy",
+    "mask_acc": "training accuracy at [MASK] positions (per logged batch)",
+    "eval_mask_acc": "held-out accuracy at [MASK] positions (prediction from context; the study's headline)",
+    "random_acc": "training accuracy at randomly replaced positions",
+    "eval_random_acc": "held-out accuracy at randomly replaced positions",
+    "unchanged_acc": "training accuracy at unchanged positions (copying the visible character is right)",
+    "eval_unchanged_acc": "held-out accuracy at unchanged positions (copying the visible character is right)",
 }
+DEFAULT_METRIC = "eval_mask_acc"  # the headline where the history has it (issue 21)
+ORIGINAL_METRIC = "mlm_acc"  # else the original study's metric, as before
 FAR_BEYOND_FACTOR = 100  # a predicted step beyond 100x the run's last step is "far beyond" the data
 MIN_POINTS = 3  # a correlation needs three points; fewer is bad input, not a result
 NSP_CHANCE = 0.5  # NSP is balanced 50/50 IsNext/NotNext, so chance accuracy is one half
@@ -231,6 +239,20 @@ def metric_arrays(history: History, metric: str) -> tuple[np.ndarray, np.ndarray
     return steps.astype(float), values
 
 
+def choose_metric(history: History, metric: str | None = None) -> tuple[str, str]:
+    """(metric, why it was chosen): the given one, else held-out [MASK] accuracy where the history has
+    enough points of it, else training MLM accuracy (the original's metric: its history and older ones
+    analyse as before)."""
+    if metric is not None:
+        return metric, "given by --metric"
+    n = len(history.eval_mask_acc)
+    if n >= MIN_POINTS:
+        return DEFAULT_METRIC, ("default: held-out [MASK] accuracy, the study's headline (the history has it; "
+                                "the original's all-positions metric counts copied characters too)")
+    lacks = f"only {n} point(s) of {DEFAULT_METRIC}" if n else f"no {DEFAULT_METRIC} (held-out [MASK] accuracy)"
+    return ORIGINAL_METRIC, f"default: training MLM accuracy, the original study's metric (the history has {lacks})"
+
+
 def run_summary(history: History, metric: str = "mlm_acc", final_window: float = 0.1) -> dict:
     """The headline figures of one run (no bootstrap), used for --compare."""
     steps, values = metric_arrays(history, metric)
@@ -260,11 +282,13 @@ def compare_runs(runs: Sequence[tuple[str, History]], metric: str = "mlm_acc", f
     return {"metric": metric, "baseline": labels[0], "runs": summaries, "differences": differences}
 
 
-def analyze(history: History, metric: str = "mlm_acc", *, train_fraction: float = 0.5,
+def analyze(history: History, metric: str | None = None, *, train_fraction: float = 0.5,
             targets: Sequence[float] = (), bootstrap: int = 500, seed: int = 0,
             compare: Sequence[tuple[str, History]] = (), require_r: float | None = None,
             level: float = 0.95, final_window: float = 0.1) -> dict:
-    """Everything analyze_100k.py reports, as a JSON-ready dict. Pure: nothing is read or written."""
+    """Everything analyze_100k.py reports, as a JSON-ready dict. Pure: nothing is read or written.
+    `metric` None: `choose_metric`'s default."""
+    metric, why = choose_metric(history, metric)
     steps, values = metric_arrays(history, metric)
     assoc = stats.association(steps, values, level)
     # ln(step) and step^(-c) need step > 0; an evaluation of the untrained model at step 0 is left
@@ -287,7 +311,8 @@ def analyze(history: History, metric: str = "mlm_acc", *, train_fraction: float 
                    "preset": history.meta.get("preset"), "meta_total_steps": history.meta.get("total_steps"),
                    # the analysed numbers' hash: visualize_results.py checks an analysis belongs to its history
                    "data_sha256": series_fingerprint(steps, values)},
-        "metric": {"name": metric, "description": METRIC_DESCRIPTIONS.get(metric, metric)},
+        "metric": {"name": metric, "description": METRIC_DESCRIPTIONS.get(metric, metric),
+                   "why": why},
         "total_steps": int(steps[-1]),
         "data_points": len(steps),
         "pearson_correlation": r,
@@ -308,11 +333,12 @@ def analyze(history: History, metric: str = "mlm_acc", *, train_fraction: float 
         "comparison": compare_runs(compare, metric, final_window) if compare else None,
     }
     result.update(_honest_parts(steps, values, curve_x, curve_y, fits, assoc, bootstrap, seed, level))
-    # what correlation_analysis.png and forecast.png draw (training MLM accuracy): this analysis' own
-    # fits when it analysed that metric, else fits of that metric made here
-    result["chart_data"] = (chart_data.build(steps, values, fits, result["phases"], result["chosen_curve"], check)
-                            if metric == chart_data.CHART_METRIC
-                            else chart_data.for_series(history.steps, history.mlm_acc, train_fraction))
+    shortcut = predicted_shortcut(history)
+    if shortcut is not None:
+        result["shortcut"] = shortcut_level.shortcut_entry(shortcut, metric, result["phases"].get("plateau"))
+    # what correlation_analysis.png and forecast.png draw: the analysed metric, this analysis' own fits
+    result["chart_data"] = chart_data.build(steps, values, fits, result["phases"], result["chosen_curve"], check,
+                                            metric=metric, shortcut=shortcut_level.reference(shortcut, metric))
     if require_r is not None:
         result["goal"] = {"require_r": require_r, "r": r}
         result["goal_achieved"] = bool(r is not None and r >= require_r)

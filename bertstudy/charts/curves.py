@@ -14,10 +14,12 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from bertstudy.analysis import stats
+from bertstudy.analysis.chart_data import drawn_metric
 from bertstudy.analysis.history import History
 from bertstudy.charts.fonts import TextStyle
 from bertstudy.charts.style import (CURVE_COLORS, CURVE_STYLES, NOTE_COLOR, PHASE_COLOR, TRAIN_COLOR, ChartConfig,
-                                    draw_note, marker_area, new_figure, set_chart_title, smoothing_window, steps_axis)
+                                    draw_note, draw_shortcut, marker_area, metric_label, new_figure, set_chart_title,
+                                    smoothing_window, steps_axis)
 
 FORECAST_STEP_TICKS = 4  # at most this many step ticks per forecast panel: four panels share the width
 
@@ -29,6 +31,12 @@ def chart_data(analysis: dict | None) -> dict:
         raise ValueError("the curve charts draw an analysis' chart_data (bertstudy.analysis.chart_data); "
                          "this analysis has none")
     return data
+
+
+def drawn_series(history: History, data: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(steps, values) of the metric the chart data draws (training MLM accuracy for older chart data)."""
+    steps, values = history.metric(drawn_metric(data))
+    return np.asarray(steps, float), np.asarray(values, float)
 
 
 def _array(values) -> np.ndarray:
@@ -107,10 +115,11 @@ def _observed_label(data: dict, style: TextStyle) -> str:
 
 def correlation_analysis(history: History, style: TextStyle, analysis: dict | None = None,
                          config: ChartConfig = ChartConfig()) -> Figure:
-    """Step vs MLM accuracy with the three fitted curves and the phase model (left) and each curve's
-    residuals (right), all from the analysis' chart data; the chosen curve is starred."""
+    """Step vs the chart data's metric with the three fitted curves, the phase model and the predicted
+    shortcut level (left) and each curve's residuals (right), all from the analysis' chart data; the
+    chosen curve is starred."""
     data = chart_data(analysis)
-    steps, acc = history.steps.astype(float), history.mlm_acc
+    steps, acc = drawn_series(history, data)
     x = steps[steps > 0]  # the curves' points (ln(step) needs step > 0): the residuals' steps
     families = data["families"]
     with rc_context(style.rc_params()):
@@ -148,16 +157,20 @@ def _finish_correlation(fig, ax_main, residual_axes, data: dict, acc: np.ndarray
     if not any(entry["ok"] for entry in data["families"].values()):
         draw_note(ax_main, style.text("too_short"), y=0.5)
     draw_phase_fit(ax_main, data, style)
+    shortcut = data.get("shortcut")
+    draw_shortcut(ax_main, shortcut, style)
     for ax in residual_axes:
         ax.set_ylabel(style.text("residual"), fontsize=9)
         steps_axis(ax, style)
     for ax in residual_axes[:-1]:
         ax.tick_params(labelbottom=False)
         ax.set_xlabel("")
-    ax_main.set_ylabel(style.text("mlm_acc"))
+    ax_main.set_ylabel(metric_label(style, drawn_metric(data)))
     steps_axis(ax_main, style)
     ax_main.set_title(style.text("fit_title"))
     low, high = float(acc.min()), float(acc.max())
+    if isinstance(shortcut, dict) and shortcut.get("level") is not None:  # the reference line stays in view
+        low, high = min(low, shortcut["level"]), max(high, shortcut["level"])
     pad = 0.08 * (high - low) if high > low else 0.05
     ax_main.set_ylim(low - pad, high + pad)  # a curve's extrapolation at the first step must not squash the data
     ax_main.legend(loc="lower right", fontsize=9, framealpha=0.9)
@@ -199,8 +212,9 @@ def forecast(history: History, style: TextStyle, config: ChartConfig = ChartConf
     of the whole run, if any; all from the analysis' chart data."""
     data = chart_data(analysis)
     fc = data["forecast"]
-    positive = history.steps > 0  # as the analysis: the curves need step > 0
-    steps, acc = history.steps[positive].astype(float), history.mlm_acc[positive]
+    all_steps, all_values = drawn_series(history, data)
+    positive = all_steps > 0  # as the analysis: the curves need step > 0
+    steps, acc = all_steps[positive], all_values[positive]
     n_train = fc["n_train"]
     with rc_context(style.rc_params()):
         fig = new_figure(style, config, height=config.height * 0.72)
@@ -230,15 +244,15 @@ def forecast(history: History, style: TextStyle, config: ChartConfig = ChartConf
             band = _family_forecast_panel(ax, name, entry, fc, style)
             if band is not None:
                 bands.append((ax, *band))
-        _finish_forecast(fig, axes, acc if len(acc) else history.mlm_acc, bands, style)
+        _finish_forecast(fig, axes, acc if len(acc) else all_values, bands, style, drawn_metric(data))
     return fig
 
 
-def _finish_forecast(fig, axes, shown: np.ndarray, bands, style: TextStyle) -> None:
+def _finish_forecast(fig, axes, shown: np.ndarray, bands, style: TextStyle, metric: str) -> None:
     # What all panels share goes once, under them.
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncols=min(len(handles), 3), fontsize=9, markerscale=2)
-    axes[0].set_ylabel(style.text("mlm_acc"))
+    axes[0].set_ylabel(metric_label(style, metric))
     low, high, _ = forecast_ylim(shown, [(lo, hi) for _, lo, hi in bands])
     axes[0].set_ylim(low, high)
     for ax, lo, hi in bands:  # say so where a band is cut, rather than let it pass for a narrow one

@@ -20,11 +20,12 @@ from matplotlib import rc_context
 from matplotlib.figure import Figure
 
 from bertstudy.analysis import stats
-from bertstudy.charts.fonts import TextStyle
-from bertstudy.analysis.history import History
+from bertstudy.charts.fonts import LABELS, TextStyle
+from bertstudy.analysis.history import History, predicted_shortcut
+from bertstudy.analysis.shortcut_level import reference
 from bertstudy.charts.style import (  # noqa: F401  (re-exported: the charts' shared pieces)
-    CURVE_COLORS, CURVE_STYLES, EVAL_COLOR, NOTE_COLOR, TRAIN_COLOR, ChartConfig, marker_area, new_figure, draw_note,
-    render_png, smoothing_window, steps_axis, set_chart_title)
+    CURVE_COLORS, CURVE_STYLES, EVAL_COLOR, NOTE_COLOR, TRAIN_COLOR, ChartConfig, draw_shortcut, marker_area,
+    new_figure, draw_note, render_png, smoothing_window, steps_axis, set_chart_title)
 from bertstudy.charts.curves import correlation_analysis, forecast, forecast_ylim  # noqa: F401
 
 SUMMARY_CHART = "run_summary.png"  # one run's summary (the original named it comparison_50k_100k.png)
@@ -46,76 +47,125 @@ def run_label(history: History) -> str:
     return f"{steps / 1000:g}K" if steps >= 1000 else str(steps)
 
 
+KIND_KEYS = ("mask_acc", "random_acc", "unchanged_acc", "mlm_acc")  # the position-kind panel's lines
+KIND_COLORS = {"mask_acc": "tab:red", "random_acc": "tab:olive", "unchanged_acc": "tab:cyan", "mlm_acc": "tab:blue"}
+
+
+def kind_series(history: History) -> tuple[str, list[tuple[str, np.ndarray, np.ndarray]]]:
+    """The position kinds' accuracies to draw together: ("held_out", held-out ones) where the history has
+    held-out [MASK] accuracy, else ("train", the training ones); (source, []) when it has no kinds."""
+    if len(history.eval_mask_acc):
+        rows = [(key, history.eval_steps, history.metric("eval_" + key)[1]) for key in KIND_KEYS
+                if len(getattr(history, "eval_" + key))]
+        return "held_out", rows
+    if len(history.series.get("mask_acc", ())):
+        rows = [(key, *history.metric(key)) for key in KIND_KEYS if key == "mlm_acc" or len(history.series.get(key, ()))]
+        return "train", rows
+    return "train", []
+
+
+def _kinds_panel(ax, history: History, style: TextStyle, shortcut: dict | None) -> None:
+    source, rows = kind_series(history)
+    for key, steps, values in rows:
+        ax.plot(steps, values, "o-" if source == "held_out" else "-", ms=3, lw=1.2, color=KIND_COLORS[key],
+                label=style.text("kind_label", kind=LABELS["kind_" + key], source=LABELS[source]))
+    draw_shortcut(ax, reference(shortcut, "mask_acc"), style, color=KIND_COLORS["mask_acc"])
+    draw_shortcut(ax, reference(shortcut, "mlm_acc"), style)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel(style.text("accuracy"))
+    ax.set_title(style.text("kinds_title"))
+    ax.legend(loc="best", fontsize=8)
+
+
+def _mlm_panel(ax, history: History, style: TextStyle, shortcut: dict | None) -> None:
+    ax.plot(history.steps, history.mlm_acc, color=TRAIN_COLOR, lw=1, label=style.text("train"))
+    if len(history.eval_mlm_acc):
+        ax.plot(history.eval_steps, history.eval_mlm_acc, "o-", color=EVAL_COLOR, ms=3, lw=1.2,
+                label=style.text("held_out"))
+    else:
+        draw_note(ax, style.text("no_held_out"), y=0.12)
+    draw_shortcut(ax, reference(shortcut, "mlm_acc"), style)  # the all-positions level beside the all-positions metric
+    ax.set_ylabel(style.text("mlm_acc"))
+    ax.set_title(style.text("mlm_acc"))
+    ax.legend(loc="best", fontsize=8.5 if shortcut else None)  # matplotlib picks the corner the curves leave free
+
+
+def _nsp_panel(ax, history: History, style: TextStyle, config: ChartConfig) -> None:
+    if len(history.nsp_acc):
+        # Per-batch NSP accuracy is coarse and noisy (multiples of 1/batch): the raw line is faint
+        # and a moving average shows whether it leaves the chance line at all.
+        window = smoothing_window(len(history.nsp_acc), config)
+        if window > 1:
+            ax.plot(history.steps, history.nsp_acc, color=TRAIN_COLOR, lw=0.7, alpha=0.4)
+            ax.plot(history.steps, stats.moving_average(history.nsp_acc, window), color=TRAIN_COLOR,
+                    lw=1.8, label=style.text("train_smoothed", window=window))
+        else:  # too few points to smooth
+            ax.plot(history.steps, history.nsp_acc, color=TRAIN_COLOR, lw=1.2, label=style.text("train"))
+        if len(history.eval_nsp_acc):
+            ax.plot(history.eval_steps, history.eval_nsp_acc, "o-", color=EVAL_COLOR, ms=3, lw=1.2,
+                    label=style.text("held_out"))
+        ax.axhline(0.5, color="0.3", ls="--", lw=1, label=style.text("chance"))
+        # Accuracy never exceeds 1: the band above it holds the legend, so it never covers data.
+        ax.set_ylim(0, 1.38)
+        ax.set_yticks(np.linspace(0, 1, 6))
+        ax.legend(loc="upper center", fontsize=8.5, labelspacing=0.3, borderaxespad=0.3)
+    else:
+        draw_note(ax, style.text("no_data"))
+    ax.set_ylabel(style.text("nsp_acc"))
+    ax.set_title(style.text("nsp_acc"))
+
+
+def _loss_panel(ax, history: History, style: TextStyle) -> None:
+    plotted = False
+    for key, values, color in (("loss", history.loss, "tab:red"),
+                               ("mlm_loss", history.series.get("mlm_loss", ()), "tab:orange"),
+                               ("nsp_loss", history.series.get("nsp_loss", ()), "tab:brown")):
+        if len(values):
+            ax.plot(history.steps, values, color=color, lw=1, label=style.text(key))
+            plotted = True
+    if len(history.eval_mlm_loss):
+        ax.plot(history.eval_steps, history.eval_mlm_loss, "o-", color=EVAL_COLOR, ms=3, lw=1.2,
+                label=style.text("eval_loss"))
+        plotted = True
+    if plotted:
+        ax.legend(loc="best", fontsize=9)
+    else:
+        draw_note(ax, style.text("no_data"))
+    ax.set_ylabel(style.text("loss"))
+    ax.set_title(style.text("loss"))
+
+
+def _lr_panel(ax, history: History, style: TextStyle) -> None:
+    if len(history.lr) > 0 and bool(np.any(history.lr > 0)):
+        positive = history.lr > 0  # a log axis cannot show the zero of a warm-up start
+        ax.plot(history.steps[positive], history.lr[positive], color="tab:green", lw=1.2)
+        ax.set_yscale("log")
+    else:
+        draw_note(ax, style.text("no_data"))
+    ax.set_ylabel(style.text("lr"))
+    ax.set_title(style.text("lr"))
+
+
 def training_curves(history: History, style: TextStyle, analysis: dict | None = None,
                     config: ChartConfig = ChartConfig()) -> Figure:
-    """2x2: MLM accuracy (train, held-out), NSP accuracy with chance, losses, learning rate (log)."""
+    """MLM accuracy (train, held-out), NSP accuracy with chance, losses, learning rate (log), and, when
+    the history has accuracy by position kind, a tall middle panel of the kinds together; the predicted
+    shortcut levels (`meta.shortcut`) as labelled reference lines on the accuracy panels."""
+    shortcut = predicted_shortcut(history)
+    kinds = bool(kind_series(history)[1])
+    layout = [["mlm", "kinds", "nsp"], ["loss", "kinds", "lr"]] if kinds else [["mlm", "nsp"], ["loss", "lr"]]
     with rc_context(style.rc_params()):
         fig = new_figure(style, config)
-        (ax_mlm, ax_nsp), (ax_loss, ax_lr) = fig.subplots(2, 2, sharex=True)
+        axes = fig.subplot_mosaic(layout, sharex=True)
         set_chart_title(fig, style, "training_title", history, analysis)
-        ax_mlm.plot(history.steps, history.mlm_acc, color=TRAIN_COLOR, lw=1, label=style.text("train"))
-        if len(history.eval_mlm_acc):
-            ax_mlm.plot(history.eval_steps, history.eval_mlm_acc, "o-", color=EVAL_COLOR, ms=3, lw=1.2,
-                        label=style.text("held_out"))
-        else:
-            draw_note(ax_mlm, style.text("no_held_out"), y=0.12)
-        ax_mlm.set_ylabel(style.text("mlm_acc"))
-        ax_mlm.set_title(style.text("mlm_acc"))
-        ax_mlm.legend(loc="best")  # matplotlib picks the corner the curves leave free
-
-        if len(history.nsp_acc):
-            # Per-batch NSP accuracy is coarse and noisy (multiples of 1/batch): the raw line is faint
-            # and a moving average shows whether it leaves the chance line at all.
-            window = smoothing_window(len(history.nsp_acc), config)
-            if window > 1:
-                ax_nsp.plot(history.steps, history.nsp_acc, color=TRAIN_COLOR, lw=0.7, alpha=0.4)
-                ax_nsp.plot(history.steps, stats.moving_average(history.nsp_acc, window), color=TRAIN_COLOR,
-                            lw=1.8, label=style.text("train_smoothed", window=window))
-            else:  # too few points to smooth
-                ax_nsp.plot(history.steps, history.nsp_acc, color=TRAIN_COLOR, lw=1.2, label=style.text("train"))
-            if len(history.eval_nsp_acc):
-                ax_nsp.plot(history.eval_steps, history.eval_nsp_acc, "o-", color=EVAL_COLOR, ms=3, lw=1.2,
-                            label=style.text("held_out"))
-            ax_nsp.axhline(0.5, color="0.3", ls="--", lw=1, label=style.text("chance"))
-            # Accuracy never exceeds 1: the band above it holds the legend, so it never covers data.
-            ax_nsp.set_ylim(0, 1.38)
-            ax_nsp.set_yticks(np.linspace(0, 1, 6))
-            ax_nsp.legend(loc="upper center", fontsize=8.5, labelspacing=0.3, borderaxespad=0.3)
-        else:
-            draw_note(ax_nsp, style.text("no_data"))
-        ax_nsp.set_ylabel(style.text("nsp_acc"))
-        ax_nsp.set_title(style.text("nsp_acc"))
-
-        plotted = False
-        for key, values, color in (("loss", history.loss, "tab:red"),
-                                   ("mlm_loss", history.series.get("mlm_loss", ()), "tab:orange"),
-                                   ("nsp_loss", history.series.get("nsp_loss", ()), "tab:brown")):
-            if len(values):
-                ax_loss.plot(history.steps, values, color=color, lw=1, label=style.text(key))
-                plotted = True
-        if len(history.eval_mlm_loss):
-            ax_loss.plot(history.eval_steps, history.eval_mlm_loss, "o-", color=EVAL_COLOR, ms=3, lw=1.2,
-                         label=style.text("eval_loss"))
-            plotted = True
-        if plotted:
-            ax_loss.legend(loc="best", fontsize=9)
-        else:
-            draw_note(ax_loss, style.text("no_data"))
-        ax_loss.set_ylabel(style.text("loss"))
-        ax_loss.set_title(style.text("loss"))
-
-        lr_ok = len(history.lr) > 0 and bool(np.any(history.lr > 0))
-        if lr_ok:
-            positive = history.lr > 0  # a log axis cannot show the zero of a warm-up start
-            ax_lr.plot(history.steps[positive], history.lr[positive], color="tab:green", lw=1.2)
-            ax_lr.set_yscale("log")
-        else:
-            draw_note(ax_lr, style.text("no_data"))
-        ax_lr.set_ylabel(style.text("lr"))
-        ax_lr.set_title(style.text("lr"))
-        for ax in (ax_mlm, ax_nsp, ax_loss, ax_lr):
+        _mlm_panel(axes["mlm"], history, style, shortcut)
+        if kinds:
+            _kinds_panel(axes["kinds"], history, style, shortcut)
+        _nsp_panel(axes["nsp"], history, style, config)
+        _loss_panel(axes["loss"], history, style)
+        _lr_panel(axes["lr"], history, style)
+        for ax in axes.values():
             steps_axis(ax, style)
-        for ax in (ax_mlm, ax_nsp):
             ax.tick_params(labelbottom=True)
     return fig
 

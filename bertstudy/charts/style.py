@@ -96,6 +96,24 @@ def headline_text(analysis: dict | None, style: TextStyle) -> str | None:
     return style.text("headline", steps=int(steps), r=float(r), best=best_label, r_of=r_of)
 
 
+def metric_label(style: TextStyle, metric: str) -> str:
+    """A metric's axis label: its name in words where LABELS has one, else the history's key."""
+    key = f"metric_{metric}"
+    return style.text(key) if key in LABELS else metric
+
+
+def draw_shortcut(ax, ref: dict | None, style: TextStyle, color: str = "0.25") -> bool:
+    """The predicted no-context shortcut level (`shortcut_level.reference`: {key, level}) as a labelled
+    horizontal reference line; nothing when there is none."""
+    if not isinstance(ref, dict) or ref.get("level") is None:
+        return False
+    what = f"shortcut_{ref['key']}"
+    ax.axhline(ref["level"], color=color, ls=(0, (4, 2, 1, 2)), lw=1.3, zorder=2,
+               label=style.text("shortcut_line", sep="\n", what=LABELS[what] if what in LABELS else (ref["key"], ref["key"]),
+                                level=ref["level"]))
+    return True
+
+
 def set_chart_title(fig: Figure, style: TextStyle, key: str, history: History, analysis: dict | None = None) -> None:
     lines = [f"{style.text(key)} — {style.text('points', n=len(history.steps))}"]
     headline = headline_text(analysis, style)

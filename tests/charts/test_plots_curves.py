@@ -179,15 +179,23 @@ def test_forecast_panels_have_distinct_uncrowded_ticks_and_equal_gaps():
     assert max(gaps) - min(gaps) < 0.002, gaps
 
 
-def test_an_analysis_of_another_metric_carries_chart_data_of_training_accuracy():
+def test_chart_data_follows_the_analysed_metric_and_is_checked_against_it():
     history = two_phase_history()
     history.eval_steps, history.eval_mlm_acc = history.steps[::10], history.mlm_acc[::10] - 0.01
     analysis = analyze(history, "eval_mlm_acc", bootstrap=0)
     data = analysis["chart_data"]
-    assert data["metric"] == "mlm_acc" and data["n_points"] == 300
-    assert chart_data.chart_data_of(analysis, "a.json", history.steps, history.mlm_acc) is data
-    with pytest.raises(Exception, match="another history's training MLM accuracy"):
-        chart_data.chart_data_of(analysis, "a.json", history.steps, history.mlm_acc + 0.01)
+    assert data["metric"] == "eval_mlm_acc" and data["n_points"] == 30
+    assert chart_data.chart_data_of(analysis, "a.json", history) is data
+    history.eval_mlm_acc = history.eval_mlm_acc + 0.01
+    with pytest.raises(Exception, match="a.json: its chart data is of another history's eval_mlm_acc"):
+        chart_data.chart_data_of(analysis, "a.json", history)
+    history.eval_mlm_acc = np.zeros(0)
+    with pytest.raises(Exception, match="draws 'eval_mlm_acc', which two_phase.json does not have"):
+        chart_data.chart_data_of(analysis, "a.json", history)
+    older = {**data, "metric": None}  # chart data written before it named its metric: training MLM accuracy
+    data = chart_data.for_series(history.steps, history.mlm_acc)
+    assert chart_data.chart_data_of({"chart_data": {**data, "metric": None}}, "a.json", history)["n_points"] == 300
+    assert older["data_sha256"] != data["data_sha256"]
 
 
 def test_end_to_end_on_the_committed_history(tmp_path, capsys):

@@ -24,7 +24,7 @@ from bertstudy.base.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_RUNTIME, EXIT_US
 from bertstudy.charts.fonts import LANGS, choose_text_style  # noqa: E402
 from bertstudy.analysis.history import check_run_labels, load_history, predicted_shortcut  # noqa: E402
 from bertstudy.analysis.shortcut_level import reference  # noqa: E402
-from bertstudy.analysis.study import choose_metric, metric_arrays  # noqa: E402
+from bertstudy.analysis.study import choose_metric  # noqa: E402
 from bertstudy.charts.plots import all_charts, chart_files, render_png  # noqa: E402
 from bertstudy.analysis import chart_data  # noqa: E402
 from bertstudy.analysis.provenance import (  # noqa: E402
@@ -93,7 +93,8 @@ def curve_analysis(args, history) -> dict:
     if not args.analysis:
         fraction = DEFAULT_TRAIN_FRACTION if args.train_fraction is None else args.train_fraction
         metric, _ = choose_metric(history, args.metric)
-        steps, values = metric_arrays(history, metric)
+        steps, values = history.metric(metric)  # no minimum: a history too short for a fit still gets its charts
+        steps = steps.astype(float)
         shortcut = reference(predicted_shortcut(history), metric)
         return {"chart_data": chart_data.for_series(steps, values, fraction, metric, shortcut)}
     analysis = read_json(args.analysis)

@@ -4,7 +4,10 @@ early estimate of the run's length on a CPU (with a preset sized for it).
 Threads: torch's default is one thread per core, which on cores that other jobs also use makes the
 threads wait on each other at every matmul (2 threads on 2 shared cores ran ~5x slower than 1).
 Unless --threads is given, a run takes the cores free at its start: the cores it may use minus the
-load average of the last minute (rounded), at least 1, shared among the processes of a torchrun.
+cores other work keeps busy (rounded), at least 1, shared among the processes of a torchrun. "Busy"
+is measured now, from /proc/stat over a fraction of a second, not the last minute's load average:
+`make quickstart` starts training seconds after collecting and verifying the corpus, whose work
+would still count in the load average and halve the threads on an idle machine.
 
 Estimate: after the first few steps on a CPU, a run long enough to matter (over an hour) says how long
 it will take, and a preset sized for the GPU (large_100k) is told the CPU presets. The same early
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 EARLY_STEPS = (5, 20, 50)  # steps after the start at which the speed is logged (the estimate at the first)
 LONG_RUN_S = 3600.0  # a shorter projected run on a CPU says nothing
@@ -28,11 +32,13 @@ def free_cores(cores: int, load: float | None) -> int:
     return max(1, min(cores, cores - int(load + 0.5)))
 
 
-def default_threads(cores: int, load: float | None, processes: int = 1) -> tuple[int, str]:
-    """(threads per process, why) for a run that did not give --threads."""
+def default_threads(cores: int, load: float | None, processes: int = 1,
+                    seen_as: str = "load average {:.2f} over the last minute") -> tuple[int, str]:
+    """(threads per process, why) for a run that did not give --threads; `load` is the cores other
+    work keeps busy (`seen_as` says how it was measured)."""
     free = free_cores(cores, load)
     threads = max(1, free // max(1, processes))
-    seen = "load average unknown" if load is None else f"load average {load:.2f} over the last minute"
+    seen = "load unknown" if load is None else seen_as.format(load)
     share = f", shared by {processes} processes" if processes > 1 else ""
     return threads, (f"threads: {threads} ({cores} core(s), {seen}: {free} free{share}; "
                      f"--threads N sets it, --threads 0 is torch's one per core)")
@@ -44,11 +50,35 @@ def machine_threads(processes: int = 1) -> tuple[int, str]:
         cores = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         cores = os.cpu_count() or 1
+    busy = busy_cores_now()
+    if busy is not None:
+        return default_threads(cores, busy, processes, "{:.2f} core(s) busy with other work now")
     try:
         load = os.getloadavg()[0]
     except (AttributeError, OSError):
         load = None
     return default_threads(cores, load, processes)
+
+
+def _cpu_times(path: str) -> tuple[int, int]:
+    """(idle, total) jiffies of all CPUs from /proc/stat's first line (iowait counts as idle)."""
+    with open(path, encoding="ascii") as handle:
+        fields = [int(v) for v in handle.readline().split()[1:9]]
+    return fields[3] + fields[4], sum(fields)
+
+
+def busy_cores_now(window_s: float = 0.3, path: str = "/proc/stat", sleep=time.sleep) -> float | None:
+    """Cores other work keeps busy now: the non-idle share of the CPU time over `window_s` (this process
+    sleeps meanwhile), times the machine's cores; None where /proc/stat cannot be read."""
+    try:
+        idle0, total0 = _cpu_times(path)
+        sleep(window_s)
+        idle1, total1 = _cpu_times(path)
+    except (OSError, ValueError, IndexError):
+        return None
+    if total1 <= total0:
+        return None
+    return (1.0 - (idle1 - idle0) / (total1 - total0)) * (os.cpu_count() or 1)
 
 
 def _rough(seconds: float) -> str:

@@ -82,3 +82,26 @@ def test_a_run_logs_its_early_speed_from_the_step_loop(tmp_path):
     assert train_large_100k.main(tiny_args(corpus, out, tmp_path / "cache", steps=24)) == 0
     speeds = [r for _, r in iter_jsonl(out / "training_log_100k.jsonl") if r.get("kind") == "speed"]
     assert [r["step"] for r in speeds] == [5, 20] and all(r["steps_per_s"] > 0 for r in speeds)
+
+
+def test_busy_cores_are_measured_now_not_over_the_last_minute(tmp_path):
+    """make quickstart trains seconds after collecting the corpus: the minute's load average still
+    counts that finished work, so the threads come from /proc/stat's CPU time over a short window."""
+    import os
+
+    stat = tmp_path / "stat"
+    samples = iter([(1000, 100, 50, 800, 50), (1000, 100, 50, 1160, 90)])  # user nice system idle iowait
+
+    def write_next(*_):
+        user, nice, system, idle, iowait = next(samples)
+        stat.write_text(f"cpu  {user} {nice} {system} {idle} {iowait} 0 0 0 0 0\ncpu0 1 2 3 4\n")
+
+    write_next()
+    busy = machine.busy_cores_now(0.0, str(stat), sleep=write_next)
+    assert busy == pytest.approx(0.0)  # 200 jiffies passed, all idle or iowait: nothing else runs
+    threads, why = machine.default_threads(2, busy, 1, "{:.2f} core(s) busy with other work now")
+    assert threads == 2 and "0.00 core(s) busy with other work now" in why
+    samples = iter([(1000, 0, 0, 1000, 0), (1100, 0, 0, 1100, 0)])
+    write_next()
+    assert machine.busy_cores_now(0.0, str(stat), sleep=write_next) == pytest.approx(0.5 * (os.cpu_count() or 1))
+    assert machine.busy_cores_now(0.0, str(tmp_path / "missing")) is None

@@ -189,20 +189,23 @@ def _family_forecast_panel(ax, name: str, entry: dict, fc: dict, style: TextStyl
     band = ax.fill_between(test_x, lo, hi, color=color, alpha=0.18, zorder=1, lw=0)
     (line,) = ax.plot(test_x, _array(entry["forecast"]), color=color, lw=1.8, ls="--")
     # Per panel only what differs between panels: the forecast, its band and its error.
-    ax.legend([line, band], [style.text("mae", mae=entry["mae"]), style.text("band")], loc="lower right", fontsize=9)
+    # Two-line labels, and out of the layout: a legend wider than its panel would widen that gap only.
+    legend = ax.legend([line, band], [style.text("mae", mae=entry["mae"]), style.text("band", sep="\n")],
+                       loc="lower right", fontsize=8.5)
+    legend.set_in_layout(False)
     return lo[np.isfinite(lo)], hi[np.isfinite(hi)]
 
 
 def _phase_forecast_panel(ax, fc: dict, style: TextStyle) -> None:
-    """The phase model as the forecast check scored it: fitted on the first part only, with 0-3
-    breaks by AIC, its last segment extrapolated over the rest (as the analysis' rolling origins)."""
+    """The phase model as the forecast check scored it: fitted on the first part only, with 0-5
+    breaks by AIC at the effective n, its last segment extrapolated over the rest (as the analysis' rolling origins)."""
     model = fc.get("phase_model")
     if model is None:
         draw_note(ax, style.text("too_short"), y=0.3)
         return
     ax.plot(_array(fc["fit_grid"]), _array(model["fitted"]), color=PHASE_COLOR, lw=1.8)
     (line,) = ax.plot(_array(fc["test_grid"]), _array(model["forecast"]), color=PHASE_COLOR, lw=1.8, ls="--")
-    ax.legend([line], [style.text("mae", mae=model["mae"])], loc="lower right", fontsize=9)
+    ax.legend([line], [style.text("mae", mae=model["mae"])], loc="lower right", fontsize=8.5).set_in_layout(False)
 
 
 def forecast(history: History, style: TextStyle, config: ChartConfig = ChartConfig(),
@@ -252,13 +255,14 @@ def _finish_forecast(fig, axes, shown: np.ndarray, bands, style: TextStyle, metr
     # What all panels share goes once, under them.
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncols=min(len(handles), 3), fontsize=9, markerscale=2)
-    axes[0].set_ylabel(metric_label(style, metric))
+    axes[0].set_ylabel(metric_label(style, metric, sep="\n"))
     low, high, _ = forecast_ylim(shown, [(lo, hi) for _, lo, hi in bands])
     axes[0].set_ylim(low, high)
     for ax, lo, hi in bands:  # say so where a band is cut, rather than let it pass for a narrow one
         if len(lo) and (np.min(lo) < low or np.max(hi) > high):
-            ax.text(0.02, 0.98, style.text("band_clipped"), transform=ax.transAxes, ha="left", va="top",
-                    fontsize=8.5, color=NOTE_COLOR)
+            note = ax.text(0.02, 0.98, style.text("band_clipped", sep="\n"), transform=ax.transAxes, ha="left",
+                           va="top", fontsize=8.5, color=NOTE_COLOR)
+            note.set_in_layout(False)  # inside its panel; it must not widen the gap beside it
 
 
 def forecast_ylim(values: np.ndarray, bands: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[float, float, bool]:

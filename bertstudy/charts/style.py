@@ -79,8 +79,12 @@ def steps_axis(ax, style: TextStyle, log: bool = False) -> None:
     ax.grid(True, alpha=0.3)
 
 
+HEADLINE_ONE_LINE = 110  # characters: a longer bilingual headline puts its English half on a line of its own
+
+
 def headline_text(analysis: dict | None, style: TextStyle) -> str | None:
-    """One line of the analysis' headline numbers, when an analysis with them was given."""
+    """The analysis' headline numbers, when an analysis with them was given: one line, or the
+    Chinese and English halves on two when together they would run past the figure's edges."""
     if not isinstance(analysis, dict):
         return None
     r, steps = analysis.get("pearson_correlation"), analysis.get("total_steps")
@@ -93,13 +97,16 @@ def headline_text(analysis: dict | None, style: TextStyle) -> str | None:
     metric = metric.get("name") if isinstance(metric, dict) else metric
     # The charts plot training MLM accuracy; an analysis of another metric says which r it quotes.
     r_of = f" ({metric})" if isinstance(metric, str) and metric != "mlm_acc" else ""
-    return style.text("headline", steps=int(steps), r=float(r), best=best_label, r_of=r_of)
+    line = style.text("headline", steps=int(steps), r=float(r), best=best_label, r_of=r_of)
+    if len(line) > HEADLINE_ONE_LINE:
+        line = style.text("headline", sep="\n", steps=int(steps), r=float(r), best=best_label, r_of=r_of)
+    return line
 
 
-def metric_label(style: TextStyle, metric: str) -> str:
+def metric_label(style: TextStyle, metric: str, sep: str = " / ") -> str:
     """A metric's axis label: its name in words where LABELS has one, else the history's key."""
     key = f"metric_{metric}"
-    return style.text(key) if key in LABELS else metric
+    return style.text(key, sep=sep) if key in LABELS else metric
 
 
 def draw_shortcut(ax, ref: dict | None, style: TextStyle, color: str = "0.25") -> bool:

@@ -2,6 +2,9 @@
 level as a labelled reference line on the accuracy charts, the curve charts drawing the analysed metric,
 and visualize_results.py's --metric."""
 
+import io
+import json
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -17,7 +20,8 @@ from bertstudy.base.errors import EXIT_USAGE  # noqa: E402
 from bertstudy.charts import plots  # noqa: E402
 from bertstudy.charts.fonts import TextStyle, choose_text_style  # noqa: E402
 from tests.charts.test_plots import render_without_warnings  # noqa: E402
-from tests.shortcut_helpers import PLATEAU, kinds_history  # noqa: E402
+from bertstudy.analysis.history import load_history  # noqa: E402
+from tests.shortcut_helpers import PLATEAU, kinds_history, kinds_history_dict  # noqa: E402
 
 SMALL = plots.ChartConfig(width=8.0, height=5.0)
 ENGLISH = TextStyle("en")
@@ -99,3 +103,28 @@ def test_visualize_metric_without_and_with_an_analysis(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--metric mlm_acc: the analysis" in err and "draws eval_mask_acc" in err
     assert chart_data.chart_data_of(visualize_results.read_json(path), path, history)["metric"] == "eval_mask_acc"
+
+
+def test_long_bilingual_labels_keep_the_panels_evenly_spaced_and_the_title_on_the_figure(tmp_path):
+    """A quickstart-sized run analysed on held-out [MASK] accuracy, drawn in both languages: the
+    headline, the axis label, the panels' legends and the 'band cut' notes are long; the forecast
+    panels keep equal gaps and the training chart's title stays inside the figure (issue 18.12)."""
+    style = choose_text_style("both")
+    if style.lang != "both":
+        pytest.skip("no CJK font: the bilingual labels are what is long")
+    obj = kinds_history_dict(n=12)  # 12 noisy held-out points, as a quickstart has: wide bands, cut
+    noise = 0.004 * np.random.default_rng(1).standard_normal(12)
+    obj["eval_mask_acc"] = (0.05 + noise + np.linspace(0, 0.006, 12)).tolist()
+    (tmp_path / "h.json").write_text(json.dumps(obj), encoding="utf-8")
+    history = load_history(tmp_path / "h.json")
+    analysis = analyze(history, "eval_mask_acc", bootstrap=0)
+    fig = plots.forecast(history, style, analysis=analysis)
+    fig.savefig(io.BytesIO(), format="png", dpi=200)  # the layout as the PNG gets it (it is redone per dpi)
+    boxes = sorted((ax.get_position() for ax in fig.axes if ax.get_title()), key=lambda box: box.x0)
+    gaps = [right.x0 - left.x1 for left, right in zip(boxes, boxes[1:])]
+    assert len(gaps) == 3 and max(gaps) - min(gaps) < 0.005, gaps
+    title_fig = plots.training_curves(history, style, analysis=analysis)
+    title_fig.canvas.draw()
+    extent = title_fig._suptitle.get_window_extent()
+    width = title_fig.get_figwidth() * title_fig.dpi
+    assert extent.x0 >= 0 and extent.x1 <= width, (extent.x0, extent.x1, width)

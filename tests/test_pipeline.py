@@ -43,7 +43,9 @@ def test_collect_verify_train_analyze_visualize_and_watch(tmp_path, capsys):
     analysis = run / "analysis_100k_result.json"
     assert analyze_100k.main([str(history_path), "--out", str(analysis), "--bootstrap", "20", "--quiet"]) == 0
     result = read_json(analysis)
-    assert result["total_steps"] == steps and result["data_points"] == steps // 2
+    # the default metric is the study's headline, held-out [MASK] accuracy, which this run has (4 evals)
+    assert result["metric"]["name"] == "eval_mask_acc" and result["data_points"] == len(history["eval_steps"])
+    assert result["total_steps"] == steps and result["mlm_stats"]  # the original's metric stays beside it
     assert result["best_curve"] in result["curves"]
 
     assert visualize_results.main([str(history_path), "--analysis", str(analysis), "--out-dir", str(charts)]) == 0

@@ -52,20 +52,20 @@ def _append_optional(history: dict, name: str, record: dict, key: str, steps_nam
         history.pop(name, None)
 
 
-def add_train_point(history: dict, record: dict) -> None:
-    for name, key in TRAIN_LISTS.items():
-        if key in OPTIONAL_TRAIN_KEYS:
-            _append_optional(history, name, record, key, "steps")
+def _add_point(history: dict, record: dict, lists: dict, optional, steps_name: str) -> None:
+    for name, key in lists.items():
+        if key in optional:
+            _append_optional(history, name, record, key, steps_name)
         else:
             history[name].append(record[key])
+
+
+def add_train_point(history: dict, record: dict) -> None:
+    _add_point(history, record, TRAIN_LISTS, OPTIONAL_TRAIN_KEYS, "steps")
 
 
 def add_eval_point(history: dict, record: dict) -> None:
-    for name, key in EVAL_LISTS.items():
-        if key in OPTIONAL_EVAL_KEYS:
-            _append_optional(history, name, record, key, "eval_steps")
-        else:
-            history[name].append(record[key])
+    _add_point(history, record, EVAL_LISTS, OPTIONAL_EVAL_KEYS, "eval_steps")
 
 
 def truncate_history(history: dict, step: int) -> dict:

@@ -106,6 +106,13 @@ def _run_held(launcher, args, tmp_path, hold_at, signum):
     return output
 
 
+def _torchrun_two(env: dict, *args: str) -> None:
+    """train_large_100k.py under torchrun with 2 gloo processes, which must finish (exit 0)."""
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "train_large_100k.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
 def test_ddp_sigterm_mid_interval_then_sigkill_then_resume_equals_uninterrupted(tmp_path):
     """2 gloo processes, dropout on: SIGTERM after step 33 (mid log interval), --resume, SIGKILL after
     step 47, --resume: history, log records and final weights equal the uninterrupted 2-process run."""
@@ -114,10 +121,7 @@ def test_ddp_sigterm_mid_interval_then_sigkill_then_resume_equals_uninterrupted(
     corpus = write_tiny_corpus(tmp_path)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     reference = tmp_path / "uninterrupted"
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           "train_large_100k.py", *tiny_args(corpus, reference, tmp_path / "cache", **DROPOUT_RUN)],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+    _torchrun_two(env, *tiny_args(corpus, reference, tmp_path / "cache", **DROPOUT_RUN))
 
     launcher = tmp_path / "launch.py"
     launcher.write_text(DDP_LAUNCHER, encoding="utf-8")
@@ -133,10 +137,7 @@ def test_ddp_sigterm_mid_interval_then_sigkill_then_resume_equals_uninterrupted(
     _run_held(launcher, args + ["--resume"], tmp_path, 47, signal.SIGKILL)
     assert [s for s, _ in ckpt.list_checkpoints(folder)] == [20, 33, 40]
 
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           "train_large_100k.py", *args, "--resume"], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+    _torchrun_two(env, *args, "--resume")
     _assert_same_as_reference(reference, out, extra_checkpoints=True)
     starts = [r["resumed_from"] for _, r in iter_jsonl(out / "training_log_100k.jsonl") if r["kind"] == "start"]
     assert starts == [None, 33, 40]
@@ -160,10 +161,7 @@ def test_ddp_sigterm_to_each_rank_s_group_with_loader_workers_saves_and_resumes_
     run = {**DROPOUT_RUN, "steps": 24, "save_interval": 10, "eval_interval": 10, "log_interval": 5}
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     reference = tmp_path / "uninterrupted"
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           "train_large_100k.py", *tiny_args(corpus, reference, tmp_path / "cache", **run)],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+    _torchrun_two(env, *tiny_args(corpus, reference, tmp_path / "cache", **run))
     launcher = tmp_path / "launch.py"
     launcher.write_text(DDP_LAUNCHER, encoding="utf-8")
     out = tmp_path / "interrupted"
@@ -185,10 +183,7 @@ def test_ddp_sigterm_to_each_rank_s_group_with_loader_workers_saves_and_resumes_
     assert [s for s, _ in ckpt.list_checkpoints(out / "checkpoints_100k")] == [10, 13]
     time.sleep(1)
     assert all(_group_alive(group) == [] for group in groups)
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           "train_large_100k.py", *args, "--resume"], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+    _torchrun_two(env, *args, "--resume")
     _assert_same_as_reference(reference, out, extra_checkpoints=True)
 
 

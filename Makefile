@@ -80,16 +80,24 @@ study-cpu: system-deps venv
 	$(PY) verify_dataset.py $(EMBEDDED_DIR)/corpus.jsonl --profile embedded --report $(EMBEDDED_DIR)/dataset_report.json
 ifneq ($(strip $(SEEDS)),)
 	$(foreach seed,$(SEEDS),$(call study_seed,$(STUDY_DIR)_seed$(seed),$(seed)))
-	$(PY) analyze_100k.py --seeds-summary $(foreach seed,$(SEEDS),$(STUDY_DIR)_seed$(seed)/analysis_heldout_mlm.json $(STUDY_DIR)_seed$(seed)/analysis_heldout_mask.json) --out $(SEEDS_SUMMARY)
+	$(PY) analyze_100k.py --seeds-summary $(foreach seed,$(SEEDS),$(STUDY_DIR)_seed$(seed)/analysis_heldout_mlm.json $(STUDY_DIR)_seed$(seed)/analysis_heldout_mask.json) --out $(SEEDS_SUMMARY) --overwrite
+	$(PY) visualize_results.py --seeds-summary $(SEEDS_SUMMARY) --out-dir $(dir $(SEEDS_SUMMARY)) --overwrite
+	$(call publish_study,$(STUDY_DIR)_seed$(firstword $(SEEDS)))
 else
 	$(PY) train_large_100k.py --preset cpu_study --corpus $(EMBEDDED_DIR)/corpus.jsonl --out-dir $(STUDY_DIR) --resume-if-possible $(TRAIN_ARGS)
 	$(PY) probe_downstream.py $(STUDY_DIR) $(PROBE_ARGS)
-	$(PY) analyze_100k.py $(STUDY_DIR)/training_history_100k.json --downstream $(STUDY_DIR)/downstream_100k.json --out results/analysis_100k_result.json --overwrite
-	$(PY) analyze_100k.py $(STUDY_DIR)/training_history_100k.json --metric mlm_acc --out results/analysis_training_mlm.json --overwrite --quiet
-	$(PY) analyze_100k.py $(STUDY_DIR)/training_history_100k.json --metric eval_mlm_acc --downstream $(STUDY_DIR)/downstream_100k.json --out results/analysis_heldout_mlm.json --overwrite
-	$(PY) visualize_results.py $(STUDY_DIR)/training_history_100k.json --analysis results/analysis_100k_result.json --downstream $(STUDY_DIR)/downstream_100k.json --out-dir results --overwrite
-	cp $(STUDY_DIR)/training_history_100k.json $(STUDY_DIR)/downstream_100k.json results/
+	$(call publish_study,$(STUDY_DIR))
 endif
+
+# A finished study run's analyses and charts into results/ (with SEEDS: the first seed's run), and its history
+# and downstream file beside them.
+define publish_study
+	$(PY) analyze_100k.py $(1)/training_history_100k.json --downstream $(1)/downstream_100k.json --out results/analysis_100k_result.json --overwrite
+	$(PY) analyze_100k.py $(1)/training_history_100k.json --metric mlm_acc --out results/analysis_training_mlm.json --overwrite --quiet
+	$(PY) analyze_100k.py $(1)/training_history_100k.json --metric eval_mlm_acc --downstream $(1)/downstream_100k.json --out results/analysis_heldout_mlm.json --overwrite
+	$(PY) visualize_results.py $(1)/training_history_100k.json --analysis results/analysis_100k_result.json --downstream $(1)/downstream_100k.json --out-dir results --overwrite
+	cp $(1)/training_history_100k.json $(1)/downstream_100k.json results/
+endef
 
 # One seed of study-cpu SEEDS=...: $(1) the run folder, $(2) the seed. Rerunning continues where it stopped:
 # a finished run's training says "already complete" (nothing retrained), the probe pass resumes, the

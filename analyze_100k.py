@@ -18,8 +18,8 @@ from bertstudy.base.atomic_io import atomic_write_json, check_writable_file, rea
 from bertstudy.base.run_files import ANALYSIS_NAME
 from bertstudy.base.cli import labelled_path, make_parser, non_negative_int, open_unit_float, run_main, unit_float
 from bertstudy.base.errors import (EXIT_BAD_INPUT, EXIT_CHECK_FAILED, EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, BadInputError,
-                                   UsageError)
-from bertstudy.analysis.history import check_run_labels, load_history
+                                   StudyError, UsageError)
+from bertstudy.analysis.history import check_run_labels, load_history, predicted_shortcut
 from bertstudy.analysis.provenance import check_analysis_out, series_fingerprint
 from bertstudy.analysis.report import format_report
 
@@ -82,8 +82,39 @@ def build_parser():
     return parser
 
 
-def seeds_summary(paths: list[str], out: str | None, quiet: bool) -> int:
-    """--seeds-summary: read the analyses, write the summary to --out, print its table."""
+def _summary_runs(path: Path) -> list | None:
+    """The runs an existing seeds summary covers (a summary of the same runs is redone freely), else None."""
+    try:
+        obj = read_json(path)
+    except StudyError:
+        return None
+    return obj.get("runs") if isinstance(obj, dict) else None
+
+
+def _bands_and_shortcut(analyses: list[dict], paths: list[str]) -> dict:
+    """The held-out accuracies by step across the runs (read from the histories the analyses name) and
+    the shortcut levels their corpus predicts, for the seeds chart."""
+    from bertstudy.analysis.seeds import BAND_METRICS, run_of, seed_bands
+
+    histories = {}
+    for analysis, path in zip(analyses, paths):
+        history_path = analysis["source"]["path"]
+        if run_of(analysis) not in histories:
+            if not Path(history_path).is_file():
+                raise BadInputError(path, f"names the history {history_path}, which is not there (run from the folder "
+                                          "the analysis was made in)")
+            histories[run_of(analysis)] = load_history(history_path)
+    series = {metric: {run: h.metric(metric) for run, h in histories.items()} for metric in BAND_METRICS
+              if all(len(getattr(h, metric)) for h in histories.values())}
+    shortcuts = [predicted_shortcut(h) for h in histories.values()]
+    if any(s != shortcuts[0] for s in shortcuts):
+        raise UsageError("--seeds-summary: the runs' corpora predict different shortcut levels (meta.shortcut): "
+                         "runs on different corpora are not seeds of one run")
+    return {"bands": seed_bands(series), "shortcut": shortcuts[0]}
+
+
+def seeds_summary(paths: list[str], out: str | None, quiet: bool, overwrite: bool) -> int:
+    """--seeds-summary: read the analyses and their histories, write the summary to --out, print its table."""
     from bertstudy.analysis.seeds import SeedsInputError, format_seeds_summary, summarize_seeds
 
     if out is None:
@@ -96,7 +127,11 @@ def seeds_summary(paths: list[str], out: str | None, quiet: bool) -> int:
         raise BadInputError(paths[exc.index], str(exc)) from None
     except ValueError as exc:
         raise UsageError(f"--seeds-summary: {exc}") from None
+    if Path(out).exists() and not overwrite and _summary_runs(Path(out)) != summary["runs"]:
+        raise UsageError(f"--out {out} holds something other than a summary of these runs; nothing was written: "
+                         "choose another --out, or add --overwrite to replace it")
     summary["inputs"] = [str(path) for path in paths]
+    summary.update(_bands_and_shortcut(analyses, paths))
     atomic_write_json(Path(out), summary)
     if not quiet:
         print(format_seeds_summary(summary))
@@ -109,7 +144,7 @@ def main(argv=None) -> int:
 
     def body() -> int:
         if args.seeds_summary:
-            return seeds_summary(args.seeds_summary, args.out, args.quiet)
+            return seeds_summary(args.seeds_summary, args.out, args.quiet, args.overwrite)
         check_run_labels(args.compare)
         out = Path(args.out) if args.out is not None else Path(args.history).parent / ANALYSIS_NAME  # beside the history, as the charts are
         check_writable_file(out, "--out")  # before the work: a bad path fails at once, not after the bootstrap

@@ -20,10 +20,11 @@ matplotlib.use("Agg")  # headless: files only, never a window
 
 from bertstudy.base.atomic_io import atomic_writer, check_writable_dir, read_json  # noqa: E402
 from bertstudy.base.cli import int_in_range, labelled_path, make_parser, open_unit_float, run_main  # noqa: E402
-from bertstudy.base.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, UsageError  # noqa: E402
+from bertstudy.base.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, BadInputError, UsageError  # noqa: E402
 from bertstudy.charts.fonts import LANGS, choose_text_style  # noqa: E402
 from bertstudy.analysis.history import check_run_labels, load_history, predicted_shortcut  # noqa: E402
 from bertstudy.analysis.shortcut_level import reference  # noqa: E402
+from bertstudy.analysis.seeds import SUMMARY_FORMAT as SEEDS_FORMAT  # noqa: E402
 from bertstudy.analysis.study import choose_metric  # noqa: E402
 from bertstudy.charts.plots import all_charts, chart_files, render_png  # noqa: E402
 from bertstudy.analysis import chart_data  # noqa: E402
@@ -49,6 +50,7 @@ EXAMPLES = [
     "CBC_NO_CJK_FONT=1 python visualize_results.py history.json --lang en   # English-only labels",
     "python visualize_results.py runs/cpu_study_ms/training_history_100k.json "
     "--downstream runs/cpu_study_ms/downstream_100k.json   # adds downstream.png",
+    "python visualize_results.py --seeds-summary results/seeds_summary.json   # results/seeds.png",
 ]
 
 
@@ -75,6 +77,9 @@ def build_parser():
                              "--train-fraction)")
     parser.add_argument("--downstream", metavar="FILE",
                         help="probe_downstream.py's JSON: adds a sixth chart, downstream.png")
+    parser.add_argument("--seeds-summary", metavar="FILE", default=None,
+                        help="instead of one run's charts: seeds.png, each held-out accuracy across pretraining seeds "
+                             "as a band (analyze_100k.py --seeds-summary's JSON); --out-dir defaults to its folder")
     parser.add_argument("--out-dir", default=None,
                         help="folder for the PNGs (default: the history's folder)")
     parser.add_argument("--overwrite", action="store_true",
@@ -111,6 +116,34 @@ def curve_analysis(args, history) -> dict:
     return analysis
 
 
+def draw_seeds(args, style) -> int:
+    """--seeds-summary: seeds.png from a seeds summary (its bands), under the same overwrite rule as the
+    run charts (a chart of the same summary is redrawn; another's needs --overwrite)."""
+    import hashlib
+    import json
+
+    from bertstudy.charts.seeds import SEEDS_CHART, seeds_chart
+
+    out_dir = Path(args.out_dir) if args.out_dir is not None else Path(args.seeds_summary).parent
+    check_writable_dir(out_dir, "--out-dir")
+    summary = read_json(args.seeds_summary)
+    if not isinstance(summary, dict) or summary.get("format") != SEEDS_FORMAT:
+        raise BadInputError(args.seeds_summary, f"not a seeds summary (format {SEEDS_FORMAT}): make one with "
+                                                "analyze_100k.py --seeds-summary")
+    fingerprint = hashlib.sha256(json.dumps(summary.get("bands"), sort_keys=True).encode()).hexdigest()
+    check_chart_folder(out_dir, (SEEDS_CHART,), fingerprint, args.overwrite)
+    try:
+        figure = seeds_chart(summary, style)
+    except ValueError as exc:
+        raise BadInputError(args.seeds_summary, str(exc)) from None
+    png = render_png(figure, style, args.dpi,
+                     metadata={CHART_HISTORY_KEY: fingerprint, CHART_HISTORY_PATH_KEY: str(args.seeds_summary)})
+    with atomic_writer(out_dir / SEEDS_CHART, "wb") as handle:
+        handle.write(png)
+    print(f"wrote {out_dir / SEEDS_CHART} ({len(png) / 1024:.0f} KiB)")
+    return EXIT_OK
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
 
@@ -119,6 +152,8 @@ def main(argv=None) -> int:
         style = choose_text_style(args.lang)
         if style.warning:
             print(style.warning, file=sys.stderr)
+        if args.seeds_summary:
+            return draw_seeds(args, style)
         out_dir = Path(args.out_dir) if args.out_dir is not None else Path(args.history).parent
         if args.out_dir is None and out_dir.resolve() == REPO_ROOT:
             # a history in the checkout's root (train's default --out-dir is ".") must not scatter PNGs

@@ -20,10 +20,11 @@ def _seed_of(tokens: list[str]) -> str | None:
 def test_seed_sweep_resumes_after_the_first_seed(tmp_path):
     work = make_workspace(tmp_path, "seeds")
     lines = make_script_lines(["study-cpu", "SEEDS=1 2"], work)
-    seeds = [_seed_of(t) for t in lines]
+    summary_at = next(i for i, t in enumerate(lines) if "--seeds-summary" in t)
+    seeds = [_seed_of(t) for t in lines[:summary_at]]  # after the summary: the band chart, then seed 1 published
     assert [s for s in dict.fromkeys(seeds) if s] == ["1", "2"]
-    assert [script_of(t) for t in lines if _seed_of(t) == "1"] == ["train_large_100k.py", "probe_downstream.py",
-                                                                    "analyze_100k.py", "analyze_100k.py"]
+    assert [script_of(t) for t in lines[:summary_at] if _seed_of(t) == "1"] == [
+        "train_large_100k.py", "probe_downstream.py", "analyze_100k.py", "analyze_100k.py"]
     first_done = max(i for i, s in enumerate(seeds) if s == "1") + 1
     for tokens in lines[:first_done]:  # the sweep stops once seed 1 is done
         run_line(tiny(tokens), work)
@@ -50,3 +51,15 @@ def test_seed_sweep_resumes_after_the_first_seed(tmp_path):
         for metric, name in (("eval_mlm_acc", "mlm"), ("eval_mask_acc", "mask")):
             r = json.loads((work / "runs" / run / f"analysis_heldout_{name}.json").read_text())["pearson_correlation"]
             assert figures.get(f"{metric}.pearson_r", {"values": {}})["values"].get(f"runs/{run}") == r
+
+    # the band: each held-out accuracy at the steps both seeds evaluated, drawn in results/seeds.png
+    band = summary["bands"]["eval_mask_acc"]
+    assert band["steps"] == h1["eval_steps"] == h2["eval_steps"]
+    assert band["runs"]["runs/cpu_study_seed2"] == h2["eval_mask_acc"]
+    assert band["min"] == [min(a, b) for a, b in zip(h1["eval_mask_acc"], h2["eval_mask_acc"])]
+    assert summary["shortcut"] == h1["meta"]["shortcut"] == h2["meta"]["shortcut"]
+    assert (work / "results" / "seeds.png").stat().st_size > 10_000
+    # results/ shows the first seed's run (its analyses; the history is copied by the Makefile's cp)
+    published = json.loads((work / "results" / "analysis_100k_result.json").read_text())
+    assert published["source"]["path"] == "runs/cpu_study_seed1/training_history_100k.json"
+    assert published["metric"]["name"] == "eval_mask_acc"

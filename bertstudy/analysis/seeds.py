@@ -12,7 +12,9 @@ analysed (`source.path`). Figures, each named `<metric>.<figure>` (or `downstrea
 - `downstream.<task>.best_score`, `.best_step`, `.mlm_vs_score_pearson_r`, `.mlm_vs_score_spearman_rho`.
 
 Per figure: the value of each run that has it, n, mean, min, max and the sample standard deviation
-(n - 1; null for one run). Pure: the caller reads the files.
+(n - 1; null for one run). With the runs' histories (`seed_bands`), the summary's `bands` hold each
+held-out accuracy by step across the runs (the charts' band: `charts/seeds.py`), and `shortcut` the
+levels their corpus predicts. Pure: the caller reads the files.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from pathlib import PurePath
 from typing import Sequence
 
 SUMMARY_FORMAT = "chinese-bert-correlation/seeds-summary-v1"
+# drawn as a band: held-out, so every seed is scored on the same instances (split_seed is shared)
+BAND_METRICS = ("eval_mask_acc", "eval_mlm_acc")
 
 
 def _number(value) -> float | None:
@@ -118,3 +122,26 @@ def format_seeds_summary(summary: dict) -> str:
         lines.append(f"  {name:<{width}}  mean {figure['mean']:.4g}  sd {sd}  "
                      f"[{figure['min']:.4g}, {figure['max']:.4g}]  n {figure['n']}")
     return "\n".join(lines)
+
+
+def seed_band(series: dict[str, tuple[Sequence[float], Sequence[float]]]) -> dict | None:
+    """One metric across runs ({run: (steps, values)}), at the steps every run has: per step the mean,
+    min, max and sample sd (None for one run), and each run's values; None when the runs share no step
+    (a run stopped before its first evaluation)."""
+    by_step = {run: {float(step): float(value) for step, value in zip(steps, values)} for run, (steps, values) in series.items()}
+    common = sorted(set.intersection(*(set(points) for points in by_step.values()))) if by_step else []
+    if not common:
+        return None
+    runs = {run: [points[step] for step in common] for run, points in by_step.items()}
+    spreads = [spread(column) for column in zip(*runs.values())]
+    band = {"steps": [int(step) if step.is_integer() else step for step in common]}
+    band.update({key: [entry[key] for entry in spreads] for key in ("mean", "min", "max", "sd")})
+    band["runs"] = runs
+    return band
+
+
+def seed_bands(series_by_metric: dict[str, dict[str, tuple[Sequence[float], Sequence[float]]]]) -> dict:
+    """`seed_band` for each metric that every run has ({metric: {run: (steps, values)}}); metrics
+    without a shared step are left out."""
+    bands = {metric: seed_band(series) for metric, series in series_by_metric.items()}
+    return {metric: band for metric, band in bands.items() if band is not None}

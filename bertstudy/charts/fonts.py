@@ -128,6 +128,11 @@ LABELS: dict[str, tuple[str, str]] = {
     "shortcut_overall_level": ("[MASK] 处答最高频字，其余照抄", "top character at [MASK], copy elsewhere"),
     "shortcut_random_level": ("照抄随机字", "copy the random character"),
     "shortcut_unchanged_level": ("照抄原字", "copy the character"),
+    # several pretraining seeds (issue 21): one band per held-out accuracy
+    "seeds_title": ("{n} 个预训练种子：验证集准确率（同一验证实例）", "{n} pretraining seeds: held-out accuracy (the same held-out instances)"),
+    "seeds_band": ("种子间最小–最大", "min-max across seeds"),
+    "seeds_mean": ("种子均值", "mean of the seeds"),
+    "seed_run": ("种子 {seed}", "seed {seed}"),
     # downstream.png (bertstudy/downstream/plots.py)
     "ds_title": ("下游任务得分与预训练进度（{mode}）", "Downstream scores across pretraining ({mode})"),
     "ds_probe": ("线性探针", "linear probe"),

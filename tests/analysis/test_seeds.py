@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import analyze_100k
-from bertstudy.analysis.seeds import SeedsInputError, headline_figures, summarize_seeds
+from bertstudy.analysis.seeds import SeedsInputError, headline_figures, seed_band, seed_bands, summarize_seeds
 from bertstudy.base.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_USAGE
 
 FIXTURE = Path(__file__).resolve().parent.parent / "data" / "original_training_history_100k.json"
@@ -101,3 +101,16 @@ def test_cli_on_real_analyses(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert code == EXIT_BAD_INPUT and len(err.splitlines()) == 1 and "history.json" in err
     assert analyze_100k.main(["--seeds-summary", *map(str, outputs)]) == EXIT_USAGE
+
+
+def test_seed_band_at_the_steps_every_run_has():
+    band = seed_band({"a": ([0, 125, 250], [0.0, 0.10, 0.30]), "b": ([0, 125, 250, 375], [0.02, 0.20, 0.10, 0.5])})
+    assert band["steps"] == [0, 125, 250]  # b's step 375 is not a's: left out
+    assert band["mean"] == pytest.approx([0.01, 0.15, 0.20])
+    assert band["min"] == [0.0, 0.10, 0.10] and band["max"] == [0.02, 0.20, 0.30]
+    assert band["sd"] == pytest.approx([math.sqrt(2) * 0.01, math.sqrt(2) * 0.05, math.sqrt(2) * 0.10])
+    assert band["runs"] == {"a": [0.0, 0.10, 0.30], "b": [0.02, 0.20, 0.10]}
+    # no shared step (a run stopped before its first evaluation): no band, and seed_bands leaves it out
+    assert seed_band({"a": ([0], [0.1]), "b": ([125], [0.2])}) is None
+    assert list(seed_bands({"eval_mask_acc": {"a": ([0], [0.1]), "b": ([0], [0.3])},
+                            "eval_mlm_acc": {"a": ([0], [0.1]), "b": ([125], [0.2])}})) == ["eval_mask_acc"]

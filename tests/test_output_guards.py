@@ -12,7 +12,7 @@ from bertstudy.base.errors import EXIT_OK, EXIT_USAGE
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = ROOT / "tests" / "data" / "original_training_history_100k.json"
-CPU_TIER = ROOT / "results" / "training_history_100k.json"
+CPU_TIER = ROOT / "tests" / "data" / "cpu_tier_seed42_history.json"  # a real run, pinned
 
 
 def test_default_out_is_beside_the_history(tmp_path, capsys, monkeypatch):

@@ -13,7 +13,7 @@ from bertstudy.analysis.report import format_report
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 ORIGINAL = ROOT / "tests" / "data" / "original_training_history_100k.json"
-CPU_TIER = ROOT / "results" / "training_history_100k.json"
+CPU_TIER = ROOT / "tests" / "data" / "cpu_tier_seed42_history.json"  # a real run, pinned
 ORIGINAL_KEYS = ("total_steps", "data_points", "pearson_correlation", "r_squared", "mlm_stats", "loss_stats",
                  "comparison")
 FIRST_VERSION_KEYS = ("association", "curves", "best_curve", "forecast", "bootstrap", "targets", "nsp_stats",

@@ -25,7 +25,7 @@ from bertstudy.charts.fonts import TextStyle  # noqa: E402
 from bertstudy.analysis.history import History, load_history  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent.parent
-CPU_TIER = ROOT / "results" / "training_history_100k.json"
+CPU_TIER = ROOT / "tests" / "data" / "cpu_tier_seed42_history.json"  # a real run, pinned
 ORIGINAL = ROOT / "tests" / "data" / "original_training_history_100k.json"
 SMALL = plots.ChartConfig(width=8.0, height=5.0)
 ENGLISH = TextStyle("en")

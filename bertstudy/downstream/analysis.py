@@ -5,18 +5,18 @@ standard error sqrt((1 + rho^2/2) / (n - 3))) between held-out MLM accuracy and 
 score, and between log10(step) and the score (step 0 left out: it has no logarithm). The points
 are checkpoints of ONE run, so they are not independent samples: the intervals describe this
 trajectory, not a population of runs (MultiBERTs' point); read them as a guide, with n in view.
+`honest` (association.py) adds what separates MLM accuracy from the shared log(step) trend: the same
+pairs with the pre-learning checkpoints collapsed, the partial r given ln(step), first differences.
 """
 
 from __future__ import annotations
 
 import math
 
-import numpy as np
-from scipy import stats as scipy_stats
-
 from bertstudy.base.atomic_io import read_json
 from bertstudy.base.errors import BadInputError
-from bertstudy.analysis.stats import fisher_interval, json_number, pearson_with_ci
+from bertstudy.analysis.stats import correlation_pair
+from bertstudy.downstream.association import association
 
 DOWNSTREAM_FORMAT = "chinese-bert-correlation/downstream-v1"
 
@@ -72,35 +72,19 @@ def check_downstream_matches(doc: dict, path, history) -> None:
                                   f"probe_downstream.py on that history's run folder, or leave out --downstream")
 
 
-def spearman_with_ci(x, y, level: float = 0.95) -> dict:
-    """Spearman rho, its p-value and a Fisher-z interval with the Bonett-Wright standard error (n >= 4)."""
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    n = len(x)
-    if n < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
-        return {"rho": None, "p_value": None, "ci": [None, None], "n": n,
-                "message": "undefined: fewer than 3 points or a constant series"}
-    result = scipy_stats.spearmanr(x, y)
-    rho = float(result.statistic)
-    # Bonett-Wright standard error on Fisher's z scale, through the one interval helper Pearson's uses
-    ci = fisher_interval(rho, math.sqrt((1 + rho * rho / 2) / (n - 3)), level) if n >= 4 else [None, None]
-    return {"rho": rho, "p_value": json_number(result.pvalue), "ci": ci, "n": n, "message": ""}
-
-
-def _pair(x, y, level: float) -> dict:
-    return {"pearson": pearson_with_ci(np.asarray(x, float), np.asarray(y, float), level),
-            "spearman": spearman_with_ci(x, y, level)}
-
-
 def task_correlations(task: dict, level: float = 0.95) -> dict:
     points = task["points"]
     with_acc = [p for p in points if p.get("heldout_mlm_acc") is not None]
     positive = [p for p in points if p["step"] > 0]
     best = max(points, key=lambda p: p["score"]) if points else None
     return {"metric": task.get("metric"), "checkpoints": len(points),
-            "mlm_vs_score": _pair([p["heldout_mlm_acc"] for p in with_acc], [p["score"] for p in with_acc], level),
-            "log_step_vs_score": _pair([math.log10(p["step"]) for p in positive], [p["score"] for p in positive], level),
+            "mlm_vs_score": correlation_pair([p["heldout_mlm_acc"] for p in with_acc], [p["score"] for p in with_acc],
+                                             level),
+            "log_step_vs_score": correlation_pair([math.log10(p["step"]) for p in positive],
+                                                  [p["score"] for p in positive], level),
             "best": None if best is None else {"step": best["step"], "score": best["score"]},
-            "baselines": {name: b.get("score") for name, b in task.get("baselines", {}).items()}}
+            "baselines": {name: b.get("score") for name, b in task.get("baselines", {}).items()},
+            "honest": association(points, level=level)}
 
 
 def downstream_correlations(doc: dict, source: str = "", level: float = 0.95) -> dict:
@@ -118,6 +102,20 @@ def _ci(ci) -> str:
     return f"[{_f(ci[0])}, {_f(ci[1])}]"
 
 
+def _honest_lines(h: dict) -> list[str]:
+    """The collapsed figures: does MLM accuracy say more than ln(step) does?"""
+    steps = h["pre_learning_steps"]
+    pre = (f"{h['collapsed'] + 1} pre-learning checkpoints (steps {steps[0]}-{steps[-1]}) as one"
+           if h["collapsed"] else "no pre-learning checkpoints to collapse")
+    pairs = [f"{label} vs score r {_f(h[key]['pearson']['r'])} {_ci(h[key]['pearson']['ci'])}, "
+             f"rho {_f(h[key]['spearman']['rho'])} (n={h[key]['pearson']['n']})"
+             for label, key in (("MLM acc", "mlm_vs_score"), ("ln step", "ln_step_vs_score"))]
+    partial, diff = h["partial_mlm_given_ln_step"], h["first_differences"]
+    return [f"    honest: {pre}, n={h['n']}", "      " + "; ".join(pairs),
+            f"      partial r of score and MLM acc given ln step {_f(partial['r'])} {_ci(partial['ci'])} "
+            f"(n={partial['n']}); first differences r {_f(diff['r'])} {_ci(diff['ci'])} (n={diff['n']})"]
+
+
 def format_downstream(result: dict) -> str:
     lines = [f"Downstream ({result['mode']}, {result['source']}): does held-out MLM accuracy predict the score?"]
     for name, t in result["tasks"].items():
@@ -128,5 +126,6 @@ def format_downstream(result: dict) -> str:
             pr, sp = t[key]["pearson"], t[key]["spearman"]
             lines.append(f"    {label}: Pearson {_f(pr['r'])} {_ci(pr['ci'])}, Spearman {_f(sp['rho'])} {_ci(sp['ci'])}, "
                          f"n={pr['n']}")
+        lines += _honest_lines(t["honest"])
     lines.append(f"  ({result['note']})")
     return "\n".join(lines)

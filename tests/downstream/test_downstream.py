@@ -9,15 +9,16 @@ import numpy as np
 import pytest
 import torch
 
+from bertstudy.analysis.stats import spearman_with_ci
 from bertstudy.corpus.corpus_io import Document
 from bertstudy.downstream import baselines
-from bertstudy.downstream.analysis import downstream_correlations, spearman_with_ci
+from bertstudy.downstream.analysis import downstream_correlations
 from bertstudy.downstream.metrics import segmentation_f1, spans_from_tags, spans_from_words, tags_from_words
 from bertstudy.downstream.probe import fit_linear_probe, viterbi_tags
 from bertstudy.downstream.tasks import (LeakageGuard, Review, SegSentence, parse_seg_line, read_reviews,
                                         read_segmentation, split_for_run)
 from bertstudy.base.errors import BadInputError
-from tests.downstream_helpers import write_task_data
+from tests.downstream_helpers import downstream_doc, write_task_data
 
 torch.set_num_threads(1)
 
@@ -128,20 +129,12 @@ def test_split_tests_only_on_unseen_heldout_text():
     assert len(sample.train) == 4 and sample.train == split_for_run(items * 3, set(), guard, 4, seed=1).train
 
 
-def _doc(points_cws, points_sent):
-    def task(metric, pts):
-        return {"metric": metric, "points": [{"step": s, "score": v, "heldout_mlm_acc": a} for s, a, v in pts],
-                "baselines": {"step0": {"score": pts[0][2]}}}
-    return {"tasks": {"cws": task("f1", points_cws), "sentiment": task("accuracy", points_sent)},
-            "meta": {"format": "chinese-bert-correlation/downstream-v1", "settings": {"mode": "probe"}}}
-
-
 def test_correlations_monotone_and_flat():
     steps = [0, 1, 10, 100, 1000, 5000]
     acc = [0.0, 0.01, 0.05, 0.12, 0.15, 0.22]
     rising = [(s, a, 0.6 + a) for s, a in zip(steps, acc)]
     flat_noise = [(s, a, v) for s, a, v in zip(steps, acc, [0.7, 0.69, 0.71, 0.68, 0.7, 0.69])]
-    result = downstream_correlations(_doc(rising, flat_noise))
+    result = downstream_correlations(downstream_doc(rising, flat_noise))
     cws = result["tasks"]["cws"]
     assert cws["mlm_vs_score"]["pearson"]["r"] == pytest.approx(1.0)
     assert cws["mlm_vs_score"]["spearman"]["rho"] == pytest.approx(1.0)

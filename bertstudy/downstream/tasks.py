@@ -174,7 +174,7 @@ def split_for_run(items: Sequence, heldout_ids: Iterable[str], guard: LeakageGua
     test, train, dropped = [], [], 0
     for item in items:
         if any(doc in heldout for doc in _doc_ids(item)):
-            if guard.seen(item.chars if isinstance(item, SegSentence) else item.text):
+            if guard.seen(item.text if isinstance(item, Review) else item.chars):  # Seg/NerSentence: chars
                 dropped += 1
             else:
                 test.append(item)

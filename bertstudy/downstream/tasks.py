@@ -162,8 +162,14 @@ class LeakageGuard:
         return any(p in self.sentences for p in parts) or clean in self.blob
 
 
-def _doc_ids(item) -> tuple[str, ...]:
+def item_doc_ids(item) -> tuple[str, ...]:
+    """The corpus documents an item comes from (a review: every line id its text has)."""
     return item.doc_ids if isinstance(item, Review) else (item.doc_id,)
+
+
+def item_text(item) -> str:
+    """An item's text: a review's, a segmentation or NER line's characters."""
+    return item.text if isinstance(item, Review) else item.chars
 
 
 def split_for_run(items: Sequence, heldout_ids: Iterable[str], guard: LeakageGuard, train_limit: int | None,
@@ -173,8 +179,8 @@ def split_for_run(items: Sequence, heldout_ids: Iterable[str], guard: LeakageGua
     heldout = set(heldout_ids)
     test, train, dropped = [], [], 0
     for item in items:
-        if any(doc in heldout for doc in _doc_ids(item)):
-            if guard.seen(item.text if isinstance(item, Review) else item.chars):  # Seg/NerSentence: chars
+        if any(doc in heldout for doc in item_doc_ids(item)):
+            if guard.seen(item_text(item)):
                 dropped += 1
             else:
                 test.append(item)
@@ -185,4 +191,4 @@ def split_for_run(items: Sequence, heldout_ids: Iterable[str], guard: LeakageGua
         train = [train[i] for i in keep]
     return TaskSplit(train=train, test=test, dropped_seen=dropped,
                      counts={"train": len(train), "test": len(test), "heldout_but_seen": dropped,
-                             "test_documents": len({d for item in test for d in _doc_ids(item) if d in heldout})})
+                             "test_documents": len({d for item in test for d in item_doc_ids(item) if d in heldout})})

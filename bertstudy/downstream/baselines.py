@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from typing import Callable
 
 import numpy as np
 from scipy import optimize, sparse
@@ -40,10 +41,11 @@ def char_ngrams(text: str) -> set[str]:
     return set(clean) | {clean[i:i + 2] for i in range(len(clean) - 1)}
 
 
-def ngram_matrix(reviews: list[Review], index: dict[str, int]) -> sparse.csr_matrix:
+def ngram_matrix(reviews: list[Review], index: dict[str, int],
+                 grams: Callable[[str], set[str]] = char_ngrams) -> sparse.csr_matrix:
     rows, cols = [], []
     for row, review in enumerate(reviews):
-        for gram in char_ngrams(review.text):
+        for gram in grams(review.text):
             if gram in index:
                 rows.append(row)
                 cols.append(index[gram])
@@ -69,11 +71,12 @@ def fit_logistic(x: sparse.csr_matrix, y: np.ndarray, c: float = NGRAM_C) -> np.
     return result.x
 
 
-def ngram_sentiment(train: list[Review], test: list[Review]) -> dict:
-    counts = Counter(gram for review in train for gram in char_ngrams(review.text))
+def ngram_sentiment(train: list[Review], test: list[Review], grams: Callable[[str], set[str]] = char_ngrams) -> dict:
+    """`grams`: a review's features (uni- and bigrams; the identity control passes unigrams only)."""
+    counts = Counter(gram for review in train for gram in grams(review.text))
     index = {gram: i for i, gram in enumerate(sorted(g for g, n in counts.items() if n >= NGRAM_MIN_COUNT))}
-    weights = fit_logistic(ngram_matrix(train, index), np.array([r.label for r in train]))
-    scores = ngram_matrix(test, index) @ weights[:-1] + weights[-1]
+    weights = fit_logistic(ngram_matrix(train, index, grams), np.array([r.label for r in train]))
+    scores = ngram_matrix(test, index, grams) @ weights[:-1] + weights[-1]
     result = accuracy([r.label for r in test], [int(s > 0) for s in scores])
     return {**result, "features": len(index)}
 

@@ -15,6 +15,7 @@ encoded as [CLS] window [SEP].
 from __future__ import annotations
 
 import copy
+import functools
 from dataclasses import dataclass
 from types import SimpleNamespace
 
@@ -135,15 +136,45 @@ class LinearProbe:
     bias: torch.Tensor
 
     def log_probs(self, features: torch.Tensor) -> torch.Tensor:
+        if features.is_sparse:
+            logits = _sparse_standardized_logits(features, self.mean, self.std, self.weight, self.bias)
+            return F.log_softmax(logits, dim=-1)
         return F.log_softmax(((features - self.mean) / self.std) @ self.weight.T + self.bias, dim=-1)
+
+
+def _sparse_standardized_logits(x, mean, std, weight, bias) -> torch.Tensor:
+    """((x - mean) / std) @ weight.T + bias for a sparse x, without the dense standardized copy:
+    the same numbers up to rounding, in memory that grows with the non-zeros only."""
+    return torch.sparse.mm(x, (weight / std).T) + (bias - (mean / std) @ weight.T)
+
+
+def _dense_logits(x, weight, bias) -> torch.Tensor:
+    return x @ weight.T + bias
+
+
+def _sparse_moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Column mean and sample standard deviation of a sparse matrix, as x.mean(0), x.std(0) give densely."""
+    n = x.shape[0]
+    mean = torch.sparse.sum(x, 0).to_dense() / n
+    squares = torch.sparse.sum(x * x, 0).to_dense()
+    return mean, ((squares - n * mean * mean) / max(n - 1, 1)).clamp_min(0).sqrt()
 
 
 def fit_linear_probe(features: torch.Tensor, labels: torch.Tensor, num_classes: int,
                      l2: float = L2, iterations: int = PROBE_ITERATIONS) -> LinearProbe:
-    """Softmax regression on standardized features; deterministic full-batch L-BFGS."""
+    """Softmax regression on standardized features; deterministic full-batch L-BFGS. `features` may be
+    a sparse COO tensor (the identity control's one-hot characters): standardized implicitly, the
+    same objective and optimizer, so a control differs from the model's probe in its features only."""
     x = features.double()
-    mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
-    x = (x - mean) / std
+    if x.is_sparse:
+        x = x.coalesce()
+        mean, std = _sparse_moments(x)
+        std = std.clamp_min(1e-6)
+        logits = functools.partial(_sparse_standardized_logits, x, mean, std)
+    else:
+        mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
+        x = (x - mean) / std
+        logits = functools.partial(_dense_logits, x)
     weight = torch.zeros(num_classes, x.shape[1], dtype=torch.float64, requires_grad=True)
     bias = torch.zeros(num_classes, dtype=torch.float64, requires_grad=True)
     optimizer = torch.optim.LBFGS([weight, bias], max_iter=iterations, line_search_fn="strong_wolfe",
@@ -151,7 +182,7 @@ def fit_linear_probe(features: torch.Tensor, labels: torch.Tensor, num_classes: 
 
     def closure():
         optimizer.zero_grad()
-        loss = F.cross_entropy(x @ weight.T + bias, labels) + l2 * weight.pow(2).mean()
+        loss = F.cross_entropy(logits(weight, bias), labels) + l2 * weight.pow(2).mean()
         loss.backward()
         return loss
 

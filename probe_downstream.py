@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """Downstream scores across training: word segmentation (SIGHAN word F1) and sentiment (accuracy)
 at every milestone checkpoint of a run, with baselines, tested only on text the run held out.
+The linear probe scores every layer (the embedding output and each encoder layer); a point's score is
+the last layer's, its best layer beside it.
 
 Writes RUN_DIR/downstream_100k.json (RUN_DIR/downstream_finetune_100k.json with --finetune)
 atomically after each checkpoint; rerun the same command to resume (scored checkpoints are kept).
@@ -28,7 +30,8 @@ def build_parser():
     parser.add_argument("--checkpoints", nargs="+", metavar="FILE",
                         help="score these milestone or step_*.pth files instead of every milestone")
     parser.add_argument("--finetune", action="store_true",
-                        help="fine-tune encoder + head per checkpoint instead of a linear probe on frozen features (slow on CPU)")
+                        help="fine-tune encoder + head per checkpoint instead of a linear probe on frozen features (slow on CPU; "
+                             "the last encoder layer only: the probe scores every layer)")
     parser.add_argument("--epochs", type=positive_int, default=3, help="fine-tuning epochs (default: %(default)s)")
     parser.add_argument("--lr", type=positive_float, default=1e-4, help="fine-tuning peak learning rate (default: %(default)s)")
     parser.add_argument("--cws-train", type=positive_int, default=1500,

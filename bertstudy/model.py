@@ -140,8 +140,11 @@ class BertForPretraining(nn.Module):
 
     # ----------------------------------------------------------------------------- forward
     def encode(self, input_ids: Tensor, token_type_ids: Tensor, attention_mask: Tensor | None,
-               position_ids: Tensor | None = None, instance_ids: Tensor | None = None) -> Tensor:
-        """Hidden states [B, T, H]. attention_mask None means "no padding": SDPA then gets no mask
+               position_ids: Tensor | None = None, instance_ids: Tensor | None = None,
+               all_layers: bool = False) -> Tensor | list[Tensor]:
+        """Hidden states [B, T, H] of the last layer; with all_layers, the list [embedding output, layer 1,
+        ..., layer N] of one forward (what transformers calls hidden_states; the per-layer probes read it).
+        attention_mask None means "no padding": SDPA then gets no mask
         and may take its fastest (flash / memory-efficient) kernel. instance_ids (packed rows, 0 =
         padding) replaces attention_mask: a position attends only to positions of its own instance.
         The mask is built once per forward as an additive mask in the attention's dtype: SDPA turns a
@@ -156,9 +159,12 @@ class BertForPretraining(nn.Module):
             allowed = attention_mask.bool()[:, None, None, :]  # [B, 1, 1, T]: True = may be attended
         hidden = self.embeddings(input_ids, token_type_ids, position_ids)
         key_mask = None if allowed is None else additive_mask(allowed, _attention_dtype(hidden))
+        states = [hidden] if all_layers else []
         for layer in self.layers:
             hidden = layer(hidden, key_mask)
-        return hidden
+            if all_layers:  # kept only when asked: training never holds the list
+                states.append(hidden)
+        return states if all_layers else hidden
 
     def mlm_logits(self, hidden: Tensor) -> Tensor:
         """Vocabulary logits for hidden states of any leading shape [..., H] -> [..., V]."""

@@ -148,6 +148,11 @@ LABELS: dict[str, tuple[str, str]] = {
     "ds_step0": ("未训练模型（第 0 步）", "untrained model (step 0)"),
     "ds_corr": ("皮尔逊 r = {r}，斯皮尔曼 ρ = {rho}（n = {n}）", "Pearson r = {r}, Spearman ρ = {rho} (n = {n})"),
     "ds_no_points": ("无检查点得分", "no checkpoint scores"),
+    "ds_layers_title": ("各层线性探针得分（按层与训练步）", "probe score by layer and step"),
+    "ds_layer": ("层（0 = 嵌入层输出）", "layer (0 = embedding output)"),
+    "ds_checkpoint": ("检查点（训练步）", "checkpoint (training step)"),
+    "ds_best_layer": ("该检查点得分最高的层", "best layer of the checkpoint"),
+    "ds_no_layers": ("无逐层得分", "no per-layer scores"),
 }
 
 

@@ -6,7 +6,8 @@ score, and between log10(step) and the score (step 0 left out: it has no logarit
 are checkpoints of ONE run, so they are not independent samples: the intervals describe this
 trajectory, not a population of runs (MultiBERTs' point); read them as a guide, with n in view.
 `honest` (association.py) adds what separates MLM accuracy from the shared log(step) trend: the same
-pairs with the pre-learning checkpoints collapsed, the partial r given ln(step), first differences.
+pairs with the pre-learning checkpoints collapsed, the partial r given ln(step), first differences, and
+paired tests between adjacent checkpoints on the same test items.
 """
 
 from __future__ import annotations
@@ -113,7 +114,18 @@ def _honest_lines(h: dict) -> list[str]:
     partial, diff = h["partial_mlm_given_ln_step"], h["first_differences"]
     return [f"    honest: {pre}, n={h['n']}", "      " + "; ".join(pairs),
             f"      partial r of score and MLM acc given ln step {_f(partial['r'])} {_ci(partial['ci'])} "
-            f"(n={partial['n']}); first differences r {_f(diff['r'])} {_ci(diff['ci'])} (n={diff['n']})"]
+            f"(n={partial['n']}); first differences r {_f(diff['r'])} {_ci(diff['ci'])} (n={diff['n']})",
+            *_adjacent_lines(h.get("adjacent"))]
+
+
+def _adjacent_lines(adjacent: dict | None) -> list[str]:
+    """The paired tests between adjacent checkpoints, in one line (none: a file without per-item results)."""
+    if not adjacent or not adjacent["tested"]:
+        return ["      adjacent checkpoints: no paired tests (the points have no per-item results)"]
+    tests = sorted({t["test"] for t in adjacent["pairs"]})
+    skipped = f"; {adjacent['skipped']} pair(s) without per-item results" if adjacent["skipped"] else ""
+    return [f"      adjacent checkpoints ({', '.join(tests)}, last layer): {adjacent['differ']} of "
+            f"{adjacent['tested']} pairs differ at p < {adjacent['alpha']:g}{skipped}"]
 
 
 def format_downstream(result: dict) -> str:

@@ -8,7 +8,8 @@ and MLM accuracy given ln(step), and the correlation of first differences (check
 Step 0 has no logarithm: everything with ln(step) leaves it out.
 
 Paired tests between two checkpoints on the same test items: an exact McNemar test for accuracy and a
-paired bootstrap over sentences for segmentation F1 (per-sentence counts keep the bootstrap cheap).
+paired bootstrap over sentences for segmentation F1 (per-sentence counts keep the bootstrap cheap);
+`paired_tests` runs them between adjacent checkpoints of a pass (`adjacent`).
 
 Pure functions: numbers in, JSON-ready dicts out (undefined figures are None).
 """
@@ -149,6 +150,32 @@ def paired_bootstrap_f1(counts_a, counts_b, n_resamples: int = 2000, seed: int =
             "seed": seed}
 
 
+def _adjacent_test(a: dict, b: dict, n_resamples: int, seed: int, level: float) -> dict | None:
+    """One pair of checkpoints on their per-item fields (None when either lacks them: an older file)."""
+    pair = {"step_a": a["step"], "step_b": b["step"], "score_a": a.get("score"), "score_b": b.get("score")}
+    if a.get("item_correct") is not None and b.get("item_correct") is not None:
+        return {**pair, "test": "mcnemar", **mcnemar(a["item_correct"], b["item_correct"])}
+    if a.get("sentence_counts") is not None and b.get("sentence_counts") is not None:
+        return {**pair, "test": "paired_bootstrap_f1",
+                **paired_bootstrap_f1(a["sentence_counts"], b["sentence_counts"], n_resamples, seed, level)}
+    return None
+
+
+def paired_tests(points: Sequence[dict], n_resamples: int = 2000, seed: int = 0, level: float = 0.95,
+                 alpha: float = 0.05) -> dict:
+    """Each checkpoint against the next (by step) on the same test items, on the last layer's per-item
+    fields: McNemar for accuracy (`item_correct`), the seeded paired bootstrap for F1 (`sentence_counts`).
+    A pair where either point lacks them (a file from before they were written) is counted in `skipped`.
+    `differ` counts the pairs with p < alpha, each test on its own: with 12 pairs about one in 20 such
+    calls is expected by chance alone, so read it next to `pairs`, not as a discovery."""
+    ordered = sorted(points, key=lambda p: p["step"])
+    pairs = [_adjacent_test(a, b, n_resamples, seed, level) for a, b in zip(ordered, ordered[1:])]
+    tested = [t for t in pairs if t is not None]
+    return {"pairs": tested, "tested": len(tested), "skipped": len(pairs) - len(tested), "alpha": alpha,
+            "differ": sum(1 for t in tested if t["p_value"] < alpha),
+            "note": "adjacent checkpoints, last layer, same test items; p-values not corrected for the number of pairs"}
+
+
 def association(points: Sequence[dict], score_key: str = "score", acc_key: str = "heldout_mlm_acc",
                 level: float = 0.95, tolerance: float = PRE_LEARNING_TOLERANCE) -> dict:
     """One task's honest figures over its checkpoints (those with both a score and an accuracy)."""
@@ -165,4 +192,5 @@ def association(points: Sequence[dict], score_key: str = "score", acc_key: str =
             "ln_step_vs_score": correlation_pair(ln_step, score_pos, level),
             "partial_mlm_given_ln_step": partial_correlation(score_pos, acc_pos, ln_step, level),
             "first_differences": first_difference_correlation(acc, score, level),
+            "adjacent": paired_tests(points, level=level),
             "note": "pre-learning checkpoints collapsed to the last; ln(step) leaves out step 0"}

@@ -3,11 +3,14 @@
 Data in (probe_downstream.py's document), Figure out, as bertstudy/charts/plots.py's charts: one row per
 task; left, the score over steps on a symmetric-log axis (step 0, the untrained model, stays on it);
 right, the score against held-out MLM accuracy with the Pearson/Spearman figures of
-downstream/analysis.py. Baselines are horizontal lines in both panels.
+downstream/analysis.py. Baselines are horizontal lines in both panels. When the points carry a probe per
+layer (issue 22), a third panel per task shows the score by layer and step (the "probing across time"
+picture), each checkpoint's best layer marked; a file without them draws as it always did.
 """
 
 from __future__ import annotations
 
+import numpy as np
 from matplotlib import rc_context
 from matplotlib.figure import Figure
 
@@ -64,17 +67,52 @@ def _step_labels(ax, points: list[dict]) -> None:
                     fontsize=8, color="0.3")
 
 
+def layer_grid(points: list[dict]) -> tuple[list[int], np.ndarray]:
+    """(steps, scores [layers, checkpoints]) of the points that have `layers`, by step; a layer a point
+    lacks (a model with fewer layers) is NaN, drawn blank."""
+    layered = sorted((p for p in points if p.get("layers")), key=lambda p: p["step"])
+    depth = max((len(p["layers"]) for p in layered), default=0)
+    grid = np.full((depth, len(layered)), np.nan)
+    for column, point in enumerate(layered):
+        for entry in point["layers"]:
+            grid[entry["layer"], column] = entry["score"]
+    return [p["step"] for p in layered], grid
+
+
+def _layer_panel(fig: Figure, ax, points: list[dict], style: TextStyle, task_label: str) -> None:
+    """Score by layer (rows, 0 = embedding output) and checkpoint (columns, labelled by step)."""
+    steps, grid = layer_grid(points)
+    image = ax.imshow(np.ma.masked_invalid(grid), origin="lower", aspect="auto", cmap="viridis",
+                      interpolation="nearest")
+    # the deeper layer on a tie, as the points' best_layer (probe.by_layer)
+    best = [len(column) - 1 - int(np.nanargmax(column[::-1])) if np.isfinite(column).any() else None
+            for column in grid.T]
+    ax.plot([c for c, b in enumerate(best) if b is not None], [b for b in best if b is not None], "*",
+            color="tab:red", markersize=10, label=style.text("ds_best_layer"))  # red: seen on all of viridis
+    ax.set_xticks(range(len(steps)), [f"{s:g}" for s in steps], rotation=60, fontsize=7.5)
+    ax.set_yticks(range(grid.shape[0]))
+    ax.set_xlabel(style.text("ds_checkpoint"))
+    ax.set_ylabel(style.text("ds_layer"))
+    ax.set_title(style.text("ds_layers_title", sep="\n"), fontsize=10)
+    fig.colorbar(image, ax=ax, label=task_label, shrink=0.9)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.25), fontsize=8.5, frameon=False)
+
+
 def downstream_chart(doc: dict, style: TextStyle, width: float = 13.0) -> Figure:
     with rc_context(style.rc_params()):  # text keeps the font it is made with
         tasks = [name for name in doc["tasks"] if doc["tasks"][name].get("points") is not None]
-        fig = Figure(figsize=(width, 4.2 * max(1, len(tasks)) + 0.8), layout="constrained")
-        axes = fig.subplots(max(1, len(tasks)), 2, squeeze=False)
+        layered = any(p.get("layers") for name in tasks for p in doc["tasks"][name]["points"])
+        columns = 3 if layered else 2
+        fig = Figure(figsize=(width * columns / 2, 4.2 * max(1, len(tasks)) + 0.8), layout="constrained")
+        axes = fig.subplots(max(1, len(tasks)), columns, squeeze=False)
         mode = (doc.get("meta", {}).get("settings") or {}).get("mode", "probe")
         for row, name in enumerate(tasks):
             task = doc["tasks"][name]
             points = task["points"]
             task_label = style.text(TASK_LABELS[name], sep="\n") if name in TASK_LABELS else name
-            by_step, by_mlm = axes[row]
+            by_step, by_mlm = axes[row][:2]
+            if layered:
+                _draw_layers(fig, axes[row][2], points, style, task_label)
             if not points:
                 for ax in (by_step, by_mlm):
                     ax.text(0.5, 0.5, style.text("ds_no_points"), transform=ax.transAxes, ha="center", va="center")
@@ -102,3 +140,13 @@ def downstream_chart(doc: dict, style: TextStyle, width: float = 13.0) -> Figure
             _step_labels(by_mlm, with_acc)  # after the baselines: the axes' final limits set the spacing
         fig.suptitle(style.text("ds_title", mode=style.labels.get(f"ds_{mode}", (mode, mode))), fontsize=14)
         return fig
+
+
+def _draw_layers(fig: Figure, ax, points: list[dict], style: TextStyle, task_label: str) -> None:
+    """The layer panel, or a note where this task's points have no per-layer scores (fine-tuning, an older
+    pass)."""
+    if any(p.get("layers") for p in points):
+        _layer_panel(fig, ax, points, style, task_label)
+    else:
+        ax.text(0.5, 0.5, style.text("ds_no_layers"), transform=ax.transAxes, ha="center", va="center")
+        ax.set_axis_off()

@@ -8,6 +8,7 @@ split is never overwritten without --overwrite.
 
 from __future__ import annotations
 
+import json
 import platform
 import sys
 import time
@@ -17,7 +18,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from bertstudy.base.atomic_io import atomic_write_json, check_writable_file, read_json
+from bertstudy.base.atomic_io import atomic_write_text, check_writable_file, read_json
 from bertstudy.corpus.corpus_io import load_documents
 from bertstudy.base.errors import BadInputError, UsageError
 from bertstudy.pretraining.heldout_split import read_split
@@ -32,6 +33,11 @@ from bertstudy.downstream.tasks import LeakageGuard, TaskSplit, read_reviews, re
 
 DOWNSTREAM_FORMAT = "chinese-bert-correlation/downstream-v1"
 FEATURE = "last encoder layer; mean over a review's characters for sentiment"
+# What the frozen probe scores besides `score` (the last layer, FEATURE): a probe on the embedding output
+# (layer 0) and on each encoder layer, from the same forward. Part of the settings key, so a file made
+# before it (the last layer only) is not resumed with points of the other kind.
+PROBE_LAYERS = "all: embedding output (layer 0) and encoder layers 1..N; score is the last layer's"
+FINETUNE_LAYERS = "last encoder layer only (fine-tuning a head per layer is another experiment)"
 
 
 @dataclass
@@ -109,8 +115,10 @@ def _settings_key(settings: PassSettings, tasks: PreparedTasks) -> dict:
                      "heldout_fraction": tasks.split["heldout_fraction"],
                      "cws_test_sha256": tasks.cws.test_ids_sha256(),
                      "sentiment_test_sha256": tasks.sentiment.test_ids_sha256()}}
-    if settings.finetune:
+    if settings.finetune:  # no "layers": fine-tuning scores the last layer as it always did, older files resume
         key.update(epochs=settings.epochs, lr=settings.lr, batch_size=settings.batch_size)
+    else:
+        key["layers"] = PROBE_LAYERS
     return key
 
 
@@ -122,6 +130,7 @@ def _new_document(run_dir, key: dict, tasks: PreparedTasks, history_meta: dict) 
             doc_tasks[name]["skipped"] = "the run held out no unseen text of this task (or none is left to train on)"
     return {"tasks": doc_tasks,
             "meta": {"format": DOWNSTREAM_FORMAT, "run_dir": str(run_dir), "settings": key,
+                     "layers": key.get("layers", FINETUNE_LAYERS),
                      "run": run_identity(history_meta),
                      "split_file": SPLIT_NAME, "split_recomputed": bool(tasks.split.get("recomputed")),
                      "torch": str(torch.__version__), "python": platform.python_version(),
@@ -148,9 +157,15 @@ def check_out(out: Path, overwrite: bool) -> dict | None:
 def load_or_start(out: Path, run_dir, key: dict, tasks: PreparedTasks, overwrite: bool, history_meta: dict) -> dict:
     doc = check_out(out, overwrite)
     if doc is not None:
-        if doc["meta"].get("settings") != key:
+        theirs = doc["meta"].get("settings")
+        if isinstance(theirs, dict) and "layers" not in theirs and {**theirs, "layers": key.get("layers")} == key:
+            raise UsageError(f"{out} was made before the probes on every layer (its points have the last layer "
+                             "only); resuming it would mix the two kinds of point: --out ANOTHER.json, or --overwrite "
+                             "to rescore every checkpoint")
+        if theirs != key:
             raise UsageError(f"{out} was made with other settings or another split; resuming it would mix them: "
                              "use the same options, --out ANOTHER.json, or --overwrite")
+        doc["meta"].setdefault("layers", FINETUNE_LAYERS)  # only a fine-tuning file is older than the field
         return doc
     return _new_document(run_dir, key, tasks, history_meta)
 
@@ -170,8 +185,8 @@ def score_model(model, tasks: PreparedTasks, vocab, settings: PassSettings) -> d
     out = {}
     for name, task in (("cws", tasks.cws), ("sentiment", tasks.sentiment)):
         if _usable(task):
-            extra = (ft,) if settings.finetune else ()
-            out[name] = scorers[name](model, task.train, task.test, vocab, width, *extra)
+            extra = {"settings": ft} if settings.finetune else {"all_layers": True}
+            out[name] = scorers[name](model, task.train, task.test, vocab, width, **extra)
     return out
 
 
@@ -221,7 +236,35 @@ def run_pass(run_dir, settings: PassSettings, checkpoints: list[str] | None = No
 
 def _write(out: Path, doc: dict) -> None:
     doc["meta"]["updated_at"] = time.time()
-    atomic_write_json(out, doc)
+    atomic_write_text(out, document_text(doc) + "\n")
+
+
+def _is_leaf_list(value) -> bool:
+    """A list of numbers, or of lists of numbers: the per-item lists (item_correct, sentence_counts)."""
+    return isinstance(value, list) and all(
+        not isinstance(v, (dict, list)) or (isinstance(v, list) and not any(isinstance(w, (dict, list)) for w in v))
+        for v in value)
+
+
+def _is_flat_dict(value) -> bool:
+    return isinstance(value, dict) and not any(isinstance(v, (dict, list)) for v in value.values())
+
+
+def document_text(value, indent: int = 2, level: int = 0, in_list: bool = False) -> str:
+    """JSON as json.dumps(indent=2) writes it, except that a list of numbers or of [right, predicted, gold]
+    triples stays on one line, and so does a list's dict of plain values (a `layers` entry): the per-item
+    lists would otherwise take a line per number (321 reviews: ~4 kB a point instead of ~1 kB; 394
+    sentences' counts: ~25 kB instead of ~5 kB)."""
+    if isinstance(value, dict) and value and not (in_list and _is_flat_dict(value)):
+        pad = " " * indent * (level + 1)
+        items = [f"{pad}{json.dumps(str(k), ensure_ascii=False)}: {document_text(v, indent, level + 1)}"
+                 for k, v in value.items()]
+        return "{\n" + ",\n".join(items) + "\n" + " " * indent * level + "}"
+    if isinstance(value, list) and value and not _is_leaf_list(value):
+        pad = " " * indent * (level + 1)
+        items = [pad + document_text(v, indent, level + 1, in_list=True) for v in value]
+        return "[\n" + ",\n".join(items) + "\n" + " " * indent * level + "]"
+    return json.dumps(value, ensure_ascii=False, allow_nan=False)  # one line
 
 
 def summary_lines(doc: dict) -> list[str]:
@@ -235,5 +278,7 @@ def summary_lines(doc: dict) -> list[str]:
                      f"baselines {base}")
         for p in entry["points"]:
             acc = "n/a" if p["heldout_mlm_acc"] is None else f"{p['heldout_mlm_acc']:.4f}"
-            lines.append(f"  step {p['step']:>7}  held-out MLM {acc}  {entry['metric']} {p['score']:.4f}")
+            best = p.get("best_layer")
+            layer = f"  (best layer {best['layer']}: {best['score']:.4f})" if best else ""
+            lines.append(f"  step {p['step']:>7}  held-out MLM {acc}  {entry['metric']} {p['score']:.4f}{layer}")
     return lines

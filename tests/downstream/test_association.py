@@ -11,7 +11,8 @@ from scipy import stats as sps
 from bertstudy.analysis.stats import fisher_interval
 from bertstudy.downstream.analysis import downstream_correlations, format_downstream
 from bertstudy.downstream.association import (association, collapse_pre_learning, first_difference_correlation,
-                                              mcnemar, paired_bootstrap_f1, partial_correlation, sentence_counts)
+                                              mcnemar, paired_bootstrap_f1, paired_tests, partial_correlation,
+                                              sentence_counts)
 from bertstudy.downstream.metrics import segmentation_f1
 from tests.downstream_helpers import downstream_doc
 
@@ -179,3 +180,37 @@ def test_downstream_correlations_carries_the_honest_key():
     text = format_downstream(result)
     assert "honest: no pre-learning checkpoints to collapse, n=6" in text
     assert "partial r of score and MLM acc given ln step 1.000" in text and "first differences r" in text
+
+
+def test_paired_tests_between_adjacent_checkpoints_by_hand():
+    """Issue 22 (4): each checkpoint against the next by step, on the last layer's per-item lists."""
+    reviews = {0: [0, 0, 0, 0, 1, 1], 10: [1, 1, 1, 0, 1, 1], 100: [1, 1, 1, 0, 1, 0]}
+    points = [{"step": s, "score": sum(c) / 6, "item_correct": c} for s, c in reviews.items()][::-1]  # any order
+    out = paired_tests(points)
+    assert (out["tested"], out["skipped"], out["alpha"]) == (2, 0, 0.05)
+    first, second = out["pairs"]
+    # 0 -> 10: three reviews turn right, none wrong: b01 = 3, b10 = 0, p = 2 (1/2)^3 = 1/4
+    assert (first["step_a"], first["step_b"], first["test"]) == (0, 10, "mcnemar")
+    assert (first["b01"], first["b10"], first["p_value"]) == (3, 0, pytest.approx(0.25))
+    assert first["score_a"] == pytest.approx(2 / 6) and first["score_b"] == pytest.approx(5 / 6)
+    # 10 -> 100: one review turns wrong: p = 1
+    assert (second["b01"], second["b10"], second["p_value"]) == (0, 1, 1.0) and out["differ"] == 0
+    assert paired_tests(points, alpha=0.3)["differ"] == 1
+
+
+def test_paired_tests_bootstraps_segmentation_and_skips_older_points():
+    gold, worse, better = ["besbe", "bebe", "bme"], ["bebes", "bebe", "sss"], ["besbe", "bebe", "bme"]
+    counts = {0: sentence_counts(gold, worse).tolist(), 5: sentence_counts(gold, better).tolist()}
+    points = [{"step": 0, "score": 0.4, "sentence_counts": counts[0]},
+              {"step": 5, "score": 1.0, "sentence_counts": counts[5]},
+              {"step": 9, "score": 1.0}]  # scored before the per-item lists: its pair is skipped
+    out = paired_tests(points, n_resamples=300, seed=4)
+    assert (out["tested"], out["skipped"]) == (1, 1)
+    pair = out["pairs"][0]
+    assert pair["test"] == "paired_bootstrap_f1" and (pair["step_a"], pair["step_b"]) == (0, 5)
+    expected = paired_bootstrap_f1(counts[0], counts[5], n_resamples=300, seed=4)
+    assert {k: pair[k] for k in expected} == expected  # the same seeded bootstrap, pair by pair
+    assert pair["f1_a"] == pytest.approx(segmentation_f1(gold, worse)["score"]) and pair["f1_b"] == 1.0
+    assert paired_tests(points, n_resamples=300, seed=4) == out  # seeded
+    assert paired_tests([]) == {**paired_tests([]), "pairs": [], "tested": 0, "skipped": 0, "differ": 0}
+    assert association(_points(STEPS, ACCS, SCORES))["adjacent"]["skipped"] == len(STEPS) - 1

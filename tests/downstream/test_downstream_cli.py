@@ -252,3 +252,28 @@ def test_a_downstream_pass_of_another_run_is_refused(tiny_run, scored, tmp_path,
     assert analyze_100k.main([str(other_path), "--downstream", str(ds), "--out", str(out), "--bootstrap", "0"]) \
         == EXIT_BAD_INPUT
     assert "records another run" in capsys.readouterr().err
+
+
+def test_a_probe_file_from_before_the_per_layer_pass_is_refused(tiny_run, scored, tmp_path, capsys):
+    """Issue 22 (5): a probe file whose points have the last layer only is not resumed with per-layer points."""
+    import json
+
+    root, task_data, _, run = tiny_run
+    for task in scored["tasks"].values():  # what this pass writes now: every layer of the 2-layer model
+        assert all([e["layer"] for e in p["layers"]] == [0, 1, 2] and "best_layer" in p for p in task["points"])
+    older = json.loads(json.dumps(scored))
+    del older["meta"]["settings"]["layers"], older["meta"]["layers"]
+    for task in older["tasks"].values():
+        for point in task["points"]:
+            for key in ("layers", "best_layer", "item_correct", "sentence_counts"):
+                point.pop(key, None)
+    old_file = tmp_path / "old.json"
+    old_file.write_text(json.dumps(older), encoding="utf-8")
+    argv = [str(run), "--task-data", str(task_data), "--out", str(old_file), *PROBE_ARGS]
+    assert probe_downstream.main(argv) == EXIT_USAGE
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "made before the probes on every layer" in err[0] and "--overwrite" in err[0]
+    assert json.loads(old_file.read_text(encoding="utf-8")) == older  # kept
+    last = str(run / "checkpoints_100k" / "milestone_000006.pth")
+    assert probe_downstream.main([*argv, "--overwrite", "--checkpoints", last]) == EXIT_OK
+    assert read_json(old_file)["tasks"]["cws"]["points"][0]["layers"]

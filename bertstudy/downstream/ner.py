@@ -28,7 +28,8 @@ import numpy as np
 import torch
 
 from bertstudy.base.errors import BadInputError
-from bertstudy.downstream.probe import fit_linear_probe, segmentation_features
+from bertstudy.downstream.controls import char_index, frequent_chars, identity_features
+from bertstudy.downstream.probe import by_layer, encode_layers, fit_linear_probe, segmentation_inputs, sentence_sizes
 from bertstudy.downstream.tasks import TAG_FILE, _lines, read_segmentation, task_root
 
 ENTITY_TYPES = {"nr": "PER", "ns": "LOC", "nt": "ORG"}
@@ -110,12 +111,13 @@ def spans_from_labels(labels: Sequence[str]) -> list[Span]:
     return spans
 
 
-def read_entities(root=None) -> list[NerSentence]:
-    """Every line of the segmentation task, with its entities from the tag file's same line."""
+def read_entities(root=None, segmentation=None) -> list[NerSentence]:
+    """Every line of the segmentation task (`segmentation`: read_segmentation(root) already read), with
+    its entities from the tag file's same line."""
     root = task_root(root)
     tag_lines = _lines(root, TAG_FILE)
     out = []
-    for sentence in read_segmentation(root):  # its doc ids, and its check that both files hold the same text
+    for sentence in segmentation or read_segmentation(root):  # its doc ids, and its check that both files match
         words = parse_tagged_words(tag_lines[sentence.line - 1])
         text = "".join(word for word, _, _ in words)
         if text != sentence.chars:
@@ -188,9 +190,42 @@ def _label_tensor(sentences: Sequence[NerSentence]) -> torch.Tensor:
     return torch.tensor([LABELS.index(label) for s in sentences for label in s.labels], dtype=torch.long)
 
 
-def probe_ner(model, train: list[NerSentence], test: list[NerSentence], vocab, width: int) -> dict:
-    """The frozen last layer's linear probe, decoded with viterbi_bio, scored by entity F1."""
-    probe = fit_linear_probe(torch.cat(segmentation_features(model, train, vocab, width)), _label_tensor(train),
-                             len(LABELS))
-    predicted = [viterbi_bio(probe.log_probs(f).numpy()) for f in segmentation_features(model, test, vocab, width)]
-    return entity_f1([s.labels for s in test], predicted)
+def ner_result(test: Sequence[NerSentence], predicted: Sequence[Sequence[str]]) -> dict:
+    """Entity F1 and `sentence_counts`, [right, predicted, gold] entities per test sentence in test order:
+    what the paired bootstrap between two checkpoints resamples (as segmentation's word counts)."""
+    counts = []
+    for sentence, labels in zip(test, predicted):
+        gold, guess = set(spans_from_labels(sentence.labels)), set(spans_from_labels(labels))
+        counts.append([len(gold & guess), len(guess), len(gold)])
+    return {**entity_f1([s.labels for s in test], predicted), "sentence_counts": counts}
+
+
+def _decode_by_sentence(log_probs: np.ndarray, sentences: Sequence[NerSentence]) -> list[tuple[str, ...]]:
+    predicted, at = [], 0
+    for sentence in sentences:
+        predicted.append(viterbi_bio(log_probs[at:at + len(sentence.chars)]))
+        at += len(sentence.chars)
+    return predicted
+
+
+def probe_ner(model, train: list[NerSentence], test: list[NerSentence], vocab, width: int,
+              all_layers: bool = False) -> dict:
+    """The frozen last layer's linear probe, decoded with viterbi_bio, scored by entity F1; with
+    all_layers, a probe on every layer (probe.by_layer), as segmentation's."""
+    train_x = encode_layers(model, segmentation_inputs(train, vocab, width)[0], last_only=not all_layers)
+    test_seqs, sizes = sentence_sizes(test, vocab, width)
+    test_x = encode_layers(model, test_seqs, last_only=not all_layers)
+    labels, results = _label_tensor(train), []
+    for layer_train, layer_test in zip(train_x, test_x):
+        probe = fit_linear_probe(layer_train, labels, len(LABELS))
+        predicted = [viterbi_bio(probe.log_probs(f).numpy()) for f in layer_test.split(sizes)]
+        results.append(ner_result(test, predicted))
+    return by_layer(results, "sentence_counts") if all_layers else results[-1]
+
+
+def identity_ner(train: list[NerSentence], test: list[NerSentence]) -> dict:
+    """The character-identity control (controls.identity_segmentation's, with BIO labels and decoder)."""
+    index = char_index(frequent_chars(train))
+    probe = fit_linear_probe(identity_features(train, index), _label_tensor(train), len(LABELS))
+    predicted = _decode_by_sentence(probe.log_probs(identity_features(test, index)).numpy(), test)
+    return {**entity_f1([s.labels for s in test], predicted), "kind": "identity_control", "features": len(index) + 1}

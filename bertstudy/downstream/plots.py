@@ -18,9 +18,11 @@ from bertstudy.charts.fonts import TextStyle
 from bertstudy.downstream.analysis import task_correlations
 
 DOWNSTREAM_CHART = "downstream.png"
-TASK_LABELS = {"cws": "ds_cws", "sentiment": "ds_sentiment"}
+TASK_LABELS = {"cws": "ds_cws", "sentiment": "ds_sentiment", "ner": "ds_ner"}
+# the identity control is the line the model must clear (selectivity); the window regression a supervised peer
 BASELINE_STYLES = {"jieba": ("tab:red", "--"), "char_ngram_logreg": ("tab:red", "--"),
-                   "majority": ("0.5", ":"), "step0": ("tab:gray", "-.")}
+                   "majority": ("0.5", ":"), "step0": ("tab:gray", "-."), "identity_control": ("tab:green", "-"),
+                   "window_logreg": ("tab:purple", "--")}
 MODEL_COLOR = "tab:blue"
 LABEL_NEAR = (0.08, 0.06)  # step labels of points closer than these shares of the axes' x, y spans are merged
 

@@ -160,7 +160,7 @@ def review_inputs(reviews: list[Review], vocab: Vocab, width: int) -> list[list[
     return [char_ids(model_text(r.text), vocab)[:width] or [UNK_ID] for r in reviews]
 
 
-def _sentence_sizes(sentences: list[SegSentence], vocab: Vocab, width: int) -> tuple[list[list[int]], list[int]]:
+def sentence_sizes(sentences: list[SegSentence], vocab: Vocab, width: int) -> tuple[list[list[int]], list[int]]:
     """Every sentence's windows and, per sentence, its characters (its windows lie one after the other)."""
     seqs, counts = segmentation_inputs(sentences, vocab, width)
     bounds = np.cumsum([0, *counts]).tolist()
@@ -168,7 +168,7 @@ def _sentence_sizes(sentences: list[SegSentence], vocab: Vocab, width: int) -> t
 
 
 def segmentation_features(model, sentences, vocab, width) -> list[torch.Tensor]:
-    seqs, sizes = _sentence_sizes(sentences, vocab, width)
+    seqs, sizes = sentence_sizes(sentences, vocab, width)
     return list(encode_layers(model, seqs, last_only=True)[0].split(sizes))
 
 
@@ -299,7 +299,7 @@ def probe_segmentation(model, train: list[SegSentence], test: list[SegSentence],
     """The last layer's probe (SIGHAN F1 and per-sentence counts); with all_layers, a probe on every layer
     (`by_layer`)."""
     train_x = encode_layers(model, segmentation_inputs(train, vocab, width)[0], last_only=not all_layers)
-    test_seqs, sizes = _sentence_sizes(test, vocab, width)
+    test_seqs, sizes = sentence_sizes(test, vocab, width)
     test_x = encode_layers(model, test_seqs, last_only=not all_layers)
     labels, results = _tag_tensor(train), []
     for layer_train, layer_test in zip(train_x, test_x):

@@ -27,8 +27,9 @@ from bertstudy.pretraining.instances import file_sha256
 from bertstudy.base.run_files import (CHECKPOINT_DIR_NAME, DOWNSTREAM_NAME, FINETUNE_NAME,  # noqa: F401
                                       HISTORY_NAME, SPLIT_NAME, VOCAB_NAME)
 from bertstudy.pretraining.vocab import load_vocab
-from bertstudy.downstream import baselines, probe
+from bertstudy.downstream import baselines, controls, near_duplicates, probe
 from bertstudy.downstream.analysis import run_identity
+from bertstudy.downstream.ner import identity_ner, probe_ner, read_entities
 from bertstudy.downstream.tasks import LeakageGuard, TaskSplit, read_reviews, read_segmentation, split_for_run
 
 DOWNSTREAM_FORMAT = "chinese-bert-correlation/downstream-v1"
@@ -58,6 +59,16 @@ class PreparedTasks:
     cws: TaskSplit
     sentiment: TaskSplit
     split: dict
+    ner: TaskSplit  # the segmentation lines' named entities: the same items, so the same split
+
+    def named(self) -> list[tuple[str, TaskSplit]]:
+        return [("cws", self.cws), ("sentiment", self.sentiment), ("ner", self.ner)]
+
+
+TASK_METRICS = {"cws": "f1", "sentiment": "accuracy", "ner": "entity_f1"}
+# the near-copy filter (near_duplicates.py) is part of the settings key: it decides the test items
+NEAR_COPIES = {"threshold": near_duplicates.THRESHOLD, "shingle": near_duplicates.SHINGLE,
+               "min_chars": near_duplicates.MIN_CHARS}
 
 
 def read_run(run_dir) -> tuple[dict, object]:
@@ -93,14 +104,17 @@ def prepare_tasks(run_dir, history: dict, settings: PassSettings) -> PreparedTas
                                     "the documents it trained on")
     heldout = set(split["heldout_ids"])
     guard = LeakageGuard(doc for doc in load_documents(corpus) if doc.id not in heldout)
-    cws = split_for_run(read_segmentation(settings.task_data), heldout, guard, settings.cws_train, settings.seed)
-    sentiment = split_for_run(read_reviews(settings.task_data), heldout, guard, settings.sentiment_train, settings.seed)
+    lines = read_segmentation(settings.task_data)
+    splits = [split_for_run(items, heldout, guard, limit, settings.seed) for items, limit in (
+        (lines, settings.cws_train), (read_reviews(settings.task_data), settings.sentiment_train),
+        (read_entities(settings.task_data, lines), settings.cws_train))]
+    cws, sentiment, ner = (near_duplicates.drop_near_copies(split, guard.sentences, heldout) for split in splits)
     if not (cws.test and cws.train) and not (sentiment.test and sentiment.train):
         raise BadInputError(Path(run_dir) / SPLIT_NAME,
                             f"the run held out no unseen text of either task (segmentation {cws.counts}, sentiment "
                             f"{sentiment.counts}); train on the embedded corpus (rare_char_fetch.py --source embedded) "
                             "so that its held-out documents include the tasks' text")
-    return PreparedTasks(cws, sentiment, split)
+    return PreparedTasks(cws, sentiment, split, ner)
 
 
 def _usable(task: TaskSplit) -> bool:
@@ -114,7 +128,8 @@ def _settings_key(settings: PassSettings, tasks: PreparedTasks) -> dict:
            "split": {"corpus_sha256": tasks.split["corpus_sha256"], "seed": tasks.split["seed"],
                      "heldout_fraction": tasks.split["heldout_fraction"],
                      "cws_test_sha256": tasks.cws.test_ids_sha256(),
-                     "sentiment_test_sha256": tasks.sentiment.test_ids_sha256()}}
+                     "sentiment_test_sha256": tasks.sentiment.test_ids_sha256(),
+                     "ner_test_sha256": tasks.ner.test_ids_sha256(), "near_copies": NEAR_COPIES}}
     if settings.finetune:  # no "layers": fine-tuning scores the last layer as it always did, older files resume
         key.update(epochs=settings.epochs, lr=settings.lr, batch_size=settings.batch_size)
     else:
@@ -123,11 +138,13 @@ def _settings_key(settings: PassSettings, tasks: PreparedTasks) -> dict:
 
 
 def _new_document(run_dir, key: dict, tasks: PreparedTasks, history_meta: dict) -> dict:
-    doc_tasks = {"cws": {"metric": "f1", "points": [], "baselines": {}, "sizes": tasks.cws.counts},
-                 "sentiment": {"metric": "accuracy", "points": [], "baselines": {}, "sizes": tasks.sentiment.counts}}
-    for name, task in (("cws", tasks.cws), ("sentiment", tasks.sentiment)):
+    doc_tasks = {name: {"metric": TASK_METRICS[name], "points": [], "baselines": {}, "sizes": task.counts}
+                 for name, task in tasks.named()}
+    for name, task in tasks.named():
         if not _usable(task):
             doc_tasks[name]["skipped"] = "the run held out no unseen text of this task (or none is left to train on)"
+        elif name == "ner" and key["mode"] == "finetune":
+            doc_tasks[name]["skipped"] = "fine-tuning covers segmentation and sentiment; NER is probed frozen only"
     return {"tasks": doc_tasks,
             "meta": {"format": DOWNSTREAM_FORMAT, "run_dir": str(run_dir), "settings": key,
                      "layers": key.get("layers", FINETUNE_LAYERS),
@@ -158,7 +175,7 @@ def load_or_start(out: Path, run_dir, key: dict, tasks: PreparedTasks, overwrite
     doc = check_out(out, overwrite)
     if doc is not None:
         theirs = doc["meta"].get("settings")
-        if isinstance(theirs, dict) and "layers" not in theirs and {**theirs, "layers": key.get("layers")} == key:
+        if isinstance(theirs, dict) and "layers" not in theirs and "layers" in key and theirs.get("mode") == "probe":
             raise UsageError(f"{out} was made before the probes on every layer (its points have the last layer "
                              "only); resuming it would mix the two kinds of point: --out ANOTHER.json, or --overwrite "
                              "to rescore every checkpoint")
@@ -170,24 +187,55 @@ def load_or_start(out: Path, run_dir, key: dict, tasks: PreparedTasks, overwrite
     return _new_document(run_dir, key, tasks, history_meta)
 
 
-def heldout_accuracy(history: dict, step: int, stored: dict | None) -> float | None:
-    if step in history.get("eval_steps", []):
-        return history["eval_mlm_acc"][history["eval_steps"].index(step)]
-    return (stored or {}).get("mlm_acc")
+def heldout_accuracy(history: dict, step: int, stored: dict | None, key: str = "mlm_acc") -> float | None:
+    """The run's held-out accuracy at `step` (`key`: mlm_acc over all positions, or mask_acc at [MASK])
+    from the history, else from the milestone's stored eval; None where neither has it."""
+    values = history.get("eval_" + key) or []
+    if step in history.get("eval_steps", []) and len(values) == len(history["eval_steps"]):
+        return values[history["eval_steps"].index(step)]
+    return (stored or {}).get(key)
 
 
 def score_model(model, tasks: PreparedTasks, vocab, settings: PassSettings) -> dict:
-    """{task: result} for the tasks that have test items."""
+    """{task: result} for the tasks that have test items (fine-tuning: segmentation and sentiment)."""
     width = model.config.max_position - 2
-    ft = probe.FinetuneSettings(settings.epochs, settings.lr, settings.batch_size, settings.seed)
-    scorers = {"cws": probe.finetune_segmentation if settings.finetune else probe.probe_segmentation,
-               "sentiment": probe.finetune_sentiment if settings.finetune else probe.probe_sentiment}
-    out = {}
-    for name, task in (("cws", tasks.cws), ("sentiment", tasks.sentiment)):
-        if _usable(task):
-            extra = {"settings": ft} if settings.finetune else {"all_layers": True}
-            out[name] = scorers[name](model, task.train, task.test, vocab, width, **extra)
-    return out
+    if settings.finetune:
+        ft = {"settings": probe.FinetuneSettings(settings.epochs, settings.lr, settings.batch_size, settings.seed)}
+        scorers = {"cws": (probe.finetune_segmentation, ft), "sentiment": (probe.finetune_sentiment, ft)}
+    else:
+        layers = {"all_layers": True}
+        scorers = {"cws": (probe.probe_segmentation, layers), "sentiment": (probe.probe_sentiment, layers),
+                   "ner": (probe_ner, layers)}
+    return {name: scorers[name][0](model, task.train, task.test, vocab, width, **scorers[name][1])
+            for name, task in tasks.named() if name in scorers and _usable(task)}
+
+
+def add_baselines(doc: dict, tasks: PreparedTasks) -> None:
+    """The references each checkpoint is read against, computed once per file: jieba (another standard,
+    built from this text), the controls on the same items (controls.py: character identity, a +-2 window
+    regression, the decoded tag prior; ner.identity_ner), and for sentiment the n-gram regression and the
+    majority class."""
+    made = {"cws": lambda t: {"jieba": baselines.jieba_segmentation(t.test), **controls.segmentation_controls(t.train, t.test)},
+            "sentiment": lambda t: {"char_ngram_logreg": baselines.ngram_sentiment(t.train, t.test),
+                                    "majority": baselines.majority_sentiment(t.train, t.test),
+                                    **controls.sentiment_controls(t.train, t.test)},
+            "ner": lambda t: {"identity_control": identity_ner(t.train, t.test)}}
+    for name, task in tasks.named():
+        entry = doc["tasks"][name]
+        if _usable(task) and not entry.get("skipped") and "identity_control" not in entry["baselines"]:
+            entry["baselines"].update(made[name](task))
+
+
+def new_point(doc: dict, task: str, result: dict, step: int, accuracies: dict, checkpoint: str, seconds: float) -> dict:
+    """A checkpoint's point: its score, the run's held-out accuracies at its step, the per-layer and
+    per-item figures, and its selectivity (score minus the identity control's; the best layer's too)."""
+    control = doc["tasks"][task]["baselines"].get("identity_control", {}).get("score")
+    point = {"step": step, "score": result["score"], **accuracies, "checkpoint": checkpoint, "seconds": seconds,
+             **{k: v for k, v in result.items() if k != "score"},
+             "selectivity": controls.selectivity(result["score"], control)}
+    if "best_layer" in point:
+        point["best_layer"] = {**point["best_layer"], "selectivity": controls.selectivity(point["best_layer"]["score"], control)}
+    return point
 
 
 def run_pass(run_dir, settings: PassSettings, checkpoints: list[str] | None = None, out=None,
@@ -200,13 +248,7 @@ def run_pass(run_dir, settings: PassSettings, checkpoints: list[str] | None = No
     paths = find_checkpoints(run_dir, checkpoints)
     tasks = prepare_tasks(run_dir, history, settings)
     doc = load_or_start(out, run_dir, _settings_key(settings, tasks), tasks, overwrite, history["meta"])
-    if _usable(tasks.cws) and "jieba" not in doc["tasks"]["cws"]["baselines"]:
-        doc["tasks"]["cws"]["baselines"]["jieba"] = baselines.jieba_segmentation(tasks.cws.test)
-    if _usable(tasks.sentiment) and "majority" not in doc["tasks"]["sentiment"]["baselines"]:
-        doc["tasks"]["sentiment"]["baselines"]["char_ngram_logreg"] = baselines.ngram_sentiment(
-            tasks.sentiment.train, tasks.sentiment.test)
-        doc["tasks"]["sentiment"]["baselines"]["majority"] = baselines.majority_sentiment(
-            tasks.sentiment.train, tasks.sentiment.test)
+    add_baselines(doc, tasks)
     _write(out, doc)
     scored_task = "cws" if _usable(tasks.cws) else "sentiment"
     done = {point["checkpoint"] for point in doc["tasks"][scored_task]["points"]}
@@ -218,12 +260,12 @@ def run_pass(run_dir, settings: PassSettings, checkpoints: list[str] | None = No
             started = time.monotonic()
             loaded = probe.load_model(path, vocab, settings.device)
             scores = score_model(loaded.model, tasks, vocab, settings)
-            acc = heldout_accuracy(history, loaded.step, loaded.heldout)
+            accuracies = {f"heldout_{key}": heldout_accuracy(history, loaded.step, loaded.heldout, key)
+                          for key in ("mlm_acc", "mask_acc")}
             for task, result in scores.items():
                 points = doc["tasks"][task]["points"]
-                points.append({"step": loaded.step, "score": result["score"], "heldout_mlm_acc": acc,
-                               "checkpoint": path.name, "seconds": time.monotonic() - started,
-                               **{k: v for k, v in result.items() if k != "score"}})
+                points.append(new_point(doc, task, result, loaded.step, accuracies, path.name,
+                                        time.monotonic() - started))
                 points.sort(key=lambda p: p["step"])
                 if loaded.step == 0:
                     doc["tasks"][task]["baselines"]["step0"] = {"score": result["score"], "checkpoint": path.name}

@@ -49,15 +49,25 @@ def scored(tiny_run):
 
 def test_output_format_and_every_milestone(scored):
     assert scored["meta"]["format"] == "chinese-bert-correlation/downstream-v1"
-    assert set(scored["tasks"]) == {"cws", "sentiment"}
-    assert scored["tasks"]["cws"]["metric"] == "f1" and scored["tasks"]["sentiment"]["metric"] == "accuracy"
+    assert set(scored["tasks"]) == {"cws", "sentiment", "ner"}
+    assert [scored["tasks"][t]["metric"] for t in ("cws", "sentiment", "ner")] == ["f1", "accuracy", "entity_f1"]
     for task in scored["tasks"].values():
         assert [p["step"] for p in task["points"]] == [0, 1, 2, 5, 6]
         assert all(0.0 <= p["score"] <= 1.0 and 0.0 <= p["heldout_mlm_acc"] <= 1.0 for p in task["points"])
+        assert all(0.0 <= p["heldout_mask_acc"] <= 1.0 for p in task["points"])  # the history's [MASK] accuracy
         assert task["baselines"]["step0"]["score"] == task["points"][0]["score"]
-        assert task["sizes"]["test"] > 0 and task["sizes"]["train"] > 0
+        assert task["sizes"]["test"] > 0 and task["sizes"]["train"] > 0 and "near_copy_dropped" in task["sizes"]
+        control = task["baselines"]["identity_control"]["score"]  # every task has the identity control
+        assert all(p["selectivity"] == pytest.approx(p["score"] - control) for p in task["points"])
+        assert all(p["best_layer"]["selectivity"] == pytest.approx(p["best_layer"]["score"] - control)
+                   for p in task["points"])
     assert 0.5 < scored["tasks"]["cws"]["baselines"]["jieba"]["score"] <= 1.0
+    assert {"window_logreg", "majority"} <= set(scored["tasks"]["cws"]["baselines"])
     assert {"char_ngram_logreg", "majority", "step0"} <= set(scored["tasks"]["sentiment"]["baselines"])
+    # NER scores the segmentation lines: the same test sentences, entities counted per sentence
+    ner, cws = scored["tasks"]["ner"], scored["tasks"]["cws"]
+    assert ner["sizes"]["test"] == cws["sizes"]["test"] and ner["points"][0]["gold_entities"] > 0
+    assert len(ner["points"][0]["sentence_counts"]) == ner["sizes"]["test"]
 
 
 def test_no_test_sentence_appears_in_the_pretraining_documents(tiny_run):
@@ -115,7 +125,9 @@ def test_finetune_mode_writes_its_own_file(tiny_run):
     assert probe_downstream.main(argv) == EXIT_OK
     doc = read_json(run / "downstream_finetune_100k.json")
     assert doc["meta"]["settings"]["mode"] == "finetune" and doc["meta"]["settings"]["epochs"] == 1
-    for task in doc["tasks"].values():
+    assert doc["tasks"]["ner"]["skipped"] and doc["tasks"]["ner"]["points"] == []  # NER: frozen probes only
+    for name in ("cws", "sentiment"):
+        task = doc["tasks"][name]
         assert [p["step"] for p in task["points"]] == [6] and 0.0 <= task["points"][0]["score"] <= 1.0
         assert "step0" not in task["baselines"]  # step 0 was not fine-tuned in this pass
     assert not (run / "downstream_100k.json").exists()  # the probe's default file is left alone

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from bertstudy.downstream.ner import (LABELS, NerSentence, entity_f1, entity_spans, labels_from_spans,
+from bertstudy.downstream.ner import (LABELS, NerSentence, entity_f1, entity_spans, identity_ner, labels_from_spans,
                                       parse_tagged_words, probe_ner, read_entities, spans_from_labels, viterbi_bio)
 from bertstudy.downstream.tasks import LeakageGuard, split_for_run
 from bertstudy.model import BertConfig, BertForPretraining
@@ -110,3 +110,24 @@ def test_probe_learns_entities_its_characters_decide():
                                           intermediate_size=64, max_position=32)).eval()
     result = probe_ner(model, train, test, vocab, width=30)
     assert result["score"] == 1.0 and result["gold_entities"] == sum(len(spans_from_labels(s.labels)) for s in test)
+    assert result["sentence_counts"] == [[len(spans_from_labels(s.labels))] * 3 for s in test]
+    layers = probe_ner(model, train, test, vocab, width=30, all_layers=True)
+    assert [entry["layer"] for entry in layers["layers"]] == [0, 1] and layers["score"] == result["score"]
+    # the identity control needs no model: here the characters decide everything, so it is perfect too
+    control = identity_ner(train, test)
+    assert control["score"] == 1.0 and control["kind"] == "identity_control"
+
+
+def test_the_identity_control_cannot_see_context():
+    """乙 is a person's second character after 甲 and a lone place elsewhere: only context tells."""
+    rng = np.random.default_rng(1)
+
+    def sentences(n):
+        out = []
+        for i in range(n):
+            person = bool(rng.integers(0, 2))
+            text, spans = ("甲乙的", [(0, 2, "PER")]) if person else ("的乙的", [(1, 2, "LOC")])
+            out.append(NerSentence("pd-x", i + 1, text, labels_from_spans(3, spans)))
+        return out
+
+    assert identity_ner(sentences(80), sentences(40))["score"] < 0.8

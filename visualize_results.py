@@ -136,12 +136,16 @@ def draw_seeds(args, style) -> int:
         figure = seeds_chart(summary, style)
     except ValueError as exc:
         raise BadInputError(args.seeds_summary, str(exc)) from None
-    png = render_png(figure, style, args.dpi,
-                     metadata={CHART_HISTORY_KEY: fingerprint, CHART_HISTORY_PATH_KEY: str(args.seeds_summary)})
-    with atomic_writer(out_dir / SEEDS_CHART, "wb") as handle:
-        handle.write(png)
-    print(f"wrote {out_dir / SEEDS_CHART} ({len(png) / 1024:.0f} KiB)")
+    write_chart(out_dir / SEEDS_CHART, figure, style, args.dpi, fingerprint, args.seeds_summary)
     return EXIT_OK
+
+
+def write_chart(path: Path, figure, style, dpi: int, fingerprint: str, source) -> None:
+    """One chart as PNG, atomically, with what it was drawn from in its metadata (the overwrite guard reads it)."""
+    png = render_png(figure, style, dpi, metadata={CHART_HISTORY_KEY: fingerprint, CHART_HISTORY_PATH_KEY: str(source)})
+    with atomic_writer(path, "wb") as handle:
+        handle.write(png)
+    print(f"wrote {path} ({len(png) / 1024:.0f} KiB)")
 
 
 def main(argv=None) -> int:
@@ -177,11 +181,7 @@ def main(argv=None) -> int:
         if downstream is not None:
             figures[DOWNSTREAM_CHART] = downstream_chart(downstream, style)
         for name, figure in figures.items():
-            png = render_png(figure, style, args.dpi,
-                             metadata={CHART_HISTORY_KEY: fingerprint, CHART_HISTORY_PATH_KEY: str(args.history)})
-            with atomic_writer(out_dir / name, "wb") as handle:
-                handle.write(png)
-            print(f"wrote {out_dir / name} ({len(png) / 1024:.0f} KiB)")
+            write_chart(out_dir / name, figure, style, args.dpi, fingerprint, args.history)
         return EXIT_OK
 
     return run_main(body)

@@ -56,3 +56,12 @@ def downstream_doc(points_cws, points_sent) -> dict:
                 "baselines": {"step0": {"score": pts[0][2]}}}
     return {"tasks": {"cws": task("f1", points_cws), "sentiment": task("accuracy", points_sent)},
             "meta": {"format": "chinese-bert-correlation/downstream-v1", "settings": {"mode": "probe"}}}
+
+
+def rising_and_flat_doc() -> dict:
+    """cws rises with held-out accuracy (score = 0.6 + accuracy); sentiment is flat noise around 0.7."""
+    steps = [0, 1, 10, 100, 1000, 5000]
+    acc = [0.0, 0.01, 0.05, 0.12, 0.15, 0.22]
+    rising = [(s, a, 0.6 + a) for s, a in zip(steps, acc)]
+    flat_noise = [(s, a, v) for s, a, v in zip(steps, acc, [0.7, 0.69, 0.71, 0.68, 0.7, 0.69])]
+    return downstream_doc(rising, flat_noise)

@@ -14,7 +14,7 @@ from bertstudy.downstream.association import (association, collapse_pre_learning
                                               mcnemar, paired_bootstrap_f1, paired_tests, partial_correlation,
                                               sentence_counts)
 from bertstudy.downstream.metrics import segmentation_f1
-from tests.downstream_helpers import downstream_doc
+from tests.downstream_helpers import rising_and_flat_doc
 
 # x, y, z with deviations from their means x (-2,-1,0,1,2), y (-1,-2,1,0,2), z (-1,-1,0,0,2):
 # Sxx = Syy = 10, Szz = 6, Sxy = 8, Sxz = Syz = 7
@@ -165,11 +165,7 @@ def test_association_leaves_step_zero_out_of_ln_step():
 
 
 def test_downstream_correlations_carries_the_honest_key():
-    steps = [0, 1, 10, 100, 1000, 5000]
-    acc = [0.0, 0.01, 0.05, 0.12, 0.15, 0.22]
-    rising = [(s, a, 0.6 + a) for s, a in zip(steps, acc)]
-    flat_noise = [(s, a, v) for s, a, v in zip(steps, acc, [0.7, 0.69, 0.71, 0.68, 0.7, 0.69])]
-    result = downstream_correlations(downstream_doc(rising, flat_noise))
+    result = downstream_correlations(rising_and_flat_doc())
     cws = result["tasks"]["cws"]
     assert cws["mlm_vs_score"]["pearson"]["r"] == pytest.approx(1.0)  # the existing keys stay
     honest = cws["honest"]

@@ -18,7 +18,7 @@ from bertstudy.downstream.probe import fit_linear_probe, viterbi_tags
 from bertstudy.downstream.tasks import (LeakageGuard, Review, SegSentence, parse_seg_line, read_reviews,
                                         read_segmentation, split_for_run)
 from bertstudy.base.errors import BadInputError
-from tests.downstream_helpers import downstream_doc, write_task_data
+from tests.downstream_helpers import rising_and_flat_doc, write_task_data
 
 torch.set_num_threads(1)
 
@@ -130,11 +130,7 @@ def test_split_tests_only_on_unseen_heldout_text():
 
 
 def test_correlations_monotone_and_flat():
-    steps = [0, 1, 10, 100, 1000, 5000]
-    acc = [0.0, 0.01, 0.05, 0.12, 0.15, 0.22]
-    rising = [(s, a, 0.6 + a) for s, a in zip(steps, acc)]
-    flat_noise = [(s, a, v) for s, a, v in zip(steps, acc, [0.7, 0.69, 0.71, 0.68, 0.7, 0.69])]
-    result = downstream_correlations(downstream_doc(rising, flat_noise))
+    result = downstream_correlations(rising_and_flat_doc())
     cws = result["tasks"]["cws"]
     assert cws["mlm_vs_score"]["pearson"]["r"] == pytest.approx(1.0)
     assert cws["mlm_vs_score"]["spearman"]["rho"] == pytest.approx(1.0)

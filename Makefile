@@ -25,6 +25,8 @@ PROBE_ARGS ?=
 # spread of every headline figure across them in $(SEEDS_SUMMARY). Unset: the single run below, as before.
 SEEDS ?=
 SEEDS_SUMMARY ?= results/seeds_summary.json
+# Milestones of the first seed that study-cpu SEEDS=... also fine-tunes (encoder + head), beside the frozen probes.
+FINETUNE_STEPS ?= 500,2000,5000
 
 .PHONY: quickstart test venv system-deps system-deps-test bench gpu-check study-cpu clean
 
@@ -82,7 +84,9 @@ ifneq ($(strip $(SEEDS)),)
 	$(foreach seed,$(SEEDS),$(call study_seed,$(STUDY_DIR)_seed$(seed),$(seed)))
 	$(PY) analyze_100k.py --seeds-summary $(foreach seed,$(SEEDS),$(STUDY_DIR)_seed$(seed)/analysis_heldout_mlm.json $(STUDY_DIR)_seed$(seed)/analysis_heldout_mask.json) --out $(SEEDS_SUMMARY) --overwrite
 	$(PY) visualize_results.py --seeds-summary $(SEEDS_SUMMARY) --out-dir $(dir $(SEEDS_SUMMARY)) --overwrite
+	$(PY) probe_downstream.py $(STUDY_DIR)_seed$(firstword $(SEEDS)) --finetune --milestone-steps $(FINETUNE_STEPS) $(PROBE_ARGS)
 	$(call publish_study,$(STUDY_DIR)_seed$(firstword $(SEEDS)))
+	cp $(STUDY_DIR)_seed$(firstword $(SEEDS))/downstream_finetune_100k.json results/
 else
 	$(PY) train_large_100k.py --preset cpu_study --corpus $(EMBEDDED_DIR)/corpus.jsonl --out-dir $(STUDY_DIR) --resume-if-possible $(TRAIN_ARGS)
 	$(PY) probe_downstream.py $(STUDY_DIR) $(PROBE_ARGS)

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Downstream scores across training: word segmentation (SIGHAN word F1) and sentiment (accuracy)
-at every milestone checkpoint of a run, with baselines, tested only on text the run held out.
+"""Downstream scores across training: word segmentation (SIGHAN word F1), sentiment (accuracy) and
+named entities (entity F1) at every milestone checkpoint of a run, with controls and baselines, tested
+only on text the run held out.
 The linear probe scores every layer (the embedding output and each encoder layer); a point's score is
 the last layer's, its best layer beside it.
 
@@ -10,6 +11,7 @@ atomically after each checkpoint; rerun the same command to resume (scored check
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 from bertstudy.base import deps  # noqa: F401  (first: a missing package is one line, not a traceback)
@@ -20,15 +22,30 @@ EXAMPLES = [
     "python probe_downstream.py runs/cpu_study_ms                     # linear probe at every milestone",
     "python probe_downstream.py runs/cpu_study_ms --finetune --epochs 2 --checkpoints "
     "runs/cpu_study_ms/checkpoints_100k/milestone_005000.pth",
+    "python probe_downstream.py runs/cpu_study_ms --finetune --milestone-steps 500,2000,5000",
 ]
+
+
+def step_list(text: str) -> list[int]:
+    """'500,2000,5000' -> [500, 2000, 5000]: distinct non-negative steps."""
+    try:
+        steps = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected steps separated by commas, e.g. 500,2000,5000; got {text!r}") from None
+    if any(step < 0 for step in steps) or len(set(steps)) != len(steps):
+        raise argparse.ArgumentTypeError(f"expected distinct non-negative steps, got {text!r}")
+    return steps
 
 
 def build_parser():
     parser = make_parser("probe_downstream.py", __doc__.strip().splitlines()[0], EXAMPLES,
                          [EXIT_OK, EXIT_USAGE, EXIT_BAD_INPUT, EXIT_RUNTIME, EXIT_INTERRUPTED])
     parser.add_argument("run_dir", help="a training run's --out-dir (with milestones: train with --milestones log)")
-    parser.add_argument("--checkpoints", nargs="+", metavar="FILE",
-                        help="score these milestone or step_*.pth files instead of every milestone")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--checkpoints", nargs="+", metavar="FILE",
+                       help="score these milestone or step_*.pth files instead of every milestone")
+    which.add_argument("--milestone-steps", type=step_list, metavar="S,S,...",
+                       help="score the run's milestones at these steps only (e.g. --finetune on a few)")
     parser.add_argument("--finetune", action="store_true",
                         help="fine-tune encoder + head per checkpoint instead of a linear probe on frozen features (slow on CPU; "
                              "the last encoder layer only: the probe scores every layer)")
@@ -71,7 +88,8 @@ def main(argv=None) -> int:
                                 sentiment_train=args.sentiment_train, epochs=args.epochs, lr=args.lr,
                                 task_data=args.task_data,
                                 device=("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
-        doc, out, scored = run_pass(args.run_dir, settings, args.checkpoints, args.out, args.overwrite, args.progress)
+        doc, out, scored = run_pass(args.run_dir, settings, args.checkpoints, args.out, args.overwrite, args.progress,
+                                    args.milestone_steps)
         print("\n".join(summary_lines(doc)))
         print(f"wrote {out} ({scored} checkpoint(s) scored now)")
         return EXIT_OK

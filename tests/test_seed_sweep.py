@@ -19,7 +19,7 @@ def _seed_of(tokens: list[str]) -> str | None:
 
 def test_seed_sweep_resumes_after_the_first_seed(tmp_path):
     work = make_workspace(tmp_path, "seeds")
-    lines = make_script_lines(["study-cpu", "SEEDS=1 2"], work)
+    lines = make_script_lines(["study-cpu", "SEEDS=1 2", "FINETUNE_STEPS=5,12"], work)  # the tiny run's milestones
     summary_at = next(i for i, t in enumerate(lines) if "--seeds-summary" in t)
     seeds = [_seed_of(t) for t in lines[:summary_at]]  # after the summary: the band chart, then seed 1 published
     assert [s for s in dict.fromkeys(seeds) if s] == ["1", "2"]
@@ -63,3 +63,6 @@ def test_seed_sweep_resumes_after_the_first_seed(tmp_path):
     published = json.loads((work / "results" / "analysis_100k_result.json").read_text())
     assert published["source"]["path"] == "runs/cpu_study_seed1/training_history_100k.json"
     assert published["metric"]["name"] == "eval_mask_acc"
+    # the first seed is fine-tuned at a few milestones beside its frozen probes
+    finetuned = json.loads((work / "runs" / "cpu_study_seed1" / "downstream_finetune_100k.json").read_text())
+    assert [p["step"] for p in finetuned["tasks"]["cws"]["points"]] == [5, 12]

@@ -84,14 +84,22 @@ def read_run(run_dir) -> tuple[dict, object]:
     return history, load_vocab(run_dir / VOCAB_NAME)
 
 
-def find_checkpoints(run_dir, explicit: list[str] | None) -> list[Path]:
+def find_checkpoints(run_dir, explicit: list[str] | None, steps: list[int] | None = None) -> list[Path]:
+    """The named files; else the run's milestones, all of them or those at `steps` (a missing step is an
+    error listing the steps there are)."""
     if explicit:
         return [Path(p) for p in explicit]
-    found = [path for _, path in list_milestones(Path(run_dir) / CHECKPOINT_DIR_NAME)]
+    found = dict(list_milestones(Path(run_dir) / CHECKPOINT_DIR_NAME))
     if not found:
         raise BadInputError(run_dir, f"has no milestone checkpoints in {CHECKPOINT_DIR_NAME}/; train with --milestones log "
                                      "(the cpu_study preset does) or name checkpoints with --checkpoints")
-    return found
+    if steps is None:
+        return [found[step] for step in sorted(found)]
+    missing = [step for step in steps if step not in found]
+    if missing:
+        raise BadInputError(run_dir, f"has no milestone at step {', '.join(map(str, missing))}; its milestones are at "
+                                     f"steps {', '.join(map(str, sorted(found)))}")
+    return [found[step] for step in steps]
 
 
 def prepare_tasks(run_dir, history: dict, settings: PassSettings) -> PreparedTasks:
@@ -239,13 +247,14 @@ def new_point(doc: dict, task: str, result: dict, step: int, accuracies: dict, c
 
 
 def run_pass(run_dir, settings: PassSettings, checkpoints: list[str] | None = None, out=None,
-             overwrite: bool = False, progress: bool = True) -> tuple[dict, Path, int]:
+             overwrite: bool = False, progress: bool = True, milestone_steps: list[int] | None = None
+             ) -> tuple[dict, Path, int]:
     """Score every checkpoint not yet in the output; returns (document, path, checkpoints scored now)."""
     run_dir = Path(run_dir)
     history, vocab = read_run(run_dir)
     out = Path(out) if out else run_dir / (FINETUNE_NAME if settings.finetune else DOWNSTREAM_NAME)
     check_out(out, overwrite)  # before the work: a bad --out fails now, not after minutes of scoring
-    paths = find_checkpoints(run_dir, checkpoints)
+    paths = find_checkpoints(run_dir, checkpoints, milestone_steps)
     tasks = prepare_tasks(run_dir, history, settings)
     doc = load_or_start(out, run_dir, _settings_key(settings, tasks), tasks, overwrite, history["meta"])
     add_baselines(doc, tasks)

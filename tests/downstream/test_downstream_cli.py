@@ -289,3 +289,18 @@ def test_a_probe_file_from_before_the_per_layer_pass_is_refused(tiny_run, scored
     last = str(run / "checkpoints_100k" / "milestone_000006.pth")
     assert probe_downstream.main([*argv, "--overwrite", "--checkpoints", last]) == EXIT_OK
     assert read_json(old_file)["tasks"]["cws"]["points"][0]["layers"]
+
+
+def test_milestone_steps_pick_a_few_milestones(tiny_run, tmp_path, capsys):
+    root, task_data, _, run = tiny_run
+    out = tmp_path / "few.json"
+    base = [str(run), "--task-data", str(task_data), "--out", str(out), *PROBE_ARGS]
+    assert probe_downstream.main([*base, "--milestone-steps", "6,0"]) == EXIT_OK
+    assert [p["step"] for p in read_json(out)["tasks"]["cws"]["points"]] == [0, 6]
+    capsys.readouterr()
+    # a step without a milestone: one line naming the run and the steps there are, nothing scored
+    assert probe_downstream.main([*base, "--milestone-steps", "3", "--overwrite"]) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no milestone at step 3" in err and "0, 1, 2, 5, 6" in err
+    with pytest.raises(SystemExit):  # not with --checkpoints, and only distinct non-negative steps
+        probe_downstream.build_parser().parse_args([str(run), "--milestone-steps", "1,1"])

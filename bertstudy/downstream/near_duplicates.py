@@ -69,13 +69,20 @@ class NearCopyIndex:
         return any(self.near_copy_of(s) is not None for s in sentences_of(text))
 
 
-def drop_near_copies(split, trained_on_sentences: Iterable[str], heldout_ids: Iterable[str]):
+def drop_near_copies(split, trained_on: "NearCopyIndex | Iterable[str]", heldout_ids: Iterable[str]):
     """The split (tasks.TaskSplit) without the test items that have a near copy among the trained-on
     sentences and the sentences of the split's own training items; `counts` gains
-    `near_copy_dropped`, and its `test` and `test_documents` are recounted."""
-    train_sentences = (s for item in split.train for s in sentences_of(item_text(item)))
-    index = NearCopyIndex([*trained_on_sentences, *train_sentences])
-    kept = [item for item in split.test if not index.has_near_copy(item_text(item))]
+    `near_copy_dropped`, and its `test` and `test_documents` are recounted.
+
+    `trained_on` may be an index already built (what the probe pass does: one index of the trained-on
+    text for its three tasks, ~1 min each to build). The split's training sentences get an index of their
+    own; an item is dropped when either index has a near copy, which is what one index of both finds,
+    since LSH's bands and the exact check are the same in each."""
+    if not isinstance(trained_on, NearCopyIndex):
+        trained_on = NearCopyIndex(trained_on)
+    own = NearCopyIndex(s for item in split.train for s in sentences_of(item_text(item)))
+    kept = [item for item in split.test
+            if not (trained_on.has_near_copy(item_text(item)) or own.has_near_copy(item_text(item)))]
     heldout = set(heldout_ids)
     counts = {**split.counts, "test": len(kept), "near_copy_dropped": len(split.test) - len(kept),
               "test_documents": len({d for item in kept for d in item_doc_ids(item) if d in heldout})}

@@ -29,7 +29,7 @@ import torch
 
 from bertstudy.base.errors import BadInputError
 from bertstudy.downstream.controls import char_index, frequent_chars, identity_features
-from bertstudy.downstream.probe import by_layer, encode_layers, fit_linear_probe, segmentation_inputs, sentence_sizes
+from bertstudy.downstream.probe import by_layer, fit_linear_probe, sentence_features
 from bertstudy.downstream.tasks import TAG_FILE, _lines, read_segmentation, task_root
 
 ENTITY_TYPES = {"nr": "PER", "ns": "LOC", "nt": "ORG"}
@@ -209,12 +209,11 @@ def _decode_by_sentence(log_probs: np.ndarray, sentences: Sequence[NerSentence])
 
 
 def probe_ner(model, train: list[NerSentence], test: list[NerSentence], vocab, width: int,
-              all_layers: bool = False) -> dict:
+              all_layers: bool = False, features: tuple | None = None) -> dict:
     """The frozen last layer's linear probe, decoded with viterbi_bio, scored by entity F1; with
-    all_layers, a probe on every layer (probe.by_layer), as segmentation's."""
-    train_x = encode_layers(model, segmentation_inputs(train, vocab, width)[0], last_only=not all_layers)
-    test_seqs, sizes = sentence_sizes(test, vocab, width)
-    test_x = encode_layers(model, test_seqs, last_only=not all_layers)
+    all_layers, a probe on every layer (probe.by_layer), as segmentation's. `features`:
+    probe.sentence_features of these sentences, if already made (the segmentation probe's, same lines)."""
+    train_x, test_x, sizes = features or sentence_features(model, train, test, vocab, width, all_layers)
     labels, results = _label_tensor(train), []
     for layer_train, layer_test in zip(train_x, test_x):
         probe = fit_linear_probe(layer_train, labels, len(LABELS))

@@ -38,6 +38,9 @@ FEATURE = "last encoder layer; mean over a review's characters for sentiment"
 # (layer 0) and on each encoder layer, from the same forward. Part of the settings key, so a file made
 # before it (the last layer only) is not resumed with points of the other kind.
 PROBE_LAYERS = "all: embedding output (layer 0) and encoder layers 1..N; score is the last layer's"
+# How the probes are fitted: part of the settings key, so points of the float64 fits (before) and the float32
+# ones (probe.PROBE_DTYPE) are not mixed in one file.
+SOLVER = f"L-BFGS, {str(probe.PROBE_DTYPE).removeprefix('torch.')}, {probe.PROBE_ITERATIONS} iterations at most"
 FINETUNE_LAYERS = "last encoder layer only (fine-tuning a head per layer is another experiment)"
 
 
@@ -116,7 +119,8 @@ def prepare_tasks(run_dir, history: dict, settings: PassSettings) -> PreparedTas
     splits = [split_for_run(items, heldout, guard, limit, settings.seed) for items, limit in (
         (lines, settings.cws_train), (read_reviews(settings.task_data), settings.sentiment_train),
         (read_entities(settings.task_data, lines), settings.cws_train))]
-    cws, sentiment, ner = (near_duplicates.drop_near_copies(split, guard.sentences, heldout) for split in splits)
+    trained_on = near_duplicates.NearCopyIndex(guard.sentences)  # built once for the three tasks
+    cws, sentiment, ner = (near_duplicates.drop_near_copies(split, trained_on, heldout) for split in splits)
     if not (cws.test and cws.train) and not (sentiment.test and sentiment.train):
         raise BadInputError(Path(run_dir) / SPLIT_NAME,
                             f"the run held out no unseen text of either task (segmentation {cws.counts}, sentiment "
@@ -141,7 +145,7 @@ def _settings_key(settings: PassSettings, tasks: PreparedTasks) -> dict:
     if settings.finetune:  # no "layers": fine-tuning scores the last layer as it always did, older files resume
         key.update(epochs=settings.epochs, lr=settings.lr, batch_size=settings.batch_size)
     else:
-        key["layers"] = PROBE_LAYERS
+        key.update(layers=PROBE_LAYERS, solver=SOLVER)
     return key
 
 
@@ -212,10 +216,21 @@ def score_model(model, tasks: PreparedTasks, vocab, settings: PassSettings) -> d
         scorers = {"cws": (probe.finetune_segmentation, ft), "sentiment": (probe.finetune_sentiment, ft)}
     else:
         layers = {"all_layers": True}
-        scorers = {"cws": (probe.probe_segmentation, layers), "sentiment": (probe.probe_sentiment, layers),
-                   "ner": (probe_ner, layers)}
+        token_level = {**layers, "features": _shared_sentence_features(model, tasks, vocab, width)}
+        scorers = {"cws": (probe.probe_segmentation, token_level), "sentiment": (probe.probe_sentiment, layers),
+                   "ner": (probe_ner, token_level)}
     return {name: scorers[name][0](model, task.train, task.test, vocab, width, **scorers[name][1])
             for name, task in tasks.named() if name in scorers and _usable(task)}
+
+
+def _shared_sentence_features(model, tasks: PreparedTasks, vocab, width: int) -> tuple | None:
+    """Segmentation's and NER's features, encoded once when the two tasks have the same sentences (they
+    come from the same lines, split alike); None otherwise, and each task encodes its own."""
+    same = [[s.chars for s in part] for part in (tasks.cws.train, tasks.cws.test)] == \
+        [[s.chars for s in part] for part in (tasks.ner.train, tasks.ner.test)]
+    if not (same and _usable(tasks.cws)):
+        return None
+    return probe.sentence_features(model, tasks.cws.train, tasks.cws.test, vocab, width, all_layers=True)
 
 
 def add_baselines(doc: dict, tasks: PreparedTasks) -> None:

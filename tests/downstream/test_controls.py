@@ -137,7 +137,11 @@ def test_sparse_probe_matches_the_dense_one():
                                        (600, 14), check_invariants=True)  # two columns never used
     dense, sparse = fit_linear_probe(sparse_x.to_dense(), labels, 4), fit_linear_probe(sparse_x, labels, 4)
     assert torch.allclose(sparse.mean, dense.mean) and torch.allclose(sparse.std, dense.std)
-    assert torch.allclose(sparse.log_probs(sparse_x.coalesce()), dense.log_probs(sparse_x.to_dense()), atol=1e-4)
+    sparse_lp, dense_lp = sparse.log_probs(sparse_x.coalesce()), dense.log_probs(sparse_x.to_dense())
+    # float32 fits (probe.PROBE_DTYPE) stop when the loss stops moving in float32: the two paths round
+    # differently on the way, so they agree to ~1e-3 in log-probability, and in every prediction
+    assert torch.allclose(sparse_lp, dense_lp, atol=2e-3)
+    assert torch.equal(sparse_lp.argmax(-1), dense_lp.argmax(-1))
 
 
 def test_selectivity_is_model_minus_control_and_none_safe():

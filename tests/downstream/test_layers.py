@@ -17,6 +17,7 @@ from bertstudy.base.atomic_io import read_json
 from bertstudy.base.errors import EXIT_OK, UsageError
 from bertstudy.downstream import probe, scoring
 from bertstudy.downstream.analysis import downstream_correlations, format_downstream
+from bertstudy.downstream.ner import probe_ner
 from bertstudy.downstream.scoring import PassSettings, prepare_tasks, read_run, run_pass
 from bertstudy.model import BertConfig, BertForPretraining, additive_mask
 from tests.downstream_helpers import embedded_like_corpus, write_task_data
@@ -169,7 +170,7 @@ def test_a_layer_scores_what_the_model_cut_after_it_scores(toy_run, toy_pass):
     history, vocab = read_run(run)
     tasks = prepare_tasks(run, history, settings)
     model = probe.load_model(milestones(run, 6)[0], vocab).model
-    points = {name: doc["tasks"][name]["points"][-1] for name in ("cws", "sentiment")}
+    points = {name: doc["tasks"][name]["points"][-1] for name in ("cws", "sentiment", "ner")}
     width = model.config.max_position - 2
     for depth in (0, 1):
         cut = copy.deepcopy(model)
@@ -178,6 +179,9 @@ def test_a_layer_scores_what_the_model_cut_after_it_scores(toy_run, toy_pass):
         sent = probe.probe_sentiment(cut, tasks.sentiment.train, tasks.sentiment.test, vocab, width)
         assert seg["score"] == points["cws"]["layers"][depth]["score"]
         assert sent["score"] == points["sentiment"]["layers"][depth]["score"]
+        # the pass encodes segmentation's sentences once for both token tasks; NER alone encodes its own
+        ner = probe_ner(cut, tasks.ner.train, tasks.ner.test, vocab, width)
+        assert ner["score"] == points["ner"]["layers"][depth]["score"]
 
 
 def test_the_analysis_tests_adjacent_checkpoints(toy_pass):

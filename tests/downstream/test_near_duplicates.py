@@ -44,3 +44,18 @@ def test_drop_near_copies_of_probe_training_items_and_of_trained_on_text():
     assert cleaned.counts["test_documents"] == 2 and cleaned.train == split.train
     # the exact guard alone keeps the near copy: this is what the index adds
     assert isinstance(split, TaskSplit) and any(r.text == NEAR for r in split.test)
+
+
+def test_a_prebuilt_index_of_the_trained_on_text_drops_the_same_items():
+    """The pass builds the trained-on index once for its three tasks; the split's own training
+    sentences are looked up in an index of their own, with the same outcome as one index of both."""
+    heldout = {"review-pos-00001", "review-pos-00002", "review-pos-00004"}
+    items = [_review(1, NEAR), _review(2, OTHER),
+             _review(4, "质量不错。这款手机的屏幕显示效果很好，电池也耐用，运行速度快，推荐大家购买。"),
+             _review(10, ORIGINAL)]
+    trained_on = sentences_of("这款手机的屏幕显示效果很好，电池也很耐用，运行速度快，推荐大家购买！")
+    split = split_for_run(items, heldout, LeakageGuard([]), None, seed=0)
+    from_sentences = drop_near_copies(split, trained_on, heldout)
+    from_index = drop_near_copies(split, NearCopyIndex(trained_on), heldout)
+    assert [r.text for r in from_index.test] == [r.text for r in from_sentences.test] == [OTHER]
+    assert from_index.counts == from_sentences.counts

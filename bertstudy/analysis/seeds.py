@@ -23,6 +23,11 @@ import math
 from pathlib import PurePath
 from typing import Sequence
 
+import numpy as np
+from scipy import stats as scipy_stats
+
+from bertstudy.analysis.stats import fisher_interval, json_number
+
 SUMMARY_FORMAT = "chinese-bert-correlation/seeds-summary-v1"
 # drawn as a band: held-out, so every seed is scored on the same instances (split_seed is shared)
 BAND_METRICS = ("eval_mask_acc", "eval_mlm_acc")
@@ -66,9 +71,61 @@ def headline_figures(analysis: dict) -> dict[str, float]:
     for task, entry in (_get(analysis, "downstream", "tasks") or {}).items():
         raw[f"downstream.{task}.best_score"] = _get(entry, "best", "score")
         raw[f"downstream.{task}.best_step"] = _get(entry, "best", "step")
+        for key in ("score", "selectivity", "best_layer", "best_layer_score", "best_layer_selectivity"):
+            raw[f"downstream.{task}.final_{key}"] = _get(entry, "final", key)
+        raw[f"downstream.{task}.identity_control"] = _get(entry, "baselines", "identity_control")
+        raw[f"downstream.{task}.partial_r_mlm_given_ln_step"] = _get(entry, "honest", "partial_mlm_given_ln_step", "r")
+        raw[f"downstream.{task}.first_differences_r"] = _get(entry, "honest", "first_differences", "r")
         raw[f"downstream.{task}.mlm_vs_score_pearson_r"] = _get(entry, "mlm_vs_score", "pearson", "r")
         raw[f"downstream.{task}.mlm_vs_score_spearman_rho"] = _get(entry, "mlm_vs_score", "spearman", "rho")
     return {name: value for name, value in ((n, _number(v)) for n, v in raw.items()) if value is not None}
+
+
+def within_step_correlation(series: dict[str, tuple[Sequence, Sequence, Sequence]], level: float = 0.95,
+                            tolerance: float = 5e-5) -> dict:
+    """Across seeds at equal step ({run: (steps, accuracy, score)}): at each step every run has, each run's
+    accuracy and score minus their mean over the runs; Pearson r of the centred pairs pooled over the
+    steps. It asks whether the seed that is ahead in held-out accuracy also scores higher, with the step
+    (and all it brings: log(step), the schedule) held fixed. Steps where the runs' accuracies agree within
+    `tolerance` (before learning) are left out: nothing there to compare. This is the partial correlation
+    given one indicator per step, so the t test has N - k - 1 degrees of freedom and Fisher's interval
+    se 1/sqrt(N - k - 2) (N pairs, k steps)."""
+    cleaned = {run: {int(step): (acc, score) for step, acc, score in zip(*columns)
+                     if _number(acc) is not None and _number(score) is not None} for run, columns in series.items()}
+    common = sorted(set.intersection(*(set(points) for points in cleaned.values()))) if len(cleaned) > 1 else []
+    kept = [step for step in common if np.ptp([cleaned[run][step][0] for run in cleaned]) > tolerance]
+    pairs = [[cleaned[run][step] for run in cleaned] for step in kept]
+    centred = [np.asarray(group, float) - np.asarray(group, float).mean(0) for group in pairs]
+    out = {"runs": len(cleaned), "steps": kept, "n": len(kept) * len(cleaned), "r": None, "p_value": None,
+           "ci": [None, None], "message": ""}
+    if not centred:
+        return {**out, "message": "undefined: no step where the runs' accuracies differ"}
+    cx, cy = np.concatenate([c[:, 0] for c in centred]), np.concatenate([c[:, 1] for c in centred])
+    dof = out["n"] - len(kept) - 1
+    if dof < 1 or not cx.any() or not cy.any():
+        return {**out, "message": "undefined: too few pairs, or no differences between the runs"}
+    r = float(np.clip(cx @ cy / math.sqrt((cx @ cx) * (cy @ cy)), -1.0, 1.0))
+    t = r * math.sqrt(dof / (1 - r * r)) if abs(r) < 1 else math.copysign(math.inf, r)
+    ci = fisher_interval(r, 1 / math.sqrt(dof - 1), level) if dof >= 2 else [None, None]
+    return {**out, "r": r, "p_value": json_number(2 * scipy_stats.t.sf(abs(t), dof)), "ci": ci}
+
+
+def across_seeds(analyses_by_run: dict[str, dict], level: float = 0.95) -> dict:
+    """Per downstream task and held-out accuracy (the analyses' `series`), `within_step_correlation`."""
+    series = {}
+    for run, analysis in analyses_by_run.items():
+        for task, entry in (_get(analysis, "downstream", "tasks") or {}).items():
+            columns = entry.get("series") if isinstance(entry, dict) else None
+            if isinstance(columns, dict) and isinstance(columns.get("step"), list):
+                series.setdefault(task, {})[run] = columns
+    out = {}
+    for task, runs in series.items():
+        if len(runs) < 2:
+            continue
+        out[task] = {acc: within_step_correlation(
+            {run: (c["step"], c.get(acc) or [None] * len(c["step"]), c.get("score") or []) for run, c in runs.items()},
+            level) for acc in ("heldout_mask_acc", "heldout_mlm_acc")}
+    return out
 
 
 def spread(values: Sequence[float]) -> dict:
@@ -92,11 +149,14 @@ def summarize_seeds(analyses: Sequence[dict]) -> dict:
     position) for an input that is not an analysis, or for two analyses of one run that disagree on a
     figure (the same metric analysed twice with other settings); ValueError for fewer than two runs."""
     per_run: dict[str, dict[str, float]] = {}
+    with_downstream: dict[str, dict] = {}
     for index, analysis in enumerate(analyses):
         try:
             run, figures = run_of(analysis), headline_figures(analysis)
         except ValueError as exc:
             raise SeedsInputError(index, str(exc)) from None
+        if _get(analysis, "downstream", "tasks"):
+            with_downstream.setdefault(run, analysis)
         known = per_run.setdefault(run, {})
         clash = sorted(name for name, value in figures.items() if name in known and known[name] != value)
         if clash:
@@ -110,7 +170,8 @@ def summarize_seeds(analyses: Sequence[dict]) -> dict:
     for name in names:
         values = {run: figures[name] for run, figures in per_run.items() if name in figures}
         out[name] = {"values": values, **spread(list(values.values()))}
-    return {"format": SUMMARY_FORMAT, "runs": list(per_run), "figures": out}
+    return {"format": SUMMARY_FORMAT, "runs": list(per_run), "figures": out,
+            "downstream_across_seeds": across_seeds(with_downstream)}
 
 
 def format_seeds_summary(summary: dict) -> str:
@@ -121,6 +182,13 @@ def format_seeds_summary(summary: dict) -> str:
         sd = "-" if figure["sd"] is None else f"{figure['sd']:.4g}"
         lines.append(f"  {name:<{width}}  mean {figure['mean']:.4g}  sd {sd}  "
                      f"[{figure['min']:.4g}, {figure['max']:.4g}]  n {figure['n']}")
+    for task, by_acc in (summary.get("downstream_across_seeds") or {}).items():
+        for acc, result in by_acc.items():
+            figure = "n/a" if result["r"] is None else (
+                f"r {result['r']:.3f} [{result['ci'][0]:.3f}, {result['ci'][1]:.3f}]" if result["ci"][0] is not None
+                else f"r {result['r']:.3f}")
+            lines.append(f"  at equal step, {task} score vs {acc} across the seeds: {figure} "
+                         f"(n {result['n']} over {len(result['steps'])} steps) {result['message']}".rstrip())
     return "\n".join(lines)
 
 

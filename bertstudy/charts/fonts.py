@@ -150,6 +150,8 @@ LABELS: dict[str, tuple[str, str]] = {
     "ds_window_logreg": ("前后各 2 字逻辑回归", "+-2 character window regression"),
     "ds_step0": ("未训练模型（第 0 步）", "untrained model (step 0)"),
     "ds_corr": ("皮尔逊 r = {r}，斯皮尔曼 ρ = {rho}（n = {n}）", "Pearson r = {r}, Spearman ρ = {rho} (n = {n})"),
+    "ds_partial": ("给定 ln(步数) 的偏相关 r = {r}（n = {n}，未学习的检查点合为一个）",
+                   "partial r given ln(step) = {r} (n = {n}, pre-learning checkpoints as one)"),
     "ds_no_points": ("无检查点得分", "no checkpoint scores"),
     "ds_layers_title": ("各层线性探针得分（按层与训练步）", "probe score by layer and step"),
     "ds_layer": ("层（0 = 嵌入层输出）", "layer (0 = embedding output)"),

@@ -73,6 +73,22 @@ def check_downstream_matches(doc: dict, path, history) -> None:
                                   f"probe_downstream.py on that history's run folder, or leave out --downstream")
 
 
+# Per checkpoint, what a summary across seeds pairs at equal step (analysis/seeds.py): the last layer's score
+# and the run's held-out accuracies at that step.
+SERIES_KEYS = ("step", "score", "heldout_mlm_acc", "heldout_mask_acc")
+
+
+def _final_point(points: list[dict]) -> dict | None:
+    """The last checkpoint's score, its best layer and their gains over the identity control."""
+    if not points:
+        return None
+    last = max(points, key=lambda p: p["step"])
+    best = last.get("best_layer") or {}
+    return {"step": last["step"], "score": last["score"], "selectivity": last.get("selectivity"),
+            "best_layer": best.get("layer"), "best_layer_score": best.get("score"),
+            "best_layer_selectivity": best.get("selectivity")}
+
+
 def task_correlations(task: dict, level: float = 0.95) -> dict:
     points = task["points"]
     with_acc = [p for p in points if p.get("heldout_mlm_acc") is not None]
@@ -84,6 +100,8 @@ def task_correlations(task: dict, level: float = 0.95) -> dict:
             "log_step_vs_score": correlation_pair([math.log10(p["step"]) for p in positive],
                                                   [p["score"] for p in positive], level),
             "best": None if best is None else {"step": best["step"], "score": best["score"]},
+            "final": _final_point(points),
+            "series": {key: [p.get(key) for p in points] for key in SERIES_KEYS},
             "baselines": {name: b.get("score") for name, b in task.get("baselines", {}).items()},
             "honest": association(points, level=level)}
 

@@ -3,7 +3,8 @@
 Data in (probe_downstream.py's document), Figure out, as bertstudy/charts/plots.py's charts: one row per
 task; left, the score over steps on a symmetric-log axis (step 0, the untrained model, stays on it);
 right, the score against held-out MLM accuracy with the Pearson/Spearman figures of
-downstream/analysis.py. Baselines are horizontal lines in both panels. When the points carry a probe per
+downstream/analysis.py and the partial r given ln(step) (association.py: what MLM accuracy says beyond
+the shared log-step trend). Baselines are horizontal lines in both panels. When the points carry a probe per
 layer (issue 22), a third panel per task shows the score by layer and step (the "probing across time"
 picture), each checkpoint's best layer marked; a file without them draws as it always did.
 """
@@ -129,9 +130,11 @@ def downstream_chart(doc: dict, style: TextStyle, width: float = 13.0) -> Figure
             with_acc = [p for p in points if p.get("heldout_mlm_acc") is not None]
             by_mlm.plot([p["heldout_mlm_acc"] for p in with_acc], [p["score"] for p in with_acc], "o",
                         color=MODEL_COLOR, label=style.text("ds_model"))
-            corr = task_correlations(task)["mlm_vs_score"]
+            figures = task_correlations(task)
+            corr, partial = figures["mlm_vs_score"], figures["honest"]["partial_mlm_given_ln_step"]
             by_mlm.set_title(style.text("ds_corr", r=_fmt(corr["pearson"]["r"]), rho=_fmt(corr["spearman"]["rho"]),
-                                        n=corr["pearson"]["n"], sep="\n"), fontsize=10)
+                                        n=corr["pearson"]["n"], sep="\n") + "\n"
+                             + style.text("ds_partial", r=_fmt(partial["r"]), n=partial["n"], sep="\n"), fontsize=10)
             by_mlm.set_xlabel(style.text("ds_mlm"))
             by_mlm.set_ylabel(task_label)
             for ax in (by_step, by_mlm):

@@ -114,3 +114,42 @@ def test_seed_band_at_the_steps_every_run_has():
     assert seed_band({"a": ([0], [0.1]), "b": ([125], [0.2])}) is None
     assert list(seed_bands({"eval_mask_acc": {"a": ([0], [0.1]), "b": ([0], [0.3])},
                             "eval_mlm_acc": {"a": ([0], [0.1]), "b": ([125], [0.2])}})) == ["eval_mask_acc"]
+
+
+def test_within_step_correlation_worked_by_hand():
+    """Three seeds at steps 0, 10 and 20. Step 0: every seed at accuracy 0 (before learning: left out).
+    Centred at step 10: acc (-0.01, 0, 0.01), score (-0.02, 0.01, 0.01); at step 20: acc (0.02, 0, -0.02),
+    score (0.03, 0, -0.03). Sxy = 0.0003 + 0.0012 = 0.0015; Sxx = 0.0002 + 0.0008 = 0.001;
+    Syy = 0.0006 + 0.0018 = 0.0024; r = 0.0015 / sqrt(0.001 x 0.0024) = 0.9682; N = 6 pairs over k = 2
+    steps: 3 degrees of freedom, Fisher se 1/sqrt(2)."""
+    from bertstudy.analysis.seeds import within_step_correlation
+
+    series = {"a": ([0, 10, 20], [0.0, 0.10, 0.22], [0.5, 0.60, 0.73]),
+              "b": ([0, 10, 20], [0.0, 0.11, 0.20], [0.4, 0.63, 0.70]),
+              "c": ([0, 10, 20, 30], [0.0, 0.12, 0.18, 0.3], [0.6, 0.63, 0.67, 0.9])}  # step 30: c only
+    result = within_step_correlation(series)
+    r = 0.0015 / math.sqrt(0.001 * 0.0024)
+    assert result["steps"] == [10, 20] and result["n"] == 6 and result["runs"] == 3
+    assert result["r"] == pytest.approx(r)
+    t = r * math.sqrt(3 / (1 - r * r))
+    from scipy import stats
+    assert result["p_value"] == pytest.approx(2 * stats.t.sf(t, 3))
+    z, q = math.atanh(r), stats.norm.ppf(0.975)
+    assert result["ci"] == pytest.approx([math.tanh(z - q / math.sqrt(2)), math.tanh(z + q / math.sqrt(2))])
+    # seeds that never differ in accuracy: nothing to compare
+    flat = within_step_correlation({"a": ([0, 1], [0.0, 0.0], [0.5, 0.6]), "b": ([0, 1], [0.0, 0.0], [0.4, 0.7])})
+    assert flat["r"] is None and "no step" in flat["message"]
+
+
+def test_summary_pairs_the_seeds_downstream_series_at_equal_step():
+    def run(name, accs, scores):
+        downstream = {"tasks": {"cws": {"best": {"step": 20, "score": max(scores)},
+                                        "series": {"step": [0, 10, 20], "score": scores, "heldout_mlm_acc": accs,
+                                                   "heldout_mask_acc": accs}}}}
+        return _analysis(name, "eval_mask_acc", accs[-1], 0.9, downstream=downstream)
+
+    summary = summarize_seeds([run("a", [0.0, 0.10, 0.22], [0.5, 0.60, 0.73]),
+                               run("b", [0.0, 0.11, 0.20], [0.4, 0.63, 0.70]),
+                               run("c", [0.0, 0.12, 0.18], [0.6, 0.63, 0.67])])
+    across = summary["downstream_across_seeds"]["cws"]["heldout_mask_acc"]
+    assert across["r"] == pytest.approx(0.0015 / math.sqrt(0.001 * 0.0024)) and across["n"] == 6

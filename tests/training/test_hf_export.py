@@ -168,3 +168,12 @@ def test_fill_mask_takes_the_model_dir_positionally_as_the_readme_shows(exported
             fill_mask_script.main(argv)
         assert info.value.code == 2
         assert "error:" in capsys.readouterr().err
+
+
+def test_a_pre_ln_model_is_not_exported_and_says_why(tmp_path):
+    config = BertConfig(vocab_size=len(tiny_vocab()), hidden_size=32, num_layers=2, num_heads=4,
+                        intermediate_size=64, max_position=24, pre_ln=True)
+    with pytest.raises(UsageError, match="post-LN only") as info:
+        export_pretrained(BertForPretraining(config), tiny_vocab(), tmp_path / "export_hf")
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / "export_hf").exists() and not list(tmp_path.iterdir())  # nothing staged

@@ -3,6 +3,11 @@
 `--preset` picks the starting values; any `--field-name VALUE` then overrides one field, e.g.
 `--preset quick --hidden-size 256 --steps 500`. The resolved config is written to
 resolved_config.json next to the run's outputs and stored in every checkpoint.
+
+The recipe options of issue 23 (`--pre-ln`, `--mlm-bias-init`, `--schedule`/`--decay-fraction`,
+`--nsp-weight`, `--eval-mask-rate`) default to what every run before them did, so a default run trains as
+before; a checkpoint made before them resumes with those values (OLDER_RUN_VALUES, resume_config), and
+scripts/quick_recipes.py searches over them.
 """
 
 from __future__ import annotations

@@ -25,6 +25,8 @@ PROBE_ARGS ?=
 # spread of every headline figure across them in $(SEEDS_SUMMARY). Unset: the single run below, as before.
 SEEDS ?=
 SEEDS_SUMMARY ?= results/seeds_summary.json
+# What make quickstart asks the trained model at the end (fill_mask.py, top 3 per [MASK]).
+PROBE_SENTENCES ?= "中国[MASK]民" "北京是中国的首[MASK]" "我们明[MASK]去上学"
 # Milestones of the first seed that study-cpu SEEDS=... also fine-tunes (encoder + head), beside the frozen probes.
 FINETUNE_STEPS ?= 500,2000,5000
 
@@ -50,13 +52,15 @@ system-deps:
 system-deps-test:
 	scripts/install_system_deps.sh --test
 
-# The main job on the embedded corpus: collect -> verify -> train (quick) -> analyze -> visualize.
+# The main job on the embedded corpus: collect -> verify -> train (quick) -> analyze -> visualize, then the
+# model's top 3 for the probe sentences of issue 23 (PROBE_SENTENCES; scripts/quick_recipes.py asks the same).
 quickstart: system-deps venv
 	$(PY) rare_char_fetch.py --source embedded --out $(EMBEDDED_DIR)/corpus.jsonl
 	$(PY) verify_dataset.py $(EMBEDDED_DIR)/corpus.jsonl --profile embedded --report $(EMBEDDED_DIR)/dataset_report.json
 	$(PY) train_large_100k.py --preset quick --corpus $(EMBEDDED_DIR)/corpus.jsonl --out-dir $(QUICK_DIR) --resume-if-possible $(TRAIN_ARGS)
 	$(PY) analyze_100k.py $(QUICK_DIR)/training_history_100k.json --out $(QUICK_DIR)/analysis_100k_result.json --overwrite
 	$(PY) visualize_results.py $(QUICK_DIR)/training_history_100k.json --analysis $(QUICK_DIR)/analysis_100k_result.json --out-dir results/quickstart
+	$(PY) fill_mask.py $(QUICK_DIR)/export_hf $(PROBE_SENTENCES) --top-k 3
 
 test: system-deps-test venv
 	$(PY) -m pytest -q --durations=10 tests

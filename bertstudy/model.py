@@ -3,6 +3,10 @@ readable file.
 
 Architecture as in the BERT paper (post-LayerNorm layers, erf GELU, tied MLM decoder, tanh pooler),
 so that `hf_export.py` can map every weight one to one onto transformers' `BertForPreTraining`.
+`BertConfig(pre_ln=True)` (issue 23) puts each layer's LayerNorm before its sub-layer instead
+(x = x + Attn(LN(x)); x = x + FFN(LN(x))) and adds a final LayerNorm after the last layer, the
+arrangement that trains stably at larger learning rates without a long warm-up (Xiong et al. 2020);
+transformers' BERT is post-LN only, so such a model is not exported (hf_export.py says why).
 Two departures that change speed, not results:
   * the query/key/value projections are one fused Linear (split again on export);
   * with labels, the MLM head runs only on the masked positions (about 15% of them): the [B, T, V]
@@ -44,6 +48,9 @@ class BertConfig:
     layer_norm_eps: float = 1e-12  # BERT's epsilon; keeps export parity with transformers
     initializer_range: float = 0.02  # std of the normal init of every matrix (BERT)
     pad_token_id: int = 0  # [PAD] is id 0 in vocab.txt
+    # False: BERT's post-LN layers. A stored model_config without the field (every model before issue 23)
+    # loads as post-LN, as it was trained; True adds the `final_norm` parameters, nothing else changes names.
+    pre_ln: bool = False
 
     def __post_init__(self):
         if self.hidden_size % self.num_heads:
@@ -82,11 +89,13 @@ class Embeddings(nn.Module):
 
 
 class EncoderLayer(nn.Module):
-    """Post-LN transformer layer: x = LN(x + Attn(x)); x = LN(x + FFN(x))."""
+    """Post-LN transformer layer: x = LN(x + Attn(x)); x = LN(x + FFN(x)). With config.pre_ln:
+    x = x + Attn(LN(x)); x = x + FFN(LN(x)) (the same two LayerNorms, applied before their sub-layers)."""
 
     def __init__(self, config: BertConfig):
         super().__init__()
         hidden = config.hidden_size
+        self.pre_ln = config.pre_ln
         self.num_heads = config.num_heads
         self.attn_dropout_p = config.dropout
         self.qkv = nn.Linear(hidden, 3 * hidden)  # fused q, k, v: one matmul instead of three
@@ -97,16 +106,24 @@ class EncoderLayer(nn.Module):
         self.ffn_norm = nn.LayerNorm(hidden, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x: Tensor, key_mask: Tensor | None) -> Tensor:
+    def attention(self, x: Tensor, key_mask: Tensor | None) -> Tensor:
+        """Multi-head self-attention with its output projection (no residual, no dropout after it)."""
         batch, length, hidden = x.shape
         q, k, v = self.qkv(x).view(batch, length, 3, self.num_heads, hidden // self.num_heads).permute(2, 0, 3, 1, 4)
         attended = F.scaled_dot_product_attention(
             q, k, v, attn_mask=key_mask, dropout_p=self.attn_dropout_p if self.training else 0.0
         )
-        attended = attended.transpose(1, 2).reshape(batch, length, hidden)
-        x = self.attn_norm(x + self.dropout(self.attn_out(attended)))
-        ffn = self.ffn_out(F.gelu(self.ffn_in(x)))  # F.gelu is the exact erf form, as BERT
-        return self.ffn_norm(x + self.dropout(ffn))
+        return self.attn_out(attended.transpose(1, 2).reshape(batch, length, hidden))
+
+    def ffn(self, x: Tensor) -> Tensor:
+        return self.ffn_out(F.gelu(self.ffn_in(x)))  # F.gelu is the exact erf form, as BERT
+
+    def forward(self, x: Tensor, key_mask: Tensor | None) -> Tensor:
+        if self.pre_ln:
+            x = x + self.dropout(self.attention(self.attn_norm(x), key_mask))
+            return x + self.dropout(self.ffn(self.ffn_norm(x)))
+        x = self.attn_norm(x + self.dropout(self.attention(x, key_mask)))
+        return self.ffn_norm(x + self.dropout(self.ffn(x)))
 
 
 class BertForPretraining(nn.Module):
@@ -115,6 +132,8 @@ class BertForPretraining(nn.Module):
         self.config = config
         self.embeddings = Embeddings(config)
         self.layers = nn.ModuleList(EncoderLayer(config) for _ in range(config.num_layers))
+        # pre-LN: the residual stream is never normalised inside the layers, so it is once after the last
+        self.final_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if config.pre_ln else None
         self.pooler = nn.Linear(config.hidden_size, config.hidden_size)
         # MLM head: transform (dense + GELU + LN), then the decoder tied to the word embeddings.
         self.mlm_dense = nn.Linear(config.hidden_size, config.hidden_size)
@@ -144,6 +163,9 @@ class BertForPretraining(nn.Module):
                all_layers: bool = False) -> Tensor | list[Tensor]:
         """Hidden states [B, T, H] of the last layer; with all_layers, the list [embedding output, layer 1,
         ..., layer N] of one forward (what transformers calls hidden_states; the per-layer probes read it).
+        The list's last entry is always what the call without all_layers returns: with pre_ln, layer N
+        is the last layer's output after the final LayerNorm (the input of the heads, as transformers'
+        pre-LN models such as GPT-2 give it), layers 1..N-1 the un-normalised residual stream.
         attention_mask None means "no padding": SDPA then gets no mask
         and may take its fastest (flash / memory-efficient) kernel. instance_ids (packed rows, 0 =
         padding) replaces attention_mask: a position attends only to positions of its own instance.
@@ -164,6 +186,10 @@ class BertForPretraining(nn.Module):
             hidden = layer(hidden, key_mask)
             if all_layers:  # kept only when asked: training never holds the list
                 states.append(hidden)
+        if self.final_norm is not None:
+            hidden = self.final_norm(hidden)
+            if all_layers:  # layer N as the heads see it (the docstring)
+                states[-1] = hidden
         return states if all_layers else hidden
 
     def mlm_logits(self, hidden: Tensor) -> Tensor:

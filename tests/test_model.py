@@ -260,3 +260,98 @@ def test_the_attention_mask_is_built_once_per_forward_in_the_attention_dtype(mon
             for layer in model.layers:
                 reference = layer(reference, allowed)
         torch.testing.assert_close(hidden, reference)
+
+
+# ---- pre-LN layers (issue 23)
+
+def _hand_attention(layer, x: torch.Tensor) -> torch.Tensor:
+    """Multi-head attention from the layer's weights, written out (softmax(q k^T / sqrt(d)) v), no mask."""
+    batch, length, hidden = x.shape
+    heads = layer.num_heads
+    q, k, v = (t.view(batch, length, heads, hidden // heads).transpose(1, 2) for t in layer.qkv(x).chunk(3, dim=-1))
+    weights = torch.softmax(q @ k.transpose(-1, -2) / (hidden // heads) ** 0.5, dim=-1)
+    return layer.attn_out((weights @ v).transpose(1, 2).reshape(batch, length, hidden))
+
+
+def _hand_ffn(layer, x: torch.Tensor) -> torch.Tensor:
+    return layer.ffn_out(0.5 * layer.ffn_in(x) * (1.0 + torch.erf(layer.ffn_in(x) / 2 ** 0.5)))
+
+
+def _perturbed(model):
+    with torch.no_grad():  # LayerNorm gains and biases away from 1 and 0, so each one's place shows
+        for param in model.parameters():
+            if param.dim() == 1:
+                param.add_(0.1 * torch.randn_like(param))
+    return model.eval()
+
+
+def test_a_pre_ln_layer_is_the_formula_by_hand():
+    torch.manual_seed(0)
+    model = _perturbed(BertForPretraining(tiny_config(pre_ln=True)))
+    layer = model.layers[0]
+    x = torch.randn(2, 7, 32)
+    with torch.no_grad():
+        h = x + _hand_attention(layer, F.layer_norm(x, (32,), layer.attn_norm.weight, layer.attn_norm.bias, 1e-12))
+        expected = h + _hand_ffn(layer, F.layer_norm(h, (32,), layer.ffn_norm.weight, layer.ffn_norm.bias, 1e-12))
+        torch.testing.assert_close(layer(x, None), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_a_post_ln_layer_is_the_formula_by_hand_bit_for_bit():
+    """The default (post-LN) path computes exactly what it did before pre_ln existed: the same operations
+    in the same order, so the outputs are identical, not merely close."""
+    torch.manual_seed(0)
+    model = _perturbed(BertForPretraining(tiny_config()))
+    layer = model.layers[0]
+    x = torch.randn(2, 7, 32)
+    with torch.no_grad():
+        b, t, h = x.shape
+        q, k, v = layer.qkv(x).view(b, t, 3, layer.num_heads, h // layer.num_heads).permute(2, 0, 3, 1, 4)
+        attended = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, t, h)
+        y = layer.attn_norm(x + layer.attn_out(attended))  # the code before issue 23, verbatim
+        expected = layer.ffn_norm(y + layer.ffn_out(F.gelu(layer.ffn_in(y))))
+        assert torch.equal(layer(x, None), expected)
+        torch.testing.assert_close(expected, layer.ffn_norm(y + _hand_ffn(layer, y)), rtol=1e-5, atol=1e-5)
+
+
+def test_pre_ln_adds_only_a_final_norm_and_an_old_model_config_loads_as_post_ln():
+    post, pre = BertForPretraining(tiny_config()), BertForPretraining(tiny_config(pre_ln=True))
+    extra = set(pre.state_dict()) - set(post.state_dict())
+    assert extra == {"final_norm.weight", "final_norm.bias"} and set(post.state_dict()) <= set(pre.state_dict())
+    stored = {key: value for key, value in tiny_config().__dict__.items() if key != "pre_ln"}  # a model_config of before
+    assert BertConfig(**stored).pre_ln is False
+    BertForPretraining(BertConfig(**stored)).load_state_dict(post.state_dict())  # strict: the same parameters
+
+
+def test_pre_ln_all_layers_ends_with_the_final_norm_as_the_plain_encode():
+    torch.manual_seed(0)
+    model = _perturbed(BertForPretraining(tiny_config(pre_ln=True)))
+    ids, types, mask, _, _ = make_batch(model.config)
+    with torch.no_grad():
+        states = model.encode(ids, types, mask, all_layers=True)
+        last = model.encode(ids, types, mask)
+        assert len(states) == model.config.num_layers + 1
+        assert torch.equal(states[-1], last)
+        assert torch.equal(states[0], model.embeddings(ids, types))
+        raw = model.layers[1](states[1], model_mask(mask))  # layer N before the final LayerNorm
+        torch.testing.assert_close(states[-1], model.final_norm(raw))
+
+
+def model_mask(mask: torch.Tensor) -> torch.Tensor:
+    from bertstudy.model import additive_mask
+
+    return additive_mask(mask.bool()[:, None, None, :], torch.float32)
+
+
+def test_a_pre_ln_model_learns_a_fixed_batch():
+    torch.manual_seed(0)
+    model = BertForPretraining(tiny_config(pre_ln=True, dropout=0.0))
+    ids, types, mask, mlm_labels, nsp_labels = make_batch(model.config)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    first = None
+    for _ in range(30):
+        out = model(ids, types, mask, mlm_labels, nsp_labels)
+        first = first if first is not None else out.loss.item()
+        optimizer.zero_grad()
+        out.loss.backward()
+        optimizer.step()
+    assert out.loss.item() < 0.5 * first

@@ -20,7 +20,8 @@ to their tokens and positions uniformly). With p_max the top character's share:
 - a unigram model, blind to the input: the top character everywhere scores p_max at every kind of
   position (`unigram.argmax`); answering with a character drawn from p scores sum p^2 (`unigram.sampled`).
 
-Pure functions of counts: no torch; `training_char_counts` reads the tokenized corpus.
+Pure functions of counts: no torch; `training_id_counts` and `training_char_counts` read the tokenized
+corpus. The same counts give `unigram_log_frequencies`, the MLM bias of `--mlm-bias-init unigram`.
 """
 
 from __future__ import annotations
@@ -66,20 +67,36 @@ def shortcut_levels(char_counts: Mapping[str, int], random_ids: int, recipe: Map
     }
 
 
-def training_char_counts(corpus: TokenizedCorpus, documents: np.ndarray, vocab: Vocab) -> dict[str, int]:
-    """How often each predictable character (a non-special id: [UNK] is never predicted) occurs in
-    `documents` (ids into the corpus, e.g. the training split)."""
+def training_id_counts(corpus: TokenizedCorpus, documents: np.ndarray, vocab_size: int) -> np.ndarray:
+    """How often each token id occurs in `documents` (ids into the corpus, e.g. the training split): int64 [V]."""
     tokens = np.asarray(corpus.tokens)
     first_token = np.asarray(corpus.sentence_offsets)[np.asarray(corpus.document_offsets)]
     keep = np.zeros(len(tokens) + 1, dtype=np.int64)  # +1 at a document's start, -1 after its end
     docs = np.asarray(documents, dtype=np.int64)
     np.add.at(keep, first_token[docs], 1)
     np.add.at(keep, first_token[docs + 1], -1)
-    counts = np.bincount(tokens[np.cumsum(keep[:-1]) > 0].astype(np.int64), minlength=len(vocab))
+    return np.bincount(tokens[np.cumsum(keep[:-1]) > 0].astype(np.int64), minlength=vocab_size)
+
+
+def training_char_counts(corpus: TokenizedCorpus, documents: np.ndarray, vocab: Vocab,
+                         id_counts: np.ndarray | None = None) -> dict[str, int]:
+    """How often each predictable character (a non-special id: [UNK] is never predicted) occurs in
+    `documents`; `id_counts`: training_id_counts already made for them."""
+    counts = training_id_counts(corpus, documents, len(vocab)) if id_counts is None else id_counts
     return {vocab.tokens[i]: int(counts[i]) for i in np.flatnonzero(counts) if i >= NUM_SPECIAL}
 
 
-def corpus_shortcut(corpus: TokenizedCorpus, documents: np.ndarray, vocab: Vocab) -> dict:
+def corpus_shortcut(corpus: TokenizedCorpus, documents: np.ndarray, vocab: Vocab,
+                    id_counts: np.ndarray | None = None) -> dict:
     """shortcut_levels of the training documents' characters, with what they were counted on."""
-    levels = shortcut_levels(training_char_counts(corpus, documents, vocab), len(vocab) - NUM_SPECIAL)
+    levels = shortcut_levels(training_char_counts(corpus, documents, vocab, id_counts), len(vocab) - NUM_SPECIAL)
     return {**levels, "counted_on": "training documents", "documents": int(len(documents))}
+
+
+def unigram_log_frequencies(id_counts: np.ndarray) -> np.ndarray:
+    """log((count + 1) / (total + V)) per id of a V-token vocabulary: the characters' add-one smoothed
+    unigram frequencies (`--mlm-bias-init unigram`, issue 23). The special ids count 0 (they are never
+    predicted), so they get the smoothed floor log(1 / (total + V)), as a character never seen does."""
+    counts = np.asarray(id_counts, dtype=np.float64).copy()
+    counts[:NUM_SPECIAL] = 0.0
+    return np.log((counts + 1.0) / (counts.sum() + len(counts)))

@@ -149,12 +149,14 @@ def find_resume_checkpoint(folder) -> tuple[dict, Path] | None:
     return None
 
 
-def check_compatible(state: dict, path, config: dict, vocab_hash: str, architecture_fields) -> None:
-    """Refuse a checkpoint of another vocabulary or model shape, naming what differs."""
+def check_compatible(state: dict, path, config: dict, vocab_hash: str, architecture_fields,
+                     older_run_values: dict | None = None) -> None:
+    """Refuse a checkpoint of another vocabulary or model shape, naming what differs. `older_run_values`:
+    what a checkpoint made before a field existed was trained with (pre_ln: False)."""
     if state["vocab_hash"] != vocab_hash:
         raise BadInputError(path, f"was trained with another vocabulary (vocab hash {state['vocab_hash'][:12]}, "
                                   f"this run's is {vocab_hash[:12]}); use the same --corpus and --min-freq or another --out-dir")
-    saved = state["config"]
+    saved = {**(older_run_values or {}), **state["config"]}
     diffs = [f"{name} {saved.get(name)} != {config[name]}" for name in architecture_fields if saved.get(name) != config[name]]
     if diffs:
         raise BadInputError(path, f"was trained with another model config ({'; '.join(diffs)}); use another --out-dir")

@@ -3,6 +3,11 @@
 `--preset` picks the starting values; any `--field-name VALUE` then overrides one field, e.g.
 `--preset quick --hidden-size 256 --steps 500`. The resolved config is written to
 resolved_config.json next to the run's outputs and stored in every checkpoint.
+
+The recipe options of issue 23 (`--pre-ln`, `--mlm-bias-init`, `--schedule`/`--decay-fraction`,
+`--nsp-weight`, `--eval-mask-rate`) default to what every run before them did, so a default run trains as
+before; a checkpoint made before them resumes with those values (OLDER_RUN_VALUES, resume_config), and
+scripts/quick_recipes.py searches over them.
 """
 
 from __future__ import annotations
@@ -28,7 +33,11 @@ class TrainConfig:
     min_freq: int = _f(1, cli.positive_int, "keep characters seen at least this often")  # 1: every character; rare ones are the study's point
     heldout_fraction: float = _f(0.02, cli.open_unit_float, "fraction of documents held out for eval")  # 2%: enough instances, little lost
     max_seq_len: int = _f(128, cli.positive_int, "tokens per instance incl. [CLS]/[SEP]")  # the original's length; BERT phase 1
-    mask_rate: float = _f(0.15, cli.open_unit_float, "fraction of tokens to predict")  # BERT's 15%
+    mask_rate: float = _f(0.15, cli.open_unit_float, "fraction of tokens to predict in training")  # BERT's 15%
+    eval_mask_rate: float = _f(0.15, cli.open_unit_float, "fraction of tokens predicted in the held-out "
+                                                          "instances, whatever --mask-rate training uses")
+    # BERT's 15%, apart from mask_rate (issue 23) so that runs trained at another rate are scored on the same
+    # kind of held-out instances; a run from before the field evaluated at its mask_rate and keeps it (resume_config)
     max_predictions: int = _f(20, cli.positive_int, "most masked positions per instance")  # BERT's 20 for length 128
     short_seq_prob: float = _f(0.1, cli.unit_float, "chance of a shorter target length")  # BERT's 0.1: fewer train/test length mismatches
     wwm: bool = _f(False, bool, "whole-word masking with jieba words (Chinese-BERT-wwm)")  # off: character masking as the original
@@ -39,18 +48,30 @@ class TrainConfig:
     num_heads: int = _f(8, cli.positive_int, "attention heads")  # 64-dim heads
     intermediate_size: int = _f(2048, cli.positive_int, "feed-forward width")  # 4 x hidden
     dropout: float = _f(0.1, cli.unit_float, "dropout rate")  # BERT's 0.1
+    pre_ln: bool = _f(False, bool, "pre-LayerNorm layers (x + Attn(LN(x)), x + FFN(LN(x)), a final LayerNorm); "
+                                   "not exportable to transformers' post-LN BERT")  # off: BERT's post-LN, as the original
+    mlm_bias_init: str = _f("zeros", str, "the MLM output bias at a fresh start: zeros, or unigram (log of the "
+                                          "training characters' add-one frequencies)")  # zeros: BERT's
+    # unigram starts the model at the "most frequent character" answer instead of learning it first (issue 23)
     # ---- optimizer and schedule
     lr: float = _f(5e-4, cli.positive_float, "peak learning rate")
     # 5e-4, not the original's 5e-5: that is a fine-tuning rate; from scratch with a batch of 128 a
     # 512-wide BERT needs ~1e-4..1e-3 (BERT-base used 1e-4 at batch 256, RoBERTa 6e-4 at 8k with
     # post-LN warm-up); 5e-4 with 2k warm-up steps and beta2 0.98 trains stably at this width.
-    min_lr_ratio: float = _f(0.1, cli.unit_float, "cosine decays to lr x this (0: to zero)")  # 10%: the tail still learns
+    min_lr_ratio: float = _f(0.1, cli.unit_float, "the schedule decays to lr x this (0: to zero)")  # 10%: the tail still learns
+    schedule: str = _f("cosine", str, "after the warm-up: cosine (decay over all remaining steps) or constant "
+                                      "(the peak lr, then a linear decay over the last --decay-fraction of the "
+                                      "steps)")  # cosine: the study's schedule; constant is the trapezoid / WSD one
+    decay_fraction: float = _f(0.2, cli.unit_float, "with --schedule constant: the share of the steps at the end "
+                                                    "that decay linearly")  # 20%: the usual WSD cool-down
     warmup_steps: int = _f(2000, cli.non_negative_int, "linear warm-up steps")  # 2% of 100k, BERT used 1%
     weight_decay: float = _f(0.01, cli.non_negative_float, "AdamW weight decay")  # BERT's 0.01
     beta1: float = _f(0.9, cli.open_unit_float, "AdamW beta1")  # BERT's
     beta2: float = _f(0.98, cli.open_unit_float, "AdamW beta2")  # RoBERTa's 0.98: steadier with large lr
     adam_eps: float = _f(1e-6, cli.positive_float, "AdamW epsilon")  # BERT's 1e-6
     grad_clip: float = _f(1.0, cli.non_negative_float, "clip the global grad norm (0: off)")  # BERT's 1.0
+    nsp_weight: float = _f(1.0, cli.non_negative_float, "the loss is MLM + this x NSP (0: NSP measured, "
+                                                        "not trained)")  # BERT's plain sum
     # ---- run
     steps: int = _f(100_000, cli.positive_int, "optimizer steps")  # the study's 100k
     batch_size: int = _f(32, cli.positive_int, "instances per micro-batch per process, or auto: keep the global "
@@ -130,6 +151,8 @@ PRESETS: dict[str, dict] = {
 
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+SCHEDULES = ("cosine", "constant")  # trainer.lr_at
+MLM_BIAS_INITS = ("zeros", "unigram")  # run_setup.init_mlm_bias
 
 
 def batch_size_or_auto(text: str):
@@ -152,6 +175,10 @@ def validate(config: TrainConfig) -> TrainConfig:
     milestone_steps(config.milestones, config.steps)
     if config.compile_mode not in COMPILE_MODES:
         raise UsageError(f"--compile-mode must be one of {', '.join(COMPILE_MODES)}, got {config.compile_mode!r}")
+    if config.schedule not in SCHEDULES:
+        raise UsageError(f"--schedule must be one of {', '.join(SCHEDULES)}, got {config.schedule!r}")
+    if config.mlm_bias_init not in MLM_BIAS_INITS:
+        raise UsageError(f"--mlm-bias-init must be one of {', '.join(MLM_BIAS_INITS)}, got {config.mlm_bias_init!r}")
     if config.max_seq_len < 8:
         raise UsageError(f"--max-seq-len must be >= 8 ([CLS] A [SEP] B [SEP] and some text), got {config.max_seq_len}")
     return config
@@ -222,7 +249,12 @@ def describe_preset(name: str) -> str:
 
 
 # model-shape fields: a checkpoint whose values differ cannot be loaded into this run's model
-ARCHITECTURE_FIELDS = ("hidden_size", "num_layers", "num_heads", "intermediate_size", "max_seq_len")
+ARCHITECTURE_FIELDS = ("hidden_size", "num_layers", "num_heads", "intermediate_size", "max_seq_len", "pre_ln")
+# Fields added after runs were made, with the value a run made before them trained with (issue 23): a
+# checkpoint without one resumes with that value, and a flag giving the same value is no change.
+# eval_mask_rate is not here: an older run evaluated at its own mask_rate (resume_config).
+OLDER_RUN_VALUES = {"pre_ln": False, "mlm_bias_init": "zeros", "schedule": "cosine", "decay_fraction": 0.2,
+                    "nsp_weight": 1.0}
 # On --resume the run's own config (from its checkpoint) is used. These fields may be changed by a flag
 # on the resume line: how long, how often to log/eval/save, and where the (same) corpus and cache are.
 # A new --steps moves the end of the cosine schedule from the resumed step on.
@@ -241,6 +273,9 @@ def resume_config(saved: dict, given: dict, session: TrainConfig, source: str) -
     base = {name: value for name, value in saved.items() if name in known}
     if "split_seed" not in base and "seed" in base:  # a run from before split_seed split with its seed
         base["split_seed"] = base["seed"]
+    if "eval_mask_rate" not in base and "mask_rate" in base:  # a run from before eval_mask_rate evaluated at it
+        base["eval_mask_rate"] = base["mask_rate"]
+    base = {**OLDER_RUN_VALUES, **base}
     fixed = [name for name, value in given.items()
              if name not in CHANGEABLE_ON_RESUME and name not in SESSION_FIELDS and base.get(name) != value]
     if fixed:

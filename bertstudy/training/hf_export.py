@@ -6,6 +6,10 @@ The folder holds config.json, model.safetensors (transformers' parameter names; 
 tied to the word embeddings so only the embeddings are stored), vocab.txt and tokenizer_config.json.
 It is written into a temporary sibling folder and renamed into place, so a crash never leaves a
 half-written export.
+
+A pre-LN model (`BertConfig.pre_ln`, issue 23) is refused (`check_exportable`): transformers'
+BertForPreTraining applies each LayerNorm after the residual sum and has no final LayerNorm, and no
+choice of its weights computes LN before the sub-layer, so any mapping would change the outputs.
 """
 
 from __future__ import annotations
@@ -56,8 +60,17 @@ _QKV = ("query", "key", "value")  # order of the three blocks inside our fused q
 
 
 # --------------------------------------------------------------------------------- weights
+def check_exportable(config: BertConfig) -> None:
+    """A pre-LN model has no faithful transformers BERT counterpart (the module docstring): one line, exit 2."""
+    if getattr(config, "pre_ln", False):
+        raise UsageError("a pre-LN model (--pre-ln) cannot be exported to transformers: its BertForPreTraining is "
+                         "post-LN only (LayerNorm after each residual sum, no final LayerNorm), so the export "
+                         "would compute other outputs; use the run's final model file instead")
+
+
 def to_transformers_state_dict(model: BertForPretraining) -> dict[str, torch.Tensor]:
     """Our parameters under transformers' BertForPreTraining names (fp32, contiguous, CPU)."""
+    check_exportable(model.config)
     ours = {name: tensor.detach().float().cpu() for name, tensor in model.state_dict().items()}
     theirs = {hf: ours[name].clone() for name, hf in _TOP_LEVEL_NAMES.items()}
     for index in range(model.config.num_layers):
@@ -157,7 +170,8 @@ def _check_vocab(vocab_tokens: list[str], config: BertConfig) -> None:
 
 def export_pretrained(model: BertForPretraining, vocab_tokens: list[str], out_dir) -> Path:
     """Write the transformers folder `out_dir` atomically (temp sibling folder, then rename).
-    An existing folder is replaced only once the new one is complete."""
+    An existing folder is replaced only once the new one is complete. A pre-LN model is refused."""
+    check_exportable(model.config)
     _check_vocab(list(vocab_tokens), model.config)
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)

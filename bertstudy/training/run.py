@@ -9,6 +9,7 @@ they are just before step s+1, so a resumed run continues exactly as an uninterr
 from __future__ import annotations
 
 import math
+import shutil
 import signal
 import sys
 import time
@@ -228,14 +229,21 @@ def finish(run: Run) -> None:
                           run.data.vocab.hash, run.step)
     from bertstudy.training.hf_export import export_pretrained  # transformers' format, only at the end
 
-    export_pretrained(run.model, run.data.vocab.tokens, run.out_dir / EXPORT_DIR_NAME)
+    if run.model_config.pre_ln:  # transformers' BERT is post-LN only (hf_export.check_exportable)
+        stale = run.out_dir / EXPORT_DIR_NAME  # left by an earlier run that --overwrite replaced: not this model
+        if stale.is_dir():
+            shutil.rmtree(stale)
+        print(f"note: --pre-ln: no {EXPORT_DIR_NAME}/ (transformers' BERT is post-LN only); the final model is "
+              f"{run.out_dir / FINAL_MODEL_NAME}", file=sys.stderr)
+    else:
+        export_pretrained(run.model, run.data.vocab.tokens, run.out_dir / EXPORT_DIR_NAME)
     run.history["meta"]["finished_at"] = time.time()
     run.history["meta"]["nonfinite_skipped"] = run.trainer.nonfinite_total
     write_history(run.out_dir / HISTORY_NAME, run.history)
-    print(_summary(run.history, run.out_dir, run.step))
+    print(_summary(run.history, run.out_dir, run.step, exported=not run.model_config.pre_ln))
 
 
-def _summary(history: dict, out_dir: Path, step: int) -> str:
+def _summary(history: dict, out_dir: Path, step: int, exported: bool = True) -> str:
     """What a finished run prints: the final held-out accuracies and the files it wrote."""
     lines = [f"done: {step} steps"]
     if history["eval_steps"]:
@@ -244,7 +252,7 @@ def _summary(history: dict, out_dir: Path, step: int) -> str:
                      f"{history['eval_nsp_acc'][-1]:.1%} (step {history['eval_steps'][-1]})")
     if history["loss"]:
         lines[0] += f"; training loss {history['loss'][-1]:.3f}"
-    names = [HISTORY_NAME, LOG_NAME, RESOLVED_CONFIG_NAME, VOCAB_NAME, FINAL_MODEL_NAME, EXPORT_DIR_NAME + "/"]
+    names = [HISTORY_NAME, LOG_NAME, RESOLVED_CONFIG_NAME, VOCAB_NAME, FINAL_MODEL_NAME] + [EXPORT_DIR_NAME + "/"] * exported
     checkpoints = ckpt.list_checkpoints(out_dir / CHECKPOINT_DIR_NAME)
     if checkpoints:
         names.append(f"{CHECKPOINT_DIR_NAME}/ ({len(checkpoints)} checkpoint(s))")

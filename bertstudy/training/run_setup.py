@@ -22,12 +22,12 @@ from bertstudy.model import BertConfig, BertForPretraining
 from bertstudy.pretraining.heldout_split import split_record, write_split
 from bertstudy.pretraining.instances import InstanceSampler, file_sha256, load_or_build_cache, split_documents
 from bertstudy.pretraining.loader import batch_to_device, eval_micro_batches, plan_step_shape
-from bertstudy.pretraining.shortcut import corpus_shortcut
+from bertstudy.pretraining.shortcut import corpus_shortcut, training_id_counts, unigram_log_frequencies
 from bertstudy.pretraining.vocab import Vocab, build_vocab, save_vocab
 from bertstudy.training import checkpoint as ckpt
 from bertstudy.training import milestones as ms
 from bertstudy.training.batch_fit import resolve_batch_split
-from bertstudy.training.config import ARCHITECTURE_FIELDS, TrainConfig
+from bertstudy.training.config import ARCHITECTURE_FIELDS, OLDER_RUN_VALUES, TrainConfig
 from bertstudy.training.device import Distributed, agree_or_fail, autocast_context, precision_settings
 from bertstudy.training.run_folder import StartPlan
 from bertstudy.training.run_log import RunLog, new_history, truncate_history
@@ -45,6 +45,7 @@ class PreparedData:
     corpus_tokens: int
     split: dict  # which documents are held out, by id (heldout_split.py), written with the run's outputs
     shortcut: dict  # the no-context accuracies the training documents' characters predict (shortcut.py)
+    id_counts: np.ndarray  # each token id's count in the training documents (the shortcut's and --mlm-bias-init's)
 
 
 def prepare_data(config: TrainConfig, dist: Distributed) -> PreparedData:
@@ -64,11 +65,14 @@ def prepare_data(config: TrainConfig, dist: Distributed) -> PreparedData:
     corpus_sha256 = file_sha256(config.corpus)
     split = split_record(documents, heldout_docs, config.corpus, corpus_sha256, config.split_seed,
                          config.heldout_fraction)
-    common = dict(vocab_size=len(vocab), max_seq_len=config.max_seq_len, mask_rate=config.mask_rate,
-                  max_predictions=config.max_predictions, short_seq_prob=config.short_seq_prob, wwm=config.wwm)
-    return PreparedData(vocab, InstanceSampler(corpus, train_docs, **common), InstanceSampler(corpus, heldout_docs, **common),
-                        corpus_sha256, len(train_docs), len(heldout_docs), int(len(corpus.tokens)), split,
-                        corpus_shortcut(corpus, train_docs, vocab))
+    common = dict(vocab_size=len(vocab), max_seq_len=config.max_seq_len, max_predictions=config.max_predictions,
+                  short_seq_prob=config.short_seq_prob, wwm=config.wwm)
+    # the held-out instances are masked at eval_mask_rate (BERT's 15%) whatever rate training uses
+    train_sampler = InstanceSampler(corpus, train_docs, mask_rate=config.mask_rate, **common)
+    eval_sampler = InstanceSampler(corpus, heldout_docs, mask_rate=config.eval_mask_rate, **common)
+    id_counts = training_id_counts(corpus, train_docs, len(vocab))
+    return PreparedData(vocab, train_sampler, eval_sampler, corpus_sha256, len(train_docs), len(heldout_docs),
+                        int(len(corpus.tokens)), split, corpus_shortcut(corpus, train_docs, vocab, id_counts), id_counts)
 
 
 def _check_same_corpus(state: dict, data: PreparedData, config: TrainConfig) -> None:
@@ -114,6 +118,14 @@ def _seed_all(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def init_mlm_bias(model: BertForPretraining, id_counts: np.ndarray) -> None:
+    """`--mlm-bias-init unigram`: the MLM output bias set to the training characters' log add-one frequencies
+    (shortcut.unigram_log_frequencies), so a fresh model already answers with the most frequent character."""
+    bias = torch.as_tensor(unigram_log_frequencies(id_counts), dtype=model.mlm_bias.dtype)
+    with torch.no_grad():
+        model.mlm_bias.copy_(bias.to(model.mlm_bias.device))
+
+
 def _build_trainer(config: TrainConfig, data: PreparedData, dist: Distributed):
     """The model (the same initial weights on every rank), the device's batch split, then the Trainer."""
     _seed_all(config.seed)
@@ -129,7 +141,7 @@ def _build_trainer(config: TrainConfig, data: PreparedData, dist: Distributed):
 def _restore(state: dict, plan: StartPlan, config: TrainConfig, data: PreparedData, model, trainer: Trainer,
              dist: Distributed) -> tuple[int, float, dict]:
     """Load a checkpoint into model, optimizer and RNGs; (start step, elapsed seconds, history up to it)."""
-    ckpt.check_compatible(state, plan.path, config.to_dict(), data.vocab.hash, ARCHITECTURE_FIELDS)
+    ckpt.check_compatible(state, plan.path, config.to_dict(), data.vocab.hash, ARCHITECTURE_FIELDS, OLDER_RUN_VALUES)
     _check_same_corpus(state, data, config)
     model.load_state_dict(state["model"])
     trainer.load_state(state)
@@ -190,9 +202,11 @@ def set_up(plan: StartPlan, dist: Distributed, overwrite: bool) -> Run:
     data = prepare_data(config, dist)
     config, model_config, model, trainer = _build_trainer(config, data, dist)
     start_step, elapsed, history = 0, 0.0, None
-    if state is not None:
+    if state is not None:  # the checkpoint's weights, the bias included
         start_step, elapsed, history = _restore(state, plan, config, data, model, trainer, dist)
         del state
+    elif config.mlm_bias_init == "unigram":  # a fresh start only; the same counts on every rank
+        init_mlm_bias(model, data.id_counts)
     resumed = history is not None
     if dist.is_main:
         _prepare_out_dir(config, data, resumed, overwrite)

@@ -52,19 +52,32 @@ def kind_accuracies(values: dict[str, float]) -> dict[str, float]:
 
 
 def lr_at(step: int, config: TrainConfig) -> float:
-    """Linear warm-up to config.lr, then cosine decay to config.lr x min_lr_ratio at the last step."""
+    """The lr of `step` (0-based): a linear warm-up to config.lr over warmup_steps, then
+    - schedule "cosine": cosine decay to config.lr x min_lr_ratio at step config.steps;
+    - schedule "constant" (trapezoid / warmup-stable-decay): config.lr until the last decay_fraction of the
+      steps (from step decay_start = steps - round(decay_fraction x steps), never before the warm-up's end),
+      then a linear decay reaching lr x min_lr_ratio at step config.steps (decay_fraction 0: no decay)."""
     if step < config.warmup_steps:
         return config.lr * (step + 1) / config.warmup_steps
+    floor = config.lr * config.min_lr_ratio
+    if config.schedule == "constant":
+        decay_start = max(config.warmup_steps, config.steps - round(config.decay_fraction * config.steps))
+        if step < decay_start or decay_start >= config.steps:
+            return config.lr
+        progress = min(1.0, (step - decay_start) / (config.steps - decay_start))
+        return config.lr - progress * (config.lr - floor)
     span = max(1, config.steps - config.warmup_steps)
     progress = min(1.0, (step - config.warmup_steps) / span)
-    floor = config.lr * config.min_lr_ratio
     return floor + 0.5 * (1.0 + math.cos(math.pi * progress)) * (config.lr - floor)
 
 
 def model_config_for(config: TrainConfig, vocab_size: int) -> BertConfig:
+    """The model's shape from a run's config (or any object with its fields: a checkpoint's stored config
+    from before pre_ln builds a post-LN model)."""
     return BertConfig(vocab_size=vocab_size, hidden_size=config.hidden_size, num_layers=config.num_layers,
                       num_heads=config.num_heads, intermediate_size=config.intermediate_size,
-                      max_position=config.max_seq_len, dropout=config.dropout)
+                      max_position=config.max_seq_len, dropout=config.dropout,
+                      pre_ln=bool(getattr(config, "pre_ln", False)))
 
 
 @dataclass
@@ -171,8 +184,8 @@ class Trainer:
                 with self.autocast():
                     out = self.model(**batch)
                 weight_mlm = local[m][0] / mlm_total * self.dist.world_size
-                weight_nsp = local[m][1] / nsp_total * self.dist.world_size
-                loss = out.mlm_loss * weight_mlm + out.nsp_loss * weight_nsp
+                weight_nsp = local[m][1] / nsp_total * self.dist.world_size * self.config.nsp_weight
+                loss = out.mlm_loss * weight_mlm + out.nsp_loss * weight_nsp  # MLM + nsp_weight x NSP
                 (self.scaler.scale(loss) if self.scaler else loss).backward()
             loss_sum += loss.detach().float()
             step_totals += torch.cat([torch.stack([
@@ -286,6 +299,8 @@ class Trainer:
 
 
 def _metrics(values: dict[str, float]) -> dict[str, float] | None:
+    """The log point's metrics; `loss` is mlm_loss + nsp_loss whatever --nsp-weight the update uses, so the
+    figure reads the same across runs (the objective minimised is mlm_loss + nsp_weight x nsp_loss)."""
     if values["mlm_count"] == 0 or values["nsp_count"] == 0:
         return None
     mlm_loss = values["mlm_loss_sum"] / values["mlm_count"]

@@ -163,8 +163,37 @@ def test_fill_mask_takes_the_model_dir_positionally_as_the_readme_shows(exported
     positional = json.loads(capsys.readouterr().out)
     assert fill_mask_script.main(["--model-dir", str(out_dir), "中国[MASK]民", "--top-k", "2", "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == positional  # the two spellings are the same command
-    for argv in (["中国[MASK]民"], [str(out_dir), "a", "b"], ["--model-dir", str(out_dir), str(out_dir), "北[MASK]"]):
+    for argv in (["中国[MASK]民"], ["--model-dir", str(out_dir), str(out_dir), "北[MASK]"]):
         with pytest.raises(SystemExit) as info:
             fill_mask_script.main(argv)
         assert info.value.code == 2
         assert "error:" in capsys.readouterr().err
+    # MODEL_DIR TEXT TEXT is several sentences now (issue 23): one without [MASK] is named before any answer
+    assert fill_mask_script.main([str(out_dir), "北[MASK]", "b"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.strip() == "error: text has no [MASK] to fill: 'b'"
+
+
+def test_fill_mask_takes_several_sentences(exported, capsys):
+    _, out_dir = exported
+    texts = ["中国[MASK]民", "北京是中国的首[MASK]", "我们[MASK]上[MASK]"]
+    assert fill_mask_script.main([str(out_dir), *texts, "--top-k", "3"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == texts[0] and lines[1].startswith("[MASK] 1: ") and lines[2] == texts[1]
+    assert len(lines) == 7 and lines[4] == texts[2] and lines[5].startswith("[MASK] 1: ")
+    assert lines[6].startswith("[MASK] 2: ")
+    assert len(lines[1].split("  ")) == 3  # three candidates
+    assert fill_mask_script.main(["--model-dir", str(out_dir), *texts, "--top-k", "2", "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [row["text"] for row in rows] == texts and [len(row["masks"]) for row in rows] == [1, 1, 2]
+    assert fill_mask_script.main([str(out_dir), texts[0], "--top-k", "2", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == rows[0]  # one sentence: one object, as before
+
+
+def test_a_pre_ln_model_is_not_exported_and_says_why(tmp_path):
+    config = BertConfig(vocab_size=len(tiny_vocab()), hidden_size=32, num_layers=2, num_heads=4,
+                        intermediate_size=64, max_position=24, pre_ln=True)
+    with pytest.raises(UsageError, match="post-LN only") as info:
+        export_pretrained(BertForPretraining(config), tiny_vocab(), tmp_path / "export_hf")
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / "export_hf").exists() and not list(tmp_path.iterdir())  # nothing staged

@@ -1,0 +1,178 @@
+"""scripts/quick_recipes.py (issue 23): tiny candidates trained end to end, one JSON line each, skipped on a
+rerun; an interrupted candidate resumes; bad input is one line naming the file; the built-in list."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+import train_large_100k
+from bertstudy.base.atomic_io import iter_jsonl
+from bertstudy.base.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_USAGE
+from bertstudy.training import recipes
+from bertstudy.training.config import config_from_args, preset_config
+from bertstudy.training.trainer import Trainer
+from tests.train_helpers import write_tiny_corpus
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+TINY = dict(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, max_seq_len=32, max_predictions=5,
+            batch_size=4, grad_accum=1, warmup_steps=2, log_interval=2, eval_interval=2, save_interval=2,
+            eval_instances=8, dropout=0.0, keep_last=0)
+CANDIDATES = [{"name": "plain", "overrides": TINY},
+              {"name": "pre-ln-constant-unigram", "overrides": {**TINY, "pre_ln": True, "schedule": "constant",
+                                                                "mlm_bias_init": "unigram"}}]
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("quick_recipes", ROOT / "scripts" / "quick_recipes.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+quick_recipes = load_script()
+
+
+@pytest.fixture()
+def search(tmp_path):
+    corpus = write_tiny_corpus(tmp_path)
+    candidates = tmp_path / "candidates.json"
+    candidates.write_text(json.dumps(CANDIDATES), encoding="utf-8")
+    argv = ["--candidates", str(candidates), "--steps", "4", "--seeds", "1", "--corpus", str(corpus),
+            "--cache-dir", str(tmp_path / "cache"), "--out-dir", str(tmp_path / "runs"), "--threads", "1"]
+    return tmp_path, argv, tmp_path / "runs" / "recipes.jsonl"
+
+
+def _lines(path: Path) -> list[dict]:
+    return [record for _, record in iter_jsonl(path)]
+
+
+def test_two_tiny_candidates_give_one_line_each_and_a_rerun_skips_them(search, monkeypatch, capsys):
+    tmp_path, argv, results = search
+    assert quick_recipes.main(argv) == 0
+    lines = _lines(results)
+    assert [(r["name"], r["seed"], r["steps"], r["status"]) for r in lines] == [
+        ("plain", 1, 4, "done"), ("pre-ln-constant-unigram", 1, 4, "done")]
+    for record, candidate in zip(lines, CANDIDATES):
+        assert record["overrides"] == candidate["overrides"] and record["steps_done"] == 4
+        assert {k: record["config"][k] for k in candidate["overrides"]} == candidate["overrides"]
+        assert record["config"]["seed"] == 1 and record["config"]["steps"] == 4
+        assert record["seconds"] > 0 and 0 <= record["final_mask_acc"] <= record["best_mask_acc"] <= 1
+        assert record["eval"]["steps"] == [0, 2, 4] and record["eval"]["mask_acc"][-1] == record["final_mask_acc"]
+        assert record["best_mask_acc"] == max(record["eval"]["mask_acc"])
+        assert 0 < record["shortcut_mask_level"] < 1 and record["target"] == 2 * record["shortcut_mask_level"]
+        reached = record["step_to_target"]
+        if reached is None:
+            assert record["seconds_to_target"] is None
+        else:
+            index = record["eval"]["steps"].index(reached)
+            assert record["eval"]["mask_acc"][index] >= record["target"]
+            assert all(a < record["target"] for a in record["eval"]["mask_acc"][:index])
+            assert record["seconds_to_target"] == record["eval"]["seconds"][index]
+        assert [p["text"] for p in record["probes"]] == list(recipes.PROBE_SENTENCES)
+        assert all(len(p["masks"]) == 1 and len(p["masks"][0]) == 3 for p in record["probes"])
+        assert Path(record["run_dir"]).parent == tmp_path / "runs"
+    assert not (Path(lines[1]["run_dir"]) / "export_hf").exists()  # pre-LN: probed from the final model
+    out = capsys.readouterr().out
+    assert out.count("(seed 1, 4 steps, ") == 2 and "中国[MASK]民 -> " in out
+
+    def no_training(argv):
+        raise AssertionError("a recorded candidate was trained again")
+
+    monkeypatch.setattr(train_large_100k, "main", no_training)
+    before = results.read_bytes()
+    assert quick_recipes.main(argv) == 0
+    assert results.read_bytes() == before
+    assert capsys.readouterr().out.count("already; skipped") == 2
+    assert quick_recipes.main([*argv, "--steps", "6", "--only", "plain", "--list"]) == 0  # --list trains nothing
+    assert capsys.readouterr().out.startswith("plain: {")
+
+
+def test_an_interrupted_candidate_resumes_from_its_checkpoint(search, monkeypatch, capsys):
+    tmp_path, argv, results = search
+    argv = [*argv, "--only", "plain"]
+    real_step = Trainer.train_step
+    calls = {"interrupted": False}
+
+    def interrupt_at_step_2(self, step, batches=None):
+        if step == 2 and not calls["interrupted"]:  # after the checkpoint of step 2
+            calls["interrupted"] = True
+            raise KeyboardInterrupt
+        return real_step(self, step, batches)
+
+    monkeypatch.setattr(Trainer, "train_step", interrupt_at_step_2)
+    assert quick_recipes.main(argv) == EXIT_INTERRUPTED
+    assert not results.exists()
+    [checkpoint] = (tmp_path / "runs").rglob("step_000002.pth")
+    capsys.readouterr()
+    assert quick_recipes.main(argv) == 0
+    assert f"resuming from {checkpoint} (step 2)" in capsys.readouterr().err
+    [record] = _lines(results)
+    assert record["name"] == "plain" and record["steps_done"] == 4 and record["eval"]["steps"] == [0, 2, 4]
+
+
+@pytest.mark.parametrize("content,message", [
+    ("{}", "must be a non-empty JSON list"),
+    ('[{"overrides": {}}]', 'needs a non-empty "name"'),
+    ('[{"name": "a", "overrides": {"learning_rate": 1}}]', "'learning_rate' is not a training option"),
+    ('[{"name": "a", "overrides": {"seed": 3}}]', "'seed' is set by the search"),
+    ('[{"name": "a", "overrides": {"lr": "fast"}}]', "candidate 'a': lr: expected a number, got 'fast'"),
+    ('[{"name": "a", "overrides": {"pre_ln": 1}}]', "pre_ln must be true or false"),
+    ('[{"name": "a", "overrides": {"schedule": "wsd"}}]', "--schedule must be one of cosine, constant"),
+    ('[{"name": "a"}, {"name": "a"}]', "the name repeats"),
+    ('[{"name": "a", "extra": 1}]', "unknown key(s) extra"),
+    ("[", "invalid JSON"),
+])
+def test_a_bad_candidates_file_is_one_line_naming_it(search, capsys, content, message):
+    tmp_path, argv, _ = search
+    bad = tmp_path / "bad.json"
+    bad.write_text(content, encoding="utf-8")
+    assert quick_recipes.main([*argv, "--candidates", str(bad)]) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {bad}") and message in err and "\n" not in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_other_bad_input_is_refused_before_any_training(search, capsys):
+    tmp_path, argv, results = search
+    assert quick_recipes.main([*argv, "--only", "plain,nope"]) == EXIT_USAGE
+    assert "--only: no candidate named nope; the candidates are plain, pre-ln-constant-unigram" in capsys.readouterr().err
+    assert quick_recipes.main([*argv, "--corpus", str(tmp_path / "none.jsonl")]) == EXIT_BAD_INPUT
+    assert "none.jsonl: no such corpus file" in capsys.readouterr().err
+    results.parent.mkdir()
+    results.write_text('{"name": "plain"}\n', encoding="utf-8")
+    assert quick_recipes.main(argv) == EXIT_BAD_INPUT
+    assert f"{results}:1: not a results line" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        quick_recipes.main([*argv, "--seeds", "1,1"])
+
+
+def test_the_built_in_candidates_cover_every_knob_and_parse():
+    candidates = recipes.load_candidates(None)
+    assert candidates[0].name == "baseline" and candidates[0].overrides == {}
+    changed = {key for c in candidates for key in c.overrides}
+    assert {"warmup_steps", "schedule", "lr", "pre_ln", "mlm_bias_init", "mask_rate", "max_seq_len", "hidden_size",
+            "num_layers", "nsp_weight", "decay_fraction"} <= changed
+    assert any(len(c.overrides) >= 3 for c in candidates)  # combinations
+    singles = [c for c in candidates[1:] if len(c.overrides) == 1]
+    assert len(singles) >= 8
+
+
+def test_equal_flops_scales_the_steps_and_the_flags_rebuild_the_config(tmp_path):
+    deep = recipes.Candidate("deep", {"num_layers": 4}, equal_flops=True)
+    ratio = recipes.flops_per_step(preset_config("quick")) / recipes.flops_per_step(preset_config("quick", num_layers=4))
+    assert 0.4 < ratio < 0.6
+    assert recipes.candidate_steps(deep, None) == round(1200 * ratio)
+    assert recipes.candidate_steps(deep, 100) == round(100 * ratio)
+    assert recipes.candidate_steps(recipes.Candidate("same", {}, equal_flops=True), 300) == 300
+    assert recipes.candidate_steps(recipes.Candidate("own", {"steps": 50}), None) == 50
+    settings = recipes.SearchSettings("c.jsonl", tmp_path, tmp_path / "r.jsonl", "cache", (1,), None, None)
+    overrides = {"pre_ln": True, "dropout": 0.0, "lr": 3e-3, "schedule": "constant", "batch_size": 32}
+    argv = recipes.train_argv(settings, recipes.Candidate("x", overrides), 7, 90, tmp_path / "x")
+    args = train_large_100k.build_parser().parse_args(argv)
+    assert config_from_args(args) == preset_config("quick", corpus="c.jsonl", cache_dir="cache", out_dir=str(tmp_path / "x"),
+                                                   seed=7, steps=90, progress=False, auto_batch=False, **overrides)
+    assert args.resume_if_possible

@@ -133,7 +133,16 @@ def _honest_lines(h: dict) -> list[str]:
     return [f"    honest: {pre}, n={h['n']}", "      " + "; ".join(pairs),
             f"      partial r of score and MLM acc given ln step {_f(partial['r'])} {_ci(partial['ci'])} "
             f"(n={partial['n']}); first differences r {_f(diff['r'])} {_ci(diff['ci'])} (n={diff['n']})",
-            *_adjacent_lines(h.get("adjacent"))]
+            *_adjacent_lines(h.get("adjacent")), *_best_layer_lines(h.get("best_layer_vs_last"))]
+
+
+def _best_layer_lines(result: dict | None) -> list[str]:
+    """Where a shallower layer beat the last: at which steps, and whether the paired test says so."""
+    if not result or not result["tested"]:
+        return []
+    steps = ", ".join(f"{t['step']:,} (layer {t['layer']}, p {t['p_value']:.3g})" for t in result["pairs"])
+    return [f"      a shallower layer best at {result['tested']} checkpoint(s), {result['differ']} of them at "
+            f"p < {result['alpha']:g} against the last: {steps}"]
 
 
 def _adjacent_lines(adjacent: dict | None) -> list[str]:

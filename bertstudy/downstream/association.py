@@ -176,6 +176,24 @@ def paired_tests(points: Sequence[dict], n_resamples: int = 2000, seed: int = 0,
             "note": "adjacent checkpoints, last layer, same test items; p-values not corrected for the number of pairs"}
 
 
+def best_layer_vs_last(points: Sequence[dict], n_resamples: int = 2000, seed: int = 0, level: float = 0.95,
+                       alpha: float = 0.05) -> dict:
+    """At each checkpoint whose best layer is not its last (the point's `best_layer` then carries its own
+    per-item list), the last layer (A) against that layer (B) on the same items, as `paired_tests` does:
+    is a shallower layer, one that sees less context, really better than the model's output?"""
+    pairs = []
+    for point in sorted(points, key=lambda p: p["step"]):
+        best = point.get("best_layer") or {}
+        if not any(key in best for key in ("item_correct", "sentence_counts")):
+            continue
+        test = _adjacent_test(point, {**best, "step": point["step"]}, n_resamples, seed, level)
+        if test is not None:
+            pairs.append({"step": point["step"], "layer": best.get("layer"), **test})
+    return {"pairs": pairs, "tested": len(pairs), "alpha": alpha,
+            "differ": sum(1 for t in pairs if t["p_value"] < alpha),
+            "note": "only checkpoints whose best layer is not the last; A = last layer, B = best layer"}
+
+
 def association(points: Sequence[dict], score_key: str = "score", acc_key: str = "heldout_mlm_acc",
                 level: float = 0.95, tolerance: float = PRE_LEARNING_TOLERANCE) -> dict:
     """One task's honest figures over its checkpoints (those with both a score and an accuracy)."""
@@ -193,4 +211,5 @@ def association(points: Sequence[dict], score_key: str = "score", acc_key: str =
             "partial_mlm_given_ln_step": partial_correlation(score_pos, acc_pos, ln_step, level),
             "first_differences": first_difference_correlation(acc, score, level),
             "adjacent": paired_tests(points, level=level),
+            "best_layer_vs_last": best_layer_vs_last(points, level=level),
             "note": "pre-learning checkpoints collapsed to the last; ln(step) leaves out step 0"}

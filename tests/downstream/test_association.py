@@ -210,3 +210,21 @@ def test_paired_tests_bootstraps_segmentation_and_skips_older_points():
     assert paired_tests(points, n_resamples=300, seed=4) == out  # seeded
     assert paired_tests([]) == {**paired_tests([]), "pairs": [], "tested": 0, "skipped": 0, "differ": 0}
     assert association(_points(STEPS, ACCS, SCORES))["adjacent"]["skipped"] == len(STEPS) - 1
+
+
+def test_best_layer_against_the_last_only_where_a_shallower_layer_won():
+    """At step 10 layer 0 is best and carries its own per-review list: McNemar of the last layer (A)
+    against it (B) by hand: two reviews right only under layer 0, none only under the last: p = 2 (1/2)^2.
+    At step 20 the last layer is best (no list of its own): not tested."""
+    from bertstudy.downstream.association import best_layer_vs_last
+
+    points = [{"step": 20, "score": 1.0, "item_correct": [1, 1, 1, 1], "best_layer": {"layer": 2, "score": 1.0}},
+              {"step": 10, "score": 0.5, "item_correct": [1, 1, 0, 0],
+               "best_layer": {"layer": 0, "score": 1.0, "item_correct": [1, 1, 1, 1]}}]
+    out = best_layer_vs_last(points)
+    assert out["tested"] == 1 and out["differ"] == 0
+    pair = out["pairs"][0]
+    assert (pair["step"], pair["layer"], pair["test"]) == (10, 0, "mcnemar")
+    assert (pair["b01"], pair["b10"], pair["p_value"]) == (2, 0, pytest.approx(0.5))
+    assert association(points)["best_layer_vs_last"] == out
+    assert best_layer_vs_last([{"step": 1, "score": 0.5}])["tested"] == 0  # an older file: nothing to test

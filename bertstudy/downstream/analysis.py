@@ -136,11 +136,18 @@ def _honest_lines(h: dict) -> list[str]:
             *_adjacent_lines(h.get("adjacent")), *_best_layer_lines(h.get("best_layer_vs_last"))]
 
 
+def _p(test: dict) -> str:
+    """A p-value as printed; a bootstrap's 0 is below its resolution, 2 / resamples."""
+    if test["p_value"] == 0 and test.get("n_resamples"):
+        return f"< {2 / test['n_resamples']:.2g}"
+    return f"{test['p_value']:.3g}"
+
+
 def _best_layer_lines(result: dict | None) -> list[str]:
     """Where a shallower layer beat the last: at which steps, and whether the paired test says so."""
     if not result or not result["tested"]:
         return []
-    steps = ", ".join(f"{t['step']:,} (layer {t['layer']}, p {t['p_value']:.3g})" for t in result["pairs"])
+    steps = ", ".join(f"{t['step']:,} (layer {t['layer']}, p {_p(t)})" for t in result["pairs"])
     return [f"      a shallower layer best at {result['tested']} checkpoint(s), {result['differ']} of them at "
             f"p < {result['alpha']:g} against the last: {steps}"]
 

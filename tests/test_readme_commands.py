@@ -290,7 +290,11 @@ def test_makefile_pipeline_lines_run_on_tiny_data(tmp_path, target):
         run_line(tiny(tokens), work)
     if target == "study-cpu":  # it replaces the committed charts on purpose, so its line says --overwrite
         after = snapshot(work / "results")
-        assert committed.keys() <= after.keys() and all(after[k] != committed[k] for k in committed)
+        # seeds.png is drawn only with SEEDS=... (the seeds band); one run leaves the committed one as it is
+        seeds_only = {"seeds.png"}
+        assert committed.keys() <= after.keys()
+        assert all(after[k] != committed[k] for k in committed if k not in seeds_only)
+        assert all(after[k] == committed[k] for k in committed if k in seeds_only)
     else:
         assert snapshot(work / "results") == committed
         assert len(snapshot(work / "results" / "quickstart")) == 5

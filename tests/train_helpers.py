@@ -50,3 +50,24 @@ def tiny_args(corpus: Path, out_dir: Path, cache_dir: Path, **overrides) -> list
         else:
             args += [flag, str(value)]
     return args
+
+
+def tiny_training_parts(base: dict, **overrides):
+    """(config, sampler, model) of the quick preset with `base` then `overrides`, on 30 tiny documents,
+    the model initialised under torch seed 0: what the trainer tests build a Trainer from."""
+    import numpy as np
+    import torch
+
+    from bertstudy.model import BertForPretraining
+    from bertstudy.pretraining.instances import InstanceSampler, tokenize_documents
+    from bertstudy.pretraining.vocab import build_vocab
+    from bertstudy.training.config import preset_config
+    from bertstudy.training.trainer import model_config_for
+
+    config = preset_config("quick", **{**base, **overrides})
+    docs = tiny_documents(30)
+    vocab = build_vocab(s for d in docs for s in d.sentences)
+    sampler = InstanceSampler(tokenize_documents(docs, vocab), np.arange(30), len(vocab), config.max_seq_len,
+                              config.mask_rate, config.max_predictions, config.short_seq_prob, False)
+    torch.manual_seed(0)
+    return config, sampler, BertForPretraining(model_config_for(config, len(vocab)))

@@ -15,7 +15,7 @@ import train_large_100k
 from bertstudy.base.atomic_io import read_json
 from bertstudy.base.errors import EXIT_USAGE, UsageError
 from bertstudy.model import BertForPretraining
-from bertstudy.pretraining.instances import InstanceSampler, tokenize_documents
+from bertstudy.pretraining.instances import tokenize_documents
 from bertstudy.pretraining.loader import eval_micro_batches
 from bertstudy.pretraining.packing import host_counts
 from bertstudy.pretraining.shortcut import training_id_counts, unigram_log_frequencies
@@ -26,7 +26,7 @@ from bertstudy.training import run_setup
 from bertstudy.training.config import OLDER_RUN_VALUES, TrainConfig, preset_config, resume_config
 from bertstudy.training.device import Distributed
 from bertstudy.training.trainer import Trainer, lr_at, model_config_for
-from tests.train_helpers import tiny_documents
+from tests.train_helpers import tiny_documents, tiny_training_parts
 
 torch.set_num_threads(1)
 
@@ -60,13 +60,8 @@ def test_the_cosine_schedule_is_the_default_and_unchanged():
 # ---- NSP weight
 
 def _trainer(**overrides):
-    config = preset_config("quick", **{**TINY, **overrides})
-    docs = tiny_documents(30)
-    vocab = build_vocab(s for d in docs for s in d.sentences)
-    sampler = InstanceSampler(tokenize_documents(docs, vocab), np.arange(30), len(vocab), config.max_seq_len,
-                              config.mask_rate, config.max_predictions, config.short_seq_prob, False)
-    torch.manual_seed(0)
-    return Trainer(config, BertForPretraining(model_config_for(config, len(vocab))), sampler)
+    config, sampler, model = tiny_training_parts(TINY, **overrides)
+    return Trainer(config, model, sampler)
 
 
 @pytest.mark.parametrize("weight", [0.0, 0.5])

@@ -15,11 +15,10 @@ from bertstudy.base.atomic_io import iter_jsonl
 from bertstudy.base.errors import EXIT_RUNTIME
 from bertstudy.model import BertForPretraining
 from bertstudy.pretraining.packing import host_counts, pack_micro_batches
-from bertstudy.pretraining.instances import InstanceSampler, tokenize_documents, training_instances
+from bertstudy.pretraining.instances import training_instances
 from bertstudy.training.config import preset_config
-from bertstudy.training.trainer import Trainer, lr_at, model_config_for
-from bertstudy.pretraining.vocab import build_vocab
-from tests.train_helpers import tiny_args, tiny_documents, write_tiny_corpus
+from bertstudy.training.trainer import Trainer, lr_at
+from tests.train_helpers import tiny_args, tiny_training_parts, write_tiny_corpus
 
 torch.set_num_threads(1)
 
@@ -28,14 +27,7 @@ TINY = dict(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, max
 
 
 def _setup(**overrides):
-    config = preset_config("quick", **{**TINY, **overrides})
-    docs = tiny_documents(30)
-    vocab = build_vocab(s for d in docs for s in d.sentences)
-    sampler = InstanceSampler(tokenize_documents(docs, vocab), np.arange(30), len(vocab), config.max_seq_len,
-                              config.mask_rate, config.max_predictions, config.short_seq_prob, False)
-    torch.manual_seed(0)
-    model = BertForPretraining(model_config_for(config, len(vocab)))
-    return config, sampler, model
+    return tiny_training_parts(TINY, **overrides)
 
 
 def _capture_grads(trainer: Trainer) -> list:

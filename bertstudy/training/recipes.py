@@ -36,6 +36,8 @@ RESERVED = ("out_dir", "corpus", "cache_dir", "seed", "threads", "progress", "pr
 # max_predictions it needs (the preset's cap of 10 would keep it near 15% of the 62 characters of a row: 25%
 # is 16, 40% is 25); a sequence length keeps the tokens per step (batch x length); width and depth are
 # compared at the preset's training FLOPs (equal_flops). The held-out instances stay at 15% (eval_mask_rate).
+ALL = {"pre_ln": True, "mlm_bias_init": "unigram", "schedule": "constant", "lr": 4e-3, "nsp_weight": 0.0,
+       "mask_rate": 0.25, "max_predictions": 16}
 DEFAULT_CANDIDATES = [
     {"name": "baseline", "overrides": {}},
     {"name": "warmup-10", "overrides": {"warmup_steps": 10}},
@@ -59,8 +61,11 @@ DEFAULT_CANDIDATES = [
     {"name": "pre-ln+constant+lr-4e-3", "overrides": {"pre_ln": True, "schedule": "constant", "lr": 4e-3}},
     {"name": "unigram+constant+nsp-0", "overrides": {"mlm_bias_init": "unigram", "schedule": "constant",
                                                      "nsp_weight": 0.0}},
-    {"name": "all", "overrides": {"pre_ln": True, "mlm_bias_init": "unigram", "schedule": "constant", "lr": 4e-3,
-                                  "nsp_weight": 0.0, "mask_rate": 0.25, "max_predictions": 16}},
+    {"name": "all", "overrides": ALL},
+    # "all" less one knob each: which of them it needs. Without pre-LN the model keeps its transformers export.
+    *({"name": f"all-no-{knob}", "overrides": {k: v for k, v in ALL.items() if k not in keys}}
+      for knob, keys in (("pre-ln", ("pre_ln",)), ("unigram", ("mlm_bias_init",)), ("constant", ("schedule",)),
+                         ("lr-4e-3", ("lr",)), ("nsp-0", ("nsp_weight",)), ("mask-25", ("mask_rate", "max_predictions")))),
 ]
 
 

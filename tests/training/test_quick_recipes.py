@@ -159,6 +159,16 @@ def test_the_built_in_candidates_cover_every_knob_and_parse():
     assert any(len(c.overrides) >= 3 for c in candidates)  # combinations
     singles = [c for c in candidates[1:] if len(c.overrides) == 1]
     assert len(singles) >= 8
+    names = [c.name for c in candidates]
+    assert len(set(names)) == len(names)
+    everything = {c.name: c.overrides for c in candidates}["all"]
+    ablations = [c for c in candidates if c.name.startswith("all-no-")]
+    assert len(ablations) == 6  # "all" less each of its six knobs (the mask rate brings its max_predictions)
+    for c in ablations:
+        removed = set(everything) - set(c.overrides)
+        assert removed and removed <= {"pre_ln", "mlm_bias_init", "schedule", "lr", "nsp_weight", "mask_rate", "max_predictions"}
+        assert all(everything[k] == v for k, v in c.overrides.items())
+    assert {k for c in ablations for k in set(everything) - set(c.overrides)} == set(everything)
 
 
 def test_equal_flops_scales_the_steps_and_the_flags_rebuild_the_config(tmp_path):

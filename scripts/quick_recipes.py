@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Search training recipes for the quick preset (issue 23): train each candidate and record one JSON line.
 
-Each candidate (a name and overrides of --preset quick) trains with train_large_100k.py into its own folder
-under --out-dir; its line in --results holds its config, steps, training seconds, held-out [MASK] accuracy
+Each candidate (a name and overrides of --preset quick_plateau, the recipe before the search) trains with
+train_large_100k.py into its own folder under --out-dir; its line in --results holds its config, steps, training seconds, held-out [MASK] accuracy
 (final, best, by eval), the shortcut level (the most frequent character's share) and the target (twice it)
 with the seconds to reach it, and the top 3 for the probe sentences. Rerun the same command to continue:
 recorded candidates are skipped, an interrupted one resumes from its checkpoint. The search is

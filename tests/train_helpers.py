@@ -40,7 +40,7 @@ def tiny_args(corpus: Path, out_dir: Path, cache_dir: Path, **overrides) -> list
                   warmup_steps=2, log_interval=2, eval_interval=3, save_interval=3, eval_instances=8, threads=1,
                   dropout=0.0, keep_last=0)
     values.update(overrides)
-    args = ["--preset", "quick", "--no-progress"]
+    args = ["--preset", "quick_plateau", "--no-progress"]
     for name, value in values.items():
         flag = "--" + name.replace("_", "-")
         if value is True:
@@ -53,7 +53,7 @@ def tiny_args(corpus: Path, out_dir: Path, cache_dir: Path, **overrides) -> list
 
 
 def tiny_training_parts(base: dict, **overrides):
-    """(config, sampler, model) of the quick preset with `base` then `overrides`, on 30 tiny documents,
+    """(config, sampler, model) of the quick_plateau preset with `base` then `overrides`, on 30 tiny documents,
     the model initialised under torch seed 0: what the trainer tests build a Trainer from."""
     import numpy as np
     import torch
@@ -64,7 +64,7 @@ def tiny_training_parts(base: dict, **overrides):
     from bertstudy.training.config import preset_config
     from bertstudy.training.trainer import model_config_for
 
-    config = preset_config("quick", **{**base, **overrides})
+    config = preset_config("quick_plateau", **{**base, **overrides})
     docs = tiny_documents(30)
     vocab = build_vocab(s for d in docs for s in d.sentences)
     sampler = InstanceSampler(tokenize_documents(docs, vocab), np.arange(30), len(vocab), config.max_seq_len,

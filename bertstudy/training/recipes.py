@@ -1,7 +1,7 @@
-"""A resumable search over training recipes for the `quick` preset (issue 23: `make quickstart` ends on the
+"""A resumable search over training recipes for the `quick` preset (issue 23: `make quickstart` ended on the
 copy plateau, held-out [MASK] accuracy at the share of the most frequent character).
 
-A candidate is a name and overrides of the quick preset ({"schedule": "constant", "lr": 3e-3}); with
+A candidate is a name and overrides of the `quick_plateau` preset (that recipe) ({"schedule": "constant", "lr": 3e-3}); with
 `equal_flops` its steps are scaled so that its training FLOPs (model.training_flops_per_token x tokens per
 step x steps) equal the preset's: width and depth compared at (about) equal compute, hence time. Each
 candidate and seed trains into its own folder under the search's --out-dir (named by the name, seed and a
@@ -26,7 +26,7 @@ from bertstudy.base.errors import (EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, EX
                                    UsageError)
 from bertstudy.base.run_files import FINAL_MODEL_NAME, HISTORY_NAME, VOCAB_NAME
 
-PRESET = "quick"
+PRESET = "quick_plateau"  # the candidates are changes to the recipe that ends on the plateau
 # What make quickstart asks the model (the Makefile's PROBE_SENTENCES), one [MASK] each.
 PROBE_SENTENCES = ("中国[MASK]民", "北京是中国的首[MASK]", "我们明[MASK]去上学")
 TOP_K = 3

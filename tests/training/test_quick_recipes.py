@@ -3,6 +3,7 @@ rerun; an interrupted candidate resumes; bad input is one line naming the file; 
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 from pathlib import Path
@@ -173,7 +174,7 @@ def test_the_built_in_candidates_cover_every_knob_and_parse():
 
 def test_equal_flops_scales_the_steps_and_the_flags_rebuild_the_config(tmp_path):
     deep = recipes.Candidate("deep", {"num_layers": 4}, equal_flops=True)
-    ratio = recipes.flops_per_step(preset_config("quick")) / recipes.flops_per_step(preset_config("quick", num_layers=4))
+    ratio = recipes.flops_per_step(preset_config(recipes.PRESET)) / recipes.flops_per_step(preset_config(recipes.PRESET, num_layers=4))
     assert 0.4 < ratio < 0.6
     assert recipes.candidate_steps(deep, None) == round(1200 * ratio)
     assert recipes.candidate_steps(deep, 100) == round(100 * ratio)
@@ -183,6 +184,15 @@ def test_equal_flops_scales_the_steps_and_the_flags_rebuild_the_config(tmp_path)
     overrides = {"pre_ln": True, "dropout": 0.0, "lr": 3e-3, "schedule": "constant", "batch_size": 32}
     argv = recipes.train_argv(settings, recipes.Candidate("x", overrides), 7, 90, tmp_path / "x")
     args = train_large_100k.build_parser().parse_args(argv)
-    assert config_from_args(args) == preset_config("quick", corpus="c.jsonl", cache_dir="cache", out_dir=str(tmp_path / "x"),
+    assert config_from_args(args) == preset_config(recipes.PRESET, corpus="c.jsonl", cache_dir="cache", out_dir=str(tmp_path / "x"),
                                                    seed=7, steps=90, progress=False, auto_batch=False, **overrides)
     assert args.resume_if_possible
+
+
+def test_the_quick_preset_is_the_searchs_winner_on_the_searchs_baseline():
+    """quick = quick_plateau + every knob of "all" but pre-LN (all-no-pre-ln: docs/PRESETS.md), so it keeps
+    its transformers export; the search's candidates stay changes to the recipe before the search."""
+    winner = {c.name: c.overrides for c in recipes.load_candidates(None)}["all-no-pre-ln"]
+    assert recipes.PRESET == "quick_plateau"
+    assert preset_config("quick") == dataclasses.replace(preset_config("quick_plateau", **winner), preset="quick")
+    assert not preset_config("quick").pre_ln and preset_config("quick").eval_mask_rate == 0.15

@@ -37,22 +37,22 @@ TINY = dict(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, max
 # ---- the schedule
 
 def test_constant_schedule_holds_the_peak_then_decays_linearly_over_the_last_fraction():
-    config = preset_config("quick", lr=1e-3, warmup_steps=10, steps=110, min_lr_ratio=0.1, schedule="constant",
+    config = preset_config("quick_plateau", lr=1e-3, warmup_steps=10, steps=110, min_lr_ratio=0.1, schedule="constant",
                            decay_fraction=0.2)  # the decay starts at step 110 - 22 = 88
     assert lr_at(0, config) == pytest.approx(1e-4) and lr_at(9, config) == pytest.approx(1e-3)
     assert [lr_at(s, config) for s in (10, 50, 87, 88)] == [pytest.approx(1e-3)] * 4
     assert lr_at(99, config) == pytest.approx(1e-3 - 11 / 22 * 0.9e-3)  # half-way down: 0.55e-3
     assert lr_at(109, config) == pytest.approx(1e-3 - 21 / 22 * 0.9e-3)
     assert lr_at(110, config) == pytest.approx(1e-4)
-    flat = preset_config("quick", lr=1e-3, warmup_steps=10, steps=110, schedule="constant", decay_fraction=0.0)
+    flat = preset_config("quick_plateau", lr=1e-3, warmup_steps=10, steps=110, schedule="constant", decay_fraction=0.0)
     assert lr_at(109, flat) == pytest.approx(1e-3)
-    whole = preset_config("quick", lr=1e-3, warmup_steps=10, steps=110, min_lr_ratio=0.0, schedule="constant",
+    whole = preset_config("quick_plateau", lr=1e-3, warmup_steps=10, steps=110, min_lr_ratio=0.0, schedule="constant",
                           decay_fraction=1.0)  # never before the warm-up's end: linear from step 10 to 110
     assert lr_at(10, whole) == pytest.approx(1e-3) and lr_at(60, whole) == pytest.approx(0.5e-3)
 
 
 def test_the_cosine_schedule_is_the_default_and_unchanged():
-    config = preset_config("quick", lr=1e-3, warmup_steps=10, steps=110, min_lr_ratio=0.1)
+    config = preset_config("quick_plateau", lr=1e-3, warmup_steps=10, steps=110, min_lr_ratio=0.1)
     assert config.schedule == "cosine"
     assert lr_at(60, config) == pytest.approx(0.55e-3) and lr_at(110, config) == pytest.approx(1e-4)
 
@@ -111,7 +111,7 @@ def test_a_fresh_model_with_the_unigram_bias_predicts_the_most_frequent_characte
     top = NUM_SPECIAL + 17
     counts[top] = 40  # the most frequent character, by far
     torch.manual_seed(0)
-    model = BertForPretraining(model_config_for(preset_config("quick", **TINY), len(vocab))).eval()
+    model = BertForPretraining(model_config_for(preset_config("quick_plateau", **TINY), len(vocab))).eval()
     run_setup.init_mlm_bias(model, counts)
     np.testing.assert_allclose(model.mlm_bias.detach().numpy(), unigram_log_frequencies(counts), rtol=1e-6)
     assert int(torch.softmax(model.mlm_bias, -1).argmax()) == top
@@ -128,13 +128,13 @@ def test_held_out_instances_are_masked_at_15_percent_whatever_training_uses(tmp_
 
     corpus = write_tiny_corpus(tmp_path)
     base = dict(corpus=str(corpus), cache_dir=str(tmp_path / "cache"), max_seq_len=32, max_predictions=20)
-    default = run_setup.prepare_data(preset_config("quick", **base), Distributed())
-    heavier = run_setup.prepare_data(preset_config("quick", mask_rate=0.4, **base), Distributed())
+    default = run_setup.prepare_data(preset_config("quick_plateau", **base), Distributed())
+    heavier = run_setup.prepare_data(preset_config("quick_plateau", mask_rate=0.4, **base), Distributed())
     assert (default.train_sampler.mask_rate, default.eval_sampler.mask_rate) == (0.15, 0.15)
     assert (heavier.train_sampler.mask_rate, heavier.eval_sampler.mask_rate) == (0.4, 0.15)
     a, b = (eval_micro_batches(d.eval_sampler, 42, 16, 8) for d in (default, heavier))
     assert len(a) == len(b) and all(np.array_equal(x[k], y[k]) for x, y in zip(a, b) for k in x)  # the same eval
-    other = run_setup.prepare_data(preset_config("quick", eval_mask_rate=0.3, **base), Distributed())
+    other = run_setup.prepare_data(preset_config("quick_plateau", eval_mask_rate=0.3, **base), Distributed())
     assert other.eval_sampler.mask_rate == 0.3 and other.train_sampler.mask_rate == 0.15
 
 
@@ -144,7 +144,7 @@ def test_held_out_instances_are_masked_at_15_percent_whatever_training_uses(tmp_
                                                  ("mlm_bias_init", "uniform", "zeros, unigram")])
 def test_an_unknown_choice_is_a_usage_error_listing_the_choices(field, value, choices, capsys):
     with pytest.raises(UsageError, match=f"--{field.replace('_', '-')} must be one of {choices}, got '{value}'"):
-        preset_config("quick", **{field: value})
+        preset_config("quick_plateau", **{field: value})
     assert train_large_100k.main(["--preset", "quick", f"--{field.replace('_', '-')}", value]) == EXIT_USAGE
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "\n" not in err and choices in err
@@ -155,8 +155,8 @@ NEW = {"pre_ln": True, "mlm_bias_init": "unigram", "schedule": "constant", "deca
 
 
 def test_a_run_from_before_the_fields_resumes_with_what_it_trained_with():
-    old = {k: v for k, v in preset_config("quick", mask_rate=0.25).to_dict().items() if k not in NEW}
-    session = preset_config("quick")
+    old = {k: v for k, v in preset_config("quick_plateau", mask_rate=0.25).to_dict().items() if k not in NEW}
+    session = preset_config("quick_plateau")
     resumed = resume_config(old, {}, session, "ck.pth")
     assert {k: getattr(resumed, k) for k in OLDER_RUN_VALUES} == OLDER_RUN_VALUES
     assert resumed.eval_mask_rate == 0.25  # it evaluated at its mask rate: its curve stays one curve
@@ -167,8 +167,8 @@ def test_a_run_from_before_the_fields_resumes_with_what_it_trained_with():
 
 @pytest.mark.parametrize("name", sorted(NEW))
 def test_resume_refuses_a_changed_recipe_field_as_any_other(name):
-    saved = preset_config("quick").to_dict()
-    session = preset_config("quick")
+    saved = preset_config("quick_plateau").to_dict()
+    session = preset_config("quick_plateau")
     with pytest.raises(UsageError, match=f"ck.pth was trained with {name} {saved[name]}; this command line gives "
                                          f"{name} {NEW[name]}"):
         resume_config(saved, {name: NEW[name]}, session, "ck.pth")

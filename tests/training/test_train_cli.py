@@ -45,7 +45,7 @@ def test_run_writes_every_output(finished_run):
     assert [r["step"] for r in records if r["kind"] == "checkpoint"] == [3, 6]
     assert [s for s, _ in list_checkpoints(out / "checkpoints_100k")] == [3, 6]
     resolved = read_json(out / "resolved_config.json")
-    assert resolved["hidden_size"] == 32 and resolved["steps"] == 6 and resolved["preset"] == "quick"
+    assert resolved["hidden_size"] == 32 and resolved["steps"] == 6 and resolved["preset"] == "quick_plateau"
     final = load_final_model(out / "stage4_large_100k_final.pth")
     assert final["vocab_hash"] == vocab.hash and final["step"] == 6
 

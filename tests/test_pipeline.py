@@ -33,8 +33,8 @@ def test_collect_verify_train_analyze_visualize_and_watch(tmp_path, capsys):
     assert figures["sentences"] == sum(len(d.sentences) for d in documents)
 
     steps = 30
-    assert train_large_100k.main(tiny_args(corpus, run, data / "cache", steps=steps, log_interval=2, eval_interval=10,
-                                           save_interval=10, keep_last=1)) == 0
+    assert train_large_100k.main(tiny_args(corpus, run, data / "cache", preset="quick", steps=steps, log_interval=2,
+                                           eval_interval=10, save_interval=10, keep_last=1)) == 0
     history_path = run / "training_history_100k.json"
     history = read_json(history_path)
     assert history["steps"] == list(range(2, steps + 1, 2)) and history["eval_steps"] == [0, 10, 20, 30]

@@ -28,6 +28,7 @@ EXAMPLES = [
     "python scripts/quick_recipes.py --list",
     "python scripts/quick_recipes.py --only baseline,constant,pre-ln --threads 1",
     "python scripts/quick_recipes.py --candidates my_recipes.json --seeds 1,2 --steps 2400",
+    "python scripts/quick_recipes.py --table --results results/quick_recipes/recipes.jsonl",
 ]
 
 
@@ -47,6 +48,22 @@ def name_list(text: str) -> list[str]:
     if not names:
         raise argparse.ArgumentTypeError("expected candidate names separated by commas")
     return names
+
+
+def print_table(results: Path) -> int:
+    from bertstudy.base.atomic_io import iter_jsonl
+    from bertstudy.training.recipe_table import markdown_table
+
+    if not results.is_file():
+        raise BadInputError(results, "no such results file (the search writes it; or give --results)")
+    records = []
+    for lineno, record in iter_jsonl(results):
+        if not isinstance(record, dict) or not {"name", "seed", "overrides", "steps", "status"} <= set(record):
+            raise BadInputError(results, "not a results line of this search (name, seed, overrides, steps, status)",
+                                line=lineno)
+        records.append(record)
+    print(markdown_table(records), end="")
+    return EXIT_OK
 
 
 def build_parser():
@@ -71,6 +88,8 @@ def build_parser():
     parser.add_argument("--threads", type=non_negative_int,
                         help="torch CPU threads of each run (default: train_large_100k.py's choice from the free cores)")
     parser.add_argument("--list", action="store_true", help="print the candidates and exit")
+    parser.add_argument("--table", action="store_true", help="print the results file as a Markdown table (fastest to "
+                                                             "the target first) and exit; trains nothing")
     return parser
 
 
@@ -88,6 +107,8 @@ def main(argv=None) -> int:
             for c in candidates:
                 print(f"{c.name}: {json.dumps(c.overrides, ensure_ascii=False)}" + (" (equal FLOPs)" if c.equal_flops else ""))
             return EXIT_OK
+        if args.table:
+            return print_table(Path(args.results or Path(args.out_dir) / "recipes.jsonl"))
         corpus = Path(args.corpus)
         if not corpus.is_file():
             raise BadInputError(corpus, "no such corpus file (make quickstart collects it; or give --corpus)")

@@ -196,3 +196,37 @@ def test_the_quick_preset_is_the_searchs_winner_on_the_searchs_baseline():
     assert recipes.PRESET == "quick_plateau"
     assert preset_config("quick") == dataclasses.replace(preset_config("quick_plateau", **winner), preset="quick")
     assert not preset_config("quick").pre_ln and preset_config("quick").eval_mask_rate == 0.15
+
+
+def _record(name, final, seconds_to_target=None, status="done"):
+    probes = [{"text": "中国[MASK]民", "masks": [[{"token": t, "prob": 0.1} for t in "人国民"]]}]
+    return {"name": name, "seed": 42, "overrides": {"lr": 0.004}, "steps": 1200, "equal_flops": False,
+            "status": status, "exit_code": 4, "steps_done": 1200, "seconds": 600.0, "final_mask_acc": final,
+            "best_mask_acc": final, "shortcut_mask_level": 0.046, "target": 0.092,
+            "step_to_target": None if seconds_to_target is None else 700, "seconds_to_target": seconds_to_target,
+            "probes": probes}
+
+
+def test_the_table_puts_the_fastest_to_target_first_and_failures_last(tmp_path, capsys):
+    results = tmp_path / "r.jsonl"
+    rows = [_record("slow-miss", 0.05), _record("broke", None, status="failed"), _record("late", 0.2, 500.0),
+            _record("early", 0.15, 300.0), _record("near-miss", 0.08)]
+    results.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    assert quick_recipes.main(["--table", "--results", str(results)]) == 0
+    out = capsys.readouterr().out
+    table = [line for line in out.splitlines() if line.startswith("| ")][2:]  # below the header and its rule
+    assert [line.split(" | ")[0][2:] for line in table] == ["early", "late", "near-miss", "slow-miss", "broke"]
+    assert "target (twice it) 9.2%" in out and "| 700 (300) | 人 国 民 |" in table[0]
+    assert "failed (exit 4)" in table[-1] and "| never |" in table[2]
+    assert all(line.count(" | ") == 7 for line in table)
+
+
+def test_the_table_of_a_missing_or_foreign_file_is_one_line_naming_it(tmp_path, capsys):
+    missing = tmp_path / "none.jsonl"
+    assert quick_recipes.main(["--table", "--results", str(missing)]) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert str(missing) in err and err.count("\n") == 1
+    foreign = tmp_path / "foreign.jsonl"
+    foreign.write_text('{"name": "x"}\n', encoding="utf-8")
+    assert quick_recipes.main(["--table", "--results", str(foreign)]) == EXIT_BAD_INPUT
+    assert f"{foreign}:1" in capsys.readouterr().err

@@ -210,7 +210,7 @@ def test_ctrl_c_message_is_on_its_own_line_after_the_bar(finished, tmp_path, cap
 def test_show_preset_prints_its_values(capsys):
     assert train_large_100k.main(["--show-preset", "quick"]) == EXIT_OK
     out = capsys.readouterr().out
-    assert "preset quick" in out and "--hidden-size 128" in out and "--steps 1200" in out and "--no-wwm" in out
+    assert "preset quick" in out and "--hidden-size 128" in out and "--steps 1000" in out and "--no-wwm" in out
 
 
 def test_an_integer_in_float_notation_is_read_and_a_fraction_refused(capsys):

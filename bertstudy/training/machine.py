@@ -22,7 +22,7 @@ import time
 
 EARLY_STEPS = (5, 20, 50)  # steps after the start at which the speed is logged (the estimate at the first)
 LONG_RUN_S = 3600.0  # a shorter projected run on a CPU says nothing
-CPU_PRESETS = {"quick": "about 3 min on 2 idle cores", "cpu_study": "about 25 min", "cpu_100k": "about 1 h"}
+CPU_PRESETS = {"quick": "about 7 min on 2 idle cores", "cpu_study": "about 25 min", "cpu_100k": "about 1 h"}
 
 
 def free_cores(cores: int, load: float | None) -> int:

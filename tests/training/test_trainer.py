@@ -70,7 +70,7 @@ def test_accumulating_4_by_8_equals_one_batch_of_32():
 
 
 def test_schedule_warms_up_linearly_then_cosine_to_the_floor():
-    config = preset_config("quick", lr=1e-3, warmup_steps=10, steps=110, min_lr_ratio=0.1)
+    config = preset_config("quick_plateau", lr=1e-3, warmup_steps=10, steps=110, min_lr_ratio=0.1)
     assert lr_at(0, config) == pytest.approx(1e-4) and lr_at(9, config) == pytest.approx(1e-3)
     assert lr_at(60, config) == pytest.approx(0.55e-3)  # half-way down the cosine
     assert lr_at(110, config) == pytest.approx(1e-4)

@@ -51,18 +51,12 @@ def name_list(text: str) -> list[str]:
 
 
 def print_table(results: Path) -> int:
-    from bertstudy.base.atomic_io import iter_jsonl
     from bertstudy.training.recipe_table import markdown_table
+    from bertstudy.training.recipes import RESULT_KEYS, read_results
 
     if not results.is_file():
         raise BadInputError(results, "no such results file (the search writes it; or give --results)")
-    records = []
-    for lineno, record in iter_jsonl(results):
-        if not isinstance(record, dict) or not {"name", "seed", "overrides", "steps", "status"} <= set(record):
-            raise BadInputError(results, "not a results line of this search (name, seed, overrides, steps, status)",
-                                line=lineno)
-        records.append(record)
-    print(markdown_table(records), end="")
+    print(markdown_table(read_results(results, (*RESULT_KEYS, "status"))), end="")
     return EXIT_OK
 
 

@@ -119,27 +119,29 @@ class TrainConfig:
         return self.batch_size * self.grad_accum
 
 
+# quick_plateau's values, which quick changes (below)
+_QUICK_PLATEAU = dict(hidden_size=128, num_layers=2, num_heads=4, intermediate_size=512, max_seq_len=64,
+                      max_predictions=10, batch_size=64, grad_accum=1, steps=1200, warmup_steps=50, lr=2e-3,
+                      log_interval=10, eval_interval=100, save_interval=300, eval_instances=512, dropout=0.0,
+                      min_lr_ratio=0.1)
+
 PRESETS: dict[str, dict] = {
     # the study's run: the original's shape, a learning rate that learns from scratch
     "large_100k": {},
     # The whole pipeline in minutes on 2 CPU cores (make quickstart): 1.1M parameters, 1,000 steps of
-    # 64 x 64 tokens, the recipe scripts/quick_recipes.py found (issue 23, docs/PRESETS.md): the output bias
-    # starts at the log character frequencies (no steps spent learning them), lr 4e-3 held until the last
-    # 20% of the steps (constant schedule), 25% of the characters masked (15% in the held-out test), NSP
-    # measured but not trained. quick_plateau's held-out [MASK] accuracy stays at ~5% (always "，"); this
-    # leaves the plateau by step ~700 (24% at 1,200 steps in the search). 1,000 steps, not the search's
-    # 1,200: on the 2-core machine of 2026-11-30 a step took 0.37 s and 1,200 made make quickstart 8.5 min.
-    "quick": dict(hidden_size=128, num_layers=2, num_heads=4, intermediate_size=512, max_seq_len=64,
-                  max_predictions=16, batch_size=64, grad_accum=1, steps=1000, warmup_steps=50, lr=4e-3,
-                  log_interval=10, eval_interval=100, save_interval=300, eval_instances=512, dropout=0.0,
-                  min_lr_ratio=0.1, schedule="constant", mlm_bias_init="unigram", mask_rate=0.25, nsp_weight=0.0),
-    # The quickstart recipe before issue 23, kept as the recipe search's baseline: the same model and
-    # batch, lr 2e-3 (the edge of stable with a zero output bias), cosine, 15% masked, NSP trained. It ends
-    # on the copy plateau (held-out [MASK] accuracy ~5.5% at step 1,200: always "，").
-    "quick_plateau": dict(hidden_size=128, num_layers=2, num_heads=4, intermediate_size=512, max_seq_len=64,
-                          max_predictions=10, batch_size=64, grad_accum=1, steps=1200, warmup_steps=50, lr=2e-3,
-                          log_interval=10, eval_interval=100, save_interval=300, eval_instances=512, dropout=0.0,
-                          min_lr_ratio=0.1),
+    # 64 x 64 tokens, the recipe scripts/quick_recipes.py found (issue 23, docs/PRESETS.md): quick_plateau's
+    # model and batch, with the output bias starting at the log character frequencies (no steps spent
+    # learning them), lr 4e-3 held until the last 20% of the steps (constant schedule), 25% of the
+    # characters masked (15% in the held-out test), NSP measured but not trained. quick_plateau's held-out
+    # [MASK] accuracy stays at ~5% (always "，"); this leaves the plateau by step ~700 (24% at 1,200 steps in
+    # the search). 1,000 steps, not the search's 1,200: on the 2-core machine of 2026-11-30 a step took
+    # 0.37 s and 1,200 made make quickstart 8.5 min.
+    "quick": dict(_QUICK_PLATEAU, max_predictions=16, steps=1000, lr=4e-3, schedule="constant",
+                  mlm_bias_init="unigram", mask_rate=0.25, nsp_weight=0.0),
+    # The quickstart recipe before issue 23, kept as the recipe search's baseline: lr 2e-3 (the edge of
+    # stable with a zero output bias), cosine, 15% masked, NSP trained. It ends on the copy plateau
+    # (held-out [MASK] accuracy ~5.5% at step 1,200: always "，").
+    "quick_plateau": _QUICK_PLATEAU,
     # The reduced but genuine study (make study-cpu): 2.4M parameters, 5,000 steps of 32 x 64 tokens,
     # ~9.6M tokens (~3 passes over the embedded corpus), near 20 tokens per non-embedding parameter:
     # long enough to show the first rise, the plateau and the second rise. dropout 0: a model this

@@ -12,7 +12,8 @@ HEADER = ("| candidate | seed | changes to quick_plateau | steps | training s | 
           "| target reached at step (s) | 中国[MASK]民, top 3 |")
 
 
-def _percent(value) -> str:
+def percent(value) -> str:
+    """0.246 -> '24.6%'; None -> '-'."""
     return "-" if value is None else f"{value:.1%}"
 
 
@@ -36,7 +37,7 @@ def _row(record: dict) -> str:
     reached = record.get("step_to_target")
     when = "never" if reached is None else f"{reached} ({record['seconds_to_target']:.0f})"
     return (f"| {record['name']} | {record['seed']} | {_changes(record)} | {record['steps_done']} | "
-            f"{record['seconds']:.0f} | {_percent(record['final_mask_acc'])} ({_percent(record['best_mask_acc'])}) | "
+            f"{record['seconds']:.0f} | {percent(record['final_mask_acc'])} ({percent(record['best_mask_acc'])}) | "
             f"{when} | {_first_answers(record)} |")
 
 
@@ -54,8 +55,8 @@ def markdown_table(records: list[dict]) -> str:
     done = [r for r in records if r.get("status") == "done"]
     lines = []
     if done:
-        lines.append(f"Shortcut level (always the most frequent character) {_percent(done[0]['shortcut_mask_level'])}; "
-                     f"target (twice it) {_percent(done[0]['target'])}; held-out [MASK] accuracy at the 15% test rate.")
+        lines.append(f"Shortcut level (always the most frequent character) {percent(done[0]['shortcut_mask_level'])}; "
+                     f"target (twice it) {percent(done[0]['target'])}; held-out [MASK] accuracy at the 15% test rate.")
         lines.append("")
     lines += [HEADER, "| " + " | ".join(["---"] * (HEADER.count(" | ") + 1)) + " |"]
     lines += [_row(r) for r in sorted(records, key=_order)]

@@ -25,6 +25,7 @@ from bertstudy.base.atomic_io import atomic_write_text, iter_jsonl, read_json, r
 from bertstudy.base.errors import (EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, BadInputError, StudyError,
                                    UsageError)
 from bertstudy.base.run_files import FINAL_MODEL_NAME, HISTORY_NAME, VOCAB_NAME
+from bertstudy.training.recipe_table import percent
 
 PRESET = "quick_plateau"  # the candidates are changes to the recipe that ends on the plateau
 # What make quickstart asks the model (the Makefile's PROBE_SENTENCES), one [MASK] each.
@@ -266,15 +267,23 @@ def result_record(key: dict, equal_flops: bool, folder: Path) -> dict:
 
 
 # ---------------------------------------------------------------------------- the search
+RESULT_KEYS = ("name", "seed", "overrides", "steps")  # what identifies a results line (run_key)
+
+
+def read_results(results: Path, required=RESULT_KEYS) -> list[dict]:
+    """The results file's lines; one not a dict with the `required` keys is bad input naming file and line."""
+    records = []
+    for lineno, record in iter_jsonl(results):
+        if not isinstance(record, dict) or not set(required) <= set(record):
+            raise BadInputError(results, f"not a results line of this search ({', '.join(required)})", line=lineno)
+        records.append(record)
+    return records
+
+
 def done_keys(results: Path) -> list[dict]:
     if not results.exists():
         return []
-    keys = []
-    for lineno, record in iter_jsonl(results):
-        if not isinstance(record, dict) or not {"name", "seed", "overrides", "steps"} <= set(record):
-            raise BadInputError(results, "not a results line of this search (name, seed, overrides, steps)", line=lineno)
-        keys.append({k: record[k] for k in ("name", "seed", "overrides", "steps")})
-    return keys
+    return [{k: record[k] for k in RESULT_KEYS} for record in read_results(results)]
 
 
 def append_line(results: Path, record: dict) -> None:
@@ -285,17 +294,13 @@ def append_line(results: Path, record: dict) -> None:
     atomic_write_text(results, before + json.dumps(record, ensure_ascii=False) + "\n")
 
 
-def _percent(value) -> str:
-    return "-" if value is None else f"{value:.1%}"
-
-
 def summary_line(record: dict) -> str:
     """What the search prints for a finished candidate."""
     reached = record["seconds_to_target"]
     answers = "; ".join(f"{p['text']} -> {' '.join(c['token'] for c in p['masks'][0])}" for p in record["probes"])
     return (f"{record['name']} (seed {record['seed']}, {record['steps']} steps, {record['seconds']:.0f} s): held-out "
-            f"[MASK] {_percent(record['final_mask_acc'])} (best {_percent(record['best_mask_acc'])}), shortcut "
-            f"{_percent(record['shortcut_mask_level'])}, target {_percent(record['target'])} "
+            f"[MASK] {percent(record['final_mask_acc'])} (best {percent(record['best_mask_acc'])}), shortcut "
+            f"{percent(record['shortcut_mask_level'])}, target {percent(record['target'])} "
             f"{'never reached' if reached is None else f'reached at {reached:.0f} s'}; {answers}")
 
 

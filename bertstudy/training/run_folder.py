@@ -9,6 +9,8 @@
 - A finished run (its last checkpoint at its last step, the history's finished_at set, the final
   model written) rerun with --resume or --resume-if-possible says "already complete" and changes
   nothing: no log record, no rewritten finished_at or training time (exit 0).
+- A resume line that names the run's preset, where the preset has changed since the run started (quick
+  did in issue 23), continues the run as it was and says on stderr which of the preset's values differ.
 - Output folders are checked before any work: a folder under a file or one that cannot be written
   is a one-line usage error (exit 2).
 Under DDP rank 0 makes this decision and sends it, the checkpoint included, to every rank, so the
@@ -17,6 +19,7 @@ ranks need no shared filesystem (only rank 0 writes outputs).
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +31,7 @@ from bertstudy.base.atomic_io import check_writable_dir, read_json
 from bertstudy.training.device import Distributed
 from bertstudy.base.errors import BadInputError, NothingToDo, StudyError, UsageError
 from bertstudy.base.run_files import EXPORT_DIR_NAME, HISTORY_NAME, LOG_NAME
-from bertstudy.training.config import TrainConfig, resume_config
+from bertstudy.training.config import TrainConfig, preset_drift, resume_config
 
 
 @dataclass
@@ -97,6 +100,16 @@ def check_resume_length(step: int, config: TrainConfig, path: Path) -> None:
                           f"to start over: --overwrite")
 
 
+def note_preset_drift(saved: dict, given: dict, path: Path) -> None:
+    """Say (stderr) where the resumed run differs from the preset this command line names, as defined today."""
+    drift = preset_drift(saved, given)
+    if drift:
+        fields_said = ", ".join(f"{name} {run} (preset now {today})" for name, run, today in drift)
+        print(f"note: {path} was trained with --preset {given['preset']} as it was then; it continues with its own "
+              f"values, which differ from today's preset in {fields_said}. For today's recipe train in another "
+              f"--out-dir", file=sys.stderr)
+
+
 def _plan_on_this_rank(config: TrainConfig, resume: str | None, given: dict, overwrite: bool, if_possible: bool,
                        world_size: int) -> StartPlan:
     out_dir = Path(config.out_dir)
@@ -112,6 +125,7 @@ def _plan_on_this_rank(config: TrainConfig, resume: str | None, given: dict, ove
         return StartPlan(config)
     state, path = found
     resumed = resume_config(state["config"], given, config, str(path))
+    note_preset_drift(state["config"], given, path)
     check_resume_length(int(state["step"]), resumed, path)
     saved_world = state.get("data_position", {}).get("world_size", 1)
     if saved_world != world_size:

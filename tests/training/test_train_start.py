@@ -22,7 +22,7 @@ from bertstudy.training.device import Distributed
 from bertstudy.base.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UsageError
 from bertstudy.model import BertForPretraining
 from bertstudy.pretraining.instances import InstanceSampler, tokenize_documents
-from bertstudy.training.config import preset_config, resume_config
+from bertstudy.training.config import PRESETS, preset_config, preset_drift, resume_config
 from bertstudy.training.trainer import Trainer, model_config_for
 from bertstudy.pretraining.vocab import build_vocab
 from tests.train_helpers import tiny_args, tiny_documents
@@ -255,6 +255,33 @@ def test_resume_config_takes_the_runs_values_and_only_safe_changes():
     with pytest.raises(UsageError, match=r"ck.pth was trained with batch_size 64, preset quick; this command line "
                                          r"gives batch_size 32, preset large_100k"):
         resume_config(saved, {"batch_size": 32, "preset": "large_100k", "steps": 9}, session, "ck.pth")
+
+
+def test_preset_drift_names_the_presets_values_that_changed_since_the_run_started():
+    older_quick = preset_config("quick_plateau", steps=1000).to_dict() | {"preset": "quick"}
+    drift = dict((name, (run, today)) for name, run, today in preset_drift(older_quick, {"preset": "quick"}))
+    assert drift == {"max_predictions": (10, 16), "lr": (2e-3, 4e-3), "schedule": ("cosine", "constant"),
+                     "mlm_bias_init": ("zeros", "unigram"), "mask_rate": (0.15, 0.25), "nsp_weight": (1.0, 0.0)}
+    # a checkpoint from before the recipe fields existed reads them as the values it trained with
+    before_fields = {k: v for k, v in older_quick.items() if k not in ("schedule", "mlm_bias_init", "nsp_weight")}
+    assert dict((n, r) for n, r, _ in preset_drift(before_fields, {"preset": "quick"}))["schedule"] == "cosine"
+    # what the line sets itself, what a resume may change, a line without --preset or naming another: no note
+    assert "lr" not in dict((n, r) for n, r, _ in preset_drift(older_quick, {"preset": "quick", "lr": 2e-3}))
+    assert preset_drift(preset_config("quick", steps=5, threads=1).to_dict(), {"preset": "quick"}) == []
+    assert preset_drift(older_quick, {}) == []
+    assert preset_drift(older_quick, {"preset": "quick_plateau"}) == []
+
+
+def test_resuming_a_run_whose_preset_changed_since_says_so_and_keeps_the_runs_values(finished, capsys, monkeypatch):
+    root, corpus, out = finished
+    before = _snapshot(out)
+    monkeypatch.setitem(PRESETS, "quick_plateau", {**PRESETS["quick_plateau"], "lr": 5e-4})
+    assert train_large_100k.main(tiny_args(corpus, out, root / "cache", steps=4) + ["--resume-if-possible"]) == EXIT_OK
+    said = capsys.readouterr()
+    assert "already complete" in said.out and _snapshot(out) == before
+    note = [line for line in said.err.splitlines() if line.startswith("note:")]
+    assert len(note) == 1 and "--preset quick_plateau" in note[0] and "lr 0.002 (preset now 0.0005)" in note[0]
+    assert "another --out-dir" in note[0]
 
 
 def test_resumed_optimizer_keeps_the_configs_hyper_parameters_and_rank_0_alone_gets_the_totals():

@@ -67,6 +67,8 @@ DEFAULT_CANDIDATES = [
     *({"name": f"all-no-{knob}", "overrides": {k: v for k, v in ALL.items() if k not in keys}}
       for knob, keys in (("pre-ln", ("pre_ln",)), ("unigram", ("mlm_bias_init",)), ("constant", ("schedule",)),
                          ("lr-4e-3", ("lr",)), ("nsp-0", ("nsp_weight",)), ("mask-25", ("mask_rate", "max_predictions")))),
+    # the quick preset's recipe (all-no-pre-ln) on quick_plateau's cosine schedule: does quick need the constant one?
+    {"name": "quick-no-constant", "overrides": {k: v for k, v in ALL.items() if k not in ("pre_ln", "schedule")}},
 ]
 
 

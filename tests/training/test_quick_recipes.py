@@ -197,6 +197,8 @@ def test_the_quick_preset_is_the_searchs_winner_on_the_searchs_baseline():
     quick = dataclasses.replace(preset_config("quick_plateau", **winner), preset="quick", steps=1000)
     assert preset_config("quick") == quick  # 1,000 steps, not 1,200: make quickstart within 8 min (config.py)
     assert not preset_config("quick").pre_ln and preset_config("quick").eval_mask_rate == 0.15
+    cosine = {c.name: c.overrides for c in recipes.load_candidates(None)}["quick-no-constant"]
+    assert cosine == {k: v for k, v in winner.items() if k != "schedule"} and preset_config(recipes.PRESET).schedule == "cosine"
 
 
 def _record(name, final, seconds_to_target=None, status="done"):

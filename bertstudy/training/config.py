@@ -276,30 +276,19 @@ CHANGEABLE_ON_RESUME = ("steps", "log_interval", "eval_interval", "save_interval
 SESSION_FIELDS = ("out_dir", "device", "threads", "progress", "compile", "amp", "compile_mode", "data_workers")
 
 
-def run_values(saved: dict) -> dict:
-    """A checkpoint's config as this version reads it: fields added since take the values the run trained with."""
-    known = {f.name for f in fields(TrainConfig)}
-    base = {name: value for name, value in saved.items() if name in known}
-    if "split_seed" not in base and "seed" in base:  # a run from before split_seed split with its seed
-        base["split_seed"] = base["seed"]
-    if "eval_mask_rate" not in base and "mask_rate" in base:  # a run from before eval_mask_rate evaluated at it
-        base["eval_mask_rate"] = base["mask_rate"]
-    return {**OLDER_RUN_VALUES, **base}
-
-
-def preset_drift(saved: dict, given: dict) -> list[tuple[str, object, object]]:
-    """(field, run's value, preset's value today) where a resumed run differs from the preset its resume line
-    names (--preset given and equal to the run's), over the preset's fields the line does not set itself.
-    A preset can change between versions (quick did in issue 23): `make quickstart` in a folder holding a
-    quick run from before then resumes that run as it was, and the caller says so instead of staying silent."""
+def preset_drift(resumed: TrainConfig, given: dict) -> list[tuple[str, object, object]]:
+    """(field, run's value, preset's value today) where a resumed run (resume_config's result) differs from
+    the preset its resume line names (--preset given and equal to the run's), over the preset's fields the
+    line does not set itself. A preset can change between versions (quick did in issue 23): `make
+    quickstart` in a folder holding a quick run from before then resumes that run as it was, and the caller
+    says so instead of staying silent."""
     name = given.get("preset")
-    base = run_values(saved)
-    if name is None or name != base.get("preset") or name not in PRESETS:
+    if name is None or name != resumed.preset or name not in PRESETS:
         return []
     today = preset_config(name)
     changeable = set(CHANGEABLE_ON_RESUME) | set(SESSION_FIELDS) | set(given)
-    return [(field, base.get(field), getattr(today, field)) for field in PRESETS[name]
-            if field not in changeable and base.get(field) != getattr(today, field)]
+    return [(field, getattr(resumed, field), getattr(today, field)) for field in PRESETS[name]
+            if field not in changeable and getattr(resumed, field) != getattr(today, field)]
 
 
 def resume_config(saved: dict, given: dict, session: TrainConfig, source: str) -> TrainConfig:
@@ -307,7 +296,13 @@ def resume_config(saved: dict, given: dict, session: TrainConfig, source: str) -
     `given` sets, this session's fields. Any other given flag that differs from the run's value
     (architecture, lr, batch, seed, preset...) is refused, naming each field: it would silently make
     another run (the optimizer's saved moments, the data order and the schedule belong to these values)."""
-    base = run_values(saved)
+    known = {f.name for f in fields(TrainConfig)}
+    base = {name: value for name, value in saved.items() if name in known}
+    if "split_seed" not in base and "seed" in base:  # a run from before split_seed split with its seed
+        base["split_seed"] = base["seed"]
+    if "eval_mask_rate" not in base and "mask_rate" in base:  # a run from before eval_mask_rate evaluated at it
+        base["eval_mask_rate"] = base["mask_rate"]
+    base = {**OLDER_RUN_VALUES, **base}
     fixed = [name for name, value in given.items()
              if name not in CHANGEABLE_ON_RESUME and name not in SESSION_FIELDS and base.get(name) != value]
     if fixed:

@@ -100,9 +100,9 @@ def check_resume_length(step: int, config: TrainConfig, path: Path) -> None:
                           f"to start over: --overwrite")
 
 
-def note_preset_drift(saved: dict, given: dict, path: Path) -> None:
+def note_preset_drift(resumed: TrainConfig, given: dict, path: Path) -> None:
     """Say (stderr) where the resumed run differs from the preset this command line names, as defined today."""
-    drift = preset_drift(saved, given)
+    drift = preset_drift(resumed, given)
     if drift:
         fields_said = ", ".join(f"{name} {run} (preset now {today})" for name, run, today in drift)
         print(f"note: {path} was trained with --preset {given['preset']} as it was then; it continues with its own "
@@ -125,7 +125,7 @@ def _plan_on_this_rank(config: TrainConfig, resume: str | None, given: dict, ove
         return StartPlan(config)
     state, path = found
     resumed = resume_config(state["config"], given, config, str(path))
-    note_preset_drift(state["config"], given, path)
+    note_preset_drift(resumed, given, path)
     check_resume_length(int(state["step"]), resumed, path)
     saved_world = state.get("data_position", {}).get("world_size", 1)
     if saved_world != world_size:

@@ -259,17 +259,22 @@ def test_resume_config_takes_the_runs_values_and_only_safe_changes():
 
 def test_preset_drift_names_the_presets_values_that_changed_since_the_run_started():
     older_quick = preset_config("quick_plateau", steps=1000).to_dict() | {"preset": "quick"}
-    drift = dict((name, (run, today)) for name, run, today in preset_drift(older_quick, {"preset": "quick"}))
+    session = preset_config("quick")
+
+    def drift_of(saved, given):
+        return preset_drift(resume_config(saved, given, session, "ck.pth"), given)
+
+    drift = dict((name, (run, today)) for name, run, today in drift_of(older_quick, {"preset": "quick"}))
     assert drift == {"max_predictions": (10, 16), "lr": (2e-3, 4e-3), "schedule": ("cosine", "constant"),
                      "mlm_bias_init": ("zeros", "unigram"), "mask_rate": (0.15, 0.25), "nsp_weight": (1.0, 0.0)}
     # a checkpoint from before the recipe fields existed reads them as the values it trained with
     before_fields = {k: v for k, v in older_quick.items() if k not in ("schedule", "mlm_bias_init", "nsp_weight")}
-    assert dict((n, r) for n, r, _ in preset_drift(before_fields, {"preset": "quick"}))["schedule"] == "cosine"
+    assert dict((n, r) for n, r, _ in drift_of(before_fields, {"preset": "quick"}))["schedule"] == "cosine"
     # what the line sets itself, what a resume may change, a line without --preset or naming another: no note
-    assert "lr" not in dict((n, r) for n, r, _ in preset_drift(older_quick, {"preset": "quick", "lr": 2e-3}))
-    assert preset_drift(preset_config("quick", steps=5, threads=1).to_dict(), {"preset": "quick"}) == []
-    assert preset_drift(older_quick, {}) == []
-    assert preset_drift(older_quick, {"preset": "quick_plateau"}) == []
+    assert "lr" not in dict((n, r) for n, r, _ in drift_of(older_quick, {"preset": "quick", "lr": 2e-3}))
+    assert drift_of(preset_config("quick", steps=5, threads=1).to_dict(), {"preset": "quick"}) == []
+    assert drift_of(older_quick, {}) == []
+    assert preset_drift(resume_config(older_quick, {}, session, "ck.pth"), {"preset": "quick_plateau"}) == []
 
 
 def test_resuming_a_run_whose_preset_changed_since_says_so_and_keeps_the_runs_values(finished, capsys, monkeypatch):

@@ -1,0 +1,41 @@
+"""`across_models.py prepare`: the pretraining corpus without the test items, and the split file that the
+probe pass reads back (which articles and reviews are test items, and the hashes that pin the data)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from bertstudy.across_models import splits
+from bertstudy.base.atomic_io import atomic_write_json
+from bertstudy.corpus.corpus_io import load_documents, write_documents
+from bertstudy.downstream.tasks import read_reviews, read_segmentation
+
+SPLIT_FORMAT = "chinese-bert-correlation/across-models-split-v1"
+CORPUS_NAME, SPLIT_NAME = "corpus.jsonl", "split.json"
+
+
+def file_sha256(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def prepare(source_corpus: Path, out_dir: Path, task_data=None) -> dict:
+    """Write out_dir/corpus.jsonl (source_corpus less every test document) and out_dir/split.json."""
+    articles = splits.segmentation_test_articles(read_segmentation(task_data))
+    reviews = splits.test_reviews(read_reviews(task_data))
+    excluded = splits.excluded_ids(articles, reviews)
+    kept, dropped = splits.pretraining_documents(load_documents(source_corpus), excluded)
+    corpus = out_dir / CORPUS_NAME
+    write_documents(corpus, kept)
+    split = {"format": SPLIT_FORMAT, "split_key": splits.SPLIT_KEY,
+             "source_corpus": str(source_corpus), "source_corpus_sha256": file_sha256(source_corpus),
+             "corpus": str(corpus), "corpus_sha256": file_sha256(corpus),
+             "documents_kept": len(kept), "documents_dropped": dropped,
+             "segmentation_test_articles": articles,
+             "test_reviews": [review.doc_ids[0] for review in reviews]}
+    atomic_write_json(out_dir / SPLIT_NAME, split)
+    return split

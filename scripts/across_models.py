@@ -1,0 +1,106 @@
+#!/usr/bin/env python3
+"""The across-model test: do models with higher MLM accuracy at the same step make better features?
+
+Steps, in order (docs/ACROSS_MODELS_PLAN.md is the analysis plan, fixed before the runs):
+  prepare  the pretraining corpus without the segmentation and sentiment test items, and their split file
+  train    the planned runs (6 recipes x 3 seeds + 3 more quick seeds, 1,000 steps each), resumable;
+           --shard K/N trains every N-th run, so N processes can share the cores
+  probe    each run's milestones on MSRA NER, segmentation and sentiment, with the controls (resumable)
+  analyze  the primary endpoint and the secondary analyses, as one JSON
+Rerun any step to continue it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bertstudy.base import deps  # noqa: E402,F401  (first of ours: a missing package is one line)
+from bertstudy.base.cli import make_parser, non_negative_int, run_main  # noqa: E402
+from bertstudy.base.errors import (EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_RUNTIME,  # noqa: E402
+                                   EXIT_USAGE, BadInputError)
+
+EXAMPLES = [
+    "python scripts/across_models.py prepare",
+    "python scripts/across_models.py train --shard 1/2 --threads 1 & python scripts/across_models.py train --shard 2/2 --threads 1",
+    "python scripts/across_models.py probe --threads 1",
+    "python scripts/across_models.py analyze --out results/across_models/analysis.json",
+]
+DATA_DIR = "data/across_models"
+RUNS_DIR = "runs/across_models"
+
+
+def shard_spec(text: str) -> tuple[int, int]:
+    """'1/2' -> (1, 2)."""
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected K/N, e.g. 1/2; got {text!r}") from None
+    if not 1 <= index <= count:
+        raise argparse.ArgumentTypeError(f"expected 1 <= K <= N in K/N, got {text!r}")
+    return index, count
+
+
+def build_parser():
+    parser = make_parser("across_models.py", __doc__.strip().splitlines()[0], EXAMPLES,
+                         [EXIT_OK, EXIT_USAGE, EXIT_BAD_INPUT, EXIT_RUNTIME, EXIT_INTERRUPTED])
+    parser.add_argument("--data-dir", default=DATA_DIR, help="the prepared corpus and split (default: %(default)s)")
+    parser.add_argument("--runs-dir", default=RUNS_DIR, help="one folder per run (default: %(default)s)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{prepare,train,probe,analyze}")
+    prep = sub.add_parser("prepare", help="write the pretraining corpus without the test items, and the split")
+    prep.add_argument("--corpus", default="data/embedded/corpus.jsonl",
+                      help="the embedded corpus to filter (default: make quickstart's, %(default)s)")
+    train = sub.add_parser("train", help="train the planned runs (resumable)")
+    train.add_argument("--shard", type=shard_spec, default=(1, 1), metavar="K/N", help="train every N-th run from the K-th")
+    train.add_argument("--threads", type=non_negative_int, help="torch CPU threads of each run")
+    train.add_argument("--cache-dir", default="data/cache", help="tokenized-corpus cache (default: %(default)s)")
+    return parser
+
+
+def prepare(args) -> int:
+    from bertstudy.across_models.prepare import prepare as write_split
+    from bertstudy.base.atomic_io import check_writable_dir
+
+    corpus = Path(args.corpus)
+    if not corpus.is_file():
+        raise BadInputError(corpus, "no such corpus file (make quickstart collects it; or give --corpus)")
+    split = write_split(corpus, check_writable_dir(args.data_dir, "--data-dir"))
+    print(f"{split['corpus']}: {split['documents_kept']} documents ({split['documents_dropped']} test documents left out: "
+          f"{len(split['segmentation_test_articles'])} articles, {len(split['test_reviews'])} reviews)")
+    return EXIT_OK
+
+
+def train(args) -> int:
+    from bertstudy.across_models.plan import STEPS, planned_runs, shard
+    from bertstudy.base.atomic_io import check_writable_dir
+    from bertstudy.training import recipes
+
+    corpus = Path(args.data_dir) / "corpus.jsonl"
+    if not corpus.is_file():
+        raise BadInputError(corpus, "no such corpus file (run `across_models.py prepare` first)")
+    out_dir = check_writable_dir(args.runs_dir, "--runs-dir")
+    index, count = args.shard
+    import train_large_100k
+
+    for run in shard(planned_runs(), index, count):
+        settings = recipes.SearchSettings(str(corpus), out_dir, out_dir / f"runs_shard{index}of{count}.jsonl",
+                                          args.cache_dir, (run.seed,), STEPS, args.threads)
+        code = recipes.run_search([run.candidate], settings, train_large_100k.main)
+        if code != EXIT_OK:
+            return code
+    return EXIT_OK
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    commands = {"prepare": prepare, "train": train}
+    return run_main(lambda: commands[args.command](args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -21,6 +21,7 @@ ALLOWED = {
     "charts": {"base", "analysis"},
     "downstream": {"base", "model", "corpus", "pretraining", "training", "analysis", "charts"},
     "monitor": {"base", "analysis", "training"},
+    "across_models": {"base", "model", "corpus", "pretraining", "training", "analysis", "charts", "downstream"},
 }
 MAX_FUNCTION_LINES = 80
 MAX_MODULE_LINES = 420

@@ -93,23 +93,41 @@ def rank_curves(fits: dict, curve_x, curve_y) -> dict:
             "scale": scale, "notes": notes, "verdict": verdict}
 
 
-def rolling_origin_forecast(steps, values, origins=ROLLING_ORIGINS) -> dict:
-    """Fit every family on the points before each origin (a fraction of the points) and score its
-    mean absolute error on all later points; one split can fall on a phase change, several rarely all do."""
+def rolling_origin_forecast(steps, values, fit, origins=ROLLING_ORIGINS) -> list[dict]:
+    """Fit a model on the points before each origin (a fraction of the points) and score its mean absolute
+    error on all later points; one split can fall on a phase change, several rarely all do. `fit(x, y)`
+    returns a fitted model (anything with `predict(steps)`) or None when none could be fitted. One row per
+    origin that leaves 4 points or more before it and one after: `fraction`, `split_step`, `model` and
+    `mae` (None without a model). Nothing after the origin is used."""
     x, y = np.asarray(steps, float), np.asarray(values, float)
-    per_origin, maes = [], {name: [] for name in curves.CURVE_NAMES}
+    rows = []
     for fraction in origins:
         n_train = int(math.floor(len(x) * fraction))
         if n_train < 4 or n_train >= len(x):
             continue
-        row = {"fraction": fraction, "split_step": float(x[n_train]), "mae": {}}
-        for name in curves.CURVE_NAMES:
-            fit = curves.fit_curve(name, x[:n_train], y[:n_train])
-            mae = float(np.mean(np.abs(fit.predict(x[n_train:]) - y[n_train:]))) if fit.ok else None
-            row["mae"][name] = mae
-            if mae is not None and math.isfinite(mae):
-                maes[name].append(mae)
-        per_origin.append(row)
+        model = fit(x[:n_train], y[:n_train])
+        mae = float(np.mean(np.abs(model.predict(x[n_train:]) - y[n_train:]))) if model is not None else None
+        rows.append({"fraction": fraction, "split_step": float(x[n_train]), "model": model, "mae": mae})
+    return rows
+
+
+def _family_fit(name: str):
+    def fit(x, y):
+        fitted = curves.fit_curve(name, x, y)
+        return fitted if fitted.ok else None
+    return fit
+
+
+def family_forecast(steps, values, origins=ROLLING_ORIGINS) -> dict:
+    """Every family's rolling-origin forecast: its MAE at each origin, its mean over the origins (None
+    unless it has a finite MAE at every one), how often each family had the lowest MAE, and the best by mean."""
+    forecasts = {name: rolling_origin_forecast(steps, values, _family_fit(name), origins) for name in curves.CURVE_NAMES}
+    first = forecasts[curves.CURVE_NAMES[0]]
+    per_origin = [{"fraction": row["fraction"], "split_step": row["split_step"],
+                   "mae": {name: forecasts[name][i]["mae"] for name in curves.CURVE_NAMES}}
+                  for i, row in enumerate(first)]
+    maes = {name: [r["mae"] for r in rows if r["mae"] is not None and math.isfinite(r["mae"])]
+            for name, rows in forecasts.items()}
     mean_mae = {name: (float(np.mean(v)) if len(v) == len(per_origin) and v else None) for name, v in maes.items()}
     wins = {name: 0 for name in curves.CURVE_NAMES}
     for row in per_origin:

@@ -1,6 +1,6 @@
 """Which curve the study reports: the phase model (phases.py) or the leading curve family (curves.py).
 
-`rolling_origin_forecast` scores the phase model as a forecaster at the families' origins (refitted
+`phase_model_forecast` scores the phase model as a forecaster at the families' origins (refitted
 on the points before each, its last segment extrapolated); `forecast_difference` says whether its
 forecast is worse than the best family's beyond the uncertainty of five overlapping windows;
 `choose_model` decides (AIC beyond a tie at the effective n, and a forecast that does not clearly
@@ -17,21 +17,14 @@ from bertstudy.analysis import dependence, phases, stats
 from bertstudy.analysis.dependence import AIC_TIE
 
 
-def rolling_origin_forecast(steps, values, origins=dependence.ROLLING_ORIGINS) -> dict:
-    """The segmented model's forecast at the same origins as `dependence.rolling_origin_forecast`:
-    on the points before each origin it fits 0 to MAX_BREAKS breaks, keeps them as `select_breaks` does, and its last
-    segment (a line in ln(step)) is extrapolated over all later points; MAE as for the families.
-    Nothing after the origin is used, so a phase change that has not begun by then is not foreseen."""
-    x, y = np.asarray(steps, float), np.asarray(values, float)
-    rows = []
-    for fraction in origins:
-        n_train = int(math.floor(len(x) * fraction))
-        if n_train < 4 or n_train >= len(x):
-            continue
-        best = phases.fit_best_segmented(x[:n_train], y[:n_train])
-        mae = float(np.mean(np.abs(best.predict(x[n_train:]) - y[n_train:]))) if best else None
-        rows.append({"fraction": fraction, "split_step": float(x[n_train]), "mae": mae,
-                     "breaks": [float(b) for b in best.breaks] if best else None})
+def phase_model_forecast(steps, values, origins=dependence.ROLLING_ORIGINS) -> dict:
+    """The segmented model's rolling-origin forecast at the families' origins: on the points before each
+    origin it fits 0 to MAX_BREAKS breaks, keeps them as `select_breaks` does, and its last segment (a line
+    in ln(step)) is extrapolated over all later points; MAE as for the families. A phase change that has
+    not begun by the origin is not foreseen."""
+    rows = [{"fraction": r["fraction"], "split_step": r["split_step"], "mae": r["mae"],
+             "breaks": [float(b) for b in r["model"].breaks] if r["model"] else None}
+            for r in dependence.rolling_origin_forecast(steps, values, phases.fit_best_segmented, origins)]
     maes = [r["mae"] for r in rows if r["mae"] is not None]
     return {"origins": rows, "mean_mae": float(np.mean(maes)) if rows and len(maes) == len(rows) else None}
 
@@ -41,8 +34,8 @@ def compare_with_families(steps, values, family_fits: dict, phase: dict,
     """Everything `choose_model` weighs, and its choice: the families' effective-n AIC ranking, their and the
     phase model's rolling-origin forecasts, and whether the phase model or the leading family is chosen."""
     ranking = dependence.rank_curves(family_fits, steps, values)
-    rolling = dependence.rolling_origin_forecast(steps, values, origins)
-    phase_forecast = rolling_origin_forecast(steps, values, origins)
+    rolling = dependence.family_forecast(steps, values, origins)
+    phase_forecast = phase_model_forecast(steps, values, origins)
     choice = choose_model(phase, family_fits, ranking, rolling, phase_forecast, steps, values)
     return {"ranking": ranking, "rolling": rolling, "phase_forecast": phase_forecast, "choice": choice}
 

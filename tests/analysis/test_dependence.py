@@ -65,10 +65,28 @@ def test_a_clear_winner_is_not_a_tie():
     assert "linear" not in ranking["tied_with_leader"]
 
 
-def test_rolling_origin_forecast_picks_the_true_family():
+def test_rolling_origin_forecast_uses_only_the_points_before_each_origin():
+    x = np.arange(1.0, 21.0)
+    seen = []
+
+    class Last:
+        def __init__(self, xs, ys):
+            seen.append(len(xs))
+            self.value = ys[-1]
+
+        def predict(self, steps):
+            return np.full(len(steps), self.value)
+
+    rows = dependence.rolling_origin_forecast(x, 2 * x, Last, origins=(0.1, 0.5, 1.0))
+    assert seen == [10] and [r["split_step"] for r in rows] == [11.0]  # 2 points and 20 of 20 are skipped
+    assert rows[0]["mae"] == pytest.approx(np.mean(2 * x[10:] - 20))
+    assert dependence.rolling_origin_forecast(x, x, lambda a, b: None)[0]["mae"] is None
+
+
+def test_family_forecast_picks_the_true_family():
     x = np.linspace(100, 50_000, 400)
     y = 0.1 + 0.03 * np.log(x) + np.random.default_rng(5).normal(0, 0.003, 400)
-    check = dependence.rolling_origin_forecast(x, y)
+    check = dependence.family_forecast(x, y)
     assert len(check["origins"]) == 5
     assert check["best_by_mean_mae"] in ("log_linear", "power_saturating")
     assert check["wins"]["linear"] == 0

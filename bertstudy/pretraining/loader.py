@@ -60,6 +60,16 @@ def plan_step_shape(sampler: InstanceSampler, seed: int, rank: int, batch_size: 
     return plan_fixed_shape(sample, sampler.max_seq_len, grad_accum)
 
 
+def first_overflow_step(sampler: InstanceSampler, seed: int, rank: int, batch_size: int, shape: FixedShape,
+                        first: int, last: int) -> int | None:
+    """The first step in [first, last) whose instances (one micro-batch of batch_size per step) need more than
+    one micro-batch of `shape`, or None: where a run on a sampled shape meets its first overflow step."""
+    for step in range(first, last):
+        if len(step_micro_batches(sampler, seed, step, rank, batch_size, 1, shape)) > 1:
+            return step
+    return None
+
+
 def eval_micro_batches(sampler: InstanceSampler, seed: int, num_instances: int,
                        batch_size: int) -> list[dict[str, np.ndarray]]:
     """The fixed held-out set, packed in groups of batch_size instances."""

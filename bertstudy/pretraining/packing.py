@@ -25,7 +25,10 @@ same shape. The trainer weights micro-batches by their masked tokens, so the mat
 The price is padding: on the embedded corpus at large_100k's shape 13.6% (32 x 4: 29 rows, 704 MLM
 and 40 NSP slots; 7 of 300 steps took a fifth micro-batch) or 13.4% (128 x 1: 116 rows) instead of
 3.9%, so it is used only where shapes matter (--compile); whether compiling wins it back is the GPU
-run's to say (docs/PERFORMANCE.md).
+run's to say (docs/PERFORMANCE.md). The CUDA-graph compile modes cannot take that extra micro-batch (its
+forward reuses the graph's memory pool, where the first micro-batch's gradients live), so they train one
+micro-batch per step on `no_overflow_shape`: a row, max_predictions MLM slots and an NSP slot per instance,
+which no step can overflow, for more padding (19% at 128 x 1 on the embedded corpus instead of 13.4%).
 """
 
 from __future__ import annotations
@@ -92,6 +95,22 @@ def plan_fixed_shape(steps: list[list[tuple]], row_len: int, num_micro: int) -> 
         one_row = np.maximum(one_row, [1, needs[:, 0].max(), needs[:, 1].max()])
     per_micro = np.maximum(np.ceil(most / num_micro * (1 + np.asarray(SHAPE_SLACK))), one_row).astype(int)
     return FixedShape(int(per_micro[0]), _round_up(int(per_micro[1]), 64), _round_up(int(per_micro[2]), 8))
+
+
+def no_overflow_shape(instances_per_micro: int, max_predictions: int) -> FixedShape:
+    """The shape that holds any micro-batch of `instances_per_micro` instances in one: a row per instance
+    at most, max_predictions masked positions and one [CLS] each. The CUDA-graph compile modes train on
+    it with one micro-batch per step (a second micro-batch in a step would overwrite the first's gradients
+    in the graph's memory pool), paying padding for the rows a step does not fill."""
+    return FixedShape(instances_per_micro, _round_up(instances_per_micro * max_predictions, 64),
+                      _round_up(instances_per_micro, 8))
+
+
+def shape_can_overflow(shape: FixedShape, instances_per_micro: int, max_predictions: int) -> bool:
+    """Whether some step of `instances_per_micro` instances could need a second micro-batch of `shape`."""
+    worst = no_overflow_shape(instances_per_micro, max_predictions)
+    return shape.rows < worst.rows or shape.mlm_slots < instances_per_micro * max_predictions or \
+        shape.nsp_slots < instances_per_micro
 
 
 def _row_needs(instances: list[tuple], row: list[int]) -> tuple[int, int]:

@@ -163,6 +163,10 @@ PRESETS: dict[str, dict] = {
 
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+# the modes that capture CUDA graphs: a graph's outputs (the gradients of a backward among them) live in its
+# memory pool, and the next micro-batch's forward reuses that pool, so a second micro-batch in one step
+# reads overwritten gradients (a crash in torch 2.13, only the last micro-batch's gradients before it)
+CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
 SCHEDULES = ("cosine", "constant")  # trainer.lr_at
 MLM_BIAS_INITS = ("zeros", "unigram")  # run_setup.init_mlm_bias
 
@@ -194,6 +198,18 @@ def validate(config: TrainConfig) -> TrainConfig:
     if config.max_seq_len < 8:
         raise UsageError(f"--max-seq-len must be >= 8 ([CLS] A [SEP] B [SEP] and some text), got {config.max_seq_len}")
     return config
+
+
+def check_cuda_graph_split(config: TrainConfig) -> None:
+    """A CUDA-graph compile mode takes exactly one micro-batch per optimizer step (see CUDA_GRAPH_MODES):
+    a split with accumulation is refused in one line. Called once the split is known: at the start when
+    the command line fixes it, again after the batch probe has chosen it on a GPU."""
+    if config.compile and config.compile_mode in CUDA_GRAPH_MODES and config.grad_accum > 1:
+        per_process = config.batch_size * config.grad_accum
+        raise UsageError(f"--compile-mode {config.compile_mode} (CUDA graphs) needs one micro-batch per step, this "
+                         f"run has {config.batch_size} x {config.grad_accum} (accumulation overwrites the first "
+                         f"micro-batch's gradients): use --batch-size {per_process} --grad-accum 1 where it fits, "
+                         f"or --compile-mode default")
 
 
 def _preset_values(name: str) -> str:

@@ -11,6 +11,8 @@
   nothing: no log record, no rewritten finished_at or training time (exit 0).
 - A resume line that names the run's preset, where the preset has changed since the run started (quick
   did in issue 23), continues the run as it was and says on stderr which of the preset's values differ.
+- A CUDA-graph compile mode with accumulation is refused before any work when the command line (or
+  the CPU) fixes the split, and again after a GPU's batch probe chose one (config.check_cuda_graph_split).
 - Output folders are checked before any work: a folder under a file or one that cannot be written
   is a one-line usage error (exit 2).
 Under DDP rank 0 makes this decision and sends it, the checkpoint included, to every rank, so the
@@ -31,7 +33,8 @@ from bertstudy.base.atomic_io import check_writable_dir, read_json
 from bertstudy.training.device import Distributed
 from bertstudy.base.errors import BadInputError, NothingToDo, StudyError, UsageError
 from bertstudy.base.run_files import EXPORT_DIR_NAME, HISTORY_NAME, LOG_NAME
-from bertstudy.training.config import TrainConfig, preset_drift, resume_config
+from bertstudy.training.batch_fit import wants_auto_batch
+from bertstudy.training.config import TrainConfig, check_cuda_graph_split, preset_drift, resume_config
 
 
 @dataclass
@@ -110,12 +113,21 @@ def note_preset_drift(resumed: TrainConfig, given: dict, path: Path) -> None:
               f"--out-dir", file=sys.stderr)
 
 
+def check_fixed_split(config: TrainConfig, device) -> None:
+    """Where no batch probe will choose the split (a CPU, or --batch-size N), refuse a CUDA-graph compile
+    mode with accumulation now, before anything is read or written."""
+    if not wants_auto_batch(config, device):
+        check_cuda_graph_split(config)
+
+
 def _plan_on_this_rank(config: TrainConfig, resume: str | None, given: dict, overwrite: bool, if_possible: bool,
-                       world_size: int) -> StartPlan:
+                       world_size: int, device=None) -> StartPlan:
     out_dir = Path(config.out_dir)
     check_writable_dir(out_dir, "--out-dir")
     found = _find_checkpoint(config, resume, if_possible) if resume else None
     if found is None:
+        if device is not None:
+            check_fixed_split(config, device)
         earlier = earlier_run_files(out_dir)
         if earlier and not overwrite:
             raise UsageError(f"--out-dir {out_dir} holds another run ({', '.join(earlier)}); continue it with "
@@ -125,6 +137,8 @@ def _plan_on_this_rank(config: TrainConfig, resume: str | None, given: dict, ove
         return StartPlan(config)
     state, path = found
     resumed = resume_config(state["config"], given, config, str(path))
+    if device is not None:
+        check_fixed_split(resumed, device)
     note_preset_drift(resumed, given, path)
     check_resume_length(int(state["step"]), resumed, path)
     saved_world = state.get("data_position", {}).get("world_size", 1)
@@ -145,7 +159,8 @@ def plan_start(config: TrainConfig, resume: str | None, given: dict, overwrite: 
     plan, error = None, None
     if dist.is_main:
         try:
-            plan = _plan_on_this_rank(config, resume, given or {}, overwrite, if_possible, dist.world_size)
+            plan = _plan_on_this_rank(config, resume, given or {}, overwrite, if_possible, dist.world_size,
+                                      dist.device)
         except StudyError as exc:
             if not dist.enabled:
                 raise

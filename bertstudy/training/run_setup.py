@@ -22,12 +22,14 @@ from bertstudy.model import BertConfig, BertForPretraining
 from bertstudy.pretraining.heldout_split import split_record, write_split
 from bertstudy.pretraining.instances import InstanceSampler, file_sha256, load_or_build_cache, split_documents
 from bertstudy.pretraining.loader import batch_to_device, eval_micro_batches, plan_step_shape
+from bertstudy.pretraining.packing import FixedShape, no_overflow_shape
 from bertstudy.pretraining.shortcut import corpus_shortcut, training_id_counts, unigram_log_frequencies
 from bertstudy.pretraining.vocab import Vocab, build_vocab, save_vocab
 from bertstudy.training import checkpoint as ckpt
 from bertstudy.training import milestones as ms
 from bertstudy.training.batch_fit import resolve_batch_split
-from bertstudy.training.config import ARCHITECTURE_FIELDS, OLDER_RUN_VALUES, TrainConfig
+from bertstudy.training.config import (ARCHITECTURE_FIELDS, CUDA_GRAPH_MODES, OLDER_RUN_VALUES, TrainConfig,
+                                       check_cuda_graph_split)
 from bertstudy.training.device import Distributed, agree_or_fail, autocast_context, precision_settings
 from bertstudy.training.run_folder import StartPlan
 from bertstudy.training.run_log import RunLog, new_history, truncate_history
@@ -135,6 +137,7 @@ def _build_trainer(config: TrainConfig, data: PreparedData, dist: Distributed):
     amp_dtype, _ = precision_settings(dist.device, config.amp)
     config = resolve_batch_split(config, model, len(data.vocab), dist.device,  # the split follows a GPU
                                  lambda: autocast_context(dist.device, amp_dtype), verbose=dist.is_main, dist=dist)
+    check_cuda_graph_split(config)  # the probe may have chosen accumulation (a small card)
     return config, model_config, model, Trainer(config, model, data.train_sampler, dist)
 
 
@@ -193,6 +196,14 @@ def _open_log(config: TrainConfig, model_config: BertConfig, dist: Distributed, 
     return log
 
 
+def step_shape(config: TrainConfig, data: PreparedData, rank: int) -> FixedShape:
+    """The fixed micro-batch shape under --compile: planned from the run's first steps, or in a CUDA-graph
+    mode (one micro-batch per step: check_cuda_graph_split) the shape no step can overflow."""
+    if config.compile_mode in CUDA_GRAPH_MODES:
+        return no_overflow_shape(config.batch_size, config.max_predictions)
+    return plan_step_shape(data.train_sampler, config.seed, rank, config.batch_size, config.grad_accum)
+
+
 def set_up(plan: StartPlan, dist: Distributed, overwrite: bool) -> Run:
     """Everything before the first step; a resumed run continues exactly where its checkpoint stopped."""
     config, state = plan.config, plan.state
@@ -212,7 +223,7 @@ def set_up(plan: StartPlan, dist: Distributed, overwrite: bool) -> Run:
         _prepare_out_dir(config, data, resumed, overwrite)
     milestone_steps = set(ms.milestone_steps(config.milestones, config.steps))
     if config.compile:  # one shape: compiled once, one CUDA graph (it costs ~10 points of padding: packing.py)
-        trainer.shape = plan_step_shape(data.train_sampler, config.seed, dist.rank, config.batch_size, config.grad_accum)
+        trainer.shape = step_shape(config, data, dist.rank)
     trainer.wrap()
     history = history or _new_history(config, data, model, dist, milestone_steps)
     history["meta"]["total_steps"] = config.steps

@@ -110,3 +110,12 @@ def test_functions_and_modules_are_short():
                     long_functions.append(f"{path.relative_to(PACKAGE)}:{node.lineno} {node.name}: {length} lines")
     assert not long_modules, long_modules
     assert not long_functions, long_functions
+
+
+@pytest.mark.parametrize("name", ["rolling_origin_forecast", "DOWNSTREAM_FORMAT"])
+def test_defined_once(name):
+    where = [f"{path.relative_to(PACKAGE)}:{node.lineno}" for path in sorted(PACKAGE.rglob("*.py"))
+             for node in ast.parse(path.read_text(encoding="utf-8")).body
+             if (isinstance(node, (ast.FunctionDef, ast.ClassDef)) and node.name == name)
+             or (isinstance(node, ast.Assign) and any(getattr(t, "id", None) == name for t in node.targets))]
+    assert len(where) == 1, f"{name} defined {len(where)} times: {where}"

@@ -28,11 +28,10 @@ from bertstudy.base.run_files import (CHECKPOINT_DIR_NAME, DOWNSTREAM_NAME, FINE
                                       HISTORY_NAME, SPLIT_NAME, VOCAB_NAME)
 from bertstudy.pretraining.vocab import load_vocab
 from bertstudy.downstream import baselines, controls, near_duplicates, probe
-from bertstudy.downstream.analysis import run_identity
+from bertstudy.downstream.analysis import DOWNSTREAM_FORMAT, run_identity
 from bertstudy.downstream.ner import identity_ner, probe_ner, read_entities
 from bertstudy.downstream.tasks import LeakageGuard, TaskSplit, read_reviews, read_segmentation, split_for_run
 
-DOWNSTREAM_FORMAT = "chinese-bert-correlation/downstream-v1"
 FEATURE = "last encoder layer; mean over a review's characters for sentiment"
 # What the frozen probe scores besides `score` (the last layer, FEATURE): a probe on the embedding output
 # (layer 0) and on each encoder layer, from the same forward. Part of the settings key, so a file made

@@ -3,11 +3,11 @@ readable file.
 
 Architecture as in the BERT paper (post-LayerNorm layers, erf GELU, tied MLM decoder, tanh pooler),
 so that `hf_export.py` can map every weight one to one onto transformers' `BertForPreTraining`.
-`BertConfig(pre_ln=True)` (issue 23) puts each layer's LayerNorm before its sub-layer instead
+`BertConfig(pre_ln=True)` puts each layer's LayerNorm before its sub-layer instead
 (x = x + Attn(LN(x)); x = x + FFN(LN(x))) and adds a final LayerNorm after the last layer, the
 arrangement that trains stably at larger learning rates without a long warm-up (Xiong et al. 2020);
 transformers' BERT is post-LN only, so such a model is not exported (hf_export.py says why).
-Two departures that change speed, not results:
+Three departures that change speed, not results:
   * the query/key/value projections are one fused Linear (split again on export);
   * with labels, the MLM head runs only on the masked positions (about 15% of them): the [B, T, V]
     logits over every position are never built during training. The positions come from the host
@@ -48,8 +48,8 @@ class BertConfig:
     layer_norm_eps: float = 1e-12  # BERT's epsilon; keeps export parity with transformers
     initializer_range: float = 0.02  # std of the normal init of every matrix (BERT)
     pad_token_id: int = 0  # [PAD] is id 0 in vocab.txt
-    # False: BERT's post-LN layers. A stored model_config without the field (every model before issue 23)
-    # loads as post-LN, as it was trained; True adds the `final_norm` parameters, nothing else changes names.
+    # False: BERT's post-LN layers. A stored model_config without the field (a model saved before the field
+    # existed) loads as post-LN, as it was trained; True adds the `final_norm` parameters, nothing else changes names.
     pre_ln: bool = False
 
     def __post_init__(self):

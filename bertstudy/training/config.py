@@ -4,9 +4,9 @@
 `--preset quick --hidden-size 256 --steps 500`. The resolved config is written to
 resolved_config.json next to the run's outputs and stored in every checkpoint.
 
-The recipe options of issue 23 (`--pre-ln`, `--mlm-bias-init`, `--schedule`/`--decay-fraction`,
-`--nsp-weight`, `--eval-mask-rate`) default to what every run before them did, so a default run trains as
-before; a checkpoint made before them resumes with those values (OLDER_RUN_VALUES, resume_config), and
+The recipe options (`--pre-ln`, `--mlm-bias-init`, `--schedule`/`--decay-fraction`, `--nsp-weight`,
+`--eval-mask-rate`) default to what a run made before these options existed trained with, so such a
+run's checkpoint resumes with those values (OLDER_RUN_VALUES, resume_config).
 scripts/quick_recipes.py searches over them.
 """
 
@@ -36,7 +36,7 @@ class TrainConfig:
     mask_rate: float = _f(0.15, cli.open_unit_float, "fraction of tokens to predict in training")  # BERT's 15%
     eval_mask_rate: float = _f(0.15, cli.open_unit_float, "fraction of tokens predicted in the held-out "
                                                           "instances, whatever --mask-rate training uses")
-    # BERT's 15%, apart from mask_rate (issue 23) so that runs trained at another rate are scored on the same
+    # BERT's 15%, apart from mask_rate so that runs trained at another rate are scored on the same
     # kind of held-out instances; a run from before the field evaluated at its mask_rate and keeps it (resume_config)
     max_predictions: int = _f(20, cli.positive_int, "most masked positions per instance")  # BERT's 20 for length 128
     short_seq_prob: float = _f(0.1, cli.unit_float, "chance of a shorter target length")  # BERT's 0.1: fewer train/test length mismatches
@@ -52,7 +52,7 @@ class TrainConfig:
                                    "not exportable to transformers' post-LN BERT")  # off: BERT's post-LN, as the original
     mlm_bias_init: str = _f("zeros", str, "the MLM output bias at a fresh start: zeros, or unigram (log of the "
                                           "training characters' add-one frequencies)")  # zeros: BERT's
-    # unigram starts the model at the "most frequent character" answer instead of learning it first (issue 23)
+    # unigram starts the model at the "most frequent character" answer instead of learning it first
     # ---- optimizer and schedule
     lr: float = _f(5e-4, cli.positive_float, "peak learning rate")
     # 5e-4, not the original's 5e-5: that is a fine-tuning rate; from scratch with a batch of 128 a
@@ -129,16 +129,16 @@ PRESETS: dict[str, dict] = {
     # the study's run: the original's shape, a learning rate that learns from scratch
     "large_100k": {},
     # The whole pipeline in minutes on 2 CPU cores (make quickstart): 1.1M parameters, 1,000 steps of
-    # 64 x 64 tokens, the recipe scripts/quick_recipes.py found (issue 23, docs/PRESETS.md): quick_plateau's
+    # 64 x 64 tokens, the recipe scripts/quick_recipes.py found (docs/PRESETS.md): quick_plateau's
     # model and batch, with the output bias starting at the log character frequencies (no steps spent
     # learning them), lr 4e-3 held until the last 20% of the steps (constant schedule), 25% of the
     # characters masked (15% in the held-out test), NSP measured but not trained. quick_plateau's held-out
     # [MASK] accuracy stays at ~5% (always "，"); this leaves the plateau by step ~700 (24% at 1,200 steps in
-    # the search). 1,000 steps, not the search's 1,200: on the 2-core machine of 2026-11-30 a step took
-    # 0.37 s and 1,200 made make quickstart 8.5 min.
+    # the search). 1,000 steps, not the search's 1,200, to keep make quickstart short on 2 CPU cores
+    # (its measured times: docs/PRESETS.md).
     "quick": dict(_QUICK_PLATEAU, max_predictions=16, steps=1000, lr=4e-3, schedule="constant",
                   mlm_bias_init="unigram", mask_rate=0.25, nsp_weight=0.0),
-    # The quickstart recipe before issue 23, kept as the recipe search's baseline: lr 2e-3 (the edge of
+    # The quickstart recipe before the recipe search, kept as the search's baseline: lr 2e-3 (the edge of
     # stable with a zero output bias), cosine, 15% masked, NSP trained. It ends on the copy plateau
     # (held-out [MASK] accuracy ~5.5% at step 1,200: always "，").
     "quick_plateau": _QUICK_PLATEAU,
@@ -278,7 +278,7 @@ def describe_preset(name: str) -> str:
 
 # model-shape fields: a checkpoint whose values differ cannot be loaded into this run's model
 ARCHITECTURE_FIELDS = ("hidden_size", "num_layers", "num_heads", "intermediate_size", "max_seq_len", "pre_ln")
-# Fields added after runs were made, with the value a run made before them trained with (issue 23): a
+# Fields added after runs were made, with the value a run made before them trained with: a
 # checkpoint without one resumes with that value, and a flag giving the same value is no change.
 # eval_mask_rate is not here: an older run evaluated at its own mask_rate (resume_config).
 OLDER_RUN_VALUES = {"pre_ln": False, "mlm_bias_init": "zeros", "schedule": "cosine", "decay_fraction": 0.2,
@@ -295,9 +295,9 @@ SESSION_FIELDS = ("out_dir", "device", "threads", "progress", "compile", "amp", 
 def preset_drift(resumed: TrainConfig, given: dict) -> list[tuple[str, object, object]]:
     """(field, run's value, preset's value today) where a resumed run (resume_config's result) differs from
     the preset its resume line names (--preset given and equal to the run's), over the preset's fields the
-    line does not set itself. A preset can change between versions (quick did in issue 23): `make
-    quickstart` in a folder holding a quick run from before then resumes that run as it was, and the caller
-    says so instead of staying silent."""
+    line does not set itself. A preset can change between versions (quick has): `make quickstart` in a
+    folder holding a run of an older quick resumes that run as it was, and the caller says so instead of
+    staying silent."""
     name = given.get("preset")
     if name is None or name != resumed.preset or name not in PRESETS:
         return []

@@ -22,7 +22,7 @@ TRAIN_ARGS ?=
 PROBE_ARGS ?=
 # Pretraining seeds for study-cpu, e.g. make study-cpu SEEDS="1 2 3": one run per seed in $(STUDY_DIR)_seed<N>
 # (same corpus, vocabulary and held-out split: the split has its own --split-seed), each resumable, then the
-# spread of every headline figure across them in $(SEEDS_SUMMARY). Unset: the single run below, as before.
+# spread of every headline figure across them in $(SEEDS_SUMMARY). Unset: the single run below.
 SEEDS ?=
 SEEDS_SUMMARY ?= results/seeds_summary.json
 # What make quickstart asks the trained model at the end (fill_mask.py, top 3 per [MASK]).
@@ -53,7 +53,7 @@ system-deps-test:
 	scripts/install_system_deps.sh --test
 
 # The main job on the embedded corpus: collect -> verify -> train (quick) -> analyze -> visualize, then the
-# model's top 3 for the probe sentences of issue 23 (PROBE_SENTENCES; scripts/quick_recipes.py asks the same).
+# model's top 3 for the probe sentences (PROBE_SENTENCES; scripts/quick_recipes.py asks the same).
 quickstart: system-deps venv
 	$(PY) rare_char_fetch.py --source embedded --out $(EMBEDDED_DIR)/corpus.jsonl
 	$(PY) verify_dataset.py $(EMBEDDED_DIR)/corpus.jsonl --profile embedded --report $(EMBEDDED_DIR)/dataset_report.json

@@ -71,7 +71,7 @@ def main(argv=None) -> int:
                 rows = [[{"token": token, "prob": prob} for token, prob in row] for row in predictions]
                 print(json.dumps({"text": text, "masks": rows}, ensure_ascii=False))
                 continue
-            if len(args.texts) > 1:  # one sentence: the table alone, as before
+            if len(args.texts) > 1:  # one sentence: the table alone
                 print(text)
             for number, row in enumerate(predictions, start=1):
                 candidates = "  ".join(f"{token} {prob:.4f}" for token, prob in row)

@@ -334,7 +334,7 @@ def _format_training(run: dict) -> list[tuple[str, str]]:
     if run["eta_s"] is not None:
         rows.append(("ETA", format_duration(run["eta_s"])))
     if run["train"]:
-        # [MASK] accuracy (issue 21) beside mlm_acc, the original's figure over all predicted positions
+        # [MASK] accuracy beside mlm_acc, the original's figure over all predicted positions
         rows.append(("train", _metric_line(run["train"], ("mask_acc", "mlm_acc", "nsp_acc", "loss", "lr"))))
     if run.get("skipped_steps"):
         rows.append(("skipped", f"{run['skipped_steps']:,} update(s) (non-finite loss or fp16 overflow)"))

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Search training recipes for the quick preset (issue 23): train each candidate and record one JSON line.
+"""Search training recipes for the quick preset: train each candidate and record one JSON line.
 
 Each candidate (a name and overrides of --preset quick_plateau, the recipe before the search) trains with
 train_large_100k.py into its own folder under --out-dir; its line in --results holds its config, steps, training seconds, held-out [MASK] accuracy

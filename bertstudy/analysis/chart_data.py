@@ -2,7 +2,7 @@
 
 correlation_analysis.png and forecast.png plot the analysed metric (`metric`: held-out [MASK] accuracy
 by default where the history has it, else training MLM accuracy, the original study's metric; an
-analysis written before issue 21 carries training MLM accuracy whatever it analysed) against step with
+analysis whose chart data names no metric carries training MLM accuracy whatever it analysed) against step with
 the three curve families, the phase model and its plateau, and the predicted shortcut level for that
 metric (`shortcut`, when the history predicts one); this module evaluates those fits on grids of steps,
 the residuals at the points, the forecast check's fits, prediction bands and extrapolations, and names
@@ -22,7 +22,7 @@ from bertstudy.analysis.history import History
 from bertstudy.base.errors import BadInputError
 
 CHART_DATA_FORMAT = "chinese-bert-correlation/chart-data-v1"
-CHART_METRIC = "mlm_acc"  # what the curve charts plot when the chart data names no metric (before issue 21)
+CHART_METRIC = "mlm_acc"  # what the curve charts plot when the chart data names no metric
 GRID_POINTS = 400  # steps each fitted curve is evaluated at, over the curve points' range
 FORECAST_GRID_POINTS = 200  # per part (fitted, forecast) of the forecast check
 DIGITS = 6

@@ -4,8 +4,8 @@ Formats (docs/DESIGN.md):
 - "original": the 2025 study's `training_history_100k.json`, an object of parallel lists
   `steps, mlm_acc, nsp_acc, loss, lr` (one point per log interval, accuracies as fractions).
 - "ours": the same object plus `mlm_loss, nsp_loss, tokens_per_s, elapsed_s`, the eval lists
-  `eval_steps, eval_mlm_acc, eval_nsp_acc, eval_mlm_loss` and `meta` (with `meta.format`); since
-  issue 21 also MLM accuracy by position kind, `mask_acc, random_acc, unchanged_acc` (in `series`)
+  `eval_steps, eval_mlm_acc, eval_nsp_acc, eval_mlm_loss` and `meta` (with `meta.format`); a newer
+  one also MLM accuracy by position kind, `mask_acc, random_acc, unchanged_acc` (in `series`)
   and `eval_mask_acc, eval_random_acc, eval_unchanged_acc`, and `meta.shortcut` (`shortcut_levels`).
 - "jsonl-log": `training_log_100k.jsonl`, one record per line with `kind` "train" / "eval" /
   "start" / "checkpoint" / "end"; while training runs its last line may be half-written.

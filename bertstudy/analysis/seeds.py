@@ -1,5 +1,5 @@
 """Several pretraining seeds, one summary: the spread of every headline figure across runs that differ
-only in --seed (issue 21 item 5; one trajectory is an anecdote, as MultiBERTs and Pythia showed).
+only in --seed (one trajectory is an anecdote, as MultiBERTs and Pythia showed).
 
 Input: analyze_100k.py results (study.analyze's dicts), any number per run and one per metric, e.g.
 each seed's held-out MLM and held-out [MASK] analyses. A run is named by the folder of the history it

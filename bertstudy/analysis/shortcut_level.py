@@ -1,4 +1,4 @@
-"""The no-context shortcut's predicted level beside an analysed metric (issue 21): which of the levels
+"""The no-context shortcut's predicted level beside an analysed metric: which of the levels
 `meta.shortcut` predicts belongs to the metric (the top character's share for [MASK] accuracy, "top
 character at [MASK], copy elsewhere" for the all-positions accuracy), and the measured plateau level
 against it. Pure: dicts in, a JSON-ready dict (the analysis' `shortcut` key) or report lines out.

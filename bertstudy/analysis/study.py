@@ -4,7 +4,7 @@ that analyze_100k.py writes as `analysis_100k_result.json`, and a readable text 
 The dict keeps the original study's keys (`total_steps, data_points, pearson_correlation,
 r_squared, mlm_stats, loss_stats, comparison`) with their meaning (`mlm_stats` always describes the
 training MLM accuracy, as the original's did) and adds `association, curves, best_curve, forecast,
-bootstrap, targets, nsp_stats, metric, metric_stats, source` and, since issue 15,
+bootstrap, targets, nsp_stats, metric, metric_stats, source`,
 `association_dependence, r_by_step_range, curve_ranking, forecast_rolling, phases, model_choice,
 chosen_curve`, then `best_curve_is` and `chart_data` (what the curve charts draw); docs/DESIGN.md says
 what each holds. Numbers that are undefined are None (JSON null), never NaN. The text report is `report.format_report`.
@@ -36,8 +36,8 @@ METRIC_DESCRIPTIONS = {
     "unchanged_acc": "training accuracy at unchanged positions (copying the visible character is right)",
     "eval_unchanged_acc": "held-out accuracy at unchanged positions (copying the visible character is right)",
 }
-DEFAULT_METRIC = "eval_mask_acc"  # the headline where the history has it (issue 21)
-ORIGINAL_METRIC = "mlm_acc"  # else the original study's metric, as before
+DEFAULT_METRIC = "eval_mask_acc"  # the headline where the history has it
+ORIGINAL_METRIC = "mlm_acc"  # else the original study's metric
 FAR_BEYOND_FACTOR = 100  # a predicted step beyond 100x the run's last step is "far beyond" the data
 MIN_POINTS = 3  # a correlation needs three points; fewer is bad input, not a result
 NSP_CHANCE = 0.5  # NSP is balanced 50/50 IsNext/NotNext, so chance accuracy is one half
@@ -206,7 +206,7 @@ def _ranking_json(ranking: dict) -> dict:
 
 def _honest_parts(steps, values, curve_x, curve_y, fits, assoc: dict, bootstrap: int, seed: int,
                   level: float) -> dict:
-    """The keys issue 15 added: dependence-aware association figures, r by step range, the effective-n
+    """The autocorrelation-aware keys: dependence-aware association figures, r by step range, the effective-n
     AIC ranking, the rolling-origin forecast (families and the phase model), the phase model and
     which curve is chosen."""
     phase = phases.detect_phases(curve_x, curve_y, n_resamples=min(bootstrap, MAX_PHASE_RESAMPLES), seed=seed + 2,
@@ -241,8 +241,8 @@ def metric_arrays(history: History, metric: str) -> tuple[np.ndarray, np.ndarray
 
 def choose_metric(history: History, metric: str | None = None) -> tuple[str, str]:
     """(metric, why it was chosen): the given one, else held-out [MASK] accuracy where the history has
-    enough points of it, else training MLM accuracy (the original's metric: its history and older ones
-    analyse as before)."""
+    enough points of it, else training MLM accuracy (the original's metric, which every history
+    has)."""
     if metric is not None:
         return metric, "given by --metric"
     n = len(history.eval_mask_acc)

@@ -108,7 +108,7 @@ LABELS: dict[str, tuple[str, str]] = {
     "final_flat": ("末段平坦：自第 {start} 步起，水平 {level:.3f}（其后尚无第二次上升）",
                    "flat end: from step {start}, level {level:.3f} (no second rise after it yet)"),
     "plateau_ci": ("平台起止的 95% 区间", "95% interval of the plateau's start and end"),
-    # metric names (issue 21: accuracy by position kind) and the predicted no-context shortcut
+    # metric names (accuracy by position kind) and the predicted no-context shortcut
     "metric_mlm_acc": ("MLM 准确率", "MLM accuracy"),
     "metric_eval_mlm_acc": ("验证集 MLM 准确率（全部位置）", "held-out MLM accuracy (all positions)"),
     "metric_mask_acc": ("训练 [MASK] 准确率", "training [MASK] accuracy"),
@@ -128,7 +128,7 @@ LABELS: dict[str, tuple[str, str]] = {
     "shortcut_overall_level": ("[MASK] 处答最高频字，其余照抄", "top character at [MASK], copy elsewhere"),
     "shortcut_random_level": ("照抄随机字", "copy the random character"),
     "shortcut_unchanged_level": ("照抄原字", "copy the character"),
-    # several pretraining seeds (issue 21): one band per held-out accuracy
+    # several pretraining seeds: one band per held-out accuracy
     "seeds_title": ("{n} 个预训练种子：验证集准确率（同一验证实例）", "{n} pretraining seeds: held-out accuracy (the same held-out instances)"),
     "seeds_band": ("种子间最小–最大", "min-max across seeds"),
     "seeds_mean": ("种子均值", "mean of the seeds"),

@@ -1,4 +1,4 @@
-"""The seeds chart (issue 21 item 5): each held-out accuracy by step across runs that differ only in
+"""The seeds chart: each held-out accuracy by step across runs that differ only in
 their pretraining seed, as a min-max band with the seeds' mean and each seed's own line, beside the
 shortcut level the corpus predicts. Data in (a seeds summary with `bands`: analysis/seeds.py), a
 matplotlib Figure out; nothing is computed here but what to draw.

@@ -88,7 +88,7 @@ def headline_text(analysis: dict | None, style: TextStyle) -> str | None:
     if not isinstance(analysis, dict):
         return None
     r, steps = analysis.get("pearson_correlation"), analysis.get("total_steps")
-    best = analysis.get("chosen_curve") or analysis.get("best_curve")  # chosen_curve: since issue 15
+    best = analysis.get("chosen_curve") or analysis.get("best_curve")  # an older analysis has only best_curve
     if not isinstance(r, (int, float)) or not isinstance(steps, (int, float)):
         return None
     best_key = f"curve_{best}" if isinstance(best, str) else None

@@ -1,4 +1,4 @@
-"""Near-copies out of the probes' test sets (issue 22 item 5).
+"""Near-copies out of the probes' test sets.
 
 The leakage guard (tasks.LeakageGuard) drops a test item whose sentence occurs verbatim in a
 trained-on document; a review that differs by a word or a punctuation mark slips through it (2-5 of

@@ -1,4 +1,4 @@
-"""Named entities from People's Daily 1998-01 (issue 22 item 3): a task that needs context.
+"""Named entities from People's Daily 1998-01: a task that needs context.
 
 `tag/199801.txt` tags every word with its part of speech; three tags name entities: nr person, ns
 place, nt organisation. Over characters they become BIO labels (B-PER I-PER ... O), and a model is

@@ -5,8 +5,8 @@ task; left, the score over steps on a symmetric-log axis (step 0, the untrained 
 right, the score against held-out MLM accuracy with the Pearson/Spearman figures of
 downstream/analysis.py and the partial r given ln(step) (association.py: what MLM accuracy says beyond
 the shared log-step trend). Baselines are horizontal lines in both panels. When the points carry a probe per
-layer (issue 22), a third panel per task shows the score by layer and step (the "probing across time"
-picture), each checkpoint's best layer marked; a file without them draws as it always did.
+layer, a third panel per task shows the score by layer and step (the "probing across time"
+picture), each checkpoint's best layer marked; a file without them draws the two panels alone.
 """
 
 from __future__ import annotations

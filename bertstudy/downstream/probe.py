@@ -284,8 +284,8 @@ def sentiment_result(test: list[Review], predicted: list[int]) -> dict:
 
 def by_layer(results: list[dict], items: str) -> dict:
     """A checkpoint's per-layer results (layer 0 = embedding output, last = last encoder layer) as one
-    point: the last layer's result as before (so `score` keeps its meaning), `layers` (every layer's
-    figures without the per-item list `items`) and `best_layer` (the highest score; on a tie the deeper
+    point: the last layer's result (so `score` is the last layer's, as in a point without layers), `layers`
+    (every layer's figures without the per-item list `items`) and `best_layer` (the highest score; on a tie the deeper
     layer, so the best is another layer than the last only when strictly better), which carries its own
     per-item list only when it is not the last layer (the last's is the point's)."""
     layers = [{"layer": i, **{k: v for k, v in r.items() if k != items}} for i, r in enumerate(results)]

@@ -347,7 +347,7 @@ def create_masked_lm_predictions(ids: np.ndarray, length: int, word_starts: np.n
     labels[chosen] = ids[chosen]
     roll = rng.random(len(chosen))
     mask_positions = chosen[roll < MASK_SHARE]
-    random_positions = chosen[roll >= 1.0 - RANDOM_SHARE]  # 0.9 exactly, as before
+    random_positions = chosen[roll >= 1.0 - RANDOM_SHARE]  # == 0.9 exactly in floats: the draws of a literal 0.9
     masked[mask_positions] = MASK_ID
     masked[random_positions] = rng.integers(NUM_SPECIAL, vocab_size, size=len(random_positions))
     kinds[chosen] = KIND_UNCHANGED

@@ -1,5 +1,5 @@
 """The accuracy a model reaches without using context, predicted from the corpus's character
-frequencies and the masking recipe (issue 21): the level of the learning curve's plateau.
+frequencies and the masking recipe: the level of the learning curve's plateau.
 
 BERT's recipe (instances.create_masked_lm_predictions) predicts a share of the positions; of those,
 MASK_SHARE show [MASK], RANDOM_SHARE a character drawn uniformly from the R = vocab_size - NUM_SPECIAL
@@ -95,7 +95,7 @@ def corpus_shortcut(corpus: TokenizedCorpus, documents: np.ndarray, vocab: Vocab
 
 def unigram_log_frequencies(id_counts: np.ndarray) -> np.ndarray:
     """log((count + 1) / (total + V)) per id of a V-token vocabulary: the characters' add-one smoothed
-    unigram frequencies (`--mlm-bias-init unigram`, issue 23). The special ids count 0 (they are never
+    unigram frequencies (`--mlm-bias-init unigram`). The special ids count 0 (they are never
     predicted), so they get the smoothed floor log(1 / (total + V)), as a character never seen does."""
     counts = np.asarray(id_counts, dtype=np.float64).copy()
     counts[:NUM_SPECIAL] = 0.0

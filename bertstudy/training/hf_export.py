@@ -7,7 +7,7 @@ tied to the word embeddings so only the embeddings are stored), vocab.txt and to
 It is written into a temporary sibling folder and renamed into place, so a crash never leaves a
 half-written export.
 
-A pre-LN model (`BertConfig.pre_ln`, issue 23) is refused (`check_exportable`): transformers'
+A pre-LN model (`BertConfig.pre_ln`) is refused (`check_exportable`): transformers'
 BertForPreTraining applies each LayerNorm after the residual sum and has no final LayerNorm, and no
 choice of its weights computes LN before the sub-layer, so any mapping would change the outputs.
 """

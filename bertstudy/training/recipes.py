@@ -1,5 +1,5 @@
-"""A resumable search over training recipes for the `quick` preset (issue 23: `make quickstart` ended on the
-copy plateau, held-out [MASK] accuracy at the share of the most frequent character).
+"""A resumable search over training recipes for the `quick` preset (the recipe before it, `quick_plateau`, ends
+on the copy plateau: held-out [MASK] accuracy at the share of the most frequent character).
 
 A candidate is a name and overrides of the `quick_plateau` preset (that recipe) ({"schedule": "constant", "lr": 3e-3}); with
 `equal_flops` its steps are scaled so that its training FLOPs (model.training_flops_per_token x tokens per

@@ -9,8 +9,8 @@
 - A finished run (its last checkpoint at its last step, the history's finished_at set, the final
   model written) rerun with --resume or --resume-if-possible says "already complete" and changes
   nothing: no log record, no rewritten finished_at or training time (exit 0).
-- A resume line that names the run's preset, where the preset has changed since the run started (quick
-  did in issue 23), continues the run as it was and says on stderr which of the preset's values differ.
+- A resume line that names the run's preset, where the preset has changed since the run started,
+  continues the run as it was and says on stderr which of the preset's values differ.
 - A CUDA-graph compile mode with accumulation is refused before any work when the command line (or
   the CPU) fixes the split, and again after a GPU's batch probe chose one (config.check_cuda_graph_split).
 - Output folders are checked before any work: a folder under a file or one that cannot be written

@@ -10,6 +10,11 @@
         process's share of the GPU (set_per_process_memory_fraction) as a smaller card would;
     gpu_train_check.py --parity F.json -- TRAIN_ARGS...   the same run with --amp (bf16) and --no-amp
         (fp32, TF32 matmuls): the largest relative difference of their training losses;
+    gpu_train_check.py --out F.json --expect-refusal -- TRAIN_ARGS...   the run must be refused in one line
+        (exit 2) before any work: a CUDA-graph compile mode with accumulation;
+    gpu_train_check.py --out F.json --through-overflow -- TRAIN_ARGS...   the run (one micro-batch per step)
+        trains through the first step that needs a second micro-batch of the shape --compile's default mode
+        plans from steps 0-31 (found from the loader's shapes, not by luck: --steps is set to it + 1);
     gpu_train_check.py --summarize DIR [--final]     gather the parts' statuses and JSON files into
         DIR/gpu_check.json (run after every part; --final: exit 1 if anything failed).
 """
@@ -32,7 +37,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-PART_FILES = ("train", "memory_8gb", "parity", "fp16", "bench", "compile", "compiler")
+PART_FILES = ("train", "memory_8gb", "parity", "fp16", "bench", "compile", "compiler", "cuda_graph_refusal",
+              "cuda_graph_overflow")
+OVERFLOW_SEARCH_STEPS = 1000  # steps searched for the sampled shape's first overflow (about 1-2% of steps overflow)
 
 
 def c_compiler() -> int:
@@ -129,6 +136,55 @@ def train_figures(out: Path, train_args: list[str], count_syncs: bool, memory_ca
     return code
 
 
+def expect_refusal(out: Path, train_args: list[str]) -> int:
+    """Pass when train_large_100k.py refuses the command line in one stderr line with exit 2."""
+    from bertstudy.base.atomic_io import atomic_write_json
+
+    done = subprocess.run([sys.executable, "train_large_100k.py", *train_args], cwd=ROOT, capture_output=True,
+                          text=True)
+    lines = done.stderr.strip().splitlines()
+    out_dir = Path(train_args[train_args.index("--out-dir") + 1])
+    result = {"exit_code": done.returncode, "stderr": lines, "out_dir_created": out_dir.exists(),
+              "passed": done.returncode == 2 and len(lines) == 1 and "(CUDA graphs)" in lines[0] and not out_dir.exists()}
+    atomic_write_json(out, result)
+    print(json.dumps(result, indent=1))
+    return 0 if result["passed"] else 1
+
+
+def first_sampled_overflow(train_args: list[str]) -> dict:
+    """The shape --compile's default mode would plan for this run, and its first overflow step."""
+    import torch
+
+    import train_large_100k
+    from bertstudy.pretraining.loader import first_overflow_step, plan_step_shape
+    from bertstudy.training.config import config_from_args
+    from bertstudy.training.device import Distributed
+    from bertstudy.training.run_setup import prepare_data
+
+    config = config_from_args(train_large_100k.build_parser().parse_args(train_args))
+    sampler = prepare_data(config, Distributed(device=torch.device("cpu"))).train_sampler
+    shape = plan_step_shape(sampler, config.seed, 0, config.batch_size, config.grad_accum)
+    step = first_overflow_step(sampler, config.seed, 0, config.batch_size, shape, 0, OVERFLOW_SEARCH_STEPS)
+    return {"sampled_shape": [shape.rows, shape.mlm_slots, shape.nsp_slots], "first_overflow_step": step}
+
+
+def through_overflow(out: Path, train_args: list[str]) -> int:
+    """Train (one micro-batch per step) up to and including the sampled shape's first overflow step."""
+    from bertstudy.base.atomic_io import atomic_write_json
+
+    found = first_sampled_overflow(train_args)
+    if found["first_overflow_step"] is None:
+        print(f"no overflow step in {OVERFLOW_SEARCH_STEPS} steps of the sampled shape; nothing to check", file=sys.stderr)
+        atomic_write_json(out, {**found, "passed": False})
+        return 1
+    code = train_figures(out, [*train_args, "--steps", str(found["first_overflow_step"] + 1)], False, None)
+    figures = {**json.loads(out.read_text(encoding="utf-8")), **found}
+    figures["passed"] = code == 0 and figures["steps"] == found["first_overflow_step"] + 1
+    atomic_write_json(out, figures)
+    print(json.dumps(found))
+    return 0 if figures["passed"] else 1
+
+
 def parity(out: Path, train_args: list[str]) -> int:
     """bf16 autocast against fp32 on the same batches: the loss curves must agree closely."""
     from bertstudy.base.atomic_io import atomic_write_json, read_json
@@ -186,6 +242,9 @@ def main(argv=None) -> int:
     parser.add_argument("--count-syncs", action="store_true", help="count host-device syncs inside the steps")
     parser.add_argument("--memory-cap-gb", type=float, help="cap this process's GPU memory (a smaller card)")
     parser.add_argument("--parity", type=Path, help="bf16 vs fp32 parity JSON (with -- TRAIN_ARGS)")
+    parser.add_argument("--expect-refusal", action="store_true", help="with --out: the run must be refused (exit 2)")
+    parser.add_argument("--through-overflow", action="store_true",
+                        help="with --out: train through the sampled fixed shape's first overflow step")
     parser.add_argument("--summarize", type=Path, help="folder of a gpu_check.sh run")
     parser.add_argument("--final", action="store_true", help="with --summarize: exit 1 if a part failed")
     args = parser.parse_args(own)
@@ -197,6 +256,10 @@ def main(argv=None) -> int:
         return parity(args.parity, train_args)
     if not args.out or not train_args:
         parser.error("give --c-compiler, --out FILE -- TRAIN_ARGS, --parity FILE -- TRAIN_ARGS or --summarize DIR")
+    if args.expect_refusal:
+        return expect_refusal(args.out, train_args)
+    if args.through_overflow:
+        return through_overflow(args.out, train_args)
     return train_figures(args.out, train_args, args.count_syncs, args.memory_cap_gb)
 
 

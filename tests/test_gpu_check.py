@@ -40,7 +40,7 @@ def test_readme_gpu_section_is_the_commands_the_script_runs():
     assert blocks[0].split("\n")[:2] == ["make TORCH_SPEC='torch==2.13.0' TORCH_INDEX=https://download.pytorch.org/whl/cu128 venv",
                                           "make gpu-check"]  # a pinned CUDA build
     assert [line for line in blocks[1].splitlines() if line.strip()] == _script_commands()
-    assert len(_script_commands()) == 11
+    assert len(_script_commands()) == 14
     makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
     assert re.search(r"^gpu-check:.*\n\tscripts/gpu_check\.sh$", makefile, flags=re.M)
 
@@ -57,23 +57,75 @@ def test_the_scripts_training_and_benchmark_lines_parse():
     commands = [shlex.split(c) for c in _script_commands()]
     runs = [c[c.index("--") + 1:] for c in commands if "--" in c] + [c[c.index("train_large_100k.py") + 1:]
                                                                      for c in commands if "train_large_100k.py" in c]
-    assert len(runs) == 6  # train, memory_8gb, parity, fp16, compile; ddp_nccl
+    assert len(runs) == 9  # train, memory_8gb, parity, fp16, compile, the two CUDA-graph parts; ddp_nccl, compile_ddp
     configs = [config_from_args(parser.parse_args(run)) for run in runs if run]
     assert all(c.preset == "large_100k" and c.global_batch == 128 for c in configs)
     train = configs[0]
     assert wants_auto_batch(train, __import__("torch").device("cuda", 0)) and train.steps == 300
     assert (configs[1].batch_size, configs[1].grad_accum) == (32, 4)  # the 8 GB part measures 32 x 4
     assert any(c.compile for c in configs)
+    graphs = [c for c in configs if c.compile and c.compile_mode == "reduce-overhead"]
+    assert [(c.batch_size, c.grad_accum) for c in graphs] == [(64, 2), (128, 1)]  # refused; through an overflow
+    ddp_compiled = configs[-1]  # torchrun lines come last in `runs`
+    assert ddp_compiled.compile and ddp_compiled.compile_mode == "default" and ddp_compiled.grad_accum == 2
     bench = next(c for c in commands if "bench/throughput.py" in c)
     bench = throughput.build_parser().parse_args(bench[bench.index("bench/throughput.py") + 1:])
     assert bench.device == "cuda" and bench.preset == "large_100k" and bench.compile_preset == "none"
 
 
-def test_the_parts_time_limits_fit_8_minutes():
+def test_the_parts_time_limits_fit_one_10_minute_command():
     import re as regex
 
     limits = [int(m) for m in regex.findall(r"^step \S+ (\d+) ", SCRIPT.read_text(encoding="utf-8"), flags=regex.M)]
-    assert len(limits) == 10 and sum(limits) <= 8 * 60
+    assert len(limits) == 13 and sum(limits) <= 10 * 60
+
+
+def test_the_refusal_part_passes_on_a_refused_line_and_fails_on_a_run(tmp_path):
+    """--expect-refusal runs the command line (here on the CPU, which refuses it the same way) and passes only
+    on exit 2 with one stderr line and no out-dir made."""
+    import json
+    import sys
+
+    from tests.train_helpers import tiny_args, write_tiny_corpus
+
+    corpus = write_tiny_corpus(tmp_path)
+    for mode, passed in (("reduce-overhead", True), ("default", False)):
+        args = tiny_args(corpus, tmp_path / f"run_{mode}", tmp_path / "cache", compile=True, compile_mode=mode,
+                         batch_size=4, grad_accum=2, steps=1, device="cpu", threads=1)
+        if mode == "default":  # a line that trains: the part must fail (without compiling on 2 CPU cores)
+            args = [a for a in args if a not in ("--compile", "default", "--compile-mode")]
+        out = tmp_path / f"{mode}.json"
+        done = subprocess.run([sys.executable, "scripts/gpu_train_check.py", "--out", str(out), "--expect-refusal", "--",
+                               *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+        result = json.loads(out.read_text())
+        assert result["passed"] is passed and (done.returncode == 0) is passed, done.stderr
+        if passed:
+            assert result["exit_code"] == 2 and "(CUDA graphs)" in result["stderr"][0]
+
+
+def test_the_overflow_part_finds_the_step_from_the_loaders_shapes(tmp_path):
+    """--through-overflow trains to the first step the sampled shape cannot hold in one micro-batch: that
+    step is found by packing the run's own steps."""
+    import train_large_100k
+    from bertstudy.pretraining.loader import step_micro_batches
+    from bertstudy.pretraining.packing import FixedShape
+    from bertstudy.training.config import config_from_args
+    from bertstudy.training.device import Distributed
+    from bertstudy.training.run_setup import prepare_data
+    from scripts.gpu_train_check import first_sampled_overflow
+    from tests.train_helpers import tiny_args, write_tiny_corpus
+
+    corpus = write_tiny_corpus(tmp_path, num_documents=60)
+    args = tiny_args(corpus, tmp_path / "run", tmp_path / "cache", batch_size=16, grad_accum=1, max_seq_len=64,
+                     max_predictions=10)
+    found = first_sampled_overflow(args)
+    step = found["first_overflow_step"]
+    assert step is not None and step >= 32  # steps 0-31 set the shape, so they fit it
+    config = config_from_args(train_large_100k.build_parser().parse_args(args))
+    sampler = prepare_data(config, Distributed()).train_sampler
+    shape = FixedShape(*found["sampled_shape"])
+    counts = [len(step_micro_batches(sampler, config.seed, s, 0, 16, 1, shape)) for s in range(step + 1)]
+    assert counts[:-1] == [1] * step and counts[-1] == 2
 
 
 def test_the_json_is_written_after_each_part(tmp_path):

@@ -5,6 +5,7 @@ ast, so lazy imports inside functions count too."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,7 @@ ALLOWED = {
 }
 MAX_FUNCTION_LINES = 80
 MAX_MODULE_LINES = 420
+ISSUE_NUMBER = re.compile(r"\bissues? ?#?\d+", re.IGNORECASE)
 
 
 def modules() -> dict[str, Path]:
@@ -110,6 +112,16 @@ def test_functions_and_modules_are_short():
                     long_functions.append(f"{path.relative_to(PACKAGE)}:{node.lineno} {node.name}: {length} lines")
     assert not long_modules, long_modules
     assert not long_functions, long_functions
+
+
+def test_code_names_no_issue_numbers():
+    """Code and comments say what is true now and why; the tracker and git hold the history."""
+    root = PACKAGE.parent
+    paths = [*PACKAGE.rglob("*.py"), *(root / "scripts").iterdir(), *root.glob("*.py"), root / "Makefile"]
+    found = [f"{path.relative_to(root)}:{number}: {line.strip()}" for path in sorted(paths) if path.is_file()
+             for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1)
+             if ISSUE_NUMBER.search(line)]
+    assert not found, "issue numbers in the code:\n" + "\n".join(found)
 
 
 @pytest.mark.parametrize("name", ["rolling_origin_forecast", "DOWNSTREAM_FORMAT"])

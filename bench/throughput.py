@@ -9,14 +9,18 @@ real corpus, drawn and masked by the sampler, through the step loader), for
 
 alternating runner by runner over the repeats after a warm-up. tokens/s counts real (non-padding)
 tokens over the loop's time (waiting for the batch + the step). Each model's peak memory is
-measured alone, in a child process of its own. On CPU the machine's fp32 matmul peak (2048^3) is
-measured so MFU has a denominator; on CUDA MFU is against --peak-tflops (H100 bf16 dense by default).
+measured alone, in a child process of its own. The matmul peak: on CUDA bf16 8192^3 products timed with
+CUDA events (a 2048^3 product takes 25-40 us, below what a host clock around one launch can time: it
+read 434 TFLOP/s on an H200 that does 769-798), on CPU fp32 2048^3 products timed with the host clock
+(a CPU product takes tens of ms). On CPU the measured peak is MFU's denominator; on CUDA --peak-tflops
+(the found GPU's dense bf16 datasheet peak by default).
 Also: a global batch's build time on one core and its padding (bench/data_pipeline.py), and ours
 with torch.compile on and off (at the --compile-preset shape: compiling large_100k on 2 CPU cores
 takes minutes). The machine's load average is recorded before and after: figures from a shared CPU
 are low and noisy.
 
-MFU = tokens/s x (6 x non-embedding parameters + 12 x layers x hidden x seq_len) / peak FLOP/s.
+MFU = tokens/s x FLOPs per real token / peak FLOP/s, the FLOPs counted from the timed steps' real
+tokens, attention blocks, masked positions and sentences (training/flops.py, model.training_flops).
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ from bertstudy.pretraining.packing import collate_padded, host_counts  # noqa: E
 from bertstudy.pretraining.instances import training_instances  # noqa: E402
 from bertstudy.training.config import preset_config  # noqa: E402
 from bertstudy.training.device import Distributed, enable_tf32, gpu_peak_tflops, precision_settings  # noqa: E402
+from bertstudy.training.flops import step_flops  # noqa: E402
 from bertstudy.training.trainer import Trainer, model_config_for  # noqa: E402
 
 H100_BF16_DENSE_TFLOPS = 989.0  # H100 SXM dense bf16 peak (NVIDIA datasheet), the CUDA default
@@ -110,6 +115,7 @@ class Runner:
                                sampler, Distributed(device=device))
         self.trainer.wrap()
         self.step = 0
+        self.model_config = model_config_for(config, vocab_size)  # for the FLOPs of the steps it times
         self.loader = LoaderClock(make_step_loader(sampler, config.seed, 0, config.batch_size, config.grad_accum, 0,
                                                    10**9, device, resolve_workers(config.data_workers, device))
                                   if name.endswith("packed") else [])
@@ -127,19 +133,21 @@ class Runner:
 
     def run(self, steps: int) -> dict:
         """Run `steps` steps; returns loop seconds, data-wait seconds, real tokens and computed positions."""
-        waited_before, tokens, positions = self.loader.waited, 0, 0
+        waited_before, tokens, positions, timed = self.loader.waited, 0, 0, []
         synchronize(self.device)
         started = time.perf_counter()
         for _ in range(steps):
             batches = self._batches()
             self.trainer.train_step(self.step, batches)
+            timed.append(batches)  # their FLOPs are counted after the clock stops
             tokens += sum(host_counts(b)[2] for b in batches)
             positions += sum(b["input_ids"].numel() if torch.is_tensor(b["input_ids"]) else b["input_ids"].size
                              for b in batches)
             self.step += 1
         synchronize(self.device)
-        return {"seconds": time.perf_counter() - started, "wait": self.loader.waited - waited_before,
-                "tokens": tokens, "positions": positions}
+        seconds = time.perf_counter() - started
+        return {"seconds": seconds, "wait": self.loader.waited - waited_before, "tokens": tokens,
+                "positions": positions, "flops": sum(step_flops(self.model_config, list(b))["flops"] for b in timed)}
 
 
 def pick_device(choice: str) -> torch.device:
@@ -153,18 +161,32 @@ def synchronize(device):
         torch.cuda.synchronize(device)
 
 
-def matmul_peak_gflops(device, size: int = 2048, repeats: int = 5) -> float:
-    """Best-of-repeats fp32 (CPU) or bf16 (CUDA) size^3 matmul rate: the denominator of CPU MFU."""
+MATMUL_PEAK = {"cuda": dict(size=8192, products=20, timing="CUDA events"),  # ~1.4 ms a product on an H100
+               "cpu": dict(size=2048, products=1, timing="host clock")}  # tens of ms a product: a host clock suffices
+
+
+def matmul_peak_gflops(device, repeats: int = 5) -> float:
+    """Best-of-repeats fp32 (CPU) or bf16 (CUDA) matmul rate (MATMUL_PEAK: sizes and timing per device)."""
+    plan = MATMUL_PEAK["cuda" if device.type == "cuda" else "cpu"]
+    size, products = plan["size"], plan["products"]
     dtype = torch.float32 if device.type == "cpu" else torch.bfloat16
     a, b = torch.randn(size, size, device=device, dtype=dtype), torch.randn(size, size, device=device, dtype=dtype)
     torch.mm(a, b)
     best = float("inf")
     for _ in range(repeats):
-        synchronize(device)
-        started = time.perf_counter()
-        torch.mm(a, b)
-        synchronize(device)
-        best = min(best, time.perf_counter() - started)
+        if device.type == "cuda":  # events on the stream: the products' own time, not the launch's
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            for _ in range(products):
+                torch.mm(a, b)
+            end.record()
+            end.synchronize()
+            seconds = start.elapsed_time(end) / 1000
+        else:
+            started = time.perf_counter()
+            torch.mm(a, b)
+            seconds = time.perf_counter() - started
+        best = min(best, seconds / products)
     return 2 * size**3 / best / 1e9
 
 
@@ -193,6 +215,7 @@ def time_runners(runners: dict, warmup: int, steps: int, repeats: int) -> dict:
                      "step_time_s": statistics.median(r["seconds"] / steps for r in results),
                      "data_wait_s_per_step": statistics.median(r["wait"] / steps for r in results),
                      "padding": 1 - sum(r["tokens"] for r in results) / sum(r["positions"] for r in results),
+                     "flops_per_token": sum(r["flops"] for r in results) / max(sum(r["tokens"] for r in results), 1),
                      "warmup_s": compile_seconds[name]}
     return out
 
@@ -246,11 +269,11 @@ def run_benchmark(args, argv: list[str]) -> dict:
         peak_gflops * 1e9 if device.type == "cpu" else (gpu_peak_tflops(torch.cuda.get_device_name(device))
                                                          or H100_BF16_DENSE_TFLOPS) * 1e12)
     runners = {name: Runner(name, config, sampler, vocab_size, device) for name in RUNNERS}
-    flops_per_token = training_flops_per_token(runners["ours-packed"].trainer.raw_model, config.max_seq_len)
+    full_length = training_flops_per_token(runners["ours-packed"].trainer.raw_model, config.max_seq_len)
     models = time_runners(runners, warmup, steps, repeats)
     del runners
     for name, figures in models.items():
-        figures["mfu"] = figures["tokens_per_s"] * flops_per_token / peak_flops
+        figures["mfu"] = figures["tokens_per_s"] * figures["flops_per_token"] / peak_flops
         figures["peak_memory_mb"] = peak_memory_alone(name, argv) if args.memory else None
 
     compiled = None
@@ -276,9 +299,10 @@ def run_benchmark(args, argv: list[str]) -> dict:
         "batch_size": config.batch_size, "grad_accum": config.grad_accum, "max_seq_len": config.max_seq_len,
         "precision": str(runners_precision(device)), "warmup": warmup, "steps": steps, "repeats": repeats,
         "non_embedding_parameters": BertForPretraining(model_config_for(config, vocab_size)).num_parameters(True),
-        "flops_per_token": flops_per_token,
-        "mfu_formula": "tokens_per_s * (6 * non_embedding_parameters + 12 * layers * hidden * seq_len) / peak",
+        "flops_per_token_at_full_length": full_length,  # 6 x non-embedding parameters + 12 x layers x hidden x seq_len
+        "mfu_formula": "tokens_per_s * flops_per_token (each model's: its timed steps' FLOPs / their real tokens) / peak",
         "matmul_peak_gflops": peak_gflops, "mfu_peak_gflops": peak_flops / 1e9,
+        "matmul_peak_method": "{size}^3 products, {timing}".format(**MATMUL_PEAK[device.type]),
         "memory_kind": ("cuda max_memory_allocated" if device.type == "cuda" else "peak RSS (VmHWM)") + ", each model alone",
         "data": data, "models": models, "compile": compiled,
         "ratio_ours_packed_vs_transformers": models["ours-packed"]["tokens_per_s"] / models["transformers-plain"]["tokens_per_s"],
@@ -352,7 +376,8 @@ def report(result: dict) -> list[str]:
              f"data: one global batch of {d['batch_size']} x {d['grad_accum']} (len {d['max_seq_len']}) built in "
              f"{d['packed']['build_ms']:.1f} ms of one core (packed; plain rows {d['plain']['build_ms']:.1f} ms); "
              f"padding {100 * d['packed']['padding']:.1f}% packed vs {100 * d['plain']['padding']:.1f}% plain",
-             f"matmul peak (2048^3, {'fp32' if result['device'] == 'cpu' else 'bf16'}): {result['matmul_peak_gflops']:.0f} GFLOP/s; "
+             f"matmul peak ({result['matmul_peak_method']}, {'fp32' if result['device'] == 'cpu' else 'bf16'}): "
+             f"{result['matmul_peak_gflops']:.0f} GFLOP/s; "
              f"MFU against {result['mfu_peak_gflops']:.0f} GFLOP/s",
              f"trainer step, {result['preset']} {result['batch_size']} x {result['grad_accum']}:"]
     for name, r in result["models"].items():

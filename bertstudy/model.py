@@ -328,11 +328,28 @@ def training_flops_per_token(model: BertForPretraining, seq_len: int) -> int:
     return 6 * model.num_parameters(non_embedding=True) + attention_flops_per_token(model.config, seq_len)
 
 
+def training_flops(config: BertConfig, tokens: int, attended: int, masked: int, sentences: int) -> int:
+    """Training FLOPs (2 per multiply-add; backward twice the forward, so 3x the forward) of the matrix
+    products of `tokens` positions, where `attended` is the sum over attention blocks of length n of n^2
+    (a position attends within its own instance), `masked` the MLM-predicted positions and `sentences`
+    the [CLS] positions the NSP head reads. Per layer and token: Q, K, V and the output projection (4 H^2
+    multiply-adds) and the feed-forward (2 H F); per layer and block: scores and weighted values (2 n^2 H);
+    per masked position: the MLM transform (H^2) and the decoder onto the vocabulary (H V); per sentence:
+    the pooler (H^2) and the NSP classifier (2 H). Embedding look-ups, LayerNorm, GELU, softmax and the
+    biases are not matrix products and are left out. With the real (non-padding) counts of a step this is
+    the work the step needs; with a padded grid's counts, the work it computes."""
+    h, f, v = config.hidden_size, config.intermediate_size, config.vocab_size
+    multiply_adds = (config.num_layers * (tokens * (4 * h * h + 2 * h * f) + attended * 2 * h)
+                     + masked * (h * h + h * v) + sentences * (h * h + 2 * h))
+    return 6 * multiply_adds
+
+
 __all__ = [
     "IGNORE_INDEX",
     "BertConfig",
     "PretrainingOutput",
     "BertForPretraining",
     "attention_flops_per_token",
+    "training_flops",
     "training_flops_per_token",
 ]

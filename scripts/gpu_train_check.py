@@ -79,16 +79,45 @@ def _count_step_syncs():
     return caught
 
 
+def interval_flops(out_dir: Path) -> dict:
+    """The FLOPs of the run's last log interval from its own batches (rebuilt: a pure function of seed and
+    step), real tokens and what the micro-batch grid computed (training/flops.py), per step."""
+    from dataclasses import fields
+
+    import torch
+
+    from bertstudy.base.atomic_io import read_json
+    from bertstudy.model import BertConfig
+    from bertstudy.pretraining.loader import step_micro_batches
+    from bertstudy.training.config import TrainConfig
+    from bertstudy.training.device import Distributed
+    from bertstudy.training.flops import step_flops
+    from bertstudy.training.run_setup import prepare_data, step_shape
+
+    history = read_json(out_dir / "training_history_100k.json")
+    resolved = read_json(out_dir / "resolved_config.json")
+    config = TrainConfig(**{f.name: resolved[f.name] for f in fields(TrainConfig) if f.name in resolved})
+    data = prepare_data(config, Distributed(device=torch.device("cpu")))
+    shape = step_shape(config, data, 0) if config.compile else None
+    first = history["steps"][-2] if len(history["steps"]) > 1 else 0  # 0-based steps first..last-1
+    steps = range(first, history["steps"][-1])
+    batches = [b for s in steps for b in step_micro_batches(data.train_sampler, config.seed, s, 0, config.batch_size,
+                                                            config.grad_accum, shape)]
+    totals = step_flops(BertConfig(**resolved["model"]), batches)
+    return {"steps": len(steps), "tokens": totals["tokens"], "tflop_per_step": totals["flops"] / len(steps) / 1e12,
+            "computed_tflop_per_step": totals["computed_flops"] / len(steps) / 1e12,
+            "flops_per_token": totals["flops"] / max(totals["tokens"], 1)}
+
+
 def _run_figures(out_dir: Path, code: int, wall: float) -> dict:
     import torch
 
     from bertstudy.base.atomic_io import read_json
-    from bertstudy.model import BertConfig, BertForPretraining, training_flops_per_token
     from bertstudy.training.device import gpu_peak_tflops
 
     history = read_json(out_dir / "training_history_100k.json")
     resolved = read_json(out_dir / "resolved_config.json")
-    model = BertForPretraining(BertConfig(**resolved["model"]))
+    flops = interval_flops(out_dir)
     name = torch.cuda.get_device_name(0)
     peak = gpu_peak_tflops(name)
     tokens_per_s = history["tokens_per_s"][-1]  # the last log interval: compile and warm-up are behind it
@@ -101,8 +130,8 @@ def _run_figures(out_dir: Path, code: int, wall: float) -> dict:
         "tokens_per_s_last_interval": tokens_per_s,
         "steps_per_s_last_interval": (history["steps"][-1] - history["steps"][-2]) / max(
             history["elapsed_s"][-1] - history["elapsed_s"][-2], 1e-9) if len(history["steps"]) > 1 else None,
-        "mfu_last_interval": tokens_per_s * training_flops_per_token(model, resolved["max_seq_len"]) / (peak * 1e12)
-        if peak else None,
+        "mfu_last_interval": tokens_per_s * flops["flops_per_token"] / (peak * 1e12) if peak else None,
+        "flops_last_interval": flops,  # from the interval's real tokens (FLOPs per real token x tokens/s: MFU)
         "mfu_peak_tflops": peak, "data_wait_s": history.get("data_wait_s"),
         "skipped_steps": sum(history.get("skipped_steps", [])), "final_loss": history["loss"][-1],
         "eval_mlm_acc": history["eval_mlm_acc"][-1] if history["eval_mlm_acc"] else None,

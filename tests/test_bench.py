@@ -36,8 +36,14 @@ def test_every_runner_is_timed_with_positive_figures(tiny_result):
             assert figures[key] > 0, (name, key)
         assert 0 <= figures["data_wait_s_per_step"] < figures["step_time_s"] and 0 <= figures["padding"] < 1
         assert len(figures["tokens_per_s_repeats"]) == 2
-        expected_mfu = figures["tokens_per_s"] * result["flops_per_token"] / (result["mfu_peak_gflops"] * 1e9)
+        expected_mfu = figures["tokens_per_s"] * figures["flops_per_token"] / (result["mfu_peak_gflops"] * 1e9)
         assert figures["mfu"] == pytest.approx(expected_mfu)
+        # from the timed steps' real tokens: the per-token figure at the full length's order (shorter attention
+        # blocks; the MLM decoder at the masked positions only)
+        assert 0 < figures["flops_per_token"] < result["flops_per_token_at_full_length"] * 1.2
+    packed, plain = result["models"]["ours-packed"], result["models"]["ours-plain"]
+    assert packed["flops_per_token"] == pytest.approx(plain["flops_per_token"])  # the same instances, other layouts
+    assert result["matmul_peak_method"] == "2048^3 products, host clock"
     models = result["models"]
     assert models["ours-packed"]["padding"] <= models["ours-plain"]["padding"] == pytest.approx(
         models["transformers-plain"]["padding"])  # the plain runners train on the same padded rows

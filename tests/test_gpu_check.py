@@ -159,3 +159,31 @@ def test_mfu_is_against_the_gpu_the_check_finds():
     assert gpu_peak_tflops("NVIDIA A100-SXM4-80GB") == 312.0
     assert gpu_peak_tflops("NVIDIA GeForce RTX 3070") == 40.6
     assert gpu_peak_tflops("Some Future GPU") is None
+
+
+def test_the_flops_of_a_runs_last_interval_come_from_its_own_batches(tmp_path):
+    """The GPU check's MFU: FLOPs per real token of the last log interval's steps (here 0-based steps 4 and 5,
+    between the log points at 4 and 6), rebuilt from the run's resolved config and corpus."""
+    import train_large_100k
+    from bertstudy.base.atomic_io import read_json
+    from bertstudy.model import BertConfig
+    from bertstudy.pretraining.loader import step_micro_batches
+    from bertstudy.training.config import TrainConfig
+    from bertstudy.training.device import Distributed
+    from bertstudy.training.flops import step_flops
+    from bertstudy.training.run_setup import prepare_data
+    from scripts.gpu_train_check import interval_flops
+    from tests.train_helpers import tiny_args, write_tiny_corpus
+
+    corpus = write_tiny_corpus(tmp_path)
+    out = tmp_path / "run"
+    assert train_large_100k.main(tiny_args(corpus, out, tmp_path / "cache", steps=6, log_interval=4)) == 0
+    figures = interval_flops(out)
+    resolved = read_json(out / "resolved_config.json")
+    config = TrainConfig(**{k: v for k, v in resolved.items() if k in TrainConfig.__dataclass_fields__})
+    sampler = prepare_data(config, Distributed()).train_sampler
+    want = step_flops(BertConfig(**resolved["model"]),
+                      [b for s in (4, 5) for b in step_micro_batches(sampler, config.seed, s, 0, 4, 2)])
+    assert figures["steps"] == 2 and figures["tokens"] == want["tokens"] > 0
+    assert figures["tflop_per_step"] == want["flops"] / 2 / 1e12
+    assert figures["computed_tflop_per_step"] >= figures["tflop_per_step"]

@@ -211,6 +211,18 @@ def host_counts(batch: dict[str, np.ndarray]) -> tuple[int, int, int]:
             int(np.asarray(real).sum()))
 
 
+def block_lengths(batch: dict[str, np.ndarray]) -> np.ndarray:
+    """The lengths of the attention blocks of a micro-batch's real tokens: each packed instance (its run of
+    one instance id in a row), or each padded row's unmasked tokens in the [B, T] layout."""
+    if "instance_ids" not in batch:
+        lengths = np.asarray(batch["attention_mask"]).sum(axis=1)
+        return lengths[lengths > 0]
+    ids = np.asarray(batch["instance_ids"])
+    counts = [np.bincount(row)[1:] for row in ids]  # instance ids are 1, 2, ... within a row; 0 is padding
+    lengths = np.concatenate(counts) if counts else np.zeros(0, dtype=np.int64)
+    return lengths[lengths > 0]
+
+
 def padding_fraction(batches: list[dict[str, np.ndarray]]) -> float:
     """Share of the computed token positions that are padding."""
     grid = sum(b["input_ids"].size for b in batches)

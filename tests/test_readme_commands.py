@@ -6,9 +6,13 @@ lines in fenced shell blocks and inline code that starts with `python`, `make` o
   appended, which only shrink the work (fewer articles, a tiny model, fewer resamples, one refresh),
   never change what the line means. A line that cannot run here is in NOT_RUN with the reason; it is
   still checked to parse (argparse accepts it).
+- The README's next steps follow `make quickstart`, so the script lines run in a copy where the
+  quickstart's own script lines ran first (on tiny data): its corpus in data/embedded/, its run in runs/quick.
 - `make` lines are checked with `make -n` (the target exists and expands); the script lines they
   expand to are checked to parse, and those of `make quickstart` and `make study-cpu` run on tiny data
   too, each in its own copy.
+- `torchrun` lines: the one-machine line (`--standalone`) runs with its 2 gloo processes on the CPU on
+  tiny data; the several-machine line is checked to parse (torchrun's parser and the script's).
 - Nothing is lost: the README's visualize line leaves the committed results/*.png byte-identical.
 """
 
@@ -86,6 +90,16 @@ def readme_commands(text: str) -> list[list[str]]:
 
 def is_make(tokens: list[str]) -> bool:
     return tokens[0] == "make"
+
+
+def is_torchrun(tokens: list[str]) -> bool:
+    return tokens[0] == "torchrun"
+
+
+def split_torchrun(tokens: list[str]) -> tuple[list[str], list[str]]:
+    """(torchrun's own arguments, the script line as `python SCRIPT ARGS`)."""
+    at = next(i for i, token in enumerate(tokens) if token.endswith(".py"))
+    return tokens[1:at], ["python", *tokens[at:]]
 
 
 def script_of(tokens: list[str]) -> str | None:
@@ -235,13 +249,58 @@ def test_readme_lines_that_cannot_run_still_parse(commands):
             check_parses(tokens)
 
 
+def test_readme_torchrun_lines_parse(commands):
+    """Both torchrun lines: torchrun accepts its part, the training script its own; one line per form."""
+    from torch.distributed.run import get_args_parser
+
+    lines = [tokens for tokens in commands if is_torchrun(tokens)]
+    assert any("--standalone" in t for t in lines) and any("--nnodes" in t and "--rdzv_endpoint" in t for t in lines)
+    for tokens in lines:
+        launcher, script_line = split_torchrun(tokens)
+        parsed = get_args_parser().parse_args([*launcher, *script_line[1:]])
+        assert parsed.training_script == "train_large_100k.py" and parsed.nproc_per_node
+        check_parses(script_line)
+
+
+@pytest.mark.slow  # a torchrun pair
+def test_readme_one_machine_torchrun_line_runs_two_gloo_processes(commands, tmp_path):
+    """The one-machine line as written (2 processes), gloo on the CPU, tiny data: rank 0 writes one run."""
+    from bertstudy.base.atomic_io import iter_jsonl, read_json
+    from bertstudy.training import checkpoint as ckpt
+
+    lines = [tokens for tokens in commands if is_torchrun(tokens) and "--standalone" in tokens]
+    assert lines
+    work = make_workspace(tmp_path, "torchrun")
+    for tokens in lines:
+        launcher, script_line = split_torchrun(tokens)
+        corpus = script_line[script_line.index("--corpus") + 1]
+        if not (work / corpus).exists():  # the corpus make quickstart collects
+            run_line(tiny(["python", "rare_char_fetch.py", "--source", "embedded", "--out", corpus]), work)
+        argv = [readme_python(), "-m", "torch.distributed.run", *launcher, *tiny(script_line)[1:]]
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", "PYTHONDONTWRITEBYTECODE": "1"}
+        done = subprocess.run(argv, cwd=work, env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, f"{shlex.join(tokens)}\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
+        out_dir = work / script_line[script_line.index("--out-dir") + 1]
+        meta = read_json(out_dir / "training_history_100k.json")["meta"]
+        processes = int(launcher[launcher.index("--nproc_per_node") + 1])
+        assert meta["world_size"] == processes == 2
+        assert meta["global_batch"] == 4 * processes  # TINY_TRAIN's batch 4 x 1 per process, times the processes
+        starts = [r for _, r in iter_jsonl(out_dir / "training_log_100k.jsonl") if r.get("kind") == "start"]
+        assert len(starts) == 1  # one log, written by rank 0 alone
+        assert [s for s, _ in ckpt.list_checkpoints(out_dir / "checkpoints_100k")] == [12]
+        assert (out_dir / "export_hf").is_dir()
+
+
 def test_readme_script_lines_run_in_order_on_tiny_data(commands, tmp_path):
     work = make_workspace(tmp_path, "readme")
     committed = snapshot(work / "results")
     assert committed, "results/ holds the committed charts the README shows"
+    for tokens in make_script_lines(["quickstart"], work):  # the README's next steps come after it
+        run_line(tiny(tokens), work)
+    assert (work / "data" / "embedded" / "corpus.jsonl").exists() and (work / "runs" / "quick" / "export_hf").is_dir()
     ran = []
     for tokens in commands:
-        if is_make(tokens) or not_run_reason(tokens):
+        if is_make(tokens) or is_torchrun(tokens) or not_run_reason(tokens):
             continue
         if "wiki-dump" in tokens:
             run_wiki_dump_line(tokens, tmp_path)

@@ -30,7 +30,7 @@ PROBE_SENTENCES ?= "中国[MASK]民" "北京是中国的首[MASK]" "我们明[MA
 # Milestones of the first seed that study-cpu SEEDS=... also fine-tunes (encoder + head), beside the frozen probes.
 FINETUNE_STEPS ?= 500,2000,5000
 
-.PHONY: quickstart test venv system-deps system-deps-test bench gpu-check study-cpu clean
+.PHONY: quickstart test test-fast venv system-deps system-deps-test bench gpu-check study-cpu clean
 
 $(TORCH_STAMP):
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -64,6 +64,11 @@ quickstart: system-deps venv
 
 test: system-deps-test venv
 	$(PY) -m pytest -q --durations=10 tests
+
+# The development loop: the tests not marked slow (tests/conftest.py says what is), without the MediaWiki's
+# packages; `make test` (and CI) runs every test.
+test-fast: system-deps venv
+	$(PY) -m pytest -q -m "not slow" --durations=10 tests
 
 # Training throughput on this machine (8 min on 2 loaded CPU cores; docs/PERFORMANCE.md), ours vs transformers.
 bench: venv data/corpus.jsonl

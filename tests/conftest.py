@@ -15,6 +15,9 @@ if str(ROOT) not in sys.path:
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "cuda: needs a CUDA device (skipped without one; scripts/gpu_check.sh runs them)")
+    # `make test-fast` (pytest -m "not slow") leaves these out; `make test` and CI run them.
+    config.addinivalue_line("markers", "slow: over ~10 s on 2 cores, or a subprocess, torchrun pair, real MediaWiki "
+                                       "or whole pipeline that cannot be made smaller (left out by make test-fast)")
 
 
 def pytest_collection_modifyitems(config, items):

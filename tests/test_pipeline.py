@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 import analyze_100k
 import check_progress
 import rare_char_fetch
@@ -16,6 +18,8 @@ from bertstudy.base.atomic_io import read_json
 from bertstudy.corpus.corpus_io import load_documents
 from bertstudy.charts.plots import CHART_FILES
 from tests.train_helpers import tiny_args
+
+pytestmark = pytest.mark.slow  # every stage of make quickstart, one after another
 
 
 def test_collect_verify_train_analyze_visualize_and_watch(tmp_path, capsys):

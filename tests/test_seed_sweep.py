@@ -6,8 +6,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from bertstudy.base.atomic_io import iter_jsonl
 from tests.test_readme_commands import make_script_lines, make_workspace, run_line, script_of, tiny
+
+pytestmark = pytest.mark.slow  # make study-cpu's lines for two seeds, each a subprocess
 
 
 def _seed_of(tokens: list[str]) -> str | None:

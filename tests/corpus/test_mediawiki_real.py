@@ -25,7 +25,8 @@ EXPECTED = {  # what the crawl must find: the category's two pages and the keywo
     "螳螂": ("insect", ["螳螂是一类捕食性的昆虫，前足呈镰刀状。", "螳螂在中国各地的草丛里都很常见。"]),
 }
 
-pytestmark = pytest.mark.skipif(unavailable_reason() is not None, reason=unavailable_reason() or "")
+# slow: a real MediaWiki installed and served by php for the module
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(unavailable_reason() is not None, reason=unavailable_reason() or "")]
 
 
 @pytest.fixture(scope="module")

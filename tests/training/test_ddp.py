@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 import train_large_100k
@@ -19,6 +20,7 @@ from bertstudy.base.errors import EXIT_USAGE
 from tests.train_helpers import tiny_args, write_tiny_corpus
 
 torch.set_num_threads(1)
+pytestmark = pytest.mark.slow  # torchrun pairs of processes, each its own interpreter and torch import
 ROOT = Path(__file__).resolve().parent.parent.parent
 RUN = dict(steps=4, grad_accum=2, log_interval=2, eval_interval=2, save_interval=2, dropout=0.0, warmup_steps=1)
 

@@ -20,6 +20,7 @@ from bertstudy.training.run_log import TIMING_LISTS
 from tests.train_helpers import tiny_args, write_tiny_corpus
 
 torch.set_num_threads(1)
+pytestmark = pytest.mark.slow  # training subprocesses killed and resumed, against a reference run
 ROOT = Path(__file__).resolve().parent.parent.parent
 RUN = dict(steps=12, save_interval=4, log_interval=2, eval_interval=4, dropout=0.1, keep_last=2)
 

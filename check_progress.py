@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """Watch the crawl and a training run from the files they write: counts against targets, step of
 total, speed, ETA, latest training and held-out metrics, newest checkpoint, and a warning when a
-running job has gone silent. One look by default; --follow refreshes until Ctrl-C."""
+running job has gone silent. With --reference, the run's held-out [MASK] accuracy is held against a
+finished run's fitted curve and band, and an alert line says when it falls below the band for
+--alert-evals evals in a row or the loss turns non-finite. One look by default; --follow refreshes
+until Ctrl-C or until the run and the crawl have finished."""
 
 from __future__ import annotations
 
@@ -13,8 +16,10 @@ from pathlib import Path
 
 from bertstudy.base import deps  # noqa: F401  (first: a missing package is one line, not a traceback)
 from bertstudy.base import cli
-from bertstudy.base.errors import EXIT_BAD_INPUT, EXIT_NOTHING_TO_WATCH, EXIT_OK, EXIT_USAGE, BadInputError, StudyError
-from bertstudy.monitor import MonitorConfig, collect_progress, format_progress, nothing_to_watch_hint
+from bertstudy.analysis.reference import load_reference
+from bertstudy.base.errors import (EXIT_BAD_INPUT, EXIT_CHECK_FAILED, EXIT_NOTHING_TO_WATCH, EXIT_OK, EXIT_USAGE,
+                                   BadInputError, StudyError)
+from bertstudy.monitor import FINISHED, MonitorConfig, collect_progress, format_progress, nothing_to_watch_hint
 
 CLEAR_SCREEN = "\033[2J\033[H"
 
@@ -28,8 +33,11 @@ def build_parser():
             "python check_progress.py                               # crawl in data/, training in .",
             "python check_progress.py runs/quick --follow --interval 30   # same as --run-dir runs/quick",
             "python check_progress.py --crawl-progress /tmp/embedded/crawl_progress.json --json",
+            "python check_progress.py runs/cpu_study --reference results/analysis_100k_result.json --follow --fail-on-alert",
         ],
-        exit_codes=[EXIT_OK, EXIT_USAGE, EXIT_BAD_INPUT, EXIT_NOTHING_TO_WATCH],
+        exit_codes=[EXIT_OK, EXIT_CHECK_FAILED, EXIT_USAGE, EXIT_BAD_INPUT, EXIT_NOTHING_TO_WATCH],
+        exit_code_lines={EXIT_CHECK_FAILED: "an alert, with --fail-on-alert (below the reference band, a non-finite "
+                                            "loss, a failed run)"},
     )
     parser.add_argument("run_dir_arg", nargs="?", metavar="RUN_DIR",
                         help=f"train_large_100k.py's --out-dir (default: {defaults.run_dir})")
@@ -45,6 +53,15 @@ def build_parser():
     parser.add_argument("--count", type=cli.non_negative_int, default=0,
                         help="with --follow, stop after this many refreshes (default: 0, never)")
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON object per refresh")
+    parser.add_argument("--reference", metavar="ANALYSIS",
+                        help="a finished run's analysis JSON (analyze_100k.py's output) of the same preset and "
+                             "corpus, or the folder holding it (a run folder, results/): the run's held-out [MASK] "
+                             "accuracy is held against its fitted curve and band")
+    parser.add_argument("--alert-evals", type=cli.positive_int, default=defaults.alert_evals,
+                        help="alert when this many evals in a row fall below the reference band (default: %(default)s)")
+    parser.add_argument("--fail-on-alert", action="store_true",
+                        help=f"exit {EXIT_CHECK_FAILED} on an alert (with --follow: at the first one), so a shell "
+                             "loop or a job scheduler can act on it")
     return parser
 
 
@@ -55,7 +72,8 @@ def main(argv=None) -> int:
         parser.error(f"RUN_DIR {args.run_dir_arg} and --run-dir {args.run_dir} disagree; give one")
     run_dir = args.run_dir_arg or args.run_dir or MonitorConfig().run_dir
     config = MonitorConfig(crawl_progress=Path(args.crawl_progress), run_dir=Path(run_dir),
-                           stale_minutes=args.stale_minutes)
+                           stale_minutes=args.stale_minutes, alert_evals=args.alert_evals)
+    reference = None
 
     def show(summary: dict, clear: bool) -> None:
         if args.json:
@@ -79,23 +97,33 @@ def main(argv=None) -> int:
             raise BadInputError(path, f"is a file, not a run folder; give the folder that holds it: "
                                 f"python check_progress.py {path.parent}")
 
+    def alert_code(summary: dict) -> int:
+        return EXIT_CHECK_FAILED if args.fail_on_alert and summary["alert"] else EXIT_OK
+
     def body() -> int:
+        nonlocal reference
         check_run_dir()
+        if args.reference:
+            reference = load_reference(args.reference)
         if not args.follow:
-            summary = collect_progress(config)
+            summary = collect_progress(config, reference=reference)
             if summary["nothing_to_watch"]:
                 raise StudyError(nothing_to_watch_hint(config), exit_code=EXIT_NOTHING_TO_WATCH)
             show(summary, clear=False)
-            return EXIT_OK
+            return alert_code(summary)
         clear = sys.stdout.isatty()  # redraw in place on a terminal; append when piped to a file
         refreshes = 0
         try:
             while True:
                 try:
-                    summary = collect_progress(config)
+                    summary = collect_progress(config, reference=reference)
                     show(summary, clear)
-                    code = EXIT_NOTHING_TO_WATCH if summary["nothing_to_watch"] else EXIT_OK
+                    code = EXIT_NOTHING_TO_WATCH if summary["nothing_to_watch"] else alert_code(summary)
+                    if code == EXIT_CHECK_FAILED or finished(summary):
+                        return code
                 except StudyError as exc:  # a watcher keeps watching: the writer may repair the file
+                    if exc.exit_code == EXIT_BAD_INPUT and args.reference and str(args.reference) in str(exc):
+                        raise  # a reference that does not fit the run will not start fitting it
                     print(f"error: {exc}", file=sys.stderr, flush=True)
                     code = exc.exit_code
                 refreshes += 1
@@ -104,6 +132,11 @@ def main(argv=None) -> int:
                 time.sleep(args.interval)
         except KeyboardInterrupt:
             return EXIT_OK  # Ctrl-C is how --follow is meant to end
+
+    def finished(summary: dict) -> bool:
+        """Nothing left to follow: the run has ended (done, interrupted, failed) and no crawl is running."""
+        training, crawl = summary["training"], summary["crawl"]
+        return bool(training) and training["status"] in FINISHED and (crawl is None or crawl["done"])
 
     def body_quiet_on_closed_pipe() -> int:
         try:

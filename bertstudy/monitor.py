@@ -4,6 +4,8 @@
 - training: in the run folder, `training_log_100k.jsonl` (streamed, preferred) or else
   `training_history_100k.json`, plus the checkpoints in `checkpoints_100k/`.
 
+With a reference (analysis/reference.py), the run's held-out [MASK] accuracy is judged against a finished
+run's curve and band, and `alert` names the first of: evals below the band, a non-finite loss, a failed run.
 Pure in the sense the scripts need: `collect_progress` reads files and returns a dict,
 `format_progress` turns that dict into text; printing and refreshing are check_progress.py's job.
 Files caught mid-write are expected, not errors: a half-written last JSONL line is skipped, and a
@@ -21,6 +23,7 @@ from pathlib import Path
 from bertstudy.base.atomic_io import is_finite_number, iter_jsonl, read_json
 from bertstudy.base.errors import BadInputError
 from bertstudy.analysis.history import load_history
+from bertstudy.analysis.reference import check_same_kind, describe, judge, non_finite_alert, run_identity
 from bertstudy.base.run_files import (CHECKPOINT_DIR_NAME, CHECKPOINT_FILE, FINAL_MODEL_NAME, HISTORY_NAME, LOG_NAME,
                                       numbered_files)
 
@@ -34,6 +37,7 @@ class MonitorConfig:
     stale_minutes: float = 10.0  # a running job silent this long is probably stuck or dead
     rate_window: int = 10  # recent log points for steps/s: follows slow-downs, smooths eval/checkpoint pauses
     retry_delay_s: float = 0.2  # pause before reading a history JSON a second time (caught mid-rename)
+    alert_evals: int = 3  # evals in a row below a reference band: the cpu_study seeds each dip below for one
 
 
 def _number(path, obj: dict, key: str, *, optional: bool = False, line: int | None = None):
@@ -88,50 +92,69 @@ def _rate(points: list[tuple[float, float]], window: int) -> float | None:
     return (step1 - step0) / (t1 - t0) if t1 > t0 and step1 > step0 else None
 
 
+def _average_rate(segments: list[tuple[float, float, float, float]]) -> float | None:
+    """Steps per second over the whole run: each process's (step, time) at its start and last record."""
+    steps = sum(step1 - step0 for step0, t0, step1, t1 in segments if t1 > t0)
+    seconds = sum(t1 - t0 for step0, t0, step1, t1 in segments if t1 > t0)
+    return steps / seconds if seconds > 0 and steps > 0 else None
+
+
 def _summary_from_log(path: Path, window: int) -> dict:
-    """Read the streamed JSONL log; only the records since the last `start` count for the rate."""
+    """Read the streamed JSONL log; the recent rate counts the records since the last `start` only."""
     start: dict | None = None
-    train = evaluation = end = early = None
+    train = evaluation = end = early = saved = None
     points: list[tuple[float, float]] = []  # (step, wall time) of this process's train and speed records
+    segments: list[tuple[float, float, float, float]] = []  # per process: start (step, time), last (step, time)
     skipped = 0  # updates the trainer skipped (non-finite loss or gradients, fp16 overflow), whole run
+    skips: list[tuple[int, int, int]] = []  # (step, updates skipped, steps covered) of each train record
+    evals: dict[int, float | None] = {}  # held-out [MASK] accuracy by step, for --reference
     for line, record in iter_jsonl(path, allow_partial_last=True):
         if not isinstance(record, dict) or not isinstance(record.get("kind"), str):
             raise BadInputError(path, "expected an object with a 'kind' field", line=line)
         kind = record["kind"]
+        step = _number(path, record, "step", optional=kind not in ("train", "eval", "speed"), line=line)
+        stamp = _number(path, record, "time", optional=True, line=line)
         if kind == "start":
             start, end, early = record, None, None
-            resumed = _number(path, record, "resumed_from", optional=True, line=line)
-            started = _number(path, record, "time", optional=True, line=line)
-            points = [(resumed or 0, started)] if started is not None else []
-        elif kind in ("train", "eval"):
-            step = _number(path, record, "step", line=line)
-            if kind == "train":
-                train = {"step": int(step), **_metrics(path, record, ("mask_acc", "mlm_acc", "nsp_acc", "loss", "lr", "tokens_per_s"), line)}
-                stamp = _number(path, record, "time", optional=True, line=line)
-                if stamp is not None:
-                    points.append((step, stamp))
-                skipped += int(_number(path, record, "skipped_steps", optional=True, line=line) or 0)
-            else:
-                evaluation = {"step": int(step), **_metrics(path, record, ("mask_acc", "mlm_acc", "nsp_acc", "mlm_loss"), line)}
+            resumed = _number(path, record, "resumed_from", optional=True, line=line) or 0
+            points = [(resumed, stamp)] if stamp is not None else []
+            segments.append((resumed, stamp, resumed, stamp) if stamp is not None else (0, 0, 0, 0))
+            continue
+        if segments and step is not None and stamp is not None and segments[-1][1]:
+            segments[-1] = (*segments[-1][:2], step, stamp)
+        if kind == "train":
+            train = {"step": int(step), **_metrics(path, record, ("mask_acc", "mlm_acc", "nsp_acc", "loss", "lr", "tokens_per_s"), line)}
+            if stamp is not None:
+                points.append((step, stamp))
+            count = int(_number(path, record, "skipped_steps", optional=True, line=line) or 0)
+            skips.append((int(step), count, int(step - points[-2][0]) if len(points) > 1 else int(step)))
+            skipped += count
+        elif kind == "eval":
+            evaluation = {"step": int(step), **_metrics(path, record, ("mask_acc", "mlm_acc", "nsp_acc", "mlm_loss"), line)}
+            evals[int(step)] = evaluation["mask_acc"]
         elif kind == "speed":  # the first steps' speed, before the first train record (training/machine.py)
-            step, stamp = _number(path, record, "step", line=line), _number(path, record, "time", optional=True, line=line)
             early = int(step)
             if stamp is not None:
                 points.append((step, stamp))
+        elif kind == "checkpoint":
+            saved = int(step)
         elif kind == "end":
             end = record
-    return {**_log_summary(path, start, train, evaluation, end, early, _rate(points, window)), "skipped_steps": skipped}
+    summary = _log_summary(path, start, train, evaluation, end, early, _rate(points, window), saved)
+    if summary["status"] in FINISHED:
+        summary["steps_per_s"] = _average_rate(segments)
+    return {**summary, "skipped_steps": skipped, "_evals": sorted(evals.items()), "_skips": skips}
 
 
-def _log_summary(path: Path, start, train, evaluation, end, early, steps_per_s) -> dict:
+def _log_summary(path: Path, start, train, evaluation, end, early, steps_per_s, saved=None) -> dict:
     total = start.get("total_steps") if start else None
     if end is not None:
         status = end.get("status") if end.get("status") in FINISHED else "failed"
     else:
         status = "running" if train or early else "starting"
-    step = train["step"] if train else (int(end["step"]) if end and is_finite_number(end.get("step")) else None)
-    if early is not None and (step is None or early > step):
-        step = early  # the first steps' speed record is newer than any train record
+    # a speed record, or the checkpoint an interrupted run saved (its end), can be newer than any train record
+    ended = int(end["step"]) if end and is_finite_number(end.get("step")) else None
+    step = max((s for s in (train and train["step"], early, saved, ended) if s is not None), default=None)
     return {
         "source": str(path), "source_format": "jsonl-log", "status": status,
         "step": step,
@@ -167,7 +190,8 @@ def _starting(path: Path, source_format: str, total=None, preset=None) -> dict:
     """A run whose files exist but hold no train point yet."""
     return {"source": str(path), "source_format": source_format, "status": "starting", "step": None,
             "total_steps": int(total) if is_finite_number(total) else None, "preset": preset,
-            "resumed_from": None, "steps_per_s": None, "tokens_per_s": None, "train": None, "eval": None}
+            "resumed_from": None, "steps_per_s": None, "tokens_per_s": None, "train": None, "eval": None,
+            "_evals": [], "_skips": []}
 
 
 def _summary_from_history(path: Path, window: int, delay_s: float) -> dict:
@@ -191,10 +215,14 @@ def _summary_from_history(path: Path, window: int, delay_s: float) -> dict:
         evaluation = {"step": int(history.eval_steps[-1]), "mask_acc": _last(history.eval_mask_acc),
                       "mlm_acc": _last(history.eval_mlm_acc),
                       "nsp_acc": _last(history.eval_nsp_acc), "mlm_loss": _last(history.eval_mlm_loss)}
+    rate = _rate(points, window)
+    if status == "done" and len(elapsed) and elapsed[-1] > 0:
+        rate = step / float(elapsed[-1])  # the whole run's average, not its last points'
+    evals = list(zip(history.eval_steps.tolist(), history.eval_mask_acc.tolist())) if len(history.eval_mask_acc) else []
     return {
         "source": str(path), "source_format": history.source_format, "status": status, "step": step,
-        "total_steps": total, "preset": meta.get("preset"), "resumed_from": None,
-        "steps_per_s": _rate(points, window), "tokens_per_s": _last(tokens),
+        "total_steps": total, "preset": meta.get("preset"), "resumed_from": None, "_evals": evals, "_skips": [],
+        "steps_per_s": rate, "tokens_per_s": _last(tokens),
         "train": {"step": step, "mask_acc": _last(history.series.get("mask_acc", [])),
                   "mlm_acc": _last(history.mlm_acc), "nsp_acc": _last(history.nsp_acc),
                   "loss": _last(history.loss), "lr": _last(history.lr)},
@@ -254,11 +282,28 @@ def training_summary(run_dir: Path, now: float, config: MonitorConfig) -> dict |
     return summary
 
 
-def collect_progress(config: MonitorConfig, now: float | None = None) -> dict:
-    """Everything check_progress.py shows, as one dict; `nothing_to_watch` when no file exists."""
+def training_alert(training: dict, reference: dict | None, config: MonitorConfig) -> dict | None:
+    """The first alert or None: a non-finite loss, a failed run, or `alert_evals` evals in a row below the
+    reference band (`training["reference"]`: the run against it); drops the summary's private lists."""
+    evals, skips, judged = training.pop("_evals"), training.pop("_skips"), None
+    if reference:
+        check_same_kind(reference, training["preset"], *run_identity(Path(config.run_dir)))
+        judged = judge(reference, [s for s, _ in evals], [v for _, v in evals], config.alert_evals)
+    training["reference"] = judged
+    alert = non_finite_alert(skips, config.alert_evals)
+    if alert is None and training["status"] == "failed":
+        alert = {"kind": "failed", "step": training["step"], "message": "the run ended with status failed "
+                 "(its stderr says why; a run stops after --max-nonfinite non-finite losses in a row)"}
+    return alert or (judged or {}).get("alert")
+
+
+def collect_progress(config: MonitorConfig, now: float | None = None, reference: dict | None = None) -> dict:
+    """Everything check_progress.py shows, as one dict; `nothing_to_watch` when no file exists.
+    `reference`: analysis.reference.load_reference of config.reference, read once by the caller."""
     now = time.time() if now is None else now
     crawl = crawl_summary(Path(config.crawl_progress), now, config.stale_minutes)
     training = training_summary(Path(config.run_dir), now, config)
+    alert = training_alert(training, reference, config) if training else None
     warnings = []
     if crawl and crawl["stale"]:
         warnings.append(f"crawl: {crawl['path']} not updated for {format_duration(crawl['last_write_age_s'])} "
@@ -267,7 +312,7 @@ def collect_progress(config: MonitorConfig, now: float | None = None) -> dict:
         warnings.append(f"training: nothing written in {config.run_dir} for "
                         f"{format_duration(training['last_write_age_s'])} (--stale-minutes {config.stale_minutes:g}); "
                         "is train_large_100k.py still running?")
-    return {"time": now, "crawl": crawl, "training": training, "warnings": warnings,
+    return {"time": now, "crawl": crawl, "training": training, "warnings": warnings, "alert": alert,
             "nothing_to_watch": crawl is None and training is None}
 
 
@@ -330,7 +375,8 @@ def _format_training(run: dict) -> list[tuple[str, str]]:
     if run["tokens_per_s"] is not None:
         speed.append(f"{run['tokens_per_s']:,.0f} tokens/s")
     if speed:
-        rows.append(("speed", ", ".join(speed)))
+        average = " (average over the run)" if run["status"] in FINISHED and run["steps_per_s"] is not None else ""
+        rows.append(("speed", ", ".join(speed) + average))
     if run["eta_s"] is not None:
         rows.append(("ETA", format_duration(run["eta_s"])))
     if run["train"]:
@@ -340,6 +386,8 @@ def _format_training(run: dict) -> list[tuple[str, str]]:
         rows.append(("skipped", f"{run['skipped_steps']:,} update(s) (non-finite loss or fp16 overflow)"))
     if run["eval"]:
         rows.append(("held-out", _metric_line(run["eval"], ("mask_acc", "mlm_acc", "nsp_acc", "mlm_loss"))))
+    if run.get("reference"):
+        rows.append(("reference", describe(run["reference"])))
     ckpt = run["checkpoint"]
     rows.append(("checkpoint", f"{ckpt['path']} (step {ckpt['step']:,}, {format_duration(ckpt['age_s'])} ago)"
                  if ckpt else "none yet"))
@@ -366,4 +414,6 @@ def format_progress(summary: dict) -> str:
         lines.append(header)
         lines += [f"  {label:<{width}}  {value}" for label, value in rows]
     lines += [f"warning: {text}" for text in summary["warnings"]]
+    if summary.get("alert"):
+        lines.append(f"ALERT: {summary['alert']['message']}")
     return "\n".join(lines)

@@ -440,7 +440,7 @@ def test_help_description_is_whole(capsys):
     with pytest.raises(SystemExit):
         check_progress.main(["--help"])
     out = capsys.readouterr().out
-    assert "--follow refreshes until Ctrl-C." in out  # the docstring's last sentence, not cut after line one
+    assert "until the run and the crawl have finished." in out  # the docstring's last sentence, not cut after line one
 
 
 def test_an_eta_from_the_first_steps_before_the_first_log_point(tmp_path, capsys):

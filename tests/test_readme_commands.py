@@ -12,7 +12,8 @@ lines in fenced shell blocks and inline code that starts with `python`, `make` o
   expand to are checked to parse, and those of `make quickstart` and `make study-cpu` run on tiny data
   too, each in its own copy.
 - `torchrun` lines: the one-machine line (`--standalone`) runs with its 2 gloo processes on the CPU on
-  tiny data; the several-machine line is checked to parse (torchrun's parser and the script's).
+  tiny data; the several-machine line runs as its 2 machines on this one (one process each, the
+  rendezvous endpoint a free local port); both are checked to parse (torchrun's parser and the script's).
 - Nothing is lost: the README's visualize line leaves the committed results/*.png byte-identical.
 """
 
@@ -289,6 +290,43 @@ def test_readme_one_machine_torchrun_line_runs_two_gloo_processes(commands, tmp_
         assert len(starts) == 1  # one log, written by rank 0 alone
         assert [s for s, _ in ckpt.list_checkpoints(out_dir / "checkpoints_100k")] == [12]
         assert (out_dir / "export_hf").is_dir()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow  # two torchrun launchers
+def test_readme_several_machine_torchrun_line_runs_as_two_machines_here(commands, tmp_path):
+    """The --nnodes line, started once per machine as the README says, with this machine standing in for
+    each: the endpoint becomes a free local port and each machine gets one process (the README's
+    --nproc_per_node is the GPUs of a machine). Both launchers finish; rank 0 writes one run."""
+    from bertstudy.base.atomic_io import read_json
+
+    lines = [tokens for tokens in commands if is_torchrun(tokens) and "--nnodes" in tokens]
+    assert lines
+    work = make_workspace(tmp_path, "torchrun-nodes")
+    for tokens in lines:
+        launcher, script_line = split_torchrun(tokens)
+        machines = int(launcher[launcher.index("--nnodes") + 1])
+        launcher[launcher.index("--rdzv_endpoint") + 1] = f"127.0.0.1:{free_port()}"
+        launcher[launcher.index("--nproc_per_node") + 1] = "1"
+        corpus = script_line[script_line.index("--corpus") + 1]
+        if not (work / corpus).exists():
+            run_line(tiny(["python", "rare_char_fetch.py", "--source", "embedded", "--out", corpus]), work)
+        argv = [readme_python(), "-m", "torch.distributed.run", *launcher, *tiny(script_line)[1:]]
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", "PYTHONDONTWRITEBYTECODE": "1"}
+        started = [subprocess.Popen(argv, cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                    text=True) for _ in range(machines)]
+        outputs = [process.communicate(timeout=600)[0] for process in started]
+        for process, output in zip(started, outputs):
+            assert process.returncode == 0, f"{shlex.join(tokens)}\n{output[-3000:]}"
+        meta = read_json(work / script_line[script_line.index("--out-dir") + 1] / "training_history_100k.json")["meta"]
+        assert meta["world_size"] == machines == 2
 
 
 def test_readme_script_lines_run_in_order_on_tiny_data(commands, tmp_path):

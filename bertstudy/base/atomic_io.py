@@ -88,8 +88,12 @@ def check_writable_dir(path: str | os.PathLike, flag: str | None = None) -> Path
 
 
 @contextlib.contextmanager
-def atomic_writer(path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8"):
+def atomic_writer(path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8", fsync: bool = True):
     """Open a temporary sibling of `path` for writing; rename it over `path` on success.
+
+    fsync=False skips forcing the data to disk before the rename: a reader still never sees a torn file,
+    but a power loss may leave the previous version (or, on some file systems, an empty file): for files
+    rewritten often whose durable copy is written elsewhere (the run history between checkpoints).
 
     On any exception the temporary file is removed and `path` is left as it was. An OSError
     (disk full, read-only folder) becomes a StudyError naming the file.
@@ -106,7 +110,8 @@ def atomic_writer(path: str | os.PathLike, mode: str = "w", encoding: str | None
         with os.fdopen(fd, mode, encoding=None if binary else encoding) as handle:
             yield handle
             handle.flush()
-            os.fsync(handle.fileno())
+            if fsync:
+                os.fsync(handle.fileno())
         os.replace(tmp_name, path)
     except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
@@ -116,15 +121,15 @@ def atomic_writer(path: str | os.PathLike, mode: str = "w", encoding: str | None
         raise
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    with atomic_writer(path, "w") as handle:
+def atomic_write_text(path: str | os.PathLike, text: str, fsync: bool = True) -> None:
+    with atomic_writer(path, "w", fsync=fsync) as handle:
         handle.write(text)
 
 
-def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2) -> None:
+def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2, fsync: bool = True) -> None:
     """Write JSON atomically; NaN/inf are refused (they are not JSON) rather than written."""
     text = json.dumps(obj, ensure_ascii=False, indent=indent, allow_nan=False)
-    atomic_write_text(path, text + "\n")
+    atomic_write_text(path, text + "\n", fsync=fsync)
 
 
 def _reject_constant(name: str):

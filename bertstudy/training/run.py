@@ -30,7 +30,7 @@ from bertstudy.training.config import TrainConfig
 from bertstudy.training.device import Distributed, setup_distributed, teardown_distributed
 from bertstudy.training.machine import EarlySpeed
 from bertstudy.training.run_folder import StartPlan, plan_start
-from bertstudy.training.run_log import add_eval_point, add_train_point, write_history
+from bertstudy.training.run_log import add_eval_point, add_train_point
 from bertstudy.training.run_setup import Run, set_up
 from bertstudy.training.trainer import KIND_ACC_KEYS
 
@@ -76,7 +76,7 @@ def evaluate(run: Run, step: int) -> dict | None:
         print(f"warning: held-out eval at step {step} is non-finite ({result}); not recorded", file=sys.stderr)
         return None
     add_eval_point(run.history, run.log.write("eval", step=step, **result))
-    write_history(run.out_dir / HISTORY_NAME, run.history)
+    run.history_file.point(run.history)
     return result
 
 
@@ -118,6 +118,7 @@ def save(run: Run, step: int) -> None:
                                   "grad_accum": config.grad_accum, "world_size": dist.world_size},
             })
             run.log.write("checkpoint", step=step, path=str(path))
+            run.history_file.save(run.history)  # the file's durable copy: what the checkpoint holds
             ckpt.prune_checkpoints(run.checkpoint_dir, config.keep_last)
         except StudyError as exc:
             failure = exc
@@ -156,7 +157,7 @@ def _log_point(run: Run, step: int, lr: float, step_seconds: float, loader: Load
                            skipped_steps=counters["skipped_since_log"],
                            **{key: totals[key] for key in KIND_ACC_KEYS if key in totals})
     add_train_point(run.history, record)
-    write_history(run.out_dir / HISTORY_NAME, run.history)
+    run.history_file.point(run.history)  # not every point: the log has it (run_log.HistoryFile)
     bar.set_postfix(loss=f"{totals['loss']:.3f}", mlm=f"{totals['mlm_acc']:.3f}")
     return stopping, counters
 
@@ -239,7 +240,7 @@ def finish(run: Run) -> None:
         export_pretrained(run.model, run.data.vocab.tokens, run.out_dir / EXPORT_DIR_NAME)
     run.history["meta"]["finished_at"] = time.time()
     run.history["meta"]["nonfinite_skipped"] = run.trainer.nonfinite_total
-    write_history(run.out_dir / HISTORY_NAME, run.history)
+    run.history_file.save(run.history)
     print(_summary(run.history, run.out_dir, run.step, exported=not run.model_config.pre_ln))
 
 

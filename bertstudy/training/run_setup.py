@@ -16,7 +16,8 @@ import torch
 
 from bertstudy.base.atomic_io import atomic_write_json
 from bertstudy.base.errors import BadInputError
-from bertstudy.base.run_files import CHECKPOINT_DIR_NAME, LOG_NAME, RESOLVED_CONFIG_NAME, SPLIT_NAME, VOCAB_NAME
+from bertstudy.base.run_files import (CHECKPOINT_DIR_NAME, HISTORY_NAME, LOG_NAME, RESOLVED_CONFIG_NAME, SPLIT_NAME,
+                                      VOCAB_NAME)
 from bertstudy.corpus.corpus_io import load_documents
 from bertstudy.model import BertConfig, BertForPretraining
 from bertstudy.pretraining.heldout_split import split_record, write_split
@@ -32,7 +33,7 @@ from bertstudy.training.config import (ARCHITECTURE_FIELDS, CUDA_GRAPH_MODES, OL
                                        check_cuda_graph_split)
 from bertstudy.training.device import Distributed, agree_or_fail, autocast_context, precision_settings
 from bertstudy.training.run_folder import StartPlan
-from bertstudy.training.run_log import RunLog, new_history, truncate_history
+from bertstudy.training.run_log import HistoryFile, RunLog, new_history, truncate_history
 from bertstudy.training.trainer import Stopwatch, Trainer, model_config_for
 
 
@@ -102,6 +103,7 @@ class Run:
     milestone_steps: set[int]
     eval_batches: list  # rank 0's fixed held-out batches, on the device
     clock: Stopwatch
+    history_file: HistoryFile | None = None  # rank 0: when the history JSON is rewritten (run_log.HistoryFile)
 
     @property
     def out_dir(self) -> Path:
@@ -231,5 +233,6 @@ def set_up(plan: StartPlan, dist: Distributed, overwrite: bool) -> Run:
     eval_batches = [batch_to_device(b, dist.device) for b in eval_micro_batches(
         data.eval_sampler, config.split_seed, config.eval_instances, config.batch_size)] if dist.is_main else []
     log = _open_log(config, model_config, dist, start_step, start_step if resumed else None) if dist.is_main else None
+    history_file = HistoryFile(Path(config.out_dir) / HISTORY_NAME) if dist.is_main else None
     return Run(config, dist, data, model, model_config, trainer, history, log, resumed, start_step, milestone_steps,
-               eval_batches, Stopwatch(elapsed))
+               eval_batches, Stopwatch(elapsed), history_file)

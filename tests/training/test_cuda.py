@@ -1,6 +1,7 @@
 """CUDA-only checks (marker `cuda`: skipped without a CUDA device; scripts/gpu_check.sh runs them with
 CUDA_VISIBLE_DEVICES set): mixed precision against fp32, fused AdamW, the packed loader's pinned
-batches, --batch-size auto's probe, a kill-and-resume on CUDA, and the export from a CUDA run.
+batches, --batch-size auto's probe, a kill-and-resume on CUDA, the export from a CUDA run, and a forced
+NaN loss leaving the weights and the fused AdamW's state unchanged.
 
 Tolerances: bf16 keeps 8 bits of mantissa, so losses within 2e-2 relative and gradients within a
 cosine similarity of 0.99 of fp32; fp16 (10 bits, with GradScaler) within 1e-2 / 0.995. CUDA
@@ -23,6 +24,7 @@ from bertstudy.pretraining.loader import batch_to_device, make_step_loader, step
 from bertstudy.model import BertConfig, BertForPretraining
 from bertstudy.training.config import preset_config
 from tests.pretraining.test_loader import _sampler
+from tests.training.test_nonfinite_skip import check_a_forced_nan_skips_the_step
 from tests.training.test_resume import RUN, _start, _wait_for
 from tests.train_helpers import tiny_args, tiny_documents, write_tiny_corpus
 
@@ -156,3 +158,10 @@ def test_sigterm_to_the_group_with_loader_workers_on_cuda_then_exact_resume(tmp_
     assert _group_alive(process.pid) == []
     assert train_large_100k.main(args + ["--resume"]) == 0
     _assert_same_as_reference(reference, out, extra_checkpoints=True)
+
+
+@pytest.mark.parametrize("grad_accum, scaler", [(1, False), (2, False), (1, True)])
+def test_a_forced_nan_leaves_weights_and_the_fused_optimizers_step_unchanged(grad_accum, scaler):
+    """On the GPU the skip is decided on the device: found_inf handed to the fused AdamW kernel (bf16
+    autocast), or the GradScaler's own found_inf (fp16's path); weights, `step` and moments stay bit-equal."""
+    check_a_forced_nan_skips_the_step(CUDA, grad_accum, scaler=scaler)

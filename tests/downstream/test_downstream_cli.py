@@ -20,7 +20,6 @@ from bertstudy.downstream.scoring import PassSettings, prepare_tasks
 from bertstudy.downstream.tasks import model_text
 from bertstudy.base.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from bertstudy.corpus.text_clean import normalize_width, split_sentences
-from tests.downstream_helpers import embedded_like_corpus, write_task_data
 from tests.train_helpers import tiny_args
 
 torch.set_num_threads(1)
@@ -28,15 +27,8 @@ PROBE_ARGS = ["--cws-train", "40", "--sentiment-train", "60", "--no-progress", "
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("downstream")
-    task_data = write_task_data(root / "tasks")
-    corpus = embedded_like_corpus(task_data, root / "corpus.jsonl")
-    out = root / "run"
-    # 30% held out so a handful of articles and reviews are test material; milestones 0, 1, 2, 5, 6
-    code = train_large_100k.main(tiny_args(corpus, out, root / "cache", milestones="log", heldout_fraction=0.3))
-    assert code == EXIT_OK
-    return root, task_data, corpus, out
+def tiny_run(downstream_run):
+    return downstream_run  # tests/downstream/conftest.py: milestones 0, 1, 2, 5, 6, 30% held out
 
 
 @pytest.fixture(scope="module")

@@ -12,16 +12,13 @@ import re
 import pytest
 import torch
 
-import train_large_100k
 from bertstudy.base.atomic_io import read_json
-from bertstudy.base.errors import EXIT_OK, UsageError
+from bertstudy.base.errors import UsageError
 from bertstudy.downstream import probe, scoring
 from bertstudy.downstream.analysis import downstream_correlations, format_downstream
 from bertstudy.downstream.ner import probe_ner
 from bertstudy.downstream.scoring import PassSettings, prepare_tasks, read_run, run_pass
 from bertstudy.model import BertConfig, BertForPretraining, additive_mask
-from tests.downstream_helpers import embedded_like_corpus, write_task_data
-from tests.train_helpers import tiny_args
 
 torch.set_num_threads(1)
 SIZES = dict(cws_train=40, sentiment_train=60)
@@ -116,13 +113,8 @@ def test_by_layer_keeps_the_last_as_the_score_and_prefers_the_deeper_on_a_tie():
 
 # ------------------------------------------------------------------ a toy pass
 @pytest.fixture(scope="module")
-def toy_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("layers")
-    task_data = write_task_data(root / "tasks")
-    corpus = embedded_like_corpus(task_data, root / "corpus.jsonl")
-    run = root / "run"  # 2 encoder layers of 32; milestones 0, 1, 2, 5, 6
-    assert train_large_100k.main(tiny_args(corpus, run, root / "cache", milestones="log",
-                                           heldout_fraction=0.3)) == EXIT_OK
+def toy_run(downstream_run):
+    root, task_data, _, run = downstream_run  # 2 encoder layers of 32; milestones 0, 1, 2, 5, 6
     return root, task_data, run
 
 

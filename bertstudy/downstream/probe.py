@@ -39,10 +39,9 @@ from bertstudy.downstream.tasks import Review, SegSentence, fold_chars, model_te
 
 L2 = 1e-3  # probe penalty on the mean squared weight: keeps L-BFGS finite on separable features
 PROBE_ITERATIONS = 150  # L-BFGS iterations; the probes converge in well under that on these sizes
-# float32, not float64: on the cpu_study seed-1 checkpoint at step 2,000 (1,500 training sentences, 391 test)
-# a segmentation probe took 5.1-5.8 s against 18.7-24.4 s, and its F1 moved by 0.00005-0.0003 (layers 0
-# and 3), far below the ~1-point resolution of the test set; L-BFGS stops when the float32 loss stops moving.
-# The fits were 80% of a checkpoint's 320 s in the probe pass.
+# float32, not float64: the fits are most of a checkpoint's probe time and run several times faster, and the
+# F1 moves far below the ~1-point resolution of the test sets (docs/PERFORMANCE.md, "Downstream probe");
+# L-BFGS stops when the float32 loss stops moving.
 PROBE_DTYPE = torch.float32
 # legal b/m/e/s transitions: a word is s, or b m* e
 _ALLOWED = np.array([[0, 1, 1, 0], [0, 1, 1, 0], [1, 0, 0, 1], [1, 0, 0, 1]], dtype=bool)  # from b,m,e,s to b,m,e,s
@@ -297,9 +296,8 @@ def by_layer(results: list[dict], items: str) -> dict:
 
 
 # Cost: one forward gives every layer's features; the extra is a probe fit (and for segmentation a Viterbi
-# pass over the test sentences) per layer, N + 1 instead of 1, and the features' memory (encode_layers).
-# Measured on the tests' toy run (2 encoder layers of 32, 40 training sentences, 60 reviews, 1 thread): a
-# checkpoint took 0.58-0.74 s of CPU last-layer only, 1.3-2.5 s (median 1.5) with its 3 probes per task.
+# pass over the test sentences) per layer, N + 1 instead of 1, and the features' memory (encode_layers);
+# measured: docs/PERFORMANCE.md, "Downstream probe".
 def sentence_features(model, train, test, vocab: Vocab, width: int, all_layers: bool = False) -> tuple:
     """(train [layers, tokens, H], test [layers, tokens, H], test sentences' sizes) for a token-level task:
     what segmentation and NER read. The two tasks share their sentences, so the pass encodes them once."""

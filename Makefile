@@ -70,7 +70,7 @@ test: system-deps-test venv
 test-fast: system-deps venv
 	$(PY) -m pytest -q -m "not slow" --durations=10 tests
 
-# Training throughput on this machine (8 min on 2 loaded CPU cores; docs/PERFORMANCE.md), ours vs transformers.
+# Training throughput on this machine, ours vs transformers (minutes on a CPU; docs/PERFORMANCE.md has the figures and times).
 bench: venv data/corpus.jsonl
 	$(PY) bench/throughput.py --out bench/throughput_result.json
 
@@ -81,7 +81,7 @@ data/corpus.jsonl:
 gpu-check: venv
 	scripts/gpu_check.sh
 
-# The CPU tier of the study: a reduced but genuine run (25 min on 2 idle cores, results/README.md), outputs to results/
+# The CPU tier of the study: a reduced but genuine run (its measured time: results/README.md), outputs to results/
 # (deliberately: --overwrite replaces the committed analysis and charts, which analyze_100k.py and
 # visualize_results.py otherwise refuse to do). analysis_100k_result.json (what the charts draw) analyses the
 # default metric, held-out [MASK] accuracy (training MLM accuracy for a history without it);

@@ -81,7 +81,7 @@ data/corpus.jsonl:
 gpu-check: venv
 	scripts/gpu_check.sh
 
-# The CPU tier of the study: a reduced but genuine run (its measured time: results/README.md), outputs to results/
+# The CPU tier of the study: a reduced but genuine run (its time: the README), outputs to results/
 # (deliberately: --overwrite replaces the committed analysis and charts, which analyze_100k.py and
 # visualize_results.py otherwise refuse to do). analysis_100k_result.json (what the charts draw) analyses the
 # default metric, held-out [MASK] accuracy (training MLM accuracy for a history without it);

@@ -188,6 +188,7 @@ sys.exit(run_main(main))
 """
 
 
+@pytest.mark.slow  # a torchrun pair
 def test_a_failure_on_one_rank_stops_the_others_within_seconds_with_one_line(tmp_path):
     """Two gloo processes: rank 0 fails where only it works; rank 1 leaves at once with one line
     (before: it waited in the next collective until the process group's timeout)."""

@@ -30,31 +30,38 @@ PROBE_SENTENCES ?= "中国[MASK]民" "北京是中国的首[MASK]" "我们明[MA
 # Milestones of the first seed that study-cpu SEEDS=... also fine-tunes (encoder + head), beside the frozen probes.
 FINETUNE_STEPS ?= 500,2000,5000
 
-.PHONY: quickstart test test-fast venv system-deps system-deps-test bench gpu-check study-cpu clean
+.PHONY: help quickstart test test-fast venv system-deps system-deps-test bench gpu-check study-cpu clean
+.DEFAULT_GOAL := help
+
+# `make` alone: the targets, from the `## ` text on each target's line.
+help:  ## this list
+	@grep -E '^[a-z-]+:.*## ' $(firstword $(MAKEFILE_LIST)) | sed -E 's/^([a-z-]+):.*## /\1\t/' | \
+		awk -F'\t' '{printf "  make %-17s %s\n", $$1, $$2}'
 
 $(TORCH_STAMP):
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	if ls $(VENV)/.torch-* >/dev/null 2>&1; then $(PY) -m pip uninstall -q -y torch; rm -f $(VENV)/.torch-*; fi
 	$(PY) -m pip install -q $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH_SPEC)"
-	$(PY) -c "import torch; print('torch', torch.__version__, 'CUDA', torch.version.cuda)"
 	printf '%s\n' '$(TORCH_SPEC) $(TORCH_INDEX)' > $@
 
+# torch is imported once numpy is installed: imported before, it warns "Failed to initialize NumPy".
 $(VENV)/.installed: $(TORCH_STAMP) requirements.txt requirements-test.txt
 	$(PY) -m pip install -q -r requirements-test.txt
+	$(PY) -c "import torch; print('torch', torch.__version__, 'CUDA', torch.version.cuda)"
 	touch $@
 
-venv: $(VENV)/.installed
+venv: $(VENV)/.installed  ## the virtualenv (.venv, or VENV=...): torch (TORCH_SPEC, TORCH_INDEX) and the requirements
 
-system-deps:
+system-deps:  ## the system packages the scripts need (scripts/install_system_deps.sh)
 	scripts/install_system_deps.sh
 
-system-deps-test:
+system-deps-test:  ## the same, plus those of the MediaWiki tests
 	scripts/install_system_deps.sh --test
 
 # The main job on the embedded corpus: collect -> verify -> train (quick) -> analyze -> visualize, then the
 # model's top 3 for the probe sentences (PROBE_SENTENCES; scripts/quick_recipes.py asks the same).
-quickstart: system-deps venv
+quickstart: system-deps venv  ## collect, verify, train the quick preset, analyze, chart, ask the model (runs/quick)
 	$(PY) rare_char_fetch.py --source embedded --out $(EMBEDDED_DIR)/corpus.jsonl
 	$(PY) verify_dataset.py $(EMBEDDED_DIR)/corpus.jsonl --profile embedded --report $(EMBEDDED_DIR)/dataset_report.json
 	$(PY) train_large_100k.py --preset quick --corpus $(EMBEDDED_DIR)/corpus.jsonl --out-dir $(QUICK_DIR) --resume-if-possible $(TRAIN_ARGS)
@@ -62,23 +69,23 @@ quickstart: system-deps venv
 	$(PY) visualize_results.py $(QUICK_DIR)/training_history_100k.json --analysis $(QUICK_DIR)/analysis_100k_result.json --out-dir results/quickstart
 	$(PY) fill_mask.py $(QUICK_DIR)/export_hf $(PROBE_SENTENCES) --top-k 3
 
-test: system-deps-test venv
+test: system-deps-test venv  ## every test (what CI runs)
 	$(PY) -m pytest -q --durations=10 tests
 
 # The development loop: the tests not marked slow (tests/conftest.py says what is), without the MediaWiki's
 # packages; `make test` (and CI) runs every test.
-test-fast: system-deps venv
+test-fast: system-deps venv  ## the tests not marked slow
 	$(PY) -m pytest -q -m "not slow" --durations=10 tests
 
 # Training throughput on this machine, ours vs transformers (minutes on a CPU; docs/PERFORMANCE.md has the figures and times).
-bench: venv data/corpus.jsonl
+bench: venv data/corpus.jsonl  ## training throughput on this machine, ours vs transformers
 	$(PY) bench/throughput.py --out bench/throughput_result.json
 
 data/corpus.jsonl:
 	$(PY) rare_char_fetch.py --source embedded --out data/corpus.jsonl
 
 # The one GPU check (needs a CUDA build of torch: see TORCH_INDEX above); the README's GPU section.
-gpu-check: venv
+gpu-check: venv  ## the one GPU check (a CUDA build of torch)
 	scripts/gpu_check.sh
 
 # The CPU tier of the study: a reduced but genuine run (its time: the README), outputs to results/
@@ -86,7 +93,7 @@ gpu-check: venv
 # visualize_results.py otherwise refuse to do). analysis_100k_result.json (what the charts draw) analyses the
 # default metric, held-out [MASK] accuracy (training MLM accuracy for a history without it);
 # analysis_training_mlm.json the original's metric, for comparison; analysis_heldout_mlm.json held-out, all positions.
-study-cpu: system-deps venv
+study-cpu: system-deps venv  ## the CPU tier of the study into results/ (SEEDS="1 2 3" for seeds)
 	$(PY) rare_char_fetch.py --source embedded --out $(EMBEDDED_DIR)/corpus.jsonl
 	$(PY) verify_dataset.py $(EMBEDDED_DIR)/corpus.jsonl --profile embedded --report $(EMBEDDED_DIR)/dataset_report.json
 ifneq ($(strip $(SEEDS)),)
@@ -123,5 +130,5 @@ define study_seed
 
 endef
 
-clean:
+clean:  ## remove runs/quick, results/quickstart and .pytest_cache
 	rm -rf $(QUICK_DIR) results/quickstart .pytest_cache

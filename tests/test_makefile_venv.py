@@ -41,3 +41,23 @@ def test_same_spec_is_nothing_to_do_and_another_spec_reinstalls_torch(tmp_path):
     assert f'pip install -q --index-url {cuda} "torch==2.13.0"' in lines
     assert "pip install -q -r requirements-test.txt" in lines
     assert "pip uninstall" in _dry_run(work, "TORCH_SPEC=torch")  # any other spec, too
+
+
+def test_torch_is_imported_after_numpy_is_installed(tmp_path):
+    """Imported before the requirements (numpy), torch warns "Failed to initialize NumPy" during the install."""
+    work = tmp_path / "repo"
+    work.mkdir()
+    for name in ("Makefile", "requirements.txt", "requirements-test.txt"):
+        shutil.copy2(ROOT / name, work / name)
+    lines = _dry_run(work).splitlines()  # a fresh clone: every step
+    requirements = next(i for i, line in enumerate(lines) if "pip install -q -r requirements-test.txt" in line)
+    torch_check = next(i for i, line in enumerate(lines) if "import torch" in line)
+    assert torch_check > requirements
+
+
+def test_make_alone_lists_the_targets(tmp_path):
+    done = subprocess.run(["make"], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0 and done.stderr == ""
+    listed = {line.split()[1] for line in done.stdout.splitlines()}
+    phony = next(line for line in (ROOT / "Makefile").read_text().splitlines() if line.startswith(".PHONY:"))
+    assert listed == set(phony.split()[1:])  # every target, each with its line of help

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -62,7 +63,10 @@ def main(argv=None) -> int:
 
         no_mask = [text for text in args.texts if MASK not in text]
         if no_mask:  # before loading the model, and before printing any other sentence's answers
-            raise UsageError(f"text has no {MASK} to fill: {no_mask[0]!r}")
+            text = no_mask[0]
+            found = re.search(re.escape(MASK), text, flags=re.IGNORECASE)  # [mask]: the vocabulary's token is upper case
+            hint = f"; write {MASK} in capitals, not {found.group(0)}" if found else ""
+            raise UsageError(f"text has no {MASK} to fill: {text!r}{hint}")
         torch.set_num_threads(min(4, torch.get_num_threads()))
         model, vocab = load_exported(args.model_dir)
         for text in args.texts:

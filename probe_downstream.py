@@ -38,7 +38,7 @@ def step_list(text: str) -> list[int]:
 
 
 def build_parser():
-    parser = make_parser("probe_downstream.py", __doc__.strip().splitlines()[0], EXAMPLES,
+    parser = make_parser("probe_downstream.py", __doc__.strip(), EXAMPLES,  # the first line alone stops mid-sentence
                          [EXIT_OK, EXIT_USAGE, EXIT_BAD_INPUT, EXIT_RUNTIME, EXIT_INTERRUPTED])
     parser.add_argument("run_dir", help="a training run's --out-dir (with milestones: train with --milestones log)")
     which = parser.add_mutually_exclusive_group()

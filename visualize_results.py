@@ -158,6 +158,9 @@ def main(argv=None) -> int:
             print(style.warning, file=sys.stderr)
         if args.seeds_summary:
             return draw_seeds(args, style)
+        if not Path(args.history).exists():  # said first: no --out-dir helps without a history
+            raise BadInputError(args.history, "no such file: give a training history, e.g. python visualize_results.py "
+                                "runs/quick/training_history_100k.json (train_large_100k.py writes it into its --out-dir)")
         out_dir = Path(args.out_dir) if args.out_dir is not None else Path(args.history).parent
         if args.out_dir is None and out_dir.resolve() == REPO_ROOT:
             # a history in the checkout's root (train's default --out-dir is ".") must not scatter PNGs

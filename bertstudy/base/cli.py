@@ -46,6 +46,7 @@ def make_parser(prog: str, description: str, examples: Sequence[str], exit_codes
         description=description,
         epilog="\n".join(lines),
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,  # a typo such as --thread must be refused, not taken as --threads
     )
 
 

@@ -20,6 +20,7 @@ from bertstudy.base.atomic_io import atomic_writer, iter_jsonl, read_json, read_
 from bertstudy.base.errors import BadInputError, UsageError
 
 ORIGINAL_DOC_SENTENCES = 64  # pseudo-document size for the original study's flat sentence list
+EMBEDDED_CORPUS = Path("data/embedded/corpus.jsonl")  # where make quickstart and study-cpu collect it
 REQUIRED_KEYS = ("id", "sentences")
 
 
@@ -95,9 +96,20 @@ def load_original_dataset(path) -> tuple[list[Document], dict]:
     return docs, extras
 
 
+def missing_corpus_hint(path, flag: str = "") -> str:
+    """Where a corpus is when `path` is not: the embedded corpus that make quickstart collected (given as
+    `flag` PATH), else how to collect one."""
+    if EMBEDDED_CORPUS.is_file() and Path(path).resolve() != EMBEDDED_CORPUS.resolve():
+        return f"make quickstart collected the embedded corpus in {EMBEDDED_CORPUS}: give {flag}{EMBEDDED_CORPUS}"
+    return (f"collect one first: python rare_char_fetch.py --source embedded --out {path} (make quickstart "
+            f"collects it into {EMBEDDED_CORPUS})")
+
+
 def load_documents(path) -> list[Document]:
     """Read a corpus in either format. Raises BadInputError (file and line) on anything malformed."""
     path = Path(path)
+    if not path.exists():
+        raise BadInputError(path, f"no such file; {missing_corpus_hint(path)}")
     if path.suffix == ".json" or _is_original_format(path):
         docs, _ = load_original_dataset(path)
     else:

@@ -33,6 +33,7 @@ from bertstudy.base.atomic_io import check_writable_dir, read_json
 from bertstudy.training.device import Distributed
 from bertstudy.base.errors import BadInputError, NothingToDo, StudyError, UsageError
 from bertstudy.base.run_files import EXPORT_DIR_NAME, HISTORY_NAME, LOG_NAME
+from bertstudy.corpus.corpus_io import missing_corpus_hint
 from bertstudy.training.batch_fit import wants_auto_batch
 from bertstudy.training.config import TrainConfig, check_cuda_graph_split, preset_drift, resume_config
 
@@ -58,8 +59,7 @@ def check_corpus(path, resuming: bool = False) -> None:
     if not path.exists() and resuming:
         raise BadInputError(path, "no such corpus (the one the run was trained on); give its new place with --corpus")
     if not path.exists():
-        raise BadInputError(path, "no such corpus; collect one first: python rare_char_fetch.py (writes "
-                                  "data/corpus.jsonl), or give --corpus")
+        raise BadInputError(path, f"no such corpus; {missing_corpus_hint(path, '--corpus ')}")
     if path.is_dir():
         raise BadInputError(path, "is a folder; --corpus takes a corpus file (JSONL, or the original's JSON)")
 

@@ -147,6 +147,19 @@ def load_or_build_cache(documents, corpus_path, vocab: Vocab, cache_dir, wwm: bo
 
 
 # ---------------------------------------------------------------- held-out split
+FEW_DOCUMENTS = 20  # below this a run can neither learn much nor measure it: said, not refused (tests train on fewer)
+
+
+def few_documents_warning(train_docs, heldout_docs) -> str | None:
+    """A warning for a split too small to learn from or to measure on; None otherwise."""
+    total = len(train_docs) + len(heldout_docs)
+    if total >= FEW_DOCUMENTS:
+        return None
+    return (f"warning: the corpus has only {total} documents with text ({len(train_docs)} to train on, "
+            f"{len(heldout_docs)} held out): too few to learn from, and the held-out accuracy of {len(heldout_docs)} "
+            f"document(s) is mostly noise; the embedded corpus (make quickstart) has thousands")
+
+
 def split_documents(corpus: TokenizedCorpus, heldout_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Held-out documents (never trained on) chosen by a seeded permutation; returns (train, heldout) ids."""
     nonempty = np.flatnonzero(corpus.document_token_counts() > 0)

@@ -21,7 +21,8 @@ from bertstudy.base.run_files import (CHECKPOINT_DIR_NAME, HISTORY_NAME, LOG_NAM
 from bertstudy.corpus.corpus_io import load_documents
 from bertstudy.model import BertConfig, BertForPretraining
 from bertstudy.pretraining.heldout_split import split_record, write_split
-from bertstudy.pretraining.instances import InstanceSampler, file_sha256, load_or_build_cache, split_documents
+from bertstudy.pretraining.instances import (InstanceSampler, file_sha256, few_documents_warning, load_or_build_cache,
+                                            split_documents)
 from bertstudy.pretraining.loader import batch_to_device, eval_micro_batches, plan_step_shape
 from bertstudy.pretraining.packing import FixedShape, no_overflow_shape
 from bertstudy.pretraining.shortcut import corpus_shortcut, training_id_counts, unigram_log_frequencies
@@ -65,6 +66,9 @@ def prepare_data(config: TrainConfig, dist: Distributed) -> PreparedData:
     if corpus is None:
         corpus, _, _ = load_or_build_cache(documents, config.corpus, vocab, config.cache_dir, config.wwm)
     train_docs, heldout_docs = split_documents(corpus, config.heldout_fraction, config.split_seed)
+    warning = few_documents_warning(train_docs, heldout_docs)
+    if warning and dist.is_main:
+        print(warning, file=sys.stderr)
     corpus_sha256 = file_sha256(config.corpus)
     split = split_record(documents, heldout_docs, config.corpus, corpus_sha256, config.split_seed,
                          config.heldout_fraction)

@@ -36,8 +36,8 @@ def build_parser():
             "python check_progress.py runs/cpu_study --reference results/analysis_100k_result.json --follow --fail-on-alert",
         ],
         exit_codes=[EXIT_OK, EXIT_CHECK_FAILED, EXIT_USAGE, EXIT_BAD_INPUT, EXIT_NOTHING_TO_WATCH],
-        exit_code_lines={EXIT_CHECK_FAILED: "an alert, with --fail-on-alert (below the reference band, a non-finite "
-                                            "loss, a failed run)"},
+        exit_code_lines={EXIT_CHECK_FAILED: "an alert, with --fail-on-alert (the run below the reference band, its "
+                                            "loss not finite, or the run failed)"},
     )
     parser.add_argument("run_dir_arg", nargs="?", metavar="RUN_DIR",
                         help=f"train_large_100k.py's --out-dir (default: {defaults.run_dir})")

@@ -23,7 +23,7 @@ from bertstudy.corpus.dataset_report import char_shingles, jaccard
 from bertstudy.corpus.text_clean import normalize_width, split_sentences
 from bertstudy.downstream.tasks import item_doc_ids, item_text
 
-THRESHOLD = 0.7  # below the 0.79 of the closest pair the issue found; well above unrelated sentences (< 0.2)
+THRESHOLD = 0.7  # below the 0.79 of the closest near-copy pair found (above); well above unrelated sentences (< 0.2)
 SHINGLE = 3  # character 3-grams, as verify_dataset.py's near-duplicate rate
 MIN_CHARS = 8  # shorter sentences are formulae and greetings that recur by nature
 NUM_PERM = 128

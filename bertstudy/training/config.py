@@ -155,6 +155,17 @@ PRESETS: dict[str, dict] = {
     # eval every 1,000, 2K warm-up, cosine; the model (64 x 2 layers, batch 8 x 64 tokens) is what one
     # core finishes in about an hour. lr 1e-3 for the small batch. Log milestones keep 0, 1, 2, 5, ...,
     # 50,000 and 100,000 for probe_downstream.py. How the size was chosen: docs/PRESETS.md.
+    # The GPU study tier (scripts/gpu_study.sh): 3-4 seeds at once on one GPU within one 10-minute command.
+    # 4.6M parameters (hidden 256, 4 layers of 4 heads, FFN 1024) at large_100k's length 128 and global batch
+    # 128 in one micro-batch, 20,000 steps (~260M real tokens, ~85 passes over the embedded corpus, so
+    # dropout stays on); lr 1e-3 for the smaller width with a 5% warm-up, cosine to 10%; log milestones
+    # (0, 1, 2, 5, ..., 10,000, 20,000) probed on the GPU machine; an eval every 500 steps (40 points); a log
+    # point every 20 steps (1,000 points); no periodic checkpoint (nothing of it comes back, and a SIGTERM
+    # from the script's time limit saves one anyway).
+    "gpu_study": dict(milestones="log", hidden_size=256, num_layers=4, num_heads=4, intermediate_size=1024,
+                      max_seq_len=128, max_predictions=20, batch_size=128, grad_accum=1, steps=20_000,
+                      warmup_steps=1000, lr=1e-3, min_lr_ratio=0.1, log_interval=20, eval_interval=500,
+                      save_interval=20_000, keep_last=1),
     "cpu_100k": dict(milestones="log", hidden_size=64, num_layers=2, num_heads=2, intermediate_size=256,
                      max_seq_len=64, max_predictions=10, batch_size=8, grad_accum=1, steps=100_000, warmup_steps=2000,
                      lr=1e-3, log_interval=100, eval_interval=1000, save_interval=5000, eval_instances=512,

@@ -13,6 +13,8 @@
 # Each run has `timeout -s TERM RUN_LIMIT_S`: a run cut off saves and exits 130, and its history comes back.
 # A trap on EXIT (also on SIGTERM/SIGINT) writes the summary JSON and packs histories, logs, configs, probe
 # JSON, the summary, nvidia-smi samples and this script's log into ARCHIVE; no checkpoint or weight file.
+# The probes need scipy and jieba in the image (packages are not carried); without them the probe part fails
+# in one line (seed_S/probe.log) and the training results still come back.
 # Settings (environment): PY, CARRY, OUT, SEEDS, PRESET, RUN_LIMIT_S, PROBE_LIMIT_S, TRAIN_ARGS (more
 # training flags, e.g. --compile), PROBE_ARGS (more probe flags), ARCHIVE.
 # Exit codes: 0 every run and probe finished, 1 something did not (the archive holds what was done),

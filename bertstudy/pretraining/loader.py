@@ -29,7 +29,8 @@ import time
 import numpy as np
 import torch
 
-from bertstudy.pretraining.packing import PACKED_KEYS, FixedShape, pack_fixed, pack_micro_batches, plan_fixed_shape
+from bertstudy.pretraining.packing import (PACKED_KEYS, FixedShape, RowBuckets, pack_bucketed, pack_fixed, pack_micro_batches,
+                                           pack_rows, plan_fixed_shape, plan_row_buckets)
 from bertstudy.pretraining.instances import InstanceSampler, fixed_eval_instances, training_instances
 
 DEFAULT_CUDA_WORKERS = 2  # two builders outpace one large_100k step on an H100 (docs/PERFORMANCE.md)
@@ -37,13 +38,18 @@ PREFETCH_STEPS = 4  # steps each worker builds ahead: a few, to ride out slow on
 
 
 def step_micro_batches(sampler: InstanceSampler, seed: int, step: int, rank: int, batch_size: int,
-                       grad_accum: int, shape: FixedShape | None = None) -> list[dict[str, np.ndarray]]:
+                       grad_accum: int, shape: FixedShape | RowBuckets | None = None) -> list[dict[str, np.ndarray]]:
     """This rank's packed micro-batches of `step`. The rank's share of the step's global batch is
     global indices rank x (batch_size x grad_accum) onwards; its instances are packed into rows and
     the rows split into up to grad_accum micro-batches (no more rows in one than batch_size), or,
-    with a fixed `shape`, cut into micro-batches of that shape (packing.pack_fixed)."""
+    with a fixed `shape`, cut into micro-batches of that shape (packing.pack_fixed), or with row
+    buckets (one micro-batch per step) packed into the smallest bucket that holds them."""
     per_rank = batch_size * grad_accum
     instances = training_instances(sampler, seed, step, rank * per_rank, per_rank)
+    if isinstance(shape, RowBuckets):
+        if grad_accum != 1:
+            raise ValueError(f"row buckets take one micro-batch per step, not {grad_accum}")
+        return [pack_bucketed(instances, sampler.max_seq_len, shape)]
     if shape is not None:
         return pack_fixed(instances, sampler.max_seq_len, shape)
     return pack_micro_batches(instances, sampler.max_seq_len, grad_accum)
@@ -58,6 +64,14 @@ def plan_step_shape(sampler: InstanceSampler, seed: int, rank: int, batch_size: 
     per_rank = batch_size * grad_accum
     sample = [training_instances(sampler, seed, step, rank * per_rank, per_rank) for step in range(SHAPE_SAMPLE_STEPS)]
     return plan_fixed_shape(sample, sampler.max_seq_len, grad_accum)
+
+
+def plan_step_buckets(sampler: InstanceSampler, seed: int, rank: int, batch_size: int) -> RowBuckets:
+    """The row buckets of a run with one micro-batch per step (packing.plan_row_buckets over the packed row
+    counts of its first SHAPE_SAMPLE_STEPS steps): a pure function, so a resumed run gets the same."""
+    counts = [len(pack_rows(np.asarray([len(inst[0]) for inst in training_instances(
+        sampler, seed, step, rank * batch_size, batch_size)]), sampler.max_seq_len)) for step in range(SHAPE_SAMPLE_STEPS)]
+    return plan_row_buckets(counts, batch_size, sampler.max_predictions)
 
 
 def first_overflow_step(sampler: InstanceSampler, seed: int, rank: int, batch_size: int, shape: FixedShape,

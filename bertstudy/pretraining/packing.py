@@ -27,8 +27,10 @@ and 40 NSP slots; 7 of 300 steps took a fifth micro-batch) or 13.4% (128 x 1: 11
 3.9%, so it is used only where shapes matter (--compile); whether compiling wins it back is the GPU
 run's to say (docs/PERFORMANCE.md). The CUDA-graph compile modes cannot take that extra micro-batch (its
 forward reuses the graph's memory pool, where the first micro-batch's gradients live), so they train one
-micro-batch per step on `no_overflow_shape`: a row, max_predictions MLM slots and an NSP slot per instance,
-which no step can overflow, for more padding (19% at 128 x 1 on the embedded corpus instead of 13.4%).
+micro-batch per step in `RowBuckets`: up to 4 row counts planned from the first steps (`plan_row_buckets`),
+the largest one row per instance (`no_overflow_shape`, which no step can overflow), MLM and NSP slots fixed
+at the most a step can need. On the embedded corpus at 128 x 1 that is about 6% padding over 300 steps
+(the worst-case shape alone: 19%; one fixed shape, 13.4% and an overflow step every ~100).
 """
 
 from __future__ import annotations
@@ -111,6 +113,53 @@ def shape_can_overflow(shape: FixedShape, instances_per_micro: int, max_predicti
     worst = no_overflow_shape(instances_per_micro, max_predictions)
     return shape.rows < worst.rows or shape.mlm_slots < instances_per_micro * max_predictions or \
         shape.nsp_slots < instances_per_micro
+
+
+@dataclass(frozen=True)
+class RowBuckets:
+    """One micro-batch per step in one of a few shapes: `rows` ascending (the last holds any step), the MLM
+    and NSP slots fixed at what any step can need. Each step takes the smallest row count its packed rows
+    fit: a few compiled graphs instead of one shape padded to the worst step."""
+    rows: tuple[int, ...]
+    mlm_slots: int
+    nsp_slots: int
+
+    def shape_for(self, rows_needed: int) -> FixedShape:
+        return FixedShape(next(r for r in self.rows if r >= rows_needed), self.mlm_slots, self.nsp_slots)
+
+
+def plan_row_buckets(row_counts: list[int], instances_per_micro: int, max_predictions: int,
+                     buckets: int = 4) -> RowBuckets:
+    """The row buckets that waste the fewest padding rows over a sample of steps' packed row counts: up to
+    buckets - 1 of the sampled counts (chosen exactly, by dynamic programming over the distinct counts)
+    and the worst case, one row per instance, so no step ever needs a second micro-batch."""
+    worst = no_overflow_shape(instances_per_micro, max_predictions)
+    values, counts = np.unique(np.minimum(np.asarray(row_counts, dtype=int), worst.rows), return_counts=True)
+    values, counts = values[values < worst.rows].tolist(), counts[values < worst.rows].tolist()
+    # cost[i][j]: padding rows when the sampled counts values[i..j] all take the bucket values[j]
+    cost = [[sum(c * (values[j] - v) for v, c in zip(values[i:j + 1], counts[i:j + 1])) for j in range(len(values))]
+            for i in range(len(values))]
+    best = {(-1, 0): (0, ())}  # (last chosen index, buckets used) -> (padding rows, chosen values)
+    for j in range(len(values)):
+        for used in range(1, buckets):
+            options = [(best[(i, used - 1)][0] + cost[i + 1][j], best[(i, used - 1)][1] + (values[j],))
+                       for i in range(-1, j) if (i, used - 1) in best]
+            if options:
+                best[(j, used)] = min(options)
+    # counts above the last chosen bucket take the worst case
+    def total(key):
+        last = key[0]
+        tail = sum(c * (worst.rows - v) for v, c in zip(values[last + 1:], counts[last + 1:]))
+        return best[key][0] + tail
+    chosen = best[min(best, key=lambda key: (total(key), key[1]))][1]
+    return RowBuckets((*chosen, worst.rows), worst.mlm_slots, worst.nsp_slots)
+
+
+def pack_bucketed(instances: list[tuple], row_len: int, buckets: RowBuckets) -> dict[str, np.ndarray]:
+    """All instances packed into rows (as every layout: first-fit decreasing), as one micro-batch of the
+    smallest bucket that holds them."""
+    rows = pack_rows(np.asarray([len(inst[0]) for inst in instances]), row_len)
+    return collate_packed(instances, rows, row_len, shape=buckets.shape_for(len(rows)))
 
 
 def _row_needs(instances: list[tuple], row: list[int]) -> tuple[int, int]:

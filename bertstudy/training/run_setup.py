@@ -23,8 +23,8 @@ from bertstudy.model import BertConfig, BertForPretraining
 from bertstudy.pretraining.heldout_split import split_record, write_split
 from bertstudy.pretraining.instances import (InstanceSampler, file_sha256, few_documents_warning, load_or_build_cache,
                                             split_documents)
-from bertstudy.pretraining.loader import batch_to_device, eval_micro_batches, plan_step_shape
-from bertstudy.pretraining.packing import FixedShape, no_overflow_shape
+from bertstudy.pretraining.loader import batch_to_device, eval_micro_batches, plan_step_buckets, plan_step_shape
+from bertstudy.pretraining.packing import FixedShape, RowBuckets
 from bertstudy.pretraining.shortcut import corpus_shortcut, training_id_counts, unigram_log_frequencies
 from bertstudy.pretraining.vocab import Vocab, build_vocab, save_vocab
 from bertstudy.training import checkpoint as ckpt
@@ -202,11 +202,12 @@ def _open_log(config: TrainConfig, model_config: BertConfig, dist: Distributed, 
     return log
 
 
-def step_shape(config: TrainConfig, data: PreparedData, rank: int) -> FixedShape:
-    """The fixed micro-batch shape under --compile: planned from the run's first steps, or in a CUDA-graph
-    mode (one micro-batch per step: check_cuda_graph_split) the shape no step can overflow."""
+def step_shape(config: TrainConfig, data: PreparedData, rank: int) -> FixedShape | RowBuckets:
+    """The micro-batch shape under --compile: one fixed shape planned from the run's first steps, or in a
+    CUDA-graph mode (one micro-batch per step: check_cuda_graph_split) up to 4 row buckets whose largest
+    holds any step (packing.plan_row_buckets): no step needs a second micro-batch, at most 4 graphs."""
     if config.compile_mode in CUDA_GRAPH_MODES:
-        return no_overflow_shape(config.batch_size, config.max_predictions)
+        return plan_step_buckets(data.train_sampler, config.seed, rank, config.batch_size)
     return plan_step_shape(data.train_sampler, config.seed, rank, config.batch_size, config.grad_accum)
 
 

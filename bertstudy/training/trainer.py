@@ -112,7 +112,7 @@ class Trainer:
         # on the CPU reading a value costs nothing; on a GPU the loop reads only at log points and saves
         self.syncs_are_free = device.type == "cpu"
         self.skipped_logged = 0  # skipped_total at the last log point
-        self.shape = None  # packing.FixedShape of every micro-batch (set with --compile), or None
+        self.shape = None  # with --compile: packing.FixedShape of every micro-batch, or RowBuckets; else None
 
     def wrap(self) -> None:
         """DDP and torch.compile after any checkpoint was loaded into raw_model."""

@@ -10,8 +10,9 @@ import pytest
 import train_large_100k
 from bertstudy.base.errors import EXIT_USAGE, UsageError
 from bertstudy.pretraining.instances import IGNORE_INDEX, NO_KIND
-from bertstudy.pretraining.loader import first_overflow_step, plan_step_shape
-from bertstudy.pretraining.packing import FixedShape, no_overflow_shape, pack_fixed, shape_can_overflow
+from bertstudy.pretraining.loader import first_overflow_step, plan_step_buckets, plan_step_shape, step_micro_batches
+from bertstudy.pretraining.packing import (FixedShape, RowBuckets, no_overflow_shape, pack_fixed, plan_row_buckets,
+                                           shape_can_overflow)
 from bertstudy.training.config import check_cuda_graph_split, preset_config
 from tests.pretraining.test_loader import embedded_sampler  # noqa: F401  (the module-scoped fixture)
 from tests.train_helpers import tiny_args, write_tiny_corpus
@@ -87,3 +88,66 @@ def test_on_the_study_corpus_the_sampled_shape_overflows_and_the_cuda_graph_shap
     safe = no_overflow_shape(128, 20)
     assert first_overflow_step(embedded_sampler, 42, 0, 128, safe, first, first + 1) is None
     assert first_overflow_step(embedded_sampler, 42, 0, 128, safe, 0, 60) is None
+
+
+def test_the_row_bucket_planner_wastes_the_fewest_rows():
+    counts = [10, 10, 11, 12, 12, 12, 14, 16]
+    # two free buckets: (10, 12) pads 11 -> 12 and 14 -> 16, 3 rows; (11, 12) 4, (12, 14) 5, (10, 14) 9
+    assert plan_row_buckets(counts, 16, 5, buckets=3) == RowBuckets((10, 12, 16), 128, 16)
+    assert plan_row_buckets(counts, 16, 5, buckets=4).rows == (10, 12, 14, 16)  # only 11 -> 12 left
+    assert plan_row_buckets([3, 3, 3], 16, 5).rows == (3, 16)  # no bucket that nothing needs
+    assert plan_row_buckets([16, 20], 16, 5).rows == (16,)  # the worst case is always the last
+
+
+def test_row_buckets_over_300_steps_of_large_100k(embedded_sampler):  # noqa: F811
+    """The CUDA-graph modes' shapes at 128 x 1, planned from steps 0-31: every one of 300 steps is one
+    micro-batch (no overflow), in at most 4 shapes whose MLM and NSP slots are fixed, holding exactly its
+    instances, at a fraction of the worst-case shape's padding."""
+    from bertstudy.pretraining.instances import training_instances
+    from bertstudy.pretraining.packing import PACKED_KEYS, padding_fraction
+    from tests.pretraining.test_loader import _same, _unpack
+
+    buckets = plan_step_buckets(embedded_sampler, 42, 0, 128)
+    assert len(buckets.rows) <= 4 and buckets.rows[-1] == 128 and buckets == plan_step_buckets(embedded_sampler, 42, 0, 128)
+    batches, shapes = [], set()
+    for step in range(300):
+        micro = step_micro_batches(embedded_sampler, 42, step, 0, 128, 1, buckets)
+        assert len(micro) == 1
+        shapes.add(tuple(micro[0][k].shape for k in PACKED_KEYS))
+        batches += micro
+        if step < 5:
+            instances = training_instances(embedded_sampler, 42, step, 0, 128)
+            b = micro[0]
+            unpacked = list(zip(b["instance_index"][b["instance_index"] >= 0], _unpack(b)))
+            assert sorted(int(i) for i, _ in unpacked) == list(range(128))
+            assert all(_same(inst, instances[int(i)]) for i, inst in unpacked)
+    assert len(shapes) <= 4 and {s[4:] for s in shapes} == {((buckets.mlm_slots,),) * 3 + ((buckets.nsp_slots,),) * 2}
+    padding = padding_fraction(batches)
+    worst = padding_fraction([pack_fixed(training_instances(embedded_sampler, 42, s, 0, 128), 128,
+                                         no_overflow_shape(128, 20))[0] for s in range(0, 300, 10)])
+    print(f"row buckets {buckets.rows}: padding {padding:.2%} over 300 steps (worst-case shape {worst:.2%})")
+    assert padding < 0.07 and worst > 0.15
+
+
+def test_a_cuda_graph_mode_run_trains_on_row_buckets_as_an_eager_run(tmp_path, monkeypatch):
+    """The run's path in a CUDA-graph mode (torch.compile itself stood in for: the CPU cannot capture CUDA
+    graphs, and compiling here takes minutes): its batches come in row buckets, one micro-batch a step, and
+    the losses equal those of the same run without --compile (padding rows and slots change no number)."""
+    import torch
+
+    from bertstudy.base.atomic_io import read_json
+    from bertstudy.training import run_setup
+
+    planned = []
+    real_plan = run_setup.plan_step_buckets
+    monkeypatch.setattr(run_setup, "plan_step_buckets", lambda *a: planned.append(real_plan(*a)) or planned[-1])
+    monkeypatch.setattr(torch, "compile", lambda model, **kwargs: model)
+    corpus = write_tiny_corpus(tmp_path)
+    losses = {}
+    for name, flags in (("eager", {}), ("graphs", dict(compile=True, compile_mode="reduce-overhead"))):
+        out = tmp_path / name
+        assert train_large_100k.main(tiny_args(corpus, out, tmp_path / "cache", batch_size=8, grad_accum=1, steps=6,
+                                               **flags)) == 0
+        losses[name] = read_json(out / "training_history_100k.json")["loss"]
+    assert len(planned) == 1 and planned[0].rows[-1] == 8
+    assert losses["graphs"] == pytest.approx(losses["eager"], rel=1e-5)

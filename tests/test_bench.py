@@ -25,6 +25,7 @@ def tiny_result(tmp_path_factory):
     return json.loads(out.read_text())
 
 
+@pytest.mark.slow  # times the benchmark's runners
 def test_every_runner_is_timed_with_positive_figures(tiny_result):
     result = tiny_result
     assert result["device"] == "cpu" and result["precision"] == "fp32" and result["preset"] == "tiny"

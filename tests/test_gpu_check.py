@@ -8,10 +8,13 @@ import re
 import subprocess
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "gpu_check.sh"
 
 
+@pytest.mark.slow  # the GPU check's script run as a subprocess
 def test_without_cuda_it_says_so_in_one_line_and_exits_4():
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
     existed = (ROOT / "runs" / "gpu_check").exists()
@@ -80,6 +83,7 @@ def test_the_parts_time_limits_fit_one_10_minute_command():
     assert len(limits) == 13 and sum(limits) <= 10 * 60
 
 
+@pytest.mark.slow  # the GPU check's script run as a subprocess
 def test_the_refusal_part_passes_on_a_refused_line_and_fails_on_a_run(tmp_path):
     """--expect-refusal runs the command line (here on the CPU, which refuses it the same way) and passes only
     on exit 2 with one stderr line and no out-dir made."""
@@ -161,6 +165,7 @@ def test_mfu_is_against_the_gpu_the_check_finds():
     assert gpu_peak_tflops("Some Future GPU") is None
 
 
+@pytest.mark.slow  # trains a tiny run and recounts its batches
 def test_the_flops_of_a_runs_last_interval_come_from_its_own_batches(tmp_path):
     """The GPU check's MFU: FLOPs per real token of the last log interval's steps (here 0-based steps 4 and 5,
     between the log points at 4 and 6), rebuilt from the run's resolved config and corpus."""

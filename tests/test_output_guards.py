@@ -5,6 +5,8 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
+
 import analyze_100k
 import rare_char_fetch
 import visualize_results
@@ -15,6 +17,7 @@ FIXTURE = ROOT / "tests" / "data" / "original_training_history_100k.json"
 CPU_TIER = ROOT / "tests" / "data" / "cpu_tier_seed42_history.json"  # a real run, pinned
 
 
+@pytest.mark.slow  # analyses and charts of real histories
 def test_default_out_is_beside_the_history(tmp_path, capsys, monkeypatch):
     history = tmp_path / "run" / "training_history_100k.json"
     history.parent.mkdir()
@@ -27,6 +30,7 @@ def test_default_out_is_beside_the_history(tmp_path, capsys, monkeypatch):
     assert not (tmp_path / "analysis_100k_result.json").exists()  # nothing in the current folder
 
 
+@pytest.mark.slow  # analyses and charts of real histories
 def test_an_analysis_of_other_numbers_is_not_replaced_without_overwrite(tmp_path, capsys):
     out = tmp_path / "analysis.json"
     assert analyze_100k.main([str(CPU_TIER), "--out", str(out), "--bootstrap", "0", "--quiet"]) == EXIT_OK
@@ -76,6 +80,7 @@ def _one_line(capsys) -> str:
     return err[0]
 
 
+@pytest.mark.slow  # analyses and charts of real histories
 def test_rare_char_fetch_keeps_a_corpus_of_another_source(tmp_path, capsys):
     """Issue 18 (6): a crawl at --out is not replaced by an embedded collection without --overwrite."""
     out = tmp_path / "corpus.jsonl"

@@ -37,6 +37,7 @@ def make_history(steps, acc, loss=None, nsp=None, path="synthetic.json") -> Hist
                    loss=empty if loss is None else np.asarray(loss, float), lr=empty)
 
 
+@pytest.mark.slow  # full analyses: curve fits, the phase model, bootstrap refits
 def test_reproduces_the_original_studys_published_figures(result):
     assert result["total_steps"] == 100_000 and result["data_points"] == 1000
     assert round(result["pearson_correlation"], 4) == 0.7869
@@ -114,6 +115,7 @@ def test_nsp_stayed_at_chance_in_the_original(result):
     assert "stayed at chance" in nsp["verdict"]
 
 
+@pytest.mark.slow  # full analyses: curve fits, the phase model, bootstrap refits
 def test_saturating_run_target_above_the_ceiling_is_not_reached():
     rng = np.random.default_rng(0)
     steps = np.arange(100, 20_001, 100)
@@ -128,6 +130,7 @@ def test_saturating_run_target_above_the_ceiling_is_not_reached():
     assert res["nsp_stats"]["left_chance"] is True and res["loss_stats"] is None
 
 
+@pytest.mark.slow  # full analyses: curve fits, the phase model, bootstrap refits
 def test_same_seed_same_result_different_seed_different_draws(original):
     one = analyze(original, bootstrap=50, seed=3)
     two = analyze(original, bootstrap=50, seed=3)
@@ -173,6 +176,7 @@ def test_compare_gives_per_run_summaries_and_differences(original):
     assert diff["pearson_r_percent"] == pytest.approx(100 * diff["pearson_r"] / runs["50K"]["pearson_r"])
 
 
+@pytest.mark.slow  # full analyses: curve fits, the phase model, bootstrap refits
 def test_require_r_goal(original):
     res = analyze(original, bootstrap=0, require_r=0.85)
     assert res["goal_achieved"] is False and res["goal"]["require_r"] == 0.85
@@ -187,6 +191,7 @@ def test_report_shows_the_headline_figures(result):
         assert fragment in text
 
 
+@pytest.mark.slow  # full analyses: curve fits, the phase model, bootstrap refits
 def test_an_evaluation_at_step_zero_is_left_out_of_the_curves_only():
     steps = np.arange(0, 2001, 100)  # our trainer evaluates the untrained model at step 0
     acc = 0.05 + 0.03 * np.log1p(steps / 50.0)

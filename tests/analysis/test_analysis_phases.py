@@ -56,6 +56,7 @@ def original_result():
     return analyze(load_history(ORIGINAL), targets=(0.6, 0.7), bootstrap=60)
 
 
+@pytest.mark.slow  # full analyses: curve fits, the phase model, bootstrap refits
 def test_two_phase_history_reports_the_plateau_with_intervals(two_phase_result):
     plateau = two_phase_result["phases"]["plateau"]
     assert plateau is not None
@@ -86,6 +87,7 @@ def test_result_keeps_every_earlier_key_and_is_strict_json(two_phase_result):
     json.loads(json.dumps(two_phase_result, allow_nan=False))
 
 
+@pytest.mark.slow  # full analyses: curve fits, the phase model, bootstrap refits
 def test_original_history_has_no_plateau_and_says_what_it_finds(original_result):
     phase = original_result["phases"]
     assert phase["plateau"] is None and phase["verdict"].startswith("no plateau")
@@ -98,6 +100,7 @@ def test_original_history_has_no_plateau_and_says_what_it_finds(original_result)
     assert "2 break(s) at step 4,257, 23,400" in text
 
 
+@pytest.mark.slow  # full analyses: curve fits, the phase model, bootstrap refits
 def test_gaps_under_the_tie_rule_are_ties_with_the_residual_autocorrelation():
     # over a narrow step range ln(step) is nearly a line: linear and log-linear fit alike, and the
     # AR(1) residuals shrink the effective n, so the gap is a tie
@@ -129,6 +132,7 @@ def test_rolling_origin_forecast_has_five_origins_for_families_and_phase_model(o
     assert "rolling-origin forecast (refitted on the points before each of 5 origins" in format_report(original_result)
 
 
+@pytest.mark.slow  # full analyses: curve fits, the phase model, bootstrap refits
 def test_autocorrelation_aware_association_beside_the_plain_one():
     steps = np.arange(10, 5_001, 10)
     acc = 0.1 + 2e-5 * steps + ar1(len(steps), 0.85, 0.01, 5)
@@ -145,6 +149,7 @@ def test_autocorrelation_aware_association_beside_the_plain_one():
     assert "r depends on the step range" in text
 
 
+@pytest.mark.slow  # full analyses: curve fits, the phase model, bootstrap refits
 def test_each_statistic_gets_the_block_of_its_own_models_residuals():
     # a log curve with white noise: the line through it leaves structured residuals (long blocks),
     # the log-linear fit leaves white noise (blocks of n^(1/3))
@@ -156,6 +161,7 @@ def test_each_statistic_gets_the_block_of_its_own_models_residuals():
     assert boot["block_lengths"]["association"] == boot["block_length"] > 3 * boot["block_lengths"]["curves"]["log_linear"]
 
 
+@pytest.mark.slow  # full analyses: curve fits, the phase model, bootstrap refits
 def test_circular_bootstrap_interval_is_centred_on_the_estimate_with_a_step_zero_point():
     # held-out accuracy of the CPU tier starts at 0.0 at step 0; blocks that stop at the end left it
     # out of 78% of resamples and pushed the bootstrap r up to ~0.96 against the estimate 0.909
@@ -165,6 +171,7 @@ def test_circular_bootstrap_interval_is_centred_on_the_estimate_with_a_step_zero
     assert lo < r < hi and abs((lo + hi) / 2 - r) < 0.03
 
 
+@pytest.mark.slow  # full analyses: curve fits, the phase model, bootstrap refits
 def test_steps_to_target_spread_across_families_and_no_interval_far_out():
     steps = np.arange(100, 5_001, 10)
     acc = 0.1 + 2.5e-5 * steps + np.random.default_rng(3).normal(0, 0.003, len(steps))
@@ -179,6 +186,7 @@ def test_steps_to_target_spread_across_families_and_no_interval_far_out():
 
 # The break count is the data's (up to five, gains at the effective n): five on training accuracy,
 # where the old cap of three gave 429 -> 2,513; four held out.
+@pytest.mark.slow  # full analyses: curve fits, the phase model, bootstrap refits
 @pytest.mark.parametrize("metric, start, end", [("mlm_acc", 580, 1_950), ("eval_mlm_acc", 410, 2_438)])
 def test_cpu_tier_plateau_with_intervals(metric, start, end):
     result = analyze(load_history(CPU_TIER), metric, bootstrap=40)
@@ -197,6 +205,7 @@ def test_cpu_tier_plateau_with_intervals(metric, start, end):
     assert choice["aic_beats_families"] and not choice["forecast_contradicts"] and result["chosen_curve"] == "phases"
 
 
+@pytest.mark.slow  # full analyses: curve fits, the phase model, bootstrap refits
 def test_r_range_caveat_where_r_is_compared_or_checked():
     history = load_history(ORIGINAL)
     half = History(path="half.json", source_format="ours", steps=history.steps[:500], mlm_acc=history.mlm_acc[:500],

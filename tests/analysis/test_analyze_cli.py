@@ -31,6 +31,7 @@ def first_half(tmp_path) -> Path:
     return path
 
 
+@pytest.mark.slow  # full analyses: curve fits, the phase model, bootstrap refits
 def test_original_history_end_to_end(tmp_path, capsys):
     out_path = tmp_path / "analysis_100k_result.json"
     code, out, err = run([FIXTURE, "--out", out_path, "--bootstrap", "100", "--target", "0.6"], capsys)
@@ -43,6 +44,7 @@ def test_original_history_end_to_end(tmp_path, capsys):
     assert not list(tmp_path.glob(".*.tmp"))  # the atomic writer left no temporary file
 
 
+@pytest.mark.slow  # full analyses: curve fits, the phase model, bootstrap refits
 @pytest.mark.parametrize("goal, expected", [(0.85, EXIT_CHECK_FAILED), (0.75, EXIT_OK)])
 def test_require_r_exit_codes(tmp_path, capsys, goal, expected):
     out_path = tmp_path / "a.json"
@@ -67,6 +69,7 @@ def test_bad_out_path_is_refused_before_the_work(tmp_path, capsys, out):
     assert (tmp_path / "README.md").read_text() == "keep"
 
 
+@pytest.mark.slow  # full analyses: curve fits, the phase model, bootstrap refits
 def test_compare_two_real_files(tmp_path, capsys, first_half):
     out_path = tmp_path / "a.json"
     code, out, _ = run([FIXTURE, "--out", out_path, "--bootstrap", "0",
@@ -146,6 +149,7 @@ def test_help_lists_examples_and_exit_codes(capsys):
         assert f"\n  {code}" in text
 
 
+@pytest.mark.slow  # a script run as a program (its own interpreter)
 def test_script_runs_as_a_program_without_traceback(tmp_path):
     bad = tmp_path / "h.json"
     bad.write_bytes(b"\xff\xfe not utf-8")

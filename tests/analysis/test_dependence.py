@@ -83,6 +83,7 @@ def test_rolling_origin_forecast_uses_only_the_points_before_each_origin():
     assert dependence.rolling_origin_forecast(x, x, lambda a, b: None)[0]["mae"] is None
 
 
+@pytest.mark.slow  # curve fits on 400-point curves
 def test_family_forecast_picks_the_true_family():
     x = np.linspace(100, 50_000, 400)
     y = 0.1 + 0.03 * np.log(x) + np.random.default_rng(5).normal(0, 0.003, 400)

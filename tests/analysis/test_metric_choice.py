@@ -16,6 +16,7 @@ from tests.shortcut_helpers import PLATEAU, kinds_history
 ORIGINAL = Path(__file__).resolve().parent.parent / "data" / "original_training_history_100k.json"
 
 
+@pytest.mark.slow  # full analyses: curve fits, the phase model, bootstrap refits
 def test_default_is_held_out_mask_accuracy_where_the_history_has_it(tmp_path):
     history = kinds_history(tmp_path)
     result = analyze(history, bootstrap=0)
@@ -27,6 +28,7 @@ def test_default_is_held_out_mask_accuracy_where_the_history_has_it(tmp_path):
     assert analyze(history, "mlm_acc", bootstrap=0)["metric"]["why"] == "given by --metric"
 
 
+@pytest.mark.slow  # full analyses: curve fits, the phase model, bootstrap refits
 def test_default_stays_the_originals_metric_without_held_out_mask_accuracy(tmp_path):
     metric, why = choose_metric(load_history(ORIGINAL))
     assert metric == "mlm_acc" and "no eval_mask_acc" in why
@@ -37,6 +39,7 @@ def test_default_stays_the_originals_metric_without_held_out_mask_accuracy(tmp_p
     assert result["metric"]["name"] == "mlm_acc" and "shortcut" not in result
 
 
+@pytest.mark.slow  # full analyses: curve fits, the phase model, bootstrap refits
 @pytest.mark.parametrize("mask_level, inside", [(PLATEAU, True), (0.2, False)])
 def test_the_plateau_is_measured_against_the_predicted_shortcut_level(tmp_path, mask_level, inside):
     result = analyze(kinds_history(tmp_path, mask_level=mask_level), bootstrap=40)
@@ -51,6 +54,7 @@ def test_the_plateau_is_measured_against_the_predicted_shortcut_level(tmp_path, 
     assert result["chart_data"]["shortcut"]["level"] == mask_level
 
 
+@pytest.mark.slow  # full analyses: curve fits, the phase model, bootstrap refits
 def test_the_all_positions_metric_gets_the_overall_level_and_nsp_none(tmp_path):
     history = kinds_history(tmp_path)
     shortcut = analyze(history, "eval_mlm_acc", bootstrap=0)["shortcut"]
@@ -59,6 +63,7 @@ def test_the_all_positions_metric_gets_the_overall_level_and_nsp_none(tmp_path):
     assert analyze(history, "loss", bootstrap=0)["shortcut"]["reference"] is None
 
 
+@pytest.mark.slow  # full analyses: curve fits, the phase model, bootstrap refits
 def test_cli_reports_the_metric_why_and_the_shortcut(tmp_path, capsys):
     history = kinds_history(tmp_path)
     out = tmp_path / "a.json"

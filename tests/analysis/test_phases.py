@@ -19,6 +19,7 @@ def _two_phase(steps, start, end, noise, seed=0):
     return y + np.random.default_rng(seed).normal(0, noise, len(steps))
 
 
+@pytest.mark.slow  # curve fits on 400-point curves
 @pytest.mark.parametrize("start,end", [(400, 2400), (1_500, 20_000)])
 def test_known_breakpoints_are_recovered_within_twenty_percent(start, end):
     # Linearly spaced points (the original protocol) leave few points before an early break, so a

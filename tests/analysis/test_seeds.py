@@ -69,6 +69,7 @@ def test_inputs_that_cannot_be_summarized():
         headline_figures({"source": {"path": "a/b.json"}})
 
 
+@pytest.mark.slow  # full analyses: curve fits, the phase model, bootstrap refits
 def test_cli_on_real_analyses(tmp_path, capsys):
     """Two 'seeds' standing in as the published history and its first half, each in its own run folder."""
     outputs = []

@@ -80,6 +80,7 @@ def render_without_warnings(fig: Figure, style: TextStyle) -> tuple[bytes, list[
     return png, [str(w.message) for w in caught]
 
 
+@pytest.mark.slow  # renders charts
 def test_each_chart_has_its_panels_on_synthetic_data(bilingual):
     history = synthetic_history()
     charts = plots.all_charts(history, bilingual, analysis=with_chart_data(history), config=SMALL)
@@ -107,6 +108,7 @@ def test_each_chart_has_its_panels_on_synthetic_data(bilingual):
     assert charts["loss_analysis.png"].axes[2].get_xscale() == "log"
 
 
+@pytest.mark.slow  # renders charts
 def test_residual_panels_share_one_scale_and_the_best_curve_leaves_the_smallest(bilingual):
     history = synthetic_history(n=300)
     fig = plots.correlation_analysis(history, bilingual, with_chart_data(history), config=SMALL)
@@ -121,6 +123,7 @@ def test_residual_panels_share_one_scale_and_the_best_curve_leaves_the_smallest(
     assert spread["power_saturating"] == pytest.approx(0.012, rel=0.3)
 
 
+@pytest.mark.slow  # renders charts
 def test_headline_from_the_analysis_goes_into_the_titles(bilingual, english):
     history = synthetic_history()
     analysis = {"total_steps": 20000, "pearson_correlation": 0.8123, "best_curve": "power_saturating"}
@@ -142,6 +145,7 @@ def test_headline_names_the_metric_when_the_analysis_is_not_of_training_accuracy
     assert "Pearson r (eval_mlm_acc) = 0.500, chosen curve (eval_mlm_acc): —" in title
 
 
+@pytest.mark.slow  # renders charts
 def test_a_step_zero_point_is_left_out_of_the_fits_as_in_the_analysis(english):
     history = synthetic_history(n=80)
     history.steps = np.concatenate([[0], history.steps[1:]])  # an evaluation of the untrained model
@@ -153,6 +157,7 @@ def test_a_step_zero_point_is_left_out_of_the_fits_as_in_the_analysis(english):
     assert all(ax.get_legend() is not None for ax in forecast.axes)  # every curve forecast (MAE legend)
 
 
+@pytest.mark.slow  # renders charts
 def test_no_missing_glyph_warning_and_every_drawn_chinese_character_is_in_the_font(bilingual):
     history = synthetic_history()
     cmaps = [fonts.font_cmap(path, index) for path, index in bilingual.cjk_font.faces]
@@ -175,6 +180,7 @@ def test_the_missing_glyph_check_above_can_fail():
     assert any("missing from" in m or "Glyph" in m for m in caught)
 
 
+@pytest.mark.slow  # renders charts
 def test_english_fallback_draws_no_chinese(english):
     history = synthetic_history()
     for name, fig in plots.all_charts(history, english, analysis=with_chart_data(history), config=SMALL).items():
@@ -192,6 +198,7 @@ def test_no_held_out_data_shows_a_note_instead_of_a_line(english):
     assert len(fig.axes[2].get_lines()) == 1  # only the training loss
 
 
+@pytest.mark.slow  # renders charts
 def test_history_with_only_accuracy_still_renders_every_chart(english):
     full = synthetic_history(n=60)
     bare = History(path="bare.json", source_format="original", steps=full.steps, mlm_acc=full.mlm_acc,
@@ -205,6 +212,7 @@ def test_history_with_only_accuracy_still_renders_every_chart(english):
     assert "no data" in all_texts(charts["run_summary.png"])  # the final-loss panel
 
 
+@pytest.mark.slow  # renders charts
 @pytest.mark.parametrize("n", [1, 2])
 def test_history_too_short_to_fit_gets_a_note_instead_of_curves(english, n):
     full = synthetic_history(n=50)
@@ -248,6 +256,7 @@ def test_run_label_and_smoothing_window():
     assert plots.marker_area(10) == 6 * plots.ChartConfig().marker_size  # a handful of points stay visible
 
 
+@pytest.mark.slow  # renders charts
 def test_residual_trend_only_where_there_is_something_to_smooth(english):
     many_history = synthetic_history(n=200)
     many = plots.correlation_analysis(many_history, english, with_chart_data(many_history), config=SMALL)
@@ -258,6 +267,7 @@ def test_residual_trend_only_where_there_is_something_to_smooth(english):
     assert few.legends == [] and all(len(ax.get_lines()) == 1 for ax in few.axes[1:])
 
 
+@pytest.mark.slow  # renders charts
 @pytest.mark.skipif(not ORIGINAL_HISTORY.exists(), reason=f"{ORIGINAL_HISTORY} not added yet")
 def test_charts_on_the_original_studys_history(bilingual):
     history = load_history(ORIGINAL_HISTORY)
@@ -296,6 +306,7 @@ def test_forecast_ylim_widens_for_bands_within_accuracy_and_a_span():
     assert cut and high == pytest.approx(1.02)  # never far past accuracy 1
 
 
+@pytest.mark.slow  # renders charts
 def test_the_one_run_chart_says_what_it_shows(english):
     one = synthetic_history(n=40, total=200)
     charts = plots.all_charts(one, english, analysis=with_chart_data(one), config=SMALL)

@@ -29,6 +29,7 @@ CPU_TIER = ROOT / "tests" / "data" / "cpu_tier_seed42_history.json"  # a real ru
 ORIGINAL = ROOT / "tests" / "data" / "original_training_history_100k.json"
 SMALL = plots.ChartConfig(width=8.0, height=5.0)
 ENGLISH = TextStyle("en")
+pytestmark = pytest.mark.slow  # each test fits the curves of a real or synthetic history and renders charts
 
 
 def two_phase_history(n=300) -> History:

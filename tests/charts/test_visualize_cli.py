@@ -66,6 +66,7 @@ def png_info(path):
     return width, height, dpi
 
 
+@pytest.mark.slow  # renders charts
 def test_writes_five_valid_pngs_at_the_requested_dpi(tmp_path, capsys):
     history = write_history(tmp_path / "training_history_100k.json")
     out = tmp_path / "charts"
@@ -137,6 +138,7 @@ def test_headline_from_a_real_analyze_100k_result(tmp_path, capsys):
     capsys.readouterr()
 
 
+@pytest.mark.slow  # renders charts
 def test_jsonl_log_and_compare_with_a_second_run(tmp_path, capsys):
     log = write_jsonl_log(tmp_path / "training_log_100k.jsonl")
     other = write_history(tmp_path / "other.json", n=25, total=2000, seed=3, held_out=False)
@@ -148,6 +150,7 @@ def test_jsonl_log_and_compare_with_a_second_run(tmp_path, capsys):
     assert capsys.readouterr().err == ""  # --lang en is a choice, not a fallback: no warning
 
 
+@pytest.mark.slow  # renders charts
 def test_no_cjk_font_falls_back_to_english_with_one_warning_line(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv(NO_CJK_FONT_ENV, "1")
     history = write_history(tmp_path / "h.json", n=12, held_out=False)
@@ -158,6 +161,7 @@ def test_no_cjk_font_falls_back_to_english_with_one_warning_line(tmp_path, capsy
     assert all((tmp_path / "out" / name).exists() for name in CHART_FILES)
 
 
+@pytest.mark.slow  # renders charts
 def test_history_too_short_for_a_fit_still_writes_every_chart(tmp_path, capsys):
     history = tmp_path / "short.json"
     history.write_text(json.dumps({"steps": [100, 200], "mlm_acc": [0.1, 0.2], "loss": [9.0, 8.5]}))
@@ -238,6 +242,7 @@ def snapshot(folder):
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
 
 
+@pytest.mark.slow  # renders charts
 def test_default_out_dir_is_the_historys_folder_and_never_the_committed_results(tmp_path, capsys, monkeypatch):
     results = tmp_path / "results"  # a checkout's committed charts, as the README shows them
     results.mkdir()
@@ -256,6 +261,7 @@ def test_default_out_dir_is_the_historys_folder_and_never_the_committed_results(
     capsys.readouterr()
 
 
+@pytest.mark.slow  # renders charts
 def test_a_folder_of_another_runs_charts_is_refused_without_overwrite(tmp_path, capsys):
     first = write_history(tmp_path / "a.json", n=12, seed=0)
     second = write_history(tmp_path / "b.json", n=12, seed=5)  # same length, other numbers
@@ -283,6 +289,7 @@ def test_a_folder_of_another_runs_charts_is_refused_without_overwrite(tmp_path, 
     capsys.readouterr()
 
 
+@pytest.mark.slow  # renders charts
 def test_analysis_of_another_history_is_refused(tmp_path, capsys):
     import analyze_100k
 

@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 import rare_char_fetch
 from bertstudy.corpus.corpus_io import load_documents
 from bertstudy.corpus.collect import CrawlProgress
@@ -35,6 +37,7 @@ def test_group_articles_by_layout_when_ids_are_absent():
     assert groups[0][0] != groups[1][0]
 
 
+@pytest.mark.slow  # the embedded corpus read and cleaned
 def test_peoples_daily_reads_the_packaged_file_into_articles():
     docs = list(peoples_daily())
     paragraphs = sum(len(d.paragraphs) for d in docs)
@@ -54,6 +57,7 @@ def test_progress_file_is_throttled_but_done_always_written(tmp_path):
     assert data["documents"] == 2 and data["done"] is True and data["target_sentences"] == 5 and data["started_at"] == 100.0
 
 
+@pytest.mark.slow  # the embedded corpus read and cleaned
 def test_default_run_writes_the_embedded_corpus(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert rare_char_fetch.main([]) == 0

@@ -173,6 +173,7 @@ def test_profiles_are_data_and_embedded_is_looser_on_size():
         dr.thresholds_for("nonesuch")
 
 
+@pytest.mark.slow  # the embedded corpus read and cleaned
 def test_embedded_profile_passes_what_the_original_rejects(tmp_path, capsys):
     # The embedded corpus's shape: ~5K-character vocabulary, short sentences, no duplicates, simplified
     # only. Sentence count is overridden so the test stays small; every other threshold is the profile's.

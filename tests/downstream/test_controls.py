@@ -57,6 +57,7 @@ def rare_chars(n: int, skip: int = 0) -> list[str]:
     return [c for c in (chr(0x5000 + k) for k in range(skip, skip + 2 * n)) if c not in used][:n]
 
 
+@pytest.mark.slow  # probes and Viterbi on two synthetic languages
 def test_identity_language_both_segment_perfectly():
     train, test = lexicon_sentences(200, seed=0), lexicon_sentences(60, seed=1)
     identity = controls.identity_segmentation(train, test)

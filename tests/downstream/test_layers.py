@@ -61,6 +61,7 @@ def test_every_layer_equals_the_blocks_run_by_hand():
     assert torch.equal(by_instance[-1], model.encode(ids, types, None, instance_ids=packed))
 
 
+@pytest.mark.slow  # loads transformers' BERT
 @torch.inference_mode()
 def test_every_layer_equals_transformers_hidden_states(tmp_path):
     transformers = pytest.importorskip("transformers")
@@ -131,6 +132,7 @@ def toy_pass(toy_run):
     return doc, out, settings
 
 
+@pytest.mark.slow  # trains a tiny run and probes it
 def test_a_pass_writes_every_layer_and_the_per_item_lists(toy_pass):
     doc, out, _ = toy_pass
     assert read_json(out)["tasks"] == doc["tasks"]
@@ -155,6 +157,7 @@ def test_a_pass_writes_every_layer_and_the_per_item_lists(toy_pass):
     assert not re.search(r"^\s*(\d+|\[\d+, \d+, \d+\]),?$", text, re.MULTILINE)
 
 
+@pytest.mark.slow  # trains a tiny run and probes it
 def test_a_layer_scores_what_the_model_cut_after_it_scores(toy_run, toy_pass):
     """The probe on layer L equals the last-layer probe of the same model with only its first L blocks."""
     root, task_data, run = toy_run

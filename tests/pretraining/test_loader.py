@@ -126,6 +126,7 @@ def embedded_sampler(tmp_path_factory):
     return InstanceSampler(tokens, train, len(vocab), 128, 0.15, 20, 0.1, False)
 
 
+@pytest.mark.slow  # the embedded corpus read and cleaned
 def test_padding_is_at_most_5_percent_on_the_embedded_corpus(embedded_sampler):
     steps = [step_micro_batches(embedded_sampler, 42, step, 0, 32, 4) for step in range(10)]
     packed = padding_fraction([b for micro in steps for b in micro])
@@ -149,6 +150,7 @@ def test_loader_batches_do_not_depend_on_workers_or_start():
         assert clock.take_wait() >= 0 and clock.waited == 0
 
 
+@pytest.mark.slow  # two tiny training runs
 def test_a_run_with_two_loader_workers_equals_one_without(tmp_path):
     corpus = write_tiny_corpus(tmp_path)
     histories = []
@@ -165,6 +167,7 @@ def test_a_run_with_two_loader_workers_equals_one_without(tmp_path):
     assert histories[0] == histories[1]
 
 
+@pytest.mark.slow  # the embedded corpus read and cleaned
 def test_fixed_shapes_one_shape_for_every_micro_batch_of_a_run(embedded_sampler):
     """Issue 20 item 8: variable packing gives a new shape every few steps (torch.compile recompiles,
     CUDA graphs record one graph per shape); with the run's fixed shape every micro-batch of 200 steps

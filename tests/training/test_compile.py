@@ -19,6 +19,7 @@ from tests.train_helpers import tiny_args, tiny_documents, write_tiny_corpus
 torch.set_num_threads(1)
 
 
+@pytest.mark.slow  # torch.compile builds C++ kernels
 @pytest.mark.parametrize("training", [True, False])
 def test_forward_with_labels_has_no_graph_break(training):
     sampler = _sampler(tiny_documents(20))
@@ -35,6 +36,7 @@ def test_forward_with_labels_has_no_graph_break(training):
     assert explained.graph_count == 1
 
 
+@pytest.mark.slow  # torch.compile builds C++ kernels
 @pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
                     reason="torch.compile on CPU needs a C++ compiler (scripts/install_system_deps.sh installs g++)")
 def test_compile_trains_on_cpu(tmp_path):

@@ -79,6 +79,7 @@ def test_the_no_overflow_shape_holds_the_worst_step_in_one_micro_batch():
     assert shape_can_overflow(FixedShape(16, 64, 16), 16, 5) and len(pack_fixed(worst, 32, FixedShape(16, 64, 16))) == 2
 
 
+@pytest.mark.slow  # the embedded corpus tokenised and sampled
 def test_on_the_study_corpus_the_sampled_shape_overflows_and_the_cuda_graph_shape_does_not(embedded_sampler):  # noqa: F811
     """large_100k at 128 x 1: the shape planned from steps 0-31 meets a step needing a second micro-batch
     within 300 steps (where a CUDA-graph run crashed); the CUDA-graph modes' shape meets none."""

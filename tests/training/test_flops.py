@@ -4,6 +4,7 @@ large_100k's steps on the study corpus against the per-token figure at the full 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from bertstudy.model import BertConfig, BertForPretraining, training_flops, training_flops_per_token
 from bertstudy.pretraining.instances import IGNORE_INDEX
@@ -41,6 +42,7 @@ def test_the_padded_layout_counts_its_rows():
     assert micro_batch_flops(TINY, batch)["flops"] == training_flops(TINY, 11, 9 + 64, 1, 2)
 
 
+@pytest.mark.slow  # the embedded corpus tokenised and sampled
 def test_large_100k_steps_need_fewer_flops_than_the_positions_suggest(embedded_sampler):  # noqa: F811
     """On the study corpus a step of 128 instances has ~13,000 real tokens: about 3.1-3.2 TFLOP, not the
     3.9 of 16,384 positions at the full-length per-token rate; the fixed shape computes more than it needs."""

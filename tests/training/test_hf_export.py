@@ -63,6 +63,7 @@ def test_export_folder_contents(exported):
     assert not [p for p in out_dir.parent.iterdir() if p.name.startswith(".")]  # no staging left
 
 
+@pytest.mark.slow  # loads transformers' BERT
 def test_transformers_logits_match_ours(exported):
     transformers = pytest.importorskip("transformers")
     model, out_dir = exported

@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 import signal
 
+import pytest
+
 import train_large_100k
 from bertstudy.base import atomic_io
 from bertstudy.base.atomic_io import read_json
@@ -54,6 +56,7 @@ def test_points_rewrite_the_file_after_the_refresh_interval(tmp_path):
     assert read_json(tmp_path / "h.json") == {"steps": [1, 2, 3, 4]}
 
 
+@pytest.mark.slow  # a training subprocess killed between checkpoints
 def test_killed_between_checkpoints_the_file_holds_the_last_checkpoints_history(reference, tmp_path):  # noqa: F811
     root, corpus, reference_out = reference
     out = tmp_path / "killed"

@@ -329,6 +329,7 @@ def test_readme_several_machine_torchrun_line_runs_as_two_machines_here(commands
         assert meta["world_size"] == machines == 2
 
 
+@pytest.mark.slow  # every README script line as a subprocess, after make quickstart's own
 def test_readme_script_lines_run_in_order_on_tiny_data(commands, tmp_path):
     work = make_workspace(tmp_path, "readme")
     committed = snapshot(work / "results")
@@ -375,6 +376,7 @@ def run_wiki_dump_line(tokens: list[str], tmp_path: Path) -> None:
     assert (work / "data" / "corpus.jsonl").stat().st_size > 0
 
 
+@pytest.mark.slow  # a make target's whole pipeline, line by line as subprocesses
 @pytest.mark.parametrize("target", MAKE_TARGETS_RUN)
 def test_makefile_pipeline_lines_run_on_tiny_data(tmp_path, target):
     work = make_workspace(tmp_path, target)

@@ -46,6 +46,7 @@ def test_each_accuracy_is_a_band_with_its_seeds_and_the_shortcut_level():
         seeds_chart({**_summary(), "bands": {}}, ENGLISH)
 
 
+@pytest.mark.slow  # renders charts
 def test_visualize_seeds_summary_writes_seeds_png_and_keeps_another_summarys_chart(tmp_path, capsys):
     summary = tmp_path / "seeds_summary.json"
     summary.write_text(json.dumps(_summary()), encoding="utf-8")

@@ -66,6 +66,7 @@ def test_training_curves_fall_back_to_the_training_kinds_and_skip_the_panel_with
     assert not any("predicted shortcut" in label for ax in fig.axes for label in labels(ax))
 
 
+@pytest.mark.slow  # renders charts
 def test_correlation_chart_draws_the_analysed_metric_and_its_shortcut_level(tmp_path):
     history = kinds_history(tmp_path)
     analysis = analyze(history, bootstrap=0)  # default: held-out [MASK] accuracy
@@ -81,6 +82,7 @@ def test_correlation_chart_draws_the_analysed_metric_and_its_shortcut_level(tmp_
     assert plots.forecast(history, ENGLISH, SMALL, analysis).axes[0].get_ylabel() == "held-out [MASK] accuracy"
 
 
+@pytest.mark.slow  # renders charts
 def test_the_new_labels_render_bilingual_without_missing_glyphs(tmp_path):
     style = choose_text_style("both", environ={})
     assert style.lang == "both", "no CJK font found: install fonts-noto-cjk (`make system-deps`)"
@@ -89,6 +91,7 @@ def test_the_new_labels_render_bilingual_without_missing_glyphs(tmp_path):
     assert warnings == []
 
 
+@pytest.mark.slow  # renders charts
 def test_visualize_metric_without_and_with_an_analysis(tmp_path, capsys):
     history = kinds_history(tmp_path)
     parse = visualize_results.build_parser().parse_args

@@ -15,9 +15,12 @@ if str(ROOT) not in sys.path:
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "cuda: needs a CUDA device (skipped without one; scripts/gpu_check.sh runs them)")
-    # `make test-fast` (pytest -m "not slow") leaves these out; `make test` and CI run them.
-    config.addinivalue_line("markers", "slow: over ~10 s on 2 cores, or a subprocess, torchrun pair, real MediaWiki "
-                                       "or whole pipeline that cannot be made smaller (left out by make test-fast)")
+    # `make test-fast` (pytest -m "not slow", 2 minutes on 2 cores) leaves these out; `make test` and CI run them.
+    # A test is marked when it cannot be small (torchrun pairs, the real MediaWiki, kill-and-resume and the
+    # README's and make's pipelines as subprocesses) or when it takes over ~1 s of CPU (full analyses with
+    # bootstrap refits, rendered charts, probes of a trained run, torch.compile).
+    config.addinivalue_line("markers", "slow: left out of make test-fast: a subprocess pipeline, torchrun, the real "
+                                       "MediaWiki, or over ~1 s of CPU")
 
 
 def pytest_collection_modifyitems(config, items):

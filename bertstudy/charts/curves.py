@@ -16,10 +16,10 @@ from matplotlib.ticker import MaxNLocator
 from bertstudy.analysis import stats
 from bertstudy.analysis.chart_data import drawn_metric
 from bertstudy.analysis.history import History
-from bertstudy.charts.fonts import TextStyle
+from bertstudy.charts.fonts import LABELS, TextStyle
 from bertstudy.charts.style import (CURVE_COLORS, CURVE_STYLES, NOTE_COLOR, PHASE_COLOR, TRAIN_COLOR, ChartConfig,
-                                    draw_note, draw_shortcut, marker_area, metric_label, new_figure, set_chart_title,
-                                    smoothing_window, steps_axis)
+                                    draw_note, draw_shortcut, marker_area, metric_label, new_figure,
+                                    place_legends_clear_of_data, set_chart_title, smoothing_window, steps_axis)
 
 FORECAST_STEP_TICKS = 4  # at most this many step ticks per forecast panel: four panels share the width
 
@@ -126,7 +126,9 @@ def correlation_analysis(history: History, style: TextStyle, analysis: dict | No
         fig = new_figure(style, config)
         grid = fig.add_gridspec(len(families), 2, width_ratios=(1.5, 1))
         ax_main = fig.add_subplot(grid[:, 0])
-        set_chart_title(fig, style, "correlation_title", history, analysis)
+        metric = drawn_metric(data)
+        set_chart_title(fig, style, "correlation_title", style.text("points", n=len(steps)), analysis,
+                        metric=LABELS.get(f"metric_{metric}", (metric, metric)))
         ax_main.scatter(steps, acc, s=marker_area(len(steps), config), alpha=0.45, color=TRAIN_COLOR,
                         label=_observed_label(data, style), edgecolors="none")
         grid_x, residual_axes = _array(data["grid"]), []
@@ -173,7 +175,8 @@ def _finish_correlation(fig, ax_main, residual_axes, data: dict, acc: np.ndarray
         low, high = min(low, shortcut["level"]), max(high, shortcut["level"])
     pad = 0.08 * (high - low) if high > low else 0.05
     ax_main.set_ylim(low - pad, high + pad)  # a curve's extrapolation at the first step must not squash the data
-    ax_main.legend(loc="lower right", fontsize=9, framealpha=0.9)
+    ax_main.legend(fontsize=9, framealpha=0.9, borderaxespad=0)
+    place_legends_clear_of_data(fig, [ax_main])
 
 
 def _family_forecast_panel(ax, name: str, entry: dict, fc: dict, style: TextStyle):
@@ -224,7 +227,9 @@ def forecast(history: History, style: TextStyle, config: ChartConfig = ChartConf
         # fixed, equal gaps: constrained layout would widen a gap wherever a panel's tick label sticks out
         fig.get_layout_engine().set(wspace=0.03, w_pad=0.02)
         axes = fig.subplots(1, len(fc["families"]) + 1, sharey=True)
-        set_chart_title(fig, style, "forecast_title", history)
+        count = (style.text("forecast_points", n=len(steps), fit=n_train, test=len(steps) - n_train)
+                 if 0 < n_train < len(steps) else style.text("points", n=len(steps)))
+        set_chart_title(fig, style, "forecast_title", count)
         area = marker_area(len(steps), config)
         bands = []  # (axis, low, high) of each drawn band, for the y-limits
         for i, ax in enumerate(axes):

@@ -25,7 +25,7 @@ from bertstudy.analysis.history import History, predicted_shortcut
 from bertstudy.analysis.shortcut_level import reference
 from bertstudy.charts.style import (  # noqa: F401  (re-exported: the charts' shared pieces)
     CURVE_COLORS, CURVE_STYLES, EVAL_COLOR, NOTE_COLOR, TRAIN_COLOR, ChartConfig, draw_shortcut, marker_area,
-    new_figure, draw_note, render_png, smoothing_window, steps_axis, set_chart_title)
+    metric_label, place_legends_clear_of_data, new_figure, draw_note, render_png, smoothing_window, steps_axis, set_chart_title)
 from bertstudy.charts.curves import correlation_analysis, forecast, forecast_ylim  # noqa: F401
 
 SUMMARY_CHART = "run_summary.png"  # one run's summary (the original named it comparison_50k_100k.png)
@@ -34,10 +34,34 @@ CHART_FILES = ("training_curves.png", "correlation_analysis.png", SUMMARY_CHART,
 
 
 def run_summary(history: History) -> dict:
-    """Mean, max and final training MLM accuracy and the final loss (None where absent)."""
+    """Mean, max and final training MLM accuracy over all positions (the original's figures), the final
+    training loss (None where absent), and the final and best held-out [MASK] accuracy where the history
+    has it (the study's headline)."""
     acc = history.mlm_acc
-    return {"mean_mlm": float(acc.mean()), "max_mlm": float(acc.max()), "final_mlm": float(acc[-1]),
-            "final_loss": float(history.loss[-1]) if len(history.loss) else None}
+    summary = {"mean_mlm": float(acc.mean()), "max_mlm": float(acc.max()), "final_mlm": float(acc[-1]),
+               "final_loss": float(history.loss[-1]) if len(history.loss) else None}
+    if len(history.eval_mask_acc):
+        summary.update(final_eval_mask=float(history.eval_mask_acc[-1]), best_eval_mask=float(history.eval_mask_acc.max()))
+    return summary
+
+
+def _summary_curves(ax, runs, colors, headline: bool, style: TextStyle, config: ChartConfig) -> None:
+    """Held-out [MASK] accuracy at each eval when every run has it (`headline`), else training MLM
+    accuracy over all positions (raw and smoothed); the title names which."""
+    for (label, history), color in zip(runs, colors):
+        if headline:
+            ax.plot(history.eval_steps, history.eval_mask_acc, "o-", color=color, ms=3, lw=1.5,
+                    label=f"{label} ({style.text('eval_points', n=len(history.eval_steps))})")
+            continue
+        window = smoothing_window(len(history.steps), config)
+        ax.plot(history.steps, history.mlm_acc, color=color, lw=0.7, alpha=0.35)
+        ax.plot(history.steps, stats.moving_average(history.mlm_acc, window), color=color, lw=1.8,
+                label=f"{label} ({style.text('points', n=len(history.steps))})")
+    name = metric_label(style, "eval_mask_acc") if headline else style.text("train_mlm_all")
+    ax.set_ylabel(name)
+    ax.set_title(name)
+    steps_axis(ax, style)
+    ax.legend(fontsize=9, borderaxespad=0)  # placed once the figure is laid out
 
 
 def run_label(history: History) -> str:
@@ -74,7 +98,7 @@ def _kinds_panel(ax, history: History, style: TextStyle, shortcut: dict | None) 
     ax.set_ylim(0, 1.05)
     ax.set_ylabel(style.text("accuracy"))
     ax.set_title(style.text("kinds_title"))
-    ax.legend(loc="best", fontsize=8)
+    ax.legend(fontsize=7.5, borderaxespad=0)  # placed once the figure is laid out
 
 
 def _mlm_panel(ax, history: History, style: TextStyle, shortcut: dict | None) -> None:
@@ -87,7 +111,7 @@ def _mlm_panel(ax, history: History, style: TextStyle, shortcut: dict | None) ->
     draw_shortcut(ax, reference(shortcut, "mlm_acc"), style)  # the all-positions level beside the all-positions metric
     ax.set_ylabel(style.text("mlm_acc"))
     ax.set_title(style.text("mlm_acc"))
-    ax.legend(loc="best", fontsize=8.5 if shortcut else None)  # matplotlib picks the corner the curves leave free
+    ax.legend(fontsize=7.5, borderaxespad=0)  # placed once the figure is laid out
 
 
 def _nsp_panel(ax, history: History, style: TextStyle, config: ChartConfig) -> None:
@@ -128,7 +152,7 @@ def _loss_panel(ax, history: History, style: TextStyle) -> None:
                 label=style.text("eval_loss"))
         plotted = True
     if plotted:
-        ax.legend(loc="best", fontsize=9)
+        ax.legend(fontsize=8, borderaxespad=0)  # placed once the figure is laid out
     else:
         draw_note(ax, style.text("no_data"))
     ax.set_ylabel(style.text("loss"))
@@ -157,7 +181,9 @@ def training_curves(history: History, style: TextStyle, analysis: dict | None = 
     with rc_context(style.rc_params()):
         fig = new_figure(style, config)
         axes = fig.subplot_mosaic(layout, sharex=True)
-        set_chart_title(fig, style, "training_title", history, analysis)
+        count = (style.text("train_eval_points", n=len(history.steps), m=len(history.eval_steps)) if len(history.eval_steps)
+                 else style.text("points", n=len(history.steps)))
+        set_chart_title(fig, style, "training_title", count, analysis)
         _mlm_panel(axes["mlm"], history, style, shortcut)
         if kinds:
             _kinds_panel(axes["kinds"], history, style, shortcut)
@@ -167,12 +193,14 @@ def training_curves(history: History, style: TextStyle, analysis: dict | None = 
         for ax in axes.values():
             steps_axis(ax, style)
             ax.tick_params(labelbottom=True)
+        place_legends_clear_of_data(fig, [axes[name] for name in ("mlm", "kinds", "loss") if name in axes])
     return fig
 
 
 def run_comparison(runs: Sequence[tuple[str, History]], style: TextStyle,
                    config: ChartConfig = ChartConfig(), title: str | None = None) -> Figure:
-    """1..N runs: MLM accuracy curves on one axis, grouped accuracy bars, final-loss bars. `title`
+    """1..N runs: held-out [MASK] accuracy curves on one axis (training MLM accuracy over all positions for
+    histories without it), grouped bars of the figures named under them, final training loss bars. `title`
     replaces "Run comparison" (one run alone is a summary of that run, and says so)."""
     if not runs:
         raise ValueError("run_comparison needs at least one run")
@@ -182,17 +210,10 @@ def run_comparison(runs: Sequence[tuple[str, History]], style: TextStyle,
         fig = new_figure(style, config, height=config.height * 0.8)
         ax_curves, ax_acc, ax_loss = fig.subplots(1, 3, width_ratios=(2.2, 1.6, 0.9))
         fig.suptitle(title or style.text("comparison_title"), fontsize=14)
-        for (label, history), color in zip(runs, colors):
-            window = smoothing_window(len(history.steps), config)
-            ax_curves.plot(history.steps, history.mlm_acc, color=color, lw=0.7, alpha=0.35)
-            ax_curves.plot(history.steps, stats.moving_average(history.mlm_acc, window), color=color, lw=1.8,
-                           label=f"{label} ({style.text('points', n=len(history.steps))})")
-        ax_curves.set_ylabel(style.text("mlm_acc"))
-        ax_curves.set_title(style.text("mlm_acc"))
-        steps_axis(ax_curves, style)
-        ax_curves.legend(loc="lower right", fontsize=9)
-
-        metrics = ("mean_mlm", "max_mlm", "final_mlm")
+        headline = all("final_eval_mask" in summary for summary in summaries)
+        _summary_curves(ax_curves, runs, colors, headline, style, config)
+        # the headline first; the training figure over all positions last, named as such
+        metrics = ("final_eval_mask", "best_eval_mask", "final_mlm") if headline else ("mean_mlm", "max_mlm", "final_mlm")
         width = 0.8 / len(runs)
         centers = np.arange(len(metrics))
         for i, ((label, _), summary, color) in enumerate(zip(runs, summaries, colors)):
@@ -200,8 +221,8 @@ def run_comparison(runs: Sequence[tuple[str, History]], style: TextStyle,
             bars = ax_acc.bar(centers + (i - (len(runs) - 1) / 2) * width, heights, width * 0.95, color=color,
                               label=label)
             ax_acc.bar_label(bars, fmt="%.3f", fontsize=8, padding=2)
-        ax_acc.set_xticks(centers, [style.text(m, sep="\n") for m in metrics], fontsize=9)
-        top = max(s["max_mlm"] for s in summaries)
+        ax_acc.set_xticks(centers, [style.text(m, sep="\n") for m in metrics], fontsize=8.5)
+        top = max(s[m] for s in summaries for m in metrics)
         ax_acc.set_ylim(0, min(1.0, top * 1.18) if top > 0 else 1.0)
         ax_acc.set_ylabel(style.text("accuracy"))
         ax_acc.set_title(style.text("summary_title"))
@@ -216,8 +237,9 @@ def run_comparison(runs: Sequence[tuple[str, History]], style: TextStyle,
             ax_loss.set_ylim(0, max(v for _, v, _ in losses) * 1.18 or 1.0)
         else:
             draw_note(ax_loss, style.text("no_data"))
-        ax_loss.set_title(style.text("final_loss"))
+        ax_loss.set_title(style.text("final_loss", sep="\n"))  # one line runs past the narrow panel
         ax_loss.grid(True, axis="y", alpha=0.3)
+        place_legends_clear_of_data(fig, [ax_curves])
     return fig
 
 
@@ -226,7 +248,7 @@ def loss_analysis(history: History, style: TextStyle, config: ChartConfig = Char
     with rc_context(style.rc_params()):
         fig = new_figure(style, config, height=config.height * 0.75)
         ax_raw, ax_drop, ax_log = fig.subplots(1, 3, width_ratios=(2, 1, 2))
-        set_chart_title(fig, style, "loss_title", history)
+        set_chart_title(fig, style, "loss_title", style.text("points", n=len(history.loss)))
         ax_raw.set_title(style.text("loss"))
         ax_drop.set_title(style.text("decrease_title"))
         ax_log.set_title(style.text("log_view_title"))

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from matplotlib import rc_context
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
@@ -109,6 +110,70 @@ def metric_label(style: TextStyle, metric: str, sep: str = " / ") -> str:
     return style.text(key, sep=sep) if key in LABELS else metric
 
 
+LEGEND_MARGIN = 0.015  # axes fraction kept clear between a legend and the nearest line or point
+DENSITY = 400  # samples per axes width a line is checked at: a long straight segment crosses boxes too
+
+
+def _drawn_points(ax) -> np.ndarray:
+    """Every line (sampled along its segments) and point of the panel, in axes fractions."""
+    to_axes = ax.transData + ax.transAxes.inverted()
+    found = []
+    for line in ax.get_lines():
+        xy = to_axes.transform(np.asarray(line.get_xydata(), float))
+        xy = xy[np.isfinite(xy).all(axis=1)]
+        for (x0, y0), (x1, y1) in zip(xy[:-1], xy[1:]):
+            n = 2 + int(abs(x1 - x0) * DENSITY + abs(y1 - y0) * DENSITY)
+            found.append(np.column_stack([np.linspace(x0, x1, n), np.linspace(y0, y1, n)]))
+        found.append(xy)
+    for collection in ax.collections:
+        offsets = np.asarray(collection.get_offsets(), float)
+        if offsets.size:
+            found.append(to_axes.transform(offsets))
+    return np.concatenate(found) if found else np.zeros((0, 2))
+
+
+def _free_corner(points: np.ndarray, width: float, height: float) -> tuple[float, float] | None:
+    """The lower-left corner (axes fractions) of a box of this size, at the right, left or centre, that keeps
+    the most room between itself and the nearest drawn point (the middle of the widest gap, not a place
+    squeezed against a curve); None when every such box has a point in it or within LEGEND_MARGIN."""
+    m = LEGEND_MARGIN
+    inside = points[(points[:, 0] >= -m) & (points[:, 0] <= 1 + m) & (points[:, 1] >= -m) & (points[:, 1] <= 1 + m)]
+    best, room = None, m
+    for x in (1 - width - m, m, (1 - width) / 2):
+        for y in np.arange(1 - height - m, m - 1e-9, -0.01):
+            dx = np.maximum(np.maximum(x - inside[:, 0], inside[:, 0] - x - width), 0)
+            dy = np.maximum(np.maximum(y - inside[:, 1], inside[:, 1] - y - height), 0)
+            clear = float(np.maximum(dx, dy).min()) if len(inside) else 1.0
+            if clear > room + 1e-9:
+                best, room = (float(x), float(y)), clear
+    return best
+
+
+def place_legends_clear_of_data(fig: Figure, axes) -> None:
+    """Move each panel's legend (made with borderaxespad=0) where no line or point is: the highest free
+    place of its measured size (right, left or centre), found from what the panel draws once the whole
+    figure is laid out; where there is none, into a band added above the data (the y-axis extended by the
+    legend's height, the ticks kept on the data's range)."""
+    canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
+    fig.draw_without_rendering()  # the layout's final sizes, which the legends are measured against
+    renderer = canvas.get_renderer()
+    for ax in axes:
+        legend = ax.get_legend()
+        if legend is None:
+            continue
+        box, panel = legend.get_window_extent(renderer), ax.get_window_extent(renderer)
+        width, height = box.width / panel.width, box.height / panel.height
+        corner = _free_corner(_drawn_points(ax), width, height)
+        if corner is None:
+            low, high = ax.get_ylim()
+            ticks = [t for t in ax.get_yticks() if low <= t <= high]
+            ax.set_ylim(low, low + (high - low) / max(0.4, 1 - height - 2 * LEGEND_MARGIN))
+            ax.set_yticks(ticks)
+            corner = ((1 - width) / 2, 1 - height - LEGEND_MARGIN)
+        legend.set_loc("lower left")
+        legend.set_bbox_to_anchor(corner, transform=ax.transAxes)
+
+
 def draw_shortcut(ax, ref: dict | None, style: TextStyle, color: str = "0.25") -> bool:
     """The predicted no-context shortcut level (`shortcut_level.reference`: {key, level}) as a labelled
     horizontal reference line; nothing when there is none."""
@@ -121,8 +186,11 @@ def draw_shortcut(ax, ref: dict | None, style: TextStyle, color: str = "0.25") -
     return True
 
 
-def set_chart_title(fig: Figure, style: TextStyle, key: str, history: History, analysis: dict | None = None) -> None:
-    lines = [f"{style.text(key)} — {style.text('points', n=len(history.steps))}"]
+def set_chart_title(fig: Figure, style: TextStyle, key: str, count: str, analysis: dict | None = None,
+                    **values) -> None:
+    """The chart's title, `count` saying how many points it draws (the caller counts what it drew), and
+    the analysis' headline under it when there is one; `values` fill the title's fields."""
+    lines = [f"{style.text(key, **values)} — {count}"]
     headline = headline_text(analysis, style)
     if headline:
         lines.append(headline)

@@ -37,8 +37,8 @@ def test_each_accuracy_is_a_band_with_its_seeds_and_the_shortcut_level():
     assert mask.get_title() == "held-out [MASK] accuracy" and mlm.get_title() == "held-out MLM accuracy (all positions)"
     labels = _legend(mask)
     assert labels[:3] == ["seed 1", "seed 2", "seed 3"] and "min-max across seeds" in labels and "mean of the seeds" in labels
-    assert "predicted shortcut (top character at [MASK]): 0.046" in labels
-    assert "predicted shortcut (top character at [MASK], copy elsewhere): 0.137" in _legend(mlm)
+    assert "predicted shortcut: 0.046\n(top character at [MASK])" in labels
+    assert "predicted shortcut: 0.137\n(top character at [MASK], copy elsewhere)" in _legend(mlm)
     mean = [line for line in mask.get_lines() if line.get_label() == "mean of the seeds"][0]
     assert list(mean.get_ydata()) == pytest.approx([0.0, 0.04, 0.07, 0.16])
     assert seed_name("runs/cpu_study_seed12") == "12" and seed_name("runs/other") == "other"

@@ -25,7 +25,7 @@ from tests.shortcut_helpers import PLATEAU, kinds_history, kinds_history_dict  #
 
 SMALL = plots.ChartConfig(width=8.0, height=5.0)
 ENGLISH = TextStyle("en")
-MASK_LINE = f"predicted shortcut (top character at [MASK]): {PLATEAU:.3f}"
+MASK_LINE = f"predicted shortcut: {PLATEAU:.3f}\n(top character at [MASK])"
 
 
 def axis_titled(fig, title: str):
@@ -52,7 +52,7 @@ def test_training_curves_draw_the_position_kinds_together_with_the_shortcut_leve
     assert horizontal_at(kinds, PLATEAU) == [MASK_LINE]
     overall = history.meta["shortcut"]["overall_level"]
     mlm = axis_titled(fig, "MLM accuracy")
-    assert horizontal_at(mlm, overall) == [f"predicted shortcut (top character at [MASK], copy elsewhere): {overall:.3f}"]
+    assert horizontal_at(mlm, overall) == [f"predicted shortcut: {overall:.3f}\n(top character at [MASK], copy elsewhere)"]
 
 
 def test_training_curves_fall_back_to_the_training_kinds_and_skip_the_panel_without_any(tmp_path):

@@ -59,6 +59,11 @@ def build_parser():
     train.add_argument("--shard", type=shard_spec, default=(1, 1), metavar="K/N", help="train every N-th run from the K-th")
     train.add_argument("--threads", type=non_negative_int, help="torch CPU threads of each run")
     train.add_argument("--cache-dir", default="data/cache", help="tokenized-corpus cache (default: %(default)s)")
+    probe = sub.add_parser("probe", help="probe every finished run's milestones (resumable)")
+    probe.add_argument("--threads", type=non_negative_int, default=1, help="torch CPU threads (default: %(default)s)")
+    analyze = sub.add_parser("analyze", help="the plan's analysis of the probe files, as JSON, and its chart")
+    analyze.add_argument("--out", default=None, help="the analysis JSON (default: RUNS_DIR/analysis.json)")
+    analyze.add_argument("--overwrite", action="store_true", help="replace an existing --out and chart")
     return parser
 
 
@@ -96,9 +101,48 @@ def train(args) -> int:
     return EXIT_OK
 
 
+def probe(args) -> int:
+    import torch
+
+    from bertstudy.across_models.probe_pass import probe_all
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    scored, waiting = probe_all(Path(args.data_dir), Path(args.runs_dir))
+    print(f"{scored} checkpoint(s) probed now; {waiting} planned run(s) not finished yet"
+          + ("" if not waiting else ": rerun after training"))
+    return EXIT_OK
+
+
+def analyze(args) -> int:
+    import json
+
+    from bertstudy.across_models.analysis import analyze as across_analysis
+    from bertstudy.across_models.probe_pass import read_probes
+    from bertstudy.base.atomic_io import atomic_write_json, atomic_writer
+    from bertstudy.charts.across_models import ACROSS_CHART, across_models_chart
+
+    out = Path(args.out or Path(args.runs_dir) / "analysis.json")
+    chart = out.parent / ACROSS_CHART
+    for path in (out, chart):
+        if path.exists() and not args.overwrite:
+            raise BadInputError(path, "exists; give --overwrite to replace it")
+    docs = read_probes(Path(args.runs_dir))
+    if not docs:
+        raise BadInputError(Path(args.runs_dir), "has no probed run yet (run `across_models.py probe`)")
+    result = across_analysis(docs)
+    atomic_write_json(out, result)
+    with atomic_writer(chart, "wb", encoding=None) as handle:
+        across_models_chart(result).savefig(handle, format="png", dpi=110)
+    primary = result["primary"]
+    print(json.dumps({k: primary[k] for k in ("n", "rho", "ci", "reading")}))
+    print(f"wrote {out} and {chart}")
+    return EXIT_OK
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    commands = {"prepare": prepare, "train": train}
+    commands = {"prepare": prepare, "train": train, "probe": probe, "analyze": analyze}
     return run_main(lambda: commands[args.command](args))
 
 

@@ -61,6 +61,8 @@ def build_parser():
     train.add_argument("--cache-dir", default="data/cache", help="tokenized-corpus cache (default: %(default)s)")
     probe = sub.add_parser("probe", help="probe every finished run's milestones (resumable)")
     probe.add_argument("--threads", type=non_negative_int, default=1, help="torch CPU threads (default: %(default)s)")
+    probe.add_argument("--follow", action="store_true",
+                       help="keep probing runs as their training finishes, until every planned run is probed")
     analyze = sub.add_parser("analyze", help="the plan's analysis of the probe files, as JSON, and its chart")
     analyze.add_argument("--out", default=None, help="the analysis JSON (default: RUNS_DIR/analysis.json)")
     analyze.add_argument("--overwrite", action="store_true", help="replace an existing --out and chart")
@@ -108,7 +110,7 @@ def probe(args) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    scored, waiting = probe_all(Path(args.data_dir), Path(args.runs_dir))
+    scored, waiting = probe_all(Path(args.data_dir), Path(args.runs_dir), 60.0 if args.follow else 0)
     print(f"{scored} checkpoint(s) probed now; {waiting} planned run(s) not finished yet"
           + ("" if not waiting else ": rerun after training"))
     return EXIT_OK

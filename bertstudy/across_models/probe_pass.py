@@ -87,19 +87,29 @@ class ProbePass:
 STEP_ORDER = (1000, 500, 0, 300, 700)
 
 
-def probe_all(data_dir: Path, runs_dir: Path) -> tuple[int, int]:
-    """Probe every finished planned run; returns (checkpoints scored now, planned runs not finished yet)."""
+def _ready(runs_dir: Path) -> tuple[list[tuple[PlannedRun, Path]], int]:
     folders = run_folders(runs_dir)
-    ready = [run for run in planned_runs() if (run.recipe, run.seed) in folders
+    ready = [(run, folders[(run.recipe, run.seed)]) for run in planned_runs() if (run.recipe, run.seed) in folders
              and (folders[(run.recipe, run.seed)] / FINAL_MODEL_NAME).exists()]
-    scored = 0
-    if ready:
-        probe_pass = ProbePass(data_dir, runs_dir)
+    return ready, len(planned_runs()) - len(ready)
+
+
+def probe_all(data_dir: Path, runs_dir: Path, follow_seconds: float = 0) -> tuple[int, int]:
+    """Probe every finished planned run; returns (checkpoints scored now, planned runs not finished yet).
+    follow_seconds > 0: keep looking that often for runs that finish, until every planned run is probed."""
+    ready, waiting = _ready(runs_dir)
+    if not ready and not follow_seconds:
+        return 0, waiting
+    probe_pass, scored = ProbePass(data_dir, runs_dir), 0
+    while True:
         for step in STEP_ORDER:
-            for run in ready:
+            for run, folder in ready:
                 if step in run.probe_steps:
-                    scored += probe_pass.probe_point(run, folders[(run.recipe, run.seed)], step)
-    return scored, len(planned_runs()) - len(ready)
+                    scored += probe_pass.probe_point(run, folder, step)
+        if not follow_seconds or not waiting:
+            return scored, waiting
+        time.sleep(follow_seconds)
+        ready, waiting = _ready(runs_dir)
 
 
 def read_probes(runs_dir: Path) -> list[dict]:

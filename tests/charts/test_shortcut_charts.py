@@ -51,7 +51,7 @@ def test_training_curves_draw_the_position_kinds_together_with_the_shortcut_leve
         "[MASK] (held-out)", "random (held-out)", "unchanged (held-out)", "all positions (held-out)"]
     assert horizontal_at(kinds, PLATEAU) == [MASK_LINE]
     overall = history.meta["shortcut"]["overall_level"]
-    mlm = axis_titled(fig, "MLM accuracy")
+    mlm = axis_titled(fig, "MLM accuracy (all positions)")
     assert horizontal_at(mlm, overall) == [f"predicted shortcut: {overall:.3f}\n(top character at [MASK], copy elsewhere)"]
 
 

@@ -110,7 +110,7 @@ def _mlm_panel(ax, history: History, style: TextStyle, shortcut: dict | None) ->
         draw_note(ax, style.text("no_held_out"), y=0.12)
     draw_shortcut(ax, reference(shortcut, "mlm_acc"), style)  # the all-positions level beside the all-positions metric
     ax.set_ylabel(style.text("mlm_acc"))
-    ax.set_title(style.text("mlm_all_positions"))  # the original's figure: copied characters count too
+    ax.set_title(style.text("mlm_all_positions", sep="\n"))  # all positions: copied characters count too
     ax.legend(fontsize=7.5, borderaxespad=0)  # placed once the figure is laid out
 
 

@@ -52,6 +52,7 @@ def test_every_runner_is_timed_with_positive_figures(tiny_result):
         models["ours-packed"]["tokens_per_s"] / models["transformers-plain"]["tokens_per_s"])
 
 
+@pytest.mark.slow  # the benchmark run once for the module
 def test_data_figures_compare_packed_and_plain(tiny_result):
     data = tiny_result["data"]
     for layout in ("packed", "plain"):

@@ -17,6 +17,7 @@ from tests.downstream_helpers import embedded_like_corpus, write_task_data
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "gpu_study.sh"
+pytestmark = pytest.mark.slow  # the script's pipeline as subprocesses, on a carry folder made by one
 TINY = ("--hidden-size 32 --num-layers 2 --num-heads 2 --intermediate-size 64 --max-seq-len 32 --max-predictions 5 "
         "--batch-size 8 --steps 10 --warmup-steps 2 --log-interval 2 --eval-interval 5 --eval-instances 8 "
         "--milestones 0,10 --heldout-fraction 0.3 --threads 1 --dropout 0 --data-workers 0")

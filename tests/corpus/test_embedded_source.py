@@ -75,6 +75,7 @@ def test_default_run_writes_the_embedded_corpus(tmp_path, monkeypatch, capsys):
     assert "duplicates" in out and "too short" in out
 
 
+@pytest.mark.slow  # the embedded corpus read and cleaned
 def test_stop_rule_and_parts_option(tmp_path):
     out = tmp_path / "c.jsonl"
     assert rare_char_fetch.main(["--embedded-parts", "reviews", "--max-articles", "50", "--out", str(out), "--min-len", "5"]) == 0

@@ -24,6 +24,7 @@ from tests.train_helpers import tiny_args
 
 torch.set_num_threads(1)
 PROBE_ARGS = ["--cws-train", "40", "--sentiment-train", "60", "--no-progress", "--threads", "1"]
+pytestmark = pytest.mark.slow  # every test reads a trained tiny run, most probe its milestones
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +40,6 @@ def scored(tiny_run):
     return read_json(out)
 
 
-@pytest.mark.slow  # trains a tiny run and probes it
 def test_output_format_and_every_milestone(scored):
     assert scored["meta"]["format"] == "chinese-bert-correlation/downstream-v1"
     assert set(scored["tasks"]) == {"cws", "sentiment", "ner"}
@@ -81,7 +81,6 @@ def test_no_test_sentence_appears_in_the_pretraining_documents(tiny_run):
     assert not any(s.doc_id in heldout for s in tasks.cws.train)
 
 
-@pytest.mark.slow  # trains a tiny run and probes it
 def test_interrupted_pass_resumes_exactly(tiny_run, scored, monkeypatch, capsys):
     root, task_data, _, run = tiny_run
     out = root / "resumed.json"
@@ -127,7 +126,6 @@ def test_finetune_mode_writes_its_own_file(tiny_run):
     assert not (run / "downstream_100k.json").exists()  # the probe's default file is left alone
 
 
-@pytest.mark.slow  # trains a tiny run and probes it
 def test_bad_inputs_one_line_errors(tiny_run, tmp_path, capsys):
     root, task_data, corpus, run = tiny_run
     assert probe_downstream.main([str(tmp_path / "nope"), *PROBE_ARGS]) == EXIT_BAD_INPUT
@@ -159,7 +157,6 @@ def test_bad_inputs_one_line_errors(tiny_run, tmp_path, capsys):
     assert "cannot tell which documents it held out" in capsys.readouterr().err
 
 
-@pytest.mark.slow  # trains a tiny run and probes it
 def test_analyze_and_visualize_take_the_downstream_file(tiny_run, scored, tmp_path, capsys):
     root, _, _, run = tiny_run
     ds = tmp_path / "ds.json"
@@ -180,7 +177,6 @@ def test_analyze_and_visualize_take_the_downstream_file(tiny_run, scored, tmp_pa
                               "--out", str(out)]) == EXIT_BAD_INPUT
 
 
-@pytest.mark.slow  # trains a tiny run and probes it
 def test_a_corpus_without_reviews_skips_sentiment(tiny_run, tmp_path, capsys):
     root, task_data, corpus, _ = tiny_run
     from bertstudy.corpus.corpus_io import write_documents
@@ -220,7 +216,6 @@ def test_out_is_checked_before_any_scoring(tiny_run, tmp_path, capsys, monkeypat
     assert unrelated.read_text(encoding="utf-8") == '{"mine": 1}'
 
 
-@pytest.mark.slow  # trains a tiny run and probes it
 def test_a_bad_checkpoint_gets_probe_advice_not_training_advice(tiny_run, tmp_path, capsys):
     root, task_data, _, run = tiny_run
     not_a_checkpoint = tmp_path / "milestone_000003.pth"
@@ -264,7 +259,6 @@ def test_a_downstream_pass_of_another_run_is_refused(tiny_run, scored, tmp_path,
     assert "records another run" in capsys.readouterr().err
 
 
-@pytest.mark.slow  # trains a tiny run and probes it
 def test_a_probe_file_from_before_the_per_layer_pass_is_refused(tiny_run, scored, tmp_path, capsys):
     """Issue 22 (5): a probe file whose points have the last layer only is not resumed with per-layer points."""
     import json
@@ -290,7 +284,6 @@ def test_a_probe_file_from_before_the_per_layer_pass_is_refused(tiny_run, scored
     assert read_json(old_file)["tasks"]["cws"]["points"][0]["layers"]
 
 
-@pytest.mark.slow  # trains a tiny run and probes it
 def test_milestone_steps_pick_a_few_milestones(tiny_run, tmp_path, capsys):
     root, task_data, _, run = tiny_run
     out = tmp_path / "few.json"

@@ -179,6 +179,7 @@ def test_a_layer_scores_what_the_model_cut_after_it_scores(toy_run, toy_pass):
         assert ner["score"] == points["ner"]["layers"][depth]["score"]
 
 
+@pytest.mark.slow  # trains a tiny run and probes it
 def test_the_analysis_tests_adjacent_checkpoints(toy_pass):
     doc, _, _ = toy_pass
     result = downstream_correlations(doc)
@@ -196,6 +197,7 @@ def test_the_analysis_tests_adjacent_checkpoints(toy_pass):
     assert "no paired tests" in format_downstream(downstream_correlations(older))
 
 
+@pytest.mark.slow  # trains a tiny run and probes it
 def test_a_probe_file_from_before_the_per_layer_pass_is_refused(toy_run, toy_pass, tmp_path):
     root, task_data, run = toy_run
     doc, out, settings = toy_pass

@@ -100,6 +100,7 @@ def test_the_row_bucket_planner_wastes_the_fewest_rows():
     assert plan_row_buckets([16, 20], 16, 5).rows == (16,)  # the worst case is always the last
 
 
+@pytest.mark.slow  # the embedded corpus tokenised, then 300 steps planned
 def test_row_buckets_over_300_steps_of_large_100k(embedded_sampler):  # noqa: F811
     """The CUDA-graph modes' shapes at 128 x 1, planned from steps 0-31: every one of 300 steps is one
     micro-batch (no overflow), in at most 4 shapes whose MLM and NSP slots are fixed, holding exactly its

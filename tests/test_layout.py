@@ -27,6 +27,7 @@ ALLOWED = {
 MAX_FUNCTION_LINES = 80
 MAX_MODULE_LINES = 420
 ISSUE_NUMBER = re.compile(r"\bissues? ?#?\d+", re.IGNORECASE)
+DATE = re.compile(r"\b20\d\d-[01]\d-[0-3]\d\b")  # a day of measurement: the docs carry those
 
 
 def modules() -> dict[str, Path]:
@@ -114,14 +115,15 @@ def test_functions_and_modules_are_short():
     assert not long_functions, long_functions
 
 
-def test_code_names_no_issue_numbers():
-    """Code and comments say what is true now and why; the tracker and git hold the history."""
+def test_code_names_no_issue_numbers_or_dates():
+    """Code and comments say what is true now and why; the tracker and git hold the history, the docs the
+    figures measured on a given day."""
     root = PACKAGE.parent
     paths = [*PACKAGE.rglob("*.py"), *(root / "scripts").iterdir(), *root.glob("*.py"), root / "Makefile"]
     found = [f"{path.relative_to(root)}:{number}: {line.strip()}" for path in sorted(paths) if path.is_file()
              for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1)
-             if ISSUE_NUMBER.search(line)]
-    assert not found, "issue numbers in the code:\n" + "\n".join(found)
+             if ISSUE_NUMBER.search(line) or DATE.search(line)]
+    assert not found, "issue numbers or dates in the code:\n" + "\n".join(found)
 
 
 @pytest.mark.parametrize("name", ["rolling_origin_forecast", "DOWNSTREAM_FORMAT"])

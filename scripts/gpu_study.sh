@@ -6,8 +6,8 @@
 #   on the CPU machine, once:  .venv/bin/python scripts/gpu_study_files.py --prepare .gpucarry/gpu_study \
 #                                  --corpus data/embedded/corpus.jsonl -- --preset gpu_study
 #   on the GPU machine:        PY=python3 ARCHIVE=$OUT/gpu_study.tar.gz scripts/gpu_study.sh   (the image's python)
-#                              (the device tool: carry [".gpucarry"], about 43 MB on the embedded corpus: 11 MB
-#                              corpus, its cache, 28 MB of task files)
+#                              (the device tool: carry [".gpucarry"], about 45 MB on the embedded corpus: 11 MB
+#                              corpus, 6.5 MB cache, 28 MB of task files)
 #   back on the CPU machine:   tar xzf gpu_study.tar.gz; analyze_100k.py / visualize_results.py on it
 #
 # The carry folder (CARRY) holds the corpus, its token cache (built once here, before the seeds start, if it

@@ -99,10 +99,10 @@ def load_original_dataset(path) -> tuple[list[Document], dict]:
 def missing_corpus_hint(path, flag: str = "") -> str:
     """Where a corpus is when `path` is not: the embedded corpus that make quickstart collected (given as
     `flag` PATH), else how to collect one."""
+    collect = f"collect one: python rare_char_fetch.py --source embedded --out {path}"
     if EMBEDDED_CORPUS.is_file() and Path(path).resolve() != EMBEDDED_CORPUS.resolve():
-        return f"make quickstart collected the embedded corpus in {EMBEDDED_CORPUS}: give {flag}{EMBEDDED_CORPUS}"
-    return (f"collect one first: python rare_char_fetch.py --source embedded --out {path} (make quickstart "
-            f"collects it into {EMBEDDED_CORPUS})")
+        return f"make quickstart collected the embedded corpus in {EMBEDDED_CORPUS}: give {flag}{EMBEDDED_CORPUS}, or {collect}"
+    return f"{collect} (make quickstart collects it into {EMBEDDED_CORPUS})"
 
 
 def load_documents(path) -> list[Document]:

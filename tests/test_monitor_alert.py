@@ -244,3 +244,14 @@ def test_a_broken_tiny_run_alerts_and_a_healthy_one_stays_quiet(tmp_path, capsys
         assert code == expected, (name, summary["training"]["reference"], summary["alert"])
         if name == "broken":
             assert summary["alert"]["kind"] == "below_band" and summary["alert"]["step"] <= 240  # of 300
+
+
+def test_a_finished_history_without_a_log_shows_its_average_speed(tmp_path):
+    history = new_history({"preset": "quick", "total_steps": 300, "started_at": T0, "finished_at": T0 + 200})
+    for step, elapsed in ((100, 100.0), (200, 150.0), (300, 200.0)):  # 1 step/s, then 2: 300 steps in 200 s
+        add_train_point(history, {"step": step, "mlm_acc": 0.1, "nsp_acc": 0.5, "loss": 5.0, "mlm_loss": 4.5,
+                                  "nsp_loss": 0.5, "lr": 1e-3, "tokens_per_s": 900.0, "elapsed_s": elapsed})
+    write_history(tmp_path / HISTORY_NAME, history)
+    run_ = monitor.collect_progress(monitor.MonitorConfig(crawl_progress=tmp_path / "x.json", run_dir=tmp_path,
+                                                          rate_window=1))["training"]
+    assert run_["status"] == "done" and run_["steps_per_s"] == pytest.approx(1.5)  # not the last points' 2

@@ -70,6 +70,7 @@ def test_visualize_without_arguments_says_the_history_is_missing(tmp_path, monke
     assert "training_history_100k.json: no such file" in err and "repository's root folder" not in err
 
 
+@pytest.mark.slow  # two tiny runs
 def test_a_corpus_of_three_documents_is_warned_about(tmp_path, capsys):
     corpus = write_tiny_corpus(tmp_path, num_documents=3)
     assert train_large_100k.main(tiny_args(corpus, tmp_path / "run", tmp_path / "cache", steps=2)) == EXIT_OK

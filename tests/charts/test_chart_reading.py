@@ -13,6 +13,7 @@ from bertstudy.charts.fonts import TextStyle
 from bertstudy.charts.style import _drawn_points, _free_corner
 from tests.shortcut_helpers import kinds_history
 
+pytestmark = pytest.mark.slow  # rendered charts
 SMALL = plots.ChartConfig(width=10.0, height=6.0)
 ENGLISH = TextStyle("en")
 

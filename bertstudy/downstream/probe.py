@@ -141,7 +141,7 @@ def mean_layers(model: BertForPretraining, sequences: list[list[int]], batch_siz
     for group, ids, mask in _padded_batches(sequences, batch_size, device):
         states = _layer_states(model, ids, mask, last_only)
         for row, i in enumerate(group):
-            for layer in range(layers):  # a contiguous [n, H] slice per layer: the sum runs as it always did
+            for layer in range(layers):  # a contiguous [n, H] slice per layer: the same sum as a one-layer pass
                 out[layer, i] = states[layer, row, 1:1 + len(sequences[i])].mean(0)
     return out
 

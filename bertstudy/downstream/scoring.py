@@ -141,7 +141,7 @@ def _settings_key(settings: PassSettings, tasks: PreparedTasks) -> dict:
                      "cws_test_sha256": tasks.cws.test_ids_sha256(),
                      "sentiment_test_sha256": tasks.sentiment.test_ids_sha256(),
                      "ner_test_sha256": tasks.ner.test_ids_sha256(), "near_copies": NEAR_COPIES}}
-    if settings.finetune:  # no "layers": fine-tuning scores the last layer as it always did, older files resume
+    if settings.finetune:  # no "layers": fine-tuning scores the last layer only, so files without the key resume
         key.update(epochs=settings.epochs, lr=settings.lr, batch_size=settings.batch_size)
     else:
         key.update(layers=PROBE_LAYERS, solver=SOLVER)

@@ -7,6 +7,8 @@ layer's context gain. The bootstraps resample seeds within each recipe (the plan
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from scipy import stats
 
@@ -33,9 +35,26 @@ def records_from_probes(probe_docs: list[dict]) -> list[dict]:
     return out
 
 
+def _row_pearson(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Pearson r of each row pair of [rows, n] arrays, NaN entries left out; NaN where a row is constant."""
+    keep = np.isfinite(x) & np.isfinite(y)
+    count = keep.sum(axis=1)
+    x, y = np.where(keep, x, 0.0), np.where(keep, y, 0.0)
+    mx, my = x.sum(1) / np.maximum(count, 1), y.sum(1) / np.maximum(count, 1)
+    dx, dy = np.where(keep, x - mx[:, None], 0.0), np.where(keep, y - my[:, None], 0.0)
+    sxx, syy = (dx * dx).sum(1), (dy * dy).sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = (dx * dy).sum(1) / np.sqrt(sxx * syy)
+    return np.where((sxx > 1e-24) & (syy > 1e-24), r, np.nan)
+
+
+def row_spearman(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Spearman rho of each row pair of [rows, n] arrays (average ranks for ties)."""
+    return _row_pearson(stats.rankdata(x, axis=1), stats.rankdata(y, axis=1))
+
+
 def spearman(x, y) -> float:
-    rho = stats.spearmanr(x, y).statistic
-    return float(rho) if np.isfinite(rho) else float("nan")
+    return float(row_spearman(np.asarray(x, float)[None], np.asarray(y, float)[None])[0])
 
 
 def _groups(records: list[dict]) -> list[np.ndarray]:
@@ -63,7 +82,7 @@ def rank_correlation(records: list[dict], key: str, resamples: int = RESAMPLES, 
     x = np.array([r["accuracy"] for r in records], dtype=float)
     y = np.array([r[key] for r in records], dtype=float)
     draws = within_recipe_draws(records, resamples, seed)
-    boot = np.array([spearman(x[d], y[d]) for d in draws])
+    boot = row_spearman(x[draws], y[draws])
     ci = _interval(boot)
     reading = ("not shown (the interval holds 0)" if ci is None or ci[0] <= 0 <= ci[1]
                else "positive" if ci[0] > 0 else "negative")
@@ -71,33 +90,39 @@ def rank_correlation(records: list[dict], key: str, resamples: int = RESAMPLES, 
             "undefined_resamples": int(np.sum(~np.isfinite(boot)))}
 
 
-def _centred_r(records: list[dict], rows: np.ndarray, key: str) -> float:
-    x, y = [], []
-    for step in sorted({records[i]["step"] for i in rows}):
-        at = [i for i in rows if records[i]["step"] == step]
-        xs = np.array([records[i]["accuracy"] for i in at], dtype=float)
-        ys = np.array([records[i][key] for i in at], dtype=float)
-        x += list(xs - xs.mean())
-        y += list(ys - ys.mean())
-    if np.std(x) == 0 or np.std(y) == 0:
-        return float("nan")
-    return float(np.corrcoef(x, y)[0, 1])
+def _by_run(records: list[dict], key: str, steps) -> tuple[list[dict], np.ndarray, np.ndarray]:
+    """The runs, and [runs, steps] accuracy and `key` (NaN where a run has no record at that step)."""
+    runs = sorted({(r["recipe"], r["seed"]) for r in records if r["step"] in steps})
+    acc = np.full((len(runs), len(steps)), np.nan)
+    val = np.full((len(runs), len(steps)), np.nan)
+    where = {run: i for i, run in enumerate(runs)}
+    for r in records:
+        if r["step"] in steps:
+            acc[where[(r["recipe"], r["seed"])], steps.index(r["step"])] = r["accuracy"]
+            val[where[(r["recipe"], r["seed"])], steps.index(r["step"])] = r[key]
+    return [{"recipe": recipe, "seed": seed} for recipe, seed in runs], acc, val
+
+
+def _centred_rows(values: np.ndarray) -> np.ndarray:
+    """[draws, runs, steps] less each draw's mean at each step, flattened to [draws, runs x steps]."""
+    with warnings.catch_warnings():  # a step no drawn run has is all NaN: its points drop out
+        warnings.simplefilter("ignore", RuntimeWarning)
+        centred = values - np.nanmean(values, axis=1, keepdims=True)
+    return centred.reshape(len(values), -1)
 
 
 def pooled_centred_r(records: list[dict], key: str, steps=POOLED_STEPS, resamples: int = 2000, seed: int = 1) -> dict:
     """Pearson r of accuracy and `key`, each centred at its step's mean, pooled over `steps`; the interval
     resamples runs (with all their steps) within recipes."""
-    chosen = [r for r in records if r["step"] in steps]
-    runs = sorted({(r["recipe"], r["seed"]) for r in chosen})
-    run_records = [{"recipe": recipe, "seed": seed_} for recipe, seed_ in runs]
-    rows_of = {run: np.array([i for i, r in enumerate(chosen) if (r["recipe"], r["seed"]) == run]) for run in runs}
-    point = _centred_r(chosen, np.arange(len(chosen)), key)
-    boot = []
-    for draw in within_recipe_draws(run_records, resamples, seed):
-        rows = np.concatenate([rows_of[runs[i]] for i in draw])
-        boot.append(_centred_r(chosen, rows, key))
-    return {"steps": list(steps), "n_runs": len(runs), "n_points": len(chosen), "r": point,
-            "ci": _interval(np.array(boot))}
+    steps = list(steps)
+    runs, acc, val = _by_run(records, key, steps)
+    if not runs:
+        return {"steps": steps, "n_runs": 0, "n_points": 0, "r": None, "ci": None}
+    point = float(_row_pearson(_centred_rows(acc[None]), _centred_rows(val[None]))[0])
+    draws = within_recipe_draws(runs, resamples, seed)
+    boot = _row_pearson(_centred_rows(acc[draws]), _centred_rows(val[draws]))
+    return {"steps": steps, "n_runs": len(runs), "n_points": int(np.isfinite(acc).sum()), "r": point,
+            "ci": _interval(boot)}
 
 
 def recipe_contrast(records: list[dict], key: str, a: str = CONTRAST[0], b: str = CONTRAST[1],

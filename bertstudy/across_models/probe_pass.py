@@ -21,7 +21,7 @@ from bertstudy.training.milestones import milestone_path
 
 PROBES_FORMAT = "chinese-bert-correlation/across-probes-v1"
 PROBES_NAME, CONTROLS_NAME = "across_probes.json", "probe_controls.json"
-LAYERS = "first_and_last"  # layer 0 (embedding output) and the last layer
+WIDTH = 62  # characters a window holds: the quick shape's 64 positions less [CLS] and [SEP]
 
 
 def run_folders(runs_dir: Path) -> dict[tuple[str, int], Path]:
@@ -37,8 +37,8 @@ def run_folders(runs_dir: Path) -> dict[tuple[str, int], Path]:
 
 
 class ProbePass:
-    def __init__(self, data_dir: Path, runs_dir: Path, width: int = 62):
-        tasks, self.data = build_tasks(data_dir)
+    def __init__(self, data_dir: Path, runs_dir: Path, width: int = WIDTH, task_data=None, msra_root=None):
+        tasks, self.data = build_tasks(data_dir, task_data, msra_root)
         self.runs_dir = runs_dir
         self.ner = scoring.prepare_token_task("ner", tasks["ner"].train, tasks["ner"].test)
         self.segmentation = scoring.prepare_token_task("segmentation", tasks["segmentation"].train,
@@ -53,7 +53,7 @@ class ProbePass:
         from bertstudy.downstream.probe import load_model
 
         loaded = load_model(path, vocab)
-        if loaded.model.config.max_position_embeddings - 2 < self.width:
+        if loaded.model.config.max_position - 2 < self.width:
             raise BadInputError(path, f"reads fewer than {self.width} characters; the pass reads that many")
         layers = (0, loaded.model.config.num_layers)
         heldout = loaded.heldout or {}

@@ -56,6 +56,9 @@ NOT_RUN = {
     "--source wiki-api": "crawls a live MediaWiki over the network (tests/corpus/test_mediawiki_real.py runs the "
                          "crawler against a local MediaWiki)",
     "bench/throughput.py": "times training steps of two models for minutes (tests/test_bench.py runs it small)",
+    "--reference results/": "compares a run on the whole embedded corpus with the committed CPU tier's; a tiny run's "
+                            "corpus differs, so the reference is refused (tests/test_monitor_alert.py runs the alert "
+                            "on tiny runs of one corpus)",
 }
 # make targets whose expanded script lines also run here on tiny data (each in its own copy).
 MAKE_TARGETS_RUN = ("quickstart", "study-cpu")

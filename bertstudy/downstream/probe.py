@@ -22,15 +22,13 @@ from __future__ import annotations
 import copy
 import functools
 from dataclasses import dataclass
-from types import SimpleNamespace
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bertstudy.training import checkpoint as ckpt
 from bertstudy.base.errors import BadInputError
-from bertstudy.training.milestones import MILESTONE_FORMAT, PROBE_HINT, load_milestone
+from bertstudy.training.weights import CHECKPOINT, MILESTONE, PROBE_HINT, load_weights
 from bertstudy.model import BertConfig, BertForPretraining
 from bertstudy.pretraining.vocab import CLS_ID, SEP_ID, UNK_ID, Vocab
 from bertstudy.downstream.association import sentence_counts
@@ -57,16 +55,8 @@ class LoadedModel:
 
 def load_model(path, vocab: Vocab, device: str = "cpu") -> LoadedModel:
     """A milestone or a resumable checkpoint of this run, as an eval-mode model on `device`."""
-    try:
-        state = load_milestone(path)
-        model_config = BertConfig(**state["model_config"])
-    except BadInputError as exc:
-        if not str(exc).endswith(f"not a {MILESTONE_FORMAT} file"):
-            raise  # missing, truncated, refused: the message names the file
-        state = ckpt.load_checkpoint(path, hint=PROBE_HINT)  # a resumable checkpoint (--checkpoints), or a clear refusal
-        from bertstudy.training.trainer import model_config_for
-
-        model_config = model_config_for(SimpleNamespace(**state["config"]), len(vocab))
+    state = load_weights(path, (MILESTONE, CHECKPOINT), PROBE_HINT)
+    model_config = BertConfig(**state["model_config"])
     if state["vocab_hash"] != vocab.hash:
         raise BadInputError(path, "was trained with another vocabulary than the run folder's vocab.txt")
     model = BertForPretraining(model_config)

@@ -6,7 +6,7 @@ resolved_config.json next to the run's outputs and stored in every checkpoint.
 
 The recipe options (`--pre-ln`, `--mlm-bias-init`, `--schedule`/`--decay-fraction`, `--nsp-weight`,
 `--eval-mask-rate`) default to what a run made before these options existed trained with, so such a
-run's checkpoint resumes with those values (OLDER_RUN_VALUES, resume_config).
+run's checkpoint resumes with those values (weights.migrate fills them into its stored config).
 scripts/quick_recipes.py searches over them.
 """
 
@@ -289,11 +289,6 @@ def describe_preset(name: str) -> str:
 
 # model-shape fields: a checkpoint whose values differ cannot be loaded into this run's model
 ARCHITECTURE_FIELDS = ("hidden_size", "num_layers", "num_heads", "intermediate_size", "max_seq_len", "pre_ln")
-# Fields added after runs were made, with the value a run made before them trained with: a
-# checkpoint without one resumes with that value, and a flag giving the same value is no change.
-# eval_mask_rate is not here: an older run evaluated at its own mask_rate (resume_config).
-OLDER_RUN_VALUES = {"pre_ln": False, "mlm_bias_init": "zeros", "schedule": "cosine", "decay_fraction": 0.2,
-                    "nsp_weight": 1.0}
 # On --resume the run's own config (from its checkpoint) is used. These fields may be changed by a flag
 # on the resume line: how long, how often to log/eval/save, and where the (same) corpus and cache are.
 # A new --steps moves the end of the cosine schedule from the resumed step on.
@@ -319,17 +314,13 @@ def preset_drift(resumed: TrainConfig, given: dict) -> list[tuple[str, object, o
 
 
 def resume_config(saved: dict, given: dict, session: TrainConfig, source: str) -> TrainConfig:
-    """The config a resumed run continues with: the run's own (`saved`), the changeable fields that
+    """The config a resumed run continues with: the run's own (`saved`, as weights.migrate brought it up to
+    date: every field it trains with is there), the changeable fields that
     `given` sets, this session's fields. Any other given flag that differs from the run's value
     (architecture, lr, batch, seed, preset...) is refused, naming each field: it would silently make
     another run (the optimizer's saved moments, the data order and the schedule belong to these values)."""
     known = {f.name for f in fields(TrainConfig)}
     base = {name: value for name, value in saved.items() if name in known}
-    if "split_seed" not in base and "seed" in base:  # a run from before split_seed split with its seed
-        base["split_seed"] = base["seed"]
-    if "eval_mask_rate" not in base and "mask_rate" in base:  # a run from before eval_mask_rate evaluated at it
-        base["eval_mask_rate"] = base["mask_rate"]
-    base = {**OLDER_RUN_VALUES, **base}
     fixed = [name for name, value in given.items()
              if name not in CHANGEABLE_ON_RESUME and name not in SESSION_FIELDS and base.get(name) != value]
     if fixed:

@@ -62,7 +62,7 @@ _QKV = ("query", "key", "value")  # order of the three blocks inside our fused q
 # --------------------------------------------------------------------------------- weights
 def check_exportable(config: BertConfig) -> None:
     """A pre-LN model has no faithful transformers BERT counterpart (the module docstring): one line, exit 2."""
-    if getattr(config, "pre_ln", False):
+    if config.pre_ln:
         raise UsageError("a pre-LN model (--pre-ln) cannot be exported to transformers: its BertForPreTraining is "
                          "post-LN only (LayerNorm after each residual sum, no final LayerNorm), so the export "
                          "would compute other outputs; use the run's final model file instead")

@@ -7,7 +7,7 @@ change and the slow late change are both sampled. `--milestones log` picks those
 needs (weights, model config, vocab hash, the run's config and the held-out eval at that step),
 not the optimizer: about a third of a resumable checkpoint. They live beside the resumable
 checkpoints as `milestone_XXXXXX.pth`, a name `checkpoint.prune_checkpoints` and `--resume` never
-match, so pruning cannot remove them.
+match, so pruning cannot remove them. The file itself is written and read by weights.py.
 """
 
 from __future__ import annotations
@@ -17,8 +17,6 @@ from pathlib import Path
 from bertstudy.base.errors import UsageError
 from bertstudy.base.run_files import MILESTONE_FILE, milestone_path, numbered_files  # noqa: F401
 
-MILESTONE_FORMAT = "chinese-bert-correlation/milestone-v1"
-MILESTONE_REQUIRED = ("format", "step", "model", "model_config", "config", "vocab_hash", "heldout")
 _MANTISSAS = (1, 2, 5)  # Pythia-style 1-2-5 steps per decade
 
 
@@ -56,25 +54,3 @@ def milestone_steps(spec: str, total_steps: int) -> list[int]:
 
 def list_milestones(folder) -> list[tuple[int, Path]]:
     return numbered_files(folder, MILESTONE_FILE)
-
-
-def save_milestone(path, step: int, model_state: dict, model_config: dict, config: dict, vocab_hash: str,
-                   heldout: dict | None) -> None:
-    """Atomic, weights_only-loadable (see checkpoint.py); heldout: the eval at this step or None."""
-    from bertstudy.training.checkpoint import save_checkpoint  # torch is imported only by runs that save
-
-    save_checkpoint(path, {"format": MILESTONE_FORMAT, "step": step, "model": model_state,
-                           "model_config": model_config, "config": config, "vocab_hash": vocab_hash,
-                           "heldout": heldout})
-
-
-# What a probe says after a file that is no checkpoint (not training's --resume advice).
-PROBE_HINT = ("give --checkpoints a milestone_XXXXXX.pth or step_XXXXXX.pth of the run, or leave --checkpoints out "
-              "(every milestone in RUN_DIR/checkpoints_100k/)")
-
-
-def load_milestone(path, hint: str = PROBE_HINT) -> dict:
-    """A milestone, or a BadInputError naming the file (missing, truncated, not a milestone)."""
-    from bertstudy.training.checkpoint import load_checkpoint
-
-    return load_checkpoint(path, required=MILESTONE_REQUIRED, kind=MILESTONE_FORMAT, hint=hint)

@@ -26,6 +26,7 @@ from bertstudy.base.run_files import (CHECKPOINT_DIR_NAME, EXPORT_DIR_NAME, FINA
 from bertstudy.pretraining.loader import LoaderClock, make_step_loader, resolve_workers
 from bertstudy.training import checkpoint as ckpt
 from bertstudy.training import milestones as ms
+from bertstudy.training import weights
 from bertstudy.training.config import TrainConfig
 from bertstudy.training.device import Distributed, setup_distributed, teardown_distributed
 from bertstudy.training.machine import EarlySpeed
@@ -83,7 +84,7 @@ def evaluate(run: Run, step: int) -> dict | None:
 def save_milestone(run: Run, step: int, heldout: dict | None) -> None:
     """Rank 0: weights for probing at a milestone step, with that step's held-out eval (logged too)."""
     path = ms.milestone_path(run.checkpoint_dir, step)
-    ms.save_milestone(path, step, run.model.state_dict(), asdict(run.model_config), run.config.to_dict(),
+    weights.save_milestone(path, step, run.model.state_dict(), asdict(run.model_config), run.config.to_dict(),
                       run.data.vocab.hash, heldout)
     run.log.write("milestone", step=step, path=str(path), heldout_mlm_acc=(heldout or {}).get("mlm_acc"),
                   heldout_nsp_acc=(heldout or {}).get("nsp_acc"))
@@ -111,7 +112,8 @@ def save(run: Run, step: int) -> None:
         path = ckpt.checkpoint_path(run.checkpoint_dir, step)
         try:
             ckpt.save_checkpoint(path, {
-                "format": ckpt.CHECKPOINT_FORMAT, "step": step, "model": run.model.state_dict(), **trainer_state,
+                "format": ckpt.CHECKPOINT_FORMAT, "step": step, "model": run.model.state_dict(),
+                "model_config": asdict(run.model_config), **trainer_state,
                 "rng": rng_by_rank[0], "rng_by_rank": rng_by_rank, "config": config.to_dict(),
                 "vocab_hash": run.data.vocab.hash, "history": run.history, "elapsed_s": run.clock.elapsed(),
                 "data_position": {"next_step": step, "seed": config.seed, "batch_size": config.batch_size,

@@ -30,7 +30,7 @@ from bertstudy.pretraining.vocab import Vocab, build_vocab, save_vocab
 from bertstudy.training import checkpoint as ckpt
 from bertstudy.training import milestones as ms
 from bertstudy.training.batch_fit import resolve_batch_split
-from bertstudy.training.config import (ARCHITECTURE_FIELDS, CUDA_GRAPH_MODES, OLDER_RUN_VALUES, TrainConfig,
+from bertstudy.training.config import (ARCHITECTURE_FIELDS, CUDA_GRAPH_MODES, TrainConfig,
                                        check_cuda_graph_split)
 from bertstudy.training.device import Distributed, agree_or_fail, autocast_context, precision_settings
 from bertstudy.training.run_folder import StartPlan
@@ -150,7 +150,7 @@ def _build_trainer(config: TrainConfig, data: PreparedData, dist: Distributed):
 def _restore(state: dict, plan: StartPlan, config: TrainConfig, data: PreparedData, model, trainer: Trainer,
              dist: Distributed) -> tuple[int, float, dict]:
     """Load a checkpoint into model, optimizer and RNGs; (start step, elapsed seconds, history up to it)."""
-    ckpt.check_compatible(state, plan.path, config.to_dict(), data.vocab.hash, ARCHITECTURE_FIELDS, OLDER_RUN_VALUES)
+    ckpt.check_compatible(state, plan.path, config.to_dict(), data.vocab.hash, ARCHITECTURE_FIELDS)
     _check_same_corpus(state, data, config)
     model.load_state_dict(state["model"])
     trainer.load_state(state)

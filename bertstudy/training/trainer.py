@@ -72,12 +72,11 @@ def lr_at(step: int, config: TrainConfig) -> float:
 
 
 def model_config_for(config: TrainConfig, vocab_size: int) -> BertConfig:
-    """The model's shape from a run's config (or any object with its fields: a checkpoint's stored config
-    from before pre_ln builds a post-LN model)."""
+    """The model's shape from a run's config."""
     return BertConfig(vocab_size=vocab_size, hidden_size=config.hidden_size, num_layers=config.num_layers,
                       num_heads=config.num_heads, intermediate_size=config.intermediate_size,
                       max_position=config.max_seq_len, dropout=config.dropout,
-                      pre_ln=bool(getattr(config, "pre_ln", False)))
+                      pre_ln=config.pre_ln)
 
 
 @dataclass
@@ -289,9 +288,7 @@ class Trainer:
         load_optimizer_state(self.optimizer, state["optimizer"])
         if self.scaler and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
-        saved = list(state["totals"])  # a checkpoint from before the kind counters has fewer: unknown (NaN),
-        saved += [math.nan] * (len(TOTAL_NAMES) - len(saved))  # so its next log point leaves the kinds out
-        totals = torch.tensor(saved, dtype=torch.float64, device=self.dist.device)
+        totals = torch.tensor(state["totals"], dtype=torch.float64, device=self.dist.device)
         self.totals = totals if self.dist.is_main else torch.zeros_like(totals)  # the saved sum counts once
         in_a_row, total = state["nonfinite"]
         self.counters = torch.tensor([total, in_a_row, in_a_row], dtype=torch.float64, device=self.dist.device)

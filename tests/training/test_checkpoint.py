@@ -88,7 +88,7 @@ def test_truncated_newest_checkpoint_is_skipped_for_resume(run_dir, tmp_path, ca
 def test_other_files_are_refused(tmp_path):
     plain = tmp_path / "other.pth"
     torch.save({"weights": torch.zeros(2)}, plain)
-    with pytest.raises(BadInputError, match="not a chinese-bert-correlation/checkpoint-v1"):
+    with pytest.raises(BadInputError, match="not a chinese-bert-correlation/checkpoint-v2"):
         ckpt.load_checkpoint(plain)
     torch.save({"format": ckpt.CHECKPOINT_FORMAT, "step": 1}, plain)
     with pytest.raises(BadInputError, match="lacks"):

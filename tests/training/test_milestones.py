@@ -11,7 +11,8 @@ from bertstudy.training.checkpoint import list_checkpoints
 from bertstudy.corpus.corpus_io import load_documents
 from bertstudy.base.errors import EXIT_OK, EXIT_USAGE, BadInputError, UsageError
 from bertstudy.pretraining.heldout_split import SPLIT_NAME, read_split, recompute_split
-from bertstudy.training.milestones import list_milestones, load_milestone, log_spaced_steps, milestone_steps
+from bertstudy.training.milestones import list_milestones, log_spaced_steps, milestone_steps
+from bertstudy.training.weights import load_milestone
 from bertstudy.training.config import preset_config
 from tests.train_helpers import tiny_args, write_tiny_corpus
 

@@ -14,6 +14,7 @@ from bertstudy.base.atomic_io import iter_jsonl, read_json
 from bertstudy.base.errors import BadInputError
 from bertstudy.corpus.corpus_io import load_documents
 from bertstudy.training.config import preset_config, resume_config
+from bertstudy.training.weights import migrate_config
 from tests.train_helpers import tiny_args, write_tiny_corpus
 
 torch.set_num_threads(1)
@@ -90,5 +91,5 @@ def test_the_pretraining_seed_does_not_move_the_heldout_split(tiny_run, tmp_path
 def test_a_run_from_before_split_seed_resumes_with_its_own_seed():
     saved = preset_config("quick", seed=7).to_dict()
     del saved["split_seed"]  # a checkpoint written before the field existed split with its seed
-    resumed = resume_config(saved, {}, preset_config("quick"), "step_000010.pth")
+    resumed = resume_config(migrate_config(saved), {}, preset_config("quick"), "step_000010.pth")  # as loading it does
     assert (resumed.seed, resumed.split_seed) == (7, 7)

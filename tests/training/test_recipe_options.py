@@ -23,9 +23,10 @@ from bertstudy.pretraining.vocab import NUM_SPECIAL, build_vocab
 from bertstudy.training import checkpoint as ckpt
 from bertstudy.training import milestones as ms
 from bertstudy.training import run_setup
-from bertstudy.training.config import OLDER_RUN_VALUES, TrainConfig, preset_config, resume_config
+from bertstudy.training.config import TrainConfig, preset_config, resume_config
 from bertstudy.training.device import Distributed
 from bertstudy.training.trainer import Trainer, lr_at, model_config_for
+from bertstudy.training.weights import OLDER_RUN_VALUES, load_milestone, migrate_config
 from tests.train_helpers import tiny_documents, tiny_training_parts
 
 torch.set_num_threads(1)
@@ -157,6 +158,7 @@ NEW = {"pre_ln": True, "mlm_bias_init": "unigram", "schedule": "constant", "deca
 def test_a_run_from_before_the_fields_resumes_with_what_it_trained_with():
     old = {k: v for k, v in preset_config("quick_plateau", mask_rate=0.25).to_dict().items() if k not in NEW}
     session = preset_config("quick_plateau")
+    old = migrate_config(old)  # what loading its checkpoint does
     resumed = resume_config(old, {}, session, "ck.pth")
     assert {k: getattr(resumed, k) for k in OLDER_RUN_VALUES} == OLDER_RUN_VALUES
     assert resumed.eval_mask_rate == 0.25  # it evaluated at its mask rate: its curve stays one curve
@@ -172,7 +174,7 @@ def test_resume_refuses_a_changed_recipe_field_as_any_other(name):
     with pytest.raises(UsageError, match=f"ck.pth was trained with {name} {saved[name]}; this command line gives "
                                          f"{name} {NEW[name]}"):
         resume_config(saved, {name: NEW[name]}, session, "ck.pth")
-    old = {k: v for k, v in saved.items() if k not in NEW}  # and a run from before the field
+    old = migrate_config({k: v for k, v in saved.items() if k not in NEW})  # and a run from before the field
     with pytest.raises(UsageError, match=f"gives {name} {NEW[name]}"):
         resume_config(old, {name: NEW[name]}, session, "ck.pth")
     assert getattr(resume_config(saved, {name: saved[name]}, session, "ck.pth"), name) == saved[name]
@@ -207,7 +209,7 @@ def test_the_unigram_bias_is_the_fresh_runs_start_and_a_resume_keeps_the_checkpo
     resolved = read_json(out / "resolved_config.json")
     config = TrainConfig(**{k: v for k, v in resolved.items() if k in {f.name for f in fields(TrainConfig)}})
     data = run_setup.prepare_data(config, Distributed())
-    start = ms.load_milestone(ms.milestone_path(out / "checkpoints_100k", 0))
+    start = load_milestone(ms.milestone_path(out / "checkpoints_100k", 0))
     np.testing.assert_allclose(start["model"]["mlm_bias"].numpy(), unigram_log_frequencies(data.id_counts), rtol=1e-6)
     copy = tmp_path / "run"
     shutil.copytree(out, copy)

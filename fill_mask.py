@@ -59,7 +59,8 @@ def main(argv=None) -> int:
     def body():
         import torch
 
-        from bertstudy.training.hf_export import MASK, fill_mask, load_exported
+        from bertstudy.training.fill_mask import MASK, fill_mask
+        from bertstudy.training.hf_export import load_exported
 
         no_mask = [text for text in args.texts if MASK not in text]
         if no_mask:  # before loading the model, and before printing any other sentence's answers

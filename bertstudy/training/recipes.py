@@ -236,7 +236,7 @@ def probe_answers(folder: Path, sentences=PROBE_SENTENCES, top_k: int = TOP_K) -
     from bertstudy.model import BertConfig, BertForPretraining
     from bertstudy.pretraining.vocab import load_vocab
     from bertstudy.training.checkpoint import load_final_model
-    from bertstudy.training.hf_export import fill_mask
+    from bertstudy.training.fill_mask import fill_mask
 
     state = load_final_model(folder / FINAL_MODEL_NAME)
     vocab = load_vocab(folder / VOCAB_NAME)

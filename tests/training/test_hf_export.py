@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from bertstudy.base.errors import BadInputError, UsageError
-from bertstudy.training.hf_export import export_pretrained, fill_mask, load_exported, tokenize_chars
+from bertstudy.training.fill_mask import fill_mask, tokenize_chars
+from bertstudy.training.hf_export import export_pretrained, load_exported
 from bertstudy.model import BertConfig, BertForPretraining
 import fill_mask as fill_mask_script
 

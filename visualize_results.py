@@ -122,7 +122,7 @@ def draw_seeds(args, style) -> int:
     import hashlib
     import json
 
-    from bertstudy.charts.seeds import SEEDS_CHART, seeds_chart
+    from bertstudy.charts.seed_chart import SEEDS_CHART, seeds_chart
 
     out_dir = Path(args.out_dir) if args.out_dir is not None else Path(args.seeds_summary).parent
     check_writable_dir(out_dir, "--out-dir")
@@ -172,8 +172,8 @@ def main(argv=None) -> int:
         fingerprint = history_fingerprint(history)
         downstream = None
         if args.downstream:  # read before drawing: a bad file fails at once
-            from bertstudy.downstream.analysis import load_downstream
-            from bertstudy.downstream.plots import DOWNSTREAM_CHART, downstream_chart
+            from bertstudy.charts.downstream_chart import DOWNSTREAM_CHART, downstream_chart
+            from bertstudy.downstream.analysis import chart_correlations, load_downstream
 
             downstream = load_downstream(args.downstream, history)  # another run's pass: exit 3, as --analysis
         names = chart_files(compare=bool(args.compare)) + ((DOWNSTREAM_CHART,) if downstream else ())
@@ -182,7 +182,7 @@ def main(argv=None) -> int:
         runs = [(label, load_history(path)) for label, path in args.compare] if args.compare else None
         figures = all_charts(history, style, runs=runs, analysis=analysis)
         if downstream is not None:
-            figures[DOWNSTREAM_CHART] = downstream_chart(downstream, style)
+            figures[DOWNSTREAM_CHART] = downstream_chart(downstream, chart_correlations(downstream), style)
         for name, figure in figures.items():
             write_chart(out_dir / name, figure, style, args.dpi, fingerprint, args.history)
         return EXIT_OK

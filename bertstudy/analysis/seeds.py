@@ -13,7 +13,7 @@ analysed (`source.path`). Figures, each named `<metric>.<figure>` (or `downstrea
 
 Per figure: the value of each run that has it, n, mean, min, max and the sample standard deviation
 (n - 1; null for one run). With the runs' histories (`seed_bands`), the summary's `bands` hold each
-held-out accuracy by step across the runs (the charts' band: `charts/seeds.py`), and `shortcut` the
+held-out accuracy by step across the runs (the charts' band: `charts/seed_chart.py`), and `shortcut` the
 levels their corpus predicts. Pure: the caller reads the files.
 """
 

@@ -140,7 +140,7 @@ LABELS: dict[str, tuple[str, str]] = {
     "seeds_band": ("种子间最小–最大", "min-max across seeds"),
     "seeds_mean": ("种子均值", "mean of the seeds"),
     "seed_run": ("种子 {seed}", "seed {seed}"),
-    # downstream.png (bertstudy/downstream/plots.py)
+    # downstream.png (downstream_chart.py)
     "ds_title": ("下游任务得分与预训练进度（{mode}）", "Downstream scores across pretraining ({mode})"),
     "ds_probe": ("线性探针", "linear probe"),
     "ds_finetune": ("微调", "fine-tuning"),

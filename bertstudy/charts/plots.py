@@ -1,5 +1,5 @@
 """The five charts of the study: data in (History objects, analysis dicts), matplotlib Figure out.
-The fitted-curve charts (correlation, forecast, phase model) are in `charts/curves.py` and draw the
+The fitted-curve charts (correlation, forecast, phase model) are in `charts/curve_charts.py` and draw the
 analysis' chart data; what all charts share is in `charts/style.py`; both are re-exported here.
 
 No file I/O and no pyplot here: figures are built with `matplotlib.figure.Figure` directly (no
@@ -26,7 +26,7 @@ from bertstudy.analysis.shortcut_level import reference
 from bertstudy.charts.style import (  # noqa: F401  (re-exported: the charts' shared pieces)
     CURVE_COLORS, CURVE_STYLES, EVAL_COLOR, NOTE_COLOR, TRAIN_COLOR, ChartConfig, draw_shortcut, marker_area,
     metric_label, place_legends_clear_of_data, new_figure, draw_note, render_png, smoothing_window, steps_axis, set_chart_title)
-from bertstudy.charts.curves import correlation_analysis, forecast, forecast_ylim  # noqa: F401
+from bertstudy.charts.curve_charts import correlation_analysis, forecast, forecast_ylim  # noqa: F401
 
 SUMMARY_CHART = "run_summary.png"  # one run's summary (the original named it comparison_50k_100k.png)
 COMPARISON_CHART = "comparison_50k_100k.png"  # the same chart with --compare: it compares runs

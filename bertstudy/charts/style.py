@@ -1,7 +1,7 @@
 """What every chart of the study shares: sizes, colours, the step axis, notes, titles and PNG output.
 
 No pyplot: figures are `matplotlib.figure.Figure`s drawn under the TextStyle's font settings.
-`plots.py` (training, comparison and loss charts) and `plots_curves.py` (fitted curves, forecast and
+`plots.py` (training, comparison and loss charts) and `curve_charts.py` (fitted curves, forecast and
 phase model) build on it; it imports neither.
 """
 

@@ -106,6 +106,11 @@ def task_correlations(task: dict, level: float = 0.95) -> dict:
             "honest": association(points, level=level)}
 
 
+def chart_correlations(doc: dict) -> dict:
+    """task_correlations of each task with points: the figures charts/downstream_chart.py draws."""
+    return {name: task_correlations(task) for name, task in doc["tasks"].items() if task.get("points")}
+
+
 def downstream_correlations(doc: dict, source: str = "", level: float = 0.95) -> dict:
     """The analysis dict's "downstream" entry: per task, both correlations and the baselines."""
     return {"source": source, "level": level, "mode": (doc["meta"].get("settings") or {}).get("mode"),

@@ -13,7 +13,7 @@ import visualize_results  # noqa: E402
 from bertstudy.analysis.seeds import SUMMARY_FORMAT, seed_bands  # noqa: E402
 from bertstudy.base.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_USAGE  # noqa: E402
 from bertstudy.charts.fonts import TextStyle  # noqa: E402
-from bertstudy.charts.seeds import seed_name, seeds_chart  # noqa: E402
+from bertstudy.charts.seed_chart import seed_name, seeds_chart  # noqa: E402
 
 ENGLISH = TextStyle("en")
 SHORTCUT = {"top_char": "，", "mask_level": 0.046, "overall_level": 0.137}

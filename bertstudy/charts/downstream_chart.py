@@ -1,9 +1,9 @@
 """downstream.png: each task's score against training step and against held-out MLM accuracy.
 
-Data in (probe_downstream.py's document), Figure out, as bertstudy/charts/plots.py's charts: one row per
-task; left, the score over steps on a symmetric-log axis (step 0, the untrained model, stays on it);
-right, the score against held-out MLM accuracy with the Pearson/Spearman figures of
-downstream/analysis.py and the partial r given ln(step) (association.py: what MLM accuracy says beyond
+Data in (probe_downstream.py's document and, per task, the figures downstream/analysis.py's
+task_correlations computes from it), Figure out, as plots.py's charts: one row per task; left, the score
+over steps on a symmetric-log axis (step 0, the untrained model, stays on it); right, the score against
+held-out MLM accuracy with those Pearson/Spearman figures and the partial r given ln(step) (association.py: what MLM accuracy says beyond
 the shared log-step trend). Baselines are horizontal lines in both panels. When the points carry a probe per
 layer, a third panel per task shows the score by layer and step (the "probing across time"
 picture), each checkpoint's best layer marked; a file without them draws the two panels alone.
@@ -16,7 +16,6 @@ from matplotlib import rc_context
 from matplotlib.figure import Figure
 
 from bertstudy.charts.fonts import TextStyle
-from bertstudy.downstream.analysis import task_correlations
 
 DOWNSTREAM_CHART = "downstream.png"
 TASK_LABELS = {"cws": "ds_cws", "sentiment": "ds_sentiment", "ner": "ds_ner"}
@@ -101,7 +100,8 @@ def _layer_panel(fig: Figure, ax, points: list[dict], style: TextStyle, task_lab
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.25), fontsize=8.5, frameon=False)
 
 
-def downstream_chart(doc: dict, style: TextStyle, width: float = 13.0) -> Figure:
+def downstream_chart(doc: dict, correlations: dict, style: TextStyle, width: float = 13.0) -> Figure:
+    """`correlations`: task name -> downstream.analysis.task_correlations of that task."""
     with rc_context(style.rc_params()):  # text keeps the font it is made with
         tasks = [name for name in doc["tasks"] if doc["tasks"][name].get("points") is not None]
         layered = any(p.get("layers") for name in tasks for p in doc["tasks"][name]["points"])
@@ -130,7 +130,7 @@ def downstream_chart(doc: dict, style: TextStyle, width: float = 13.0) -> Figure
             with_acc = [p for p in points if p.get("heldout_mlm_acc") is not None]
             by_mlm.plot([p["heldout_mlm_acc"] for p in with_acc], [p["score"] for p in with_acc], "o",
                         color=MODEL_COLOR, label=style.text("ds_model"))
-            figures = task_correlations(task)
+            figures = correlations[name]
             corr, partial = figures["mlm_vs_score"], figures["honest"]["partial_mlm_given_ln_step"]
             by_mlm.set_title(style.text("ds_corr", r=_fmt(corr["pearson"]["r"]), rho=_fmt(corr["spearman"]["rho"]),
                                         n=corr["pearson"]["n"], sep="\n") + "\n"

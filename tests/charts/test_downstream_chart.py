@@ -14,15 +14,16 @@ from matplotlib import rc_context  # noqa: E402
 from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 
 from bertstudy.charts.fonts import TextStyle  # noqa: E402
-from bertstudy.downstream.analysis import load_downstream  # noqa: E402
-from bertstudy.downstream.plots import downstream_chart, layer_grid, step_groups  # noqa: E402
+from bertstudy.charts.downstream_chart import downstream_chart, layer_grid, step_groups  # noqa: E402
+from bertstudy.downstream.analysis import chart_correlations, load_downstream  # noqa: E402
 
 DOWNSTREAM = Path(__file__).resolve().parent.parent / "data" / "cpu_tier_seed42_downstream.json"  # a real pass, pinned
 ENGLISH = TextStyle("en")
 
 
 def drawn():
-    fig = downstream_chart(load_downstream(DOWNSTREAM), ENGLISH)
+    doc = load_downstream(DOWNSTREAM)
+    fig = downstream_chart(doc, chart_correlations(doc), ENGLISH)
     with rc_context(ENGLISH.rc_params()):
         canvas = FigureCanvasAgg(fig)
         canvas.draw()
@@ -74,7 +75,7 @@ def with_layers(doc: dict, depth: int = 4) -> dict:
 
 
 def draw(doc: dict):
-    fig = downstream_chart(doc, ENGLISH)
+    fig = downstream_chart(doc, chart_correlations(doc), ENGLISH)
     with rc_context(ENGLISH.rc_params()):
         FigureCanvasAgg(fig).draw()
     return fig

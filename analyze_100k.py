@@ -154,21 +154,21 @@ def main(argv=None) -> int:
         check_analysis_out(out, series_fingerprint(steps, values), args.overwrite)
         downstream = None
         if args.downstream:  # before the work: a pass of another run is refused (exit 3) as --analysis is
-            from bertstudy.downstream.analysis import load_downstream
+            from bertstudy.downstream.mlm_vs_score import load_downstream
 
             downstream = load_downstream(args.downstream, history)
         runs = [(label, load_history(path)) for label, path in args.compare]
         result = analyze(history, args.metric, train_fraction=args.train_fraction, targets=args.target,
                          bootstrap=args.bootstrap, seed=args.seed, compare=runs, require_r=args.require_r)
         if args.downstream:
-            from bertstudy.downstream.analysis import downstream_correlations
+            from bertstudy.downstream.mlm_vs_score import downstream_correlations
 
             result["downstream"] = downstream_correlations(downstream, args.downstream)
         atomic_write_json(out, result)
         if not args.quiet:
             print(format_report(result))
             if args.downstream:
-                from bertstudy.downstream.analysis import format_downstream
+                from bertstudy.downstream.mlm_vs_score import format_downstream
 
                 print("\n" + format_downstream(result["downstream"]))
         print(f"wrote {out}")

@@ -74,7 +74,7 @@ def main(argv=None) -> int:
     def body() -> int:
         import torch  # only once the command line is valid
 
-        from bertstudy.downstream.scoring import PassSettings, run_pass, summary_lines
+        from bertstudy.downstream.downstream_pass import PassSettings, run_pass, summary_lines
 
         from bertstudy.training.machine import machine_threads
 

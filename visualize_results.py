@@ -173,7 +173,7 @@ def main(argv=None) -> int:
         downstream = None
         if args.downstream:  # read before drawing: a bad file fails at once
             from bertstudy.charts.downstream_chart import DOWNSTREAM_CHART, downstream_chart
-            from bertstudy.downstream.analysis import chart_correlations, load_downstream
+            from bertstudy.downstream.mlm_vs_score import chart_correlations, load_downstream
 
             downstream = load_downstream(args.downstream, history)  # another run's pass: exit 3, as --analysis
         names = chart_files(compare=bool(args.compare)) + ((DOWNSTREAM_CHART,) if downstream else ())

@@ -67,6 +67,16 @@ def test_every_module_lives_in_a_stage():
     assert not stray, f"modules outside the stage folders: {stray}"
 
 
+def test_no_module_name_in_two_stages():
+    """`curves` in analysis and in charts reads as one module in a traceback or an import line."""
+    stages_of = {}
+    for module, path in modules().items():
+        if module != "bertstudy" and path.name != "__init__.py":
+            stages_of.setdefault(module.rsplit(".", 1)[-1], set()).add(stage(module))
+    repeated = {name: sorted(found) for name, found in stages_of.items() if len(found) > 1}
+    assert not repeated, f"module names used in more than one stage: {repeated}"
+
+
 def test_imports_point_down_the_stages(graph):
     upward = [f"{m} imports {dep}" for m, deps in graph.items() if m != "bertstudy"
               for dep in deps if stage(dep) != stage(m) and stage(dep) not in ALLOWED[stage(m)]]

@@ -1,6 +1,6 @@
 """downstream.png: each task's score against training step and against held-out MLM accuracy.
 
-Data in (probe_downstream.py's document and, per task, the figures downstream/analysis.py's
+Data in (probe_downstream.py's document and, per task, the figures downstream/mlm_vs_score.py's
 task_correlations computes from it), Figure out, as plots.py's charts: one row per task; left, the score
 over steps on a symmetric-log axis (step 0, the untrained model, stays on it); right, the score against
 held-out MLM accuracy with those Pearson/Spearman figures and the partial r given ln(step) (association.py: what MLM accuracy says beyond
@@ -101,7 +101,7 @@ def _layer_panel(fig: Figure, ax, points: list[dict], style: TextStyle, task_lab
 
 
 def downstream_chart(doc: dict, correlations: dict, style: TextStyle, width: float = 13.0) -> Figure:
-    """`correlations`: task name -> downstream.analysis.task_correlations of that task."""
+    """`correlations`: task name -> downstream.mlm_vs_score.task_correlations of that task."""
     with rc_context(style.rc_params()):  # text keeps the font it is made with
         tasks = [name for name in doc["tasks"] if doc["tasks"][name].get("points") is not None]
         layered = any(p.get("layers") for name in tasks for p in doc["tasks"][name]["points"])

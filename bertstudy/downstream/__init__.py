@@ -2,7 +2,8 @@
 
 tasks.py (the labelled sets and their leakage-free splits), metrics.py (SIGHAN word F1, accuracy),
 probe.py (frozen-feature probe or fine-tuning of one checkpoint), baselines.py (jieba, a character
-n-gram classifier, the untrained model), scoring.py (the whole pass, resumable), analysis.py
+n-gram classifier, the untrained model), downstream_pass.py (the whole pass, resumable), mlm_vs_score.py
 (MLM accuracy vs downstream score), association.py (the same with the pre-learning checkpoints
-collapsed, the partial r given ln(step), first differences, paired tests), plots.py (the downstream chart).
+collapsed, the partial r given ln(step), first differences, paired tests). The chart is
+charts/downstream_chart.py.
 """

@@ -15,7 +15,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 
 from bertstudy.charts.fonts import TextStyle  # noqa: E402
 from bertstudy.charts.downstream_chart import downstream_chart, layer_grid, step_groups  # noqa: E402
-from bertstudy.downstream.analysis import chart_correlations, load_downstream  # noqa: E402
+from bertstudy.downstream.mlm_vs_score import chart_correlations, load_downstream  # noqa: E402
 
 DOWNSTREAM = Path(__file__).resolve().parent.parent / "data" / "cpu_tier_seed42_downstream.json"  # a real pass, pinned
 ENGLISH = TextStyle("en")

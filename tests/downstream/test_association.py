@@ -9,7 +9,7 @@ import pytest
 from scipy import stats as sps
 
 from bertstudy.analysis.stats import fisher_interval
-from bertstudy.downstream.analysis import downstream_correlations, format_downstream
+from bertstudy.downstream.mlm_vs_score import downstream_correlations, format_downstream
 from bertstudy.downstream.association import (association, collapse_pre_learning, first_difference_correlation,
                                               mcnemar, paired_bootstrap_f1, paired_tests, partial_correlation,
                                               sentence_counts)

@@ -12,7 +12,7 @@ import torch
 from bertstudy.analysis.stats import spearman_with_ci
 from bertstudy.corpus.corpus_io import Document
 from bertstudy.downstream import baselines
-from bertstudy.downstream.analysis import downstream_correlations
+from bertstudy.downstream.mlm_vs_score import downstream_correlations
 from bertstudy.downstream.metrics import segmentation_f1, spans_from_tags, spans_from_words, tags_from_words
 from bertstudy.downstream.probe import fit_linear_probe, viterbi_tags
 from bertstudy.downstream.tasks import (LeakageGuard, Review, SegSentence, parse_seg_line, read_reviews,

@@ -15,8 +15,8 @@ import train_large_100k
 import visualize_results
 from bertstudy.base.atomic_io import read_json
 from bertstudy.corpus.corpus_io import load_documents
-from bertstudy.downstream import scoring
-from bertstudy.downstream.scoring import PassSettings, prepare_tasks
+from bertstudy.downstream import downstream_pass
+from bertstudy.downstream.downstream_pass import PassSettings, prepare_tasks
 from bertstudy.downstream.tasks import model_text
 from bertstudy.base.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from bertstudy.corpus.text_clean import normalize_width, split_sentences
@@ -84,7 +84,7 @@ def test_no_test_sentence_appears_in_the_pretraining_documents(tiny_run):
 def test_interrupted_pass_resumes_exactly(tiny_run, scored, monkeypatch, capsys):
     root, task_data, _, run = tiny_run
     out = root / "resumed.json"
-    real_load = scoring.probe.load_model
+    real_load = downstream_pass.probe.load_model
     calls = []
 
     def load_then_stop(path, vocab, device="cpu"):
@@ -93,11 +93,11 @@ def test_interrupted_pass_resumes_exactly(tiny_run, scored, monkeypatch, capsys)
             raise KeyboardInterrupt  # Ctrl-C while scoring the third checkpoint
         return real_load(path, vocab, device)
 
-    monkeypatch.setattr(scoring.probe, "load_model", load_then_stop)
+    monkeypatch.setattr(downstream_pass.probe, "load_model", load_then_stop)
     argv = [str(run), "--task-data", str(task_data), "--out", str(out), *PROBE_ARGS]
     assert probe_downstream.main(argv) == EXIT_INTERRUPTED
     assert [p["step"] for p in read_json(out)["tasks"]["cws"]["points"]] == [0, 1]
-    monkeypatch.setattr(scoring.probe, "load_model", real_load)
+    monkeypatch.setattr(downstream_pass.probe, "load_model", real_load)
     capsys.readouterr()
     assert probe_downstream.main(argv) == EXIT_OK
     assert "(3 checkpoint(s) scored now)" in capsys.readouterr().out
@@ -201,8 +201,8 @@ def test_out_is_checked_before_any_scoring(tiny_run, tmp_path, capsys, monkeypat
     def no_work(*args, **kwargs):
         raise AssertionError("scoring started before --out was checked")
 
-    monkeypatch.setattr(scoring, "prepare_tasks", no_work)
-    monkeypatch.setattr(scoring.probe, "load_model", no_work)
+    monkeypatch.setattr(downstream_pass, "prepare_tasks", no_work)
+    monkeypatch.setattr(downstream_pass.probe, "load_model", no_work)
     (tmp_path / "a_file").write_text("x", encoding="utf-8")
     argv = [str(run), "--task-data", str(task_data), *PROBE_ARGS]
     assert probe_downstream.main([*argv, "--out", str(tmp_path / "a_file" / "ds.json")]) == EXIT_USAGE

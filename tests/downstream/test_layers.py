@@ -14,10 +14,10 @@ import torch
 
 from bertstudy.base.atomic_io import read_json
 from bertstudy.base.errors import UsageError
-from bertstudy.downstream import probe, scoring
-from bertstudy.downstream.analysis import downstream_correlations, format_downstream
+from bertstudy.downstream import downstream_pass, probe
+from bertstudy.downstream.mlm_vs_score import downstream_correlations, format_downstream
 from bertstudy.downstream.ner import probe_ner
-from bertstudy.downstream.scoring import PassSettings, prepare_tasks, read_run, run_pass
+from bertstudy.downstream.downstream_pass import PassSettings, prepare_tasks, read_run, run_pass
 from bertstudy.model import BertConfig, BertForPretraining, additive_mask
 
 torch.set_num_threads(1)
@@ -136,7 +136,7 @@ def toy_pass(toy_run):
 def test_a_pass_writes_every_layer_and_the_per_item_lists(toy_pass):
     doc, out, _ = toy_pass
     assert read_json(out)["tasks"] == doc["tasks"]
-    assert doc["meta"]["settings"]["layers"] == scoring.PROBE_LAYERS and doc["meta"]["layers"] == scoring.PROBE_LAYERS
+    assert doc["meta"]["settings"]["layers"] == downstream_pass.PROBE_LAYERS and doc["meta"]["layers"] == downstream_pass.PROBE_LAYERS
     cws, sentiment = doc["tasks"]["cws"], doc["tasks"]["sentiment"]
     for task, items in ((cws, "sentence_counts"), (sentiment, "item_correct")):
         for point in task["points"]:
@@ -214,7 +214,7 @@ def test_a_probe_file_from_before_the_per_layer_pass_is_refused(toy_run, toy_pas
 def test_document_text_is_json_with_number_lists_on_one_line():
     # a list's dict of plain values (a `layers` entry) on one line too; a dict's dict as json.dumps writes it
     doc = {"a": [{"b": [1, 0, 1], "c": [[1, 2, 3], [0, 1, 1]], "d": []}], "e": {}, "f": "x", "g": [{"h": 1}, 2]}
-    assert scoring.document_text(doc) == """{
+    assert downstream_pass.document_text(doc) == """{
   "a": [
     {
       "b": [1, 0, 1],
@@ -230,4 +230,4 @@ def test_document_text_is_json_with_number_lists_on_one_line():
   ]
 }"""
     plain = {"meta": {"run": {"started_at": 1.5, "名": "中文"}, "none": None, "ok": True}}  # no list: json's own layout
-    assert scoring.document_text(plain) == json.dumps(plain, indent=2, ensure_ascii=False)
+    assert downstream_pass.document_text(plain) == json.dumps(plain, indent=2, ensure_ascii=False)

@@ -28,7 +28,7 @@ from bertstudy.base.run_files import (CHECKPOINT_DIR_NAME, DOWNSTREAM_NAME, FINE
                                       HISTORY_NAME, SPLIT_NAME, VOCAB_NAME)
 from bertstudy.pretraining.vocab import load_vocab
 from bertstudy.downstream import baselines, controls, near_duplicates, probe
-from bertstudy.downstream.analysis import DOWNSTREAM_FORMAT, run_identity
+from bertstudy.downstream.mlm_vs_score import DOWNSTREAM_FORMAT, run_identity
 from bertstudy.downstream.ner import identity_ner, probe_ner, read_entities
 from bertstudy.downstream.tasks import LeakageGuard, TaskSplit, read_reviews, read_segmentation, split_for_run
 

@@ -30,7 +30,7 @@ PROBE_SENTENCES ?= "中国[MASK]民" "北京是中国的首[MASK]" "我们明[MA
 # Milestones of the first seed that study-cpu SEEDS=... also fine-tunes (encoder + head), beside the frozen probes.
 FINETUNE_STEPS ?= 500,2000,5000
 
-.PHONY: help quickstart test test-fast venv system-deps system-deps-test bench gpu-check study-cpu clean
+.PHONY: help quickstart test test-fast across-models venv system-deps system-deps-test bench gpu-check study-cpu clean
 .DEFAULT_GOAL := help
 
 # `make` alone: the targets, from the `## ` text on each target's line.
@@ -80,6 +80,20 @@ test-fast: system-deps venv  ## the tests not marked slow
 # Training throughput on this machine, ours vs transformers (minutes on a CPU; docs/PERFORMANCE.md has the figures and times).
 bench: venv data/corpus.jsonl  ## training throughput on this machine, ours vs transformers
 	$(PY) bench/throughput.py --out bench/throughput_result.json
+
+# The across-model test (docs/ACROSS_MODELS_PLAN.md): 21 runs of 1,000 steps and their probes, two processes at a
+# time on one thread each, into $(ACROSS_RUNS); rerun to continue. Its analysis and chart: results/across_models/.
+ACROSS_RUNS ?= runs/across_models
+across-models: system-deps venv  ## the across-model test: prepare, train 21 runs, probe them, analyze (resumable)
+	$(PY) rare_char_fetch.py --source embedded --out $(EMBEDDED_DIR)/corpus.jsonl
+	$(PY) scripts/across_models.py prepare --corpus $(EMBEDDED_DIR)/corpus.jsonl
+	$(PY) scripts/across_models.py --runs-dir $(ACROSS_RUNS) train --shard 1/2 --threads 1 & first=$$!; \
+	  $(PY) scripts/across_models.py --runs-dir $(ACROSS_RUNS) train --shard 2/2 --threads 1; second=$$?; \
+	  wait $$first && exit $$second
+	$(PY) scripts/across_models.py --runs-dir $(ACROSS_RUNS) probe --shard 1/2 & first=$$!; \
+	  $(PY) scripts/across_models.py --runs-dir $(ACROSS_RUNS) probe --shard 2/2; second=$$?; \
+	  wait $$first && exit $$second
+	$(PY) scripts/across_models.py --runs-dir $(ACROSS_RUNS) analyze --out results/across_models/analysis.json --overwrite
 
 data/corpus.jsonl:
 	$(PY) rare_char_fetch.py --source embedded --out data/corpus.jsonl

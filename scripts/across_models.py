@@ -28,7 +28,7 @@ from bertstudy.base.errors import (EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, EX
 EXAMPLES = [
     "python scripts/across_models.py prepare",
     "python scripts/across_models.py train --shard 1/2 --threads 1 & python scripts/across_models.py train --shard 2/2 --threads 1",
-    "python scripts/across_models.py probe --threads 1",
+    "python scripts/across_models.py probe --shard 1/2 & python scripts/across_models.py probe --shard 2/2",
     "python scripts/across_models.py analyze --out results/across_models/analysis.json",
 ]
 DATA_DIR = "data/across_models"
@@ -55,12 +55,15 @@ def build_parser():
     prep = sub.add_parser("prepare", help="write the pretraining corpus without the test items, and the split")
     prep.add_argument("--corpus", default="data/embedded/corpus.jsonl",
                       help="the embedded corpus to filter (default: make quickstart's, %(default)s)")
+    prep.add_argument("--overwrite", action="store_true",
+                      help="replace a split made from another corpus (runs trained on the old one no longer match)")
     train = sub.add_parser("train", help="train the planned runs (resumable)")
     train.add_argument("--shard", type=shard_spec, default=(1, 1), metavar="K/N", help="train every N-th run from the K-th")
     train.add_argument("--threads", type=non_negative_int, help="torch CPU threads of each run")
     train.add_argument("--cache-dir", default="data/cache", help="tokenized-corpus cache (default: %(default)s)")
     probe = sub.add_parser("probe", help="probe every finished run's milestones (resumable)")
     probe.add_argument("--threads", type=non_negative_int, default=1, help="torch CPU threads (default: %(default)s)")
+    probe.add_argument("--shard", type=shard_spec, default=(1, 1), metavar="K/N", help="probe every N-th run from the K-th")
     probe.add_argument("--follow", action="store_true",
                        help="keep probing runs as their training finishes, until every planned run is probed")
     analyze = sub.add_parser("analyze", help="the plan's analysis of the probe files, as JSON, and its chart")
@@ -76,7 +79,7 @@ def prepare(args) -> int:
     corpus = Path(args.corpus)
     if not corpus.is_file():
         raise BadInputError(corpus, "no such corpus file (make quickstart collects it; or give --corpus)")
-    split = write_split(corpus, check_writable_dir(args.data_dir, "--data-dir"))
+    split = write_split(corpus, check_writable_dir(args.data_dir, "--data-dir"), overwrite=args.overwrite)
     print(f"{split['corpus']}: {split['documents_kept']} documents ({split['documents_dropped']} test documents left out: "
           f"{len(split['segmentation_test_articles'])} articles, {len(split['test_reviews'])} reviews)")
     return EXIT_OK
@@ -110,7 +113,7 @@ def probe(args) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    scored, waiting = probe_all(Path(args.data_dir), Path(args.runs_dir), 60.0 if args.follow else 0)
+    scored, waiting = probe_all(Path(args.data_dir), Path(args.runs_dir), 60.0 if args.follow else 0, args.shard)
     print(f"{scored} checkpoint(s) probed now; {waiting} planned run(s) not finished yet"
           + ("" if not waiting else ": rerun after training"))
     return EXIT_OK
@@ -138,6 +141,9 @@ def analyze(args) -> int:
         across_models_chart(result).savefig(handle, format="png", dpi=110)
     primary = result["primary"]
     print(json.dumps({k: primary[k] for k in ("n", "rho", "ci", "reading")}))
+    if not result["complete"]:
+        print(f"warning: {result['runs_probed_at_primary_step']} of {result['runs_planned']} planned runs are probed "
+              f"at step {primary['step']}: an interim figure, not the plan's endpoint", file=sys.stderr)
     print(f"wrote {out} and {chart}")
     return EXIT_OK
 

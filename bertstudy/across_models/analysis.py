@@ -151,7 +151,13 @@ def seed_spread(records: list[dict], probe_points: dict, recipe: str = SEED_SPRE
     return out
 
 
-def analyze(probe_docs: list[dict]) -> dict:
+def analyze(probe_docs: list[dict], runs_planned: int | None = None) -> dict:
+    """The plan's statistics; `complete` says whether every planned run (default: the plan's) is in at the
+    primary step, since an analysis of fewer runs is an interim look, not the endpoint."""
+    if runs_planned is None:
+        from bertstudy.across_models.plan import planned_runs
+
+        runs_planned = len(planned_runs())
     records = records_from_probes(probe_docs)
     final = [r for r in records if r["step"] == PRIMARY_STEP]
     widths = {task: [p["tasks"][task][-1]["context_gain_ci"] for d in probe_docs for p in d["points"]
@@ -159,7 +165,9 @@ def analyze(probe_docs: list[dict]) -> dict:
     secondary = {task: {"rank_correlation": rank_correlation(final, f"{task}_gain"),
                         "pooled_centred_r": pooled_centred_r(records, f"{task}_gain"),
                         "recipe_contrast_gain": recipe_contrast(final, f"{task}_gain")} for task in TASKS}
-    return {"primary": {"statistic": "Spearman rho, held-out [MASK] accuracy vs NER context gain (last layer)",
+    return {"runs_planned": runs_planned, "runs_probed_at_primary_step": len(final),
+            "complete": len(final) >= runs_planned,
+            "primary": {"statistic": "Spearman rho, held-out [MASK] accuracy vs NER context gain (last layer)",
                         "step": PRIMARY_STEP, **secondary["ner"]["rank_correlation"]},
             "secondary": {"by_task": secondary,
                           "recipe_contrast_accuracy": recipe_contrast(final, "accuracy"),

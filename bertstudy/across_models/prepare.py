@@ -7,7 +7,8 @@ import hashlib
 from pathlib import Path
 
 from bertstudy.across_models import splits
-from bertstudy.base.atomic_io import atomic_write_json
+from bertstudy.base.atomic_io import atomic_write_json, read_json
+from bertstudy.base.errors import UsageError
 from bertstudy.corpus.corpus_io import load_documents, write_documents
 from bertstudy.downstream.tasks import read_reviews, read_segmentation
 
@@ -24,8 +25,16 @@ def file_sha256(path) -> str:
 
 
 def prepare(source_corpus: Path, out_dir: Path, task_data=None, seg_lines: int = splits.SEG_TEST_LINES,
-            review_count: int = splits.REVIEW_TEST_COUNT) -> dict:
-    """Write out_dir/corpus.jsonl (source_corpus less every test document) and out_dir/split.json."""
+            review_count: int = splits.REVIEW_TEST_COUNT, overwrite: bool = False) -> dict:
+    """Write out_dir/corpus.jsonl (source_corpus less every test document) and out_dir/split.json. A split
+    already there from another source corpus is kept (runs may have trained on it) unless `overwrite`."""
+    before = out_dir / SPLIT_NAME
+    if before.exists() and not overwrite:
+        old = read_json(before)
+        if not isinstance(old, dict) or old.get("source_corpus_sha256") != file_sha256(source_corpus) \
+                or old.get("split_key") != splits.SPLIT_KEY:
+            raise UsageError(f"{before} was made from another corpus or split key, and runs may have trained on its "
+                             f"corpus; give --overwrite to replace it (then train new runs)")
     articles = splits.segmentation_test_articles(read_segmentation(task_data), seg_lines)
     reviews = splits.test_reviews(read_reviews(task_data), review_count)
     excluded = splits.excluded_ids(articles, reviews)

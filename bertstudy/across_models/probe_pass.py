@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from bertstudy.across_models import scoring
-from bertstudy.across_models.plan import PlannedRun, planned_runs
+from bertstudy.across_models.plan import PlannedRun, planned_runs, shard
 from bertstudy.across_models.test_sets import build_tasks
 from bertstudy.base.atomic_io import atomic_write_json, read_json
 from bertstudy.base.errors import BadInputError
@@ -87,17 +87,18 @@ class ProbePass:
 STEP_ORDER = (1000, 500, 0, 300, 700)
 
 
-def _ready(runs_dir: Path) -> tuple[list[tuple[PlannedRun, Path]], int]:
+def _ready(runs_dir: Path, shard_of: tuple[int, int]) -> tuple[list[tuple[PlannedRun, Path]], int]:
     folders = run_folders(runs_dir)
-    ready = [(run, folders[(run.recipe, run.seed)]) for run in planned_runs() if (run.recipe, run.seed) in folders
+    mine = shard(planned_runs(), *shard_of)
+    ready = [(run, folders[(run.recipe, run.seed)]) for run in mine if (run.recipe, run.seed) in folders
              and (folders[(run.recipe, run.seed)] / FINAL_MODEL_NAME).exists()]
-    return ready, len(planned_runs()) - len(ready)
+    return ready, len(mine) - len(ready)
 
 
-def probe_all(data_dir: Path, runs_dir: Path, follow_seconds: float = 0) -> tuple[int, int]:
-    """Probe every finished planned run; returns (checkpoints scored now, planned runs not finished yet).
-    follow_seconds > 0: keep looking that often for runs that finish, until every planned run is probed."""
-    ready, waiting = _ready(runs_dir)
+def probe_all(data_dir: Path, runs_dir: Path, follow_seconds: float = 0, shard_of: tuple[int, int] = (1, 1)) -> tuple[int, int]:
+    """Probe every finished planned run of the shard (plan.shard); returns (checkpoints scored now, its runs not
+    finished yet). follow_seconds > 0: keep looking that often for runs that finish, until all are probed."""
+    ready, waiting = _ready(runs_dir, shard_of)
     if not ready and not follow_seconds:
         return 0, waiting
     probe_pass, scored = ProbePass(data_dir, runs_dir), 0
@@ -109,7 +110,7 @@ def probe_all(data_dir: Path, runs_dir: Path, follow_seconds: float = 0) -> tupl
         if not follow_seconds or not waiting:
             return scored, waiting
         time.sleep(follow_seconds)
-        ready, waiting = _ready(runs_dir)
+        ready, waiting = _ready(runs_dir, shard_of)
 
 
 def read_probes(runs_dir: Path) -> list[dict]:

@@ -78,3 +78,9 @@ def test_a_constant_gain_gives_an_undefined_rho_not_an_error():
     result = analysis.analyze(flat)
     assert np.isnan(result["primary"]["rho"])
     assert result["primary"]["reading"].startswith("not shown")
+
+
+def test_an_analysis_of_fewer_runs_than_planned_says_it_is_interim():
+    assert analysis.analyze(DOCS)["complete"] is False  # 6 of the plan's 21
+    done = analysis.analyze(DOCS, runs_planned=6)
+    assert done["complete"] is True and done["runs_probed_at_primary_step"] == 6

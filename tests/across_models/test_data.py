@@ -89,3 +89,24 @@ def test_across_models_help_and_a_missing_prepared_corpus(tmp_path):
     assert missing.returncode == 3
     assert "corpus.jsonl" in missing.stderr and "prepare" in missing.stderr
     assert len(missing.stderr.strip().splitlines()) == 1
+
+
+def test_prepare_keeps_a_split_of_another_corpus_without_overwrite(tmp_path):
+    from bertstudy.across_models.prepare import prepare
+    from bertstudy.base.errors import UsageError
+    from tests.downstream_helpers import embedded_like_corpus, write_task_data
+
+    task_data = write_task_data(tmp_path / "tasks")
+    corpus = embedded_like_corpus(task_data, tmp_path / "embedded.jsonl")
+    data_dir = tmp_path / "data"
+    first = prepare(corpus, data_dir, task_data, seg_lines=30, review_count=40)
+    assert prepare(corpus, data_dir, task_data, seg_lines=30, review_count=40) == first  # same input: same files
+    with open(corpus, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps({"id": "pd-new", "title": "", "source": "embedded:peoples_daily", "domain": "news",
+                                 "url": None, "sentences": ["新的一句话在这里。"]}, ensure_ascii=False) + "\n")
+    split_before = (data_dir / "split.json").read_bytes()
+    with pytest.raises(UsageError, match="--overwrite"):
+        prepare(corpus, data_dir, task_data, seg_lines=30, review_count=40)
+    assert (data_dir / "split.json").read_bytes() == split_before
+    assert prepare(corpus, data_dir, task_data, seg_lines=30, review_count=40, overwrite=True)["documents_kept"] == \
+        first["documents_kept"] + 1

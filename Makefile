@@ -94,6 +94,7 @@ across-models: system-deps venv  ## the across-model test: prepare, train 21 run
 	  $(PY) scripts/across_models.py --runs-dir $(ACROSS_RUNS) probe --shard 2/2; second=$$?; \
 	  wait $$first && exit $$second
 	$(PY) scripts/across_models.py --runs-dir $(ACROSS_RUNS) analyze --out results/across_models/analysis.json --overwrite
+	$(PY) scripts/across_models.py --runs-dir $(ACROSS_RUNS) publish --out results/across_models --overwrite
 
 data/corpus.jsonl:
 	$(PY) rare_char_fetch.py --source embedded --out data/corpus.jsonl

@@ -6,7 +6,8 @@ Steps, in order (docs/ACROSS_MODELS_PLAN.md is the analysis plan, fixed before t
   train    the planned runs (6 recipes x 3 seeds + 3 more quick seeds, 1,000 steps each), resumable;
            --shard K/N trains every N-th run, so N processes can share the cores
   probe    each run's milestones on MSRA NER, segmentation and sentiment, with the controls (resumable)
-  analyze  the primary endpoint and the secondary analyses, as one JSON
+  analyze  the primary endpoint and the secondary analyses, as one JSON, and the chart
+  publish  the runs' histories, probe files and controls (no weights) into results/across_models/
 Rerun any step to continue it.
 """
 
@@ -51,7 +52,7 @@ def build_parser():
                          [EXIT_OK, EXIT_USAGE, EXIT_BAD_INPUT, EXIT_RUNTIME, EXIT_INTERRUPTED])
     parser.add_argument("--data-dir", default=DATA_DIR, help="the prepared corpus and split (default: %(default)s)")
     parser.add_argument("--runs-dir", default=RUNS_DIR, help="one folder per run (default: %(default)s)")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{prepare,train,probe,analyze}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{prepare,train,probe,analyze,publish}")
     prep = sub.add_parser("prepare", help="write the pretraining corpus without the test items, and the split")
     prep.add_argument("--corpus", default="data/embedded/corpus.jsonl",
                       help="the embedded corpus to filter (default: make quickstart's, %(default)s)")
@@ -69,6 +70,9 @@ def build_parser():
     analyze = sub.add_parser("analyze", help="the plan's analysis of the probe files, as JSON, and its chart")
     analyze.add_argument("--out", default=None, help="the analysis JSON (default: RUNS_DIR/analysis.json)")
     analyze.add_argument("--overwrite", action="store_true", help="replace an existing --out and chart")
+    publish = sub.add_parser("publish", help="copy the runs' histories, probe files and controls (no weights) to --out")
+    publish.add_argument("--out", default="results/across_models", help="the results folder (default: %(default)s)")
+    publish.add_argument("--overwrite", action="store_true", help="replace published files that differ")
     return parser
 
 
@@ -148,9 +152,17 @@ def analyze(args) -> int:
     return EXIT_OK
 
 
+def publish(args) -> int:
+    from bertstudy.across_models.publish import publish as copy_results
+
+    count = copy_results(Path(args.runs_dir), Path(args.out), args.overwrite)
+    print(f"{count} files in {args.out}")
+    return EXIT_OK
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    commands = {"prepare": prepare, "train": train, "probe": probe, "analyze": analyze}
+    commands = {"prepare": prepare, "train": train, "probe": probe, "analyze": analyze, "publish": publish}
     return run_main(lambda: commands[args.command](args))
 
 

@@ -110,3 +110,29 @@ def test_prepare_keeps_a_split_of_another_corpus_without_overwrite(tmp_path):
     assert (data_dir / "split.json").read_bytes() == split_before
     assert prepare(corpus, data_dir, task_data, seg_lines=30, review_count=40, overwrite=True)["documents_kept"] == \
         first["documents_kept"] + 1
+
+
+def test_publish_copies_the_runs_files_and_keeps_different_published_ones(tmp_path):
+    from bertstudy.across_models.publish import publish
+    from bertstudy.base.errors import UsageError
+
+    runs = tmp_path / "runs"
+    folder = runs / "quick_seed1_abc"
+    folder.mkdir(parents=True)
+    (runs / "runs_shard1of1.jsonl").write_text(json.dumps({"name": "quick", "seed": 1, "overrides": {}, "steps": 10,
+                                                           "status": "done", "run_dir": "runs/quick_seed1_abc"}) + "\n")
+    (runs / "probe_controls.json").write_text("{}")
+    for name in ("training_history_100k.json", "across_probes.json", "resolved_config.json"):
+        (folder / name).write_text(json.dumps({"name": name}))
+    (folder / "stage4_large_100k_final.pth").write_bytes(b"weights")
+    out = tmp_path / "results"
+    assert publish(runs, out) == 5
+    assert (out / "runs" / "quick_seed1_abc" / "across_probes.json").exists()
+    assert not list(out.rglob("*.pth"))
+    assert publish(runs, out) == 5  # the same files again: nothing to refuse
+    (out / "probe_controls.json").write_text('{"other": 1}')
+    with pytest.raises(UsageError, match="--overwrite"):
+        publish(runs, out)
+    assert (out / "probe_controls.json").read_text() == '{"other": 1}'
+    publish(runs, out, overwrite=True)
+    assert (out / "probe_controls.json").read_text() == "{}"

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -56,7 +57,9 @@ def test_torch_is_imported_after_numpy_is_installed(tmp_path):
 
 
 def test_make_alone_lists_the_targets(tmp_path):
-    done = subprocess.run(["make"], cwd=ROOT, capture_output=True, text=True)
+    # run as `make test` runs the tests, a nested make would print "Entering directory" lines: not here
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
+    done = subprocess.run(["make", "--no-print-directory"], cwd=ROOT, capture_output=True, text=True, env=env)
     assert done.returncode == 0 and done.stderr == ""
     listed = {line.split()[1] for line in done.stdout.splitlines()}
     phony = next(line for line in (ROOT / "Makefile").read_text().splitlines() if line.startswith(".PHONY:"))

@@ -87,8 +87,8 @@ ACROSS_RUNS ?= runs/across_models
 across-models: system-deps venv  ## the across-model test: prepare, train 21 runs, probe them, analyze (resumable)
 	$(PY) rare_char_fetch.py --source embedded --out $(EMBEDDED_DIR)/corpus.jsonl
 	$(PY) scripts/across_models.py prepare --corpus $(EMBEDDED_DIR)/corpus.jsonl
-	$(PY) scripts/across_models.py --runs-dir $(ACROSS_RUNS) train --shard 1/2 --threads 1 & $(PY) scripts/across_models.py --runs-dir $(ACROSS_RUNS) train --shard 2/2 --threads 1; second=$$?; wait $$!; exit $$(( $$? | second ))
-	$(PY) scripts/across_models.py --runs-dir $(ACROSS_RUNS) probe --shard 1/2 & $(PY) scripts/across_models.py --runs-dir $(ACROSS_RUNS) probe --shard 2/2; second=$$?; wait $$!; exit $$(( $$? | second ))
+	$(PY) scripts/across_models.py --runs-dir $(ACROSS_RUNS) train --processes 2 --threads 1
+	$(PY) scripts/across_models.py --runs-dir $(ACROSS_RUNS) probe --processes 2 --threads 1
 	$(PY) scripts/across_models.py --runs-dir $(ACROSS_RUNS) analyze --out results/across_models/analysis.json --overwrite
 	$(PY) scripts/across_models.py --runs-dir $(ACROSS_RUNS) publish --out results/across_models --overwrite
 

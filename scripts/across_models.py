@@ -22,14 +22,14 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bertstudy.base import deps  # noqa: E402,F401  (first of ours: a missing package is one line)
-from bertstudy.base.cli import make_parser, non_negative_int, run_main  # noqa: E402
+from bertstudy.base.cli import make_parser, non_negative_int, positive_int, run_main  # noqa: E402
 from bertstudy.base.errors import (EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_RUNTIME,  # noqa: E402
                                    EXIT_USAGE, BadInputError)
 
 EXAMPLES = [
     "python scripts/across_models.py prepare",
-    "python scripts/across_models.py train --shard 1/2 --threads 1 & python scripts/across_models.py train --shard 2/2 --threads 1",
-    "python scripts/across_models.py probe --shard 1/2 & python scripts/across_models.py probe --shard 2/2",
+    "python scripts/across_models.py train --processes 2 --threads 1",
+    "python scripts/across_models.py probe --processes 2 --threads 1",
     "python scripts/across_models.py analyze --out results/across_models/analysis.json",
 ]
 DATA_DIR = "data/across_models"
@@ -59,12 +59,18 @@ def build_parser():
     prep.add_argument("--overwrite", action="store_true",
                       help="replace a split made from another corpus (runs trained on the old one no longer match)")
     train = sub.add_parser("train", help="train the planned runs (resumable)")
-    train.add_argument("--shard", type=shard_spec, default=(1, 1), metavar="K/N", help="train every N-th run from the K-th")
+    train_split = train.add_mutually_exclusive_group()
+    train_split.add_argument("--shard", type=shard_spec, default=(1, 1), metavar="K/N", help="train every N-th run from the K-th")
     train.add_argument("--threads", type=non_negative_int, help="torch CPU threads of each run")
     train.add_argument("--cache-dir", default="data/cache", help="tokenized-corpus cache (default: %(default)s)")
+    train_split.add_argument("--processes", type=positive_int, default=1,
+                       help="run the shards 1/N..N/N as N processes side by side (default: %(default)s)")
     probe = sub.add_parser("probe", help="probe every finished run's milestones (resumable)")
     probe.add_argument("--threads", type=non_negative_int, default=1, help="torch CPU threads (default: %(default)s)")
-    probe.add_argument("--shard", type=shard_spec, default=(1, 1), metavar="K/N", help="probe every N-th run from the K-th")
+    probe_split = probe.add_mutually_exclusive_group()
+    probe_split.add_argument("--shard", type=shard_spec, default=(1, 1), metavar="K/N", help="probe every N-th run from the K-th")
+    probe_split.add_argument("--processes", type=positive_int, default=1,
+                       help="run the shards 1/N..N/N as N processes side by side (default: %(default)s)")
     probe.add_argument("--follow", action="store_true",
                        help="keep probing runs as their training finishes, until every planned run is probed")
     analyze = sub.add_parser("analyze", help="the plan's analysis of the probe files, as JSON, and its chart")
@@ -160,8 +166,35 @@ def publish(args) -> int:
     return EXIT_OK
 
 
+def side_by_side(argv: list[str], command: str, count: int) -> int:
+    """This script's `command` as `count` processes, --shard K/count each; the worst exit code of them."""
+    import subprocess
+
+    at = argv.index(command)
+    procs = [subprocess.Popen([sys.executable, str(Path(__file__).resolve()), *argv[:at + 1],
+                               *_without_processes(argv[at + 1:]), "--shard", f"{k}/{count}"])
+             for k in range(1, count + 1)]
+    codes = [proc.wait() for proc in procs]
+    return max(codes, key=lambda code: (code != 0, code))
+
+
+def _without_processes(args: list[str]) -> list[str]:
+    out, skip = [], False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg == "--processes":
+            skip = True
+        elif not arg.startswith("--processes="):
+            out.append(arg)
+    return out
+
+
 def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    if getattr(args, "processes", 1) > 1:
+        return side_by_side(argv, args.command, args.processes)
     commands = {"prepare": prepare, "train": train, "probe": probe, "analyze": analyze, "publish": publish}
     return run_main(lambda: commands[args.command](args))
 

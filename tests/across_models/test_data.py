@@ -136,3 +136,13 @@ def test_publish_copies_the_runs_files_and_keeps_different_published_ones(tmp_pa
     assert (out / "probe_controls.json").read_text() == '{"other": 1}'
     publish(runs, out, overwrite=True)
     assert (out / "probe_controls.json").read_text() == "{}"
+
+
+def test_processes_runs_each_shard_as_its_own_process_and_returns_their_worst_code(tmp_path):
+    script = ROOT / "scripts" / "across_models.py"
+    base = [sys.executable, str(script), "--data-dir", str(tmp_path / "none"), "--runs-dir", str(tmp_path / "runs")]
+    done = subprocess.run([*base, "train", "--processes", "2", "--threads", "1"], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 3
+    assert done.stderr.count("corpus.jsonl") == 2  # one line from each of the two shard processes
+    both = subprocess.run([*base, "train", "--processes", "2", "--shard", "1/2"], capture_output=True, text=True, cwd=ROOT)
+    assert both.returncode == 2 and "not allowed with" in both.stderr

@@ -295,19 +295,24 @@ def test_readme_one_machine_torchrun_line_runs_two_gloo_processes(commands, tmp_
         assert (out_dir / "export_hf").is_dir()
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.slow  # two torchrun launchers
 def test_readme_several_machine_torchrun_line_runs_as_two_machines_here(commands, tmp_path):
     """The --nnodes line, started once per machine as the README says, with this machine standing in for
-    each: the endpoint becomes a free local port and each machine gets one process (the README's
-    --nproc_per_node is the GPUs of a machine). Both launchers finish; rank 0 writes one run."""
+    each: the endpoint becomes a local port and each machine gets one process (the README's
+    --nproc_per_node is the GPUs of a machine). Both launchers finish; rank 0 writes one run.
+
+    The c10d rendezvous store is hosted here, by the test, and both launchers join it as clients
+    (`--rdzv_conf is_host=false`, the c10d backend's documented option). On a cluster exactly one machine
+    matches the endpoint and hosts the store, and torch's exit barrier keeps that launcher alive until
+    every node's workers are done. On one host both launchers match 127.0.0.1: the store's host is
+    whichever binds first, and a launcher that cannot bind silently joins whatever already listens on the
+    port (torch's fallback when is_host is inferred), so a port picked free and released before the
+    launchers start, then taken by another job's store on a shared machine, leaves them on a store that
+    goes away with that job ("The connection to the C10d store has failed" from num_nodes_waiting()). A
+    store the test binds itself and holds until both launchers exit leaves nothing but the launchers to
+    fail them; they still rendezvous over c10d as the line says."""
+    from torch.distributed import TCPStore
+
     from bertstudy.base.atomic_io import read_json
 
     lines = [tokens for tokens in commands if is_torchrun(tokens) and "--nnodes" in tokens]
@@ -316,18 +321,30 @@ def test_readme_several_machine_torchrun_line_runs_as_two_machines_here(commands
     for tokens in lines:
         launcher, script_line = split_torchrun(tokens)
         machines = int(launcher[launcher.index("--nnodes") + 1])
-        launcher[launcher.index("--rdzv_endpoint") + 1] = f"127.0.0.1:{free_port()}"
-        launcher[launcher.index("--nproc_per_node") + 1] = "1"
+        assert launcher[launcher.index("--rdzv_backend") + 1] == "c10d" and "--rdzv_conf" not in launcher
         corpus = script_line[script_line.index("--corpus") + 1]
         if not (work / corpus).exists():
             run_line(tiny(["python", "rare_char_fetch.py", "--source", "embedded", "--out", corpus]), work)
-        argv = [readme_python(), "-m", "torch.distributed.run", *launcher, *tiny(script_line)[1:]]
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", "PYTHONDONTWRITEBYTECODE": "1"}
-        started = [subprocess.Popen(argv, cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                    text=True) for _ in range(machines)]
-        outputs = [process.communicate(timeout=600)[0] for process in started]
-        for process, output in zip(started, outputs):
-            assert process.returncode == 0, f"{shlex.join(tokens)}\n{output[-3000:]}"
+        # port 0: the store binds a free port itself and keeps it, so nothing else can take it meanwhile
+        store = TCPStore("127.0.0.1", 0, is_master=True, multi_tenant=True, wait_for_workers=False)
+        try:
+            launcher[launcher.index("--rdzv_endpoint") + 1] = f"127.0.0.1:{store.port}"
+            launcher[launcher.index("--nproc_per_node") + 1] = "1"
+            launcher += ["--rdzv_conf", "is_host=false"]
+            argv = [readme_python(), "-m", "torch.distributed.run", *launcher, *tiny(script_line)[1:]]
+            env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", "PYTHONDONTWRITEBYTECODE": "1"}
+            started = [subprocess.Popen(argv, cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                        text=True) for _ in range(machines)]
+            outputs = [process.communicate(timeout=600)[0] for process in started]
+            # the launchers' rendezvous state is in this store (the c10d backend's key for the --rdzv_id)
+            rendezvoused_here = store.check([f"torch.rendezvous.{launcher[launcher.index('--rdzv_id') + 1]}"])
+        finally:
+            del store  # only once no launcher needs it
+        # every launcher's output when one failed: the first to fail may only be reporting the other's failure
+        report = "\n".join(f"--- launcher {i}: exit {process.returncode}\n{output[-3000:]}"
+                           for i, (process, output) in enumerate(zip(started, outputs)))
+        assert [process.returncode for process in started] == [0] * machines, f"{shlex.join(tokens)}\n{report}"
+        assert rendezvoused_here
         meta = read_json(work / script_line[script_line.index("--out-dir") + 1] / "training_history_100k.json")["meta"]
         assert meta["world_size"] == machines == 2
 

@@ -3,25 +3,17 @@ probe pass reads back (which articles and reviews are test items, and the hashes
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 from bertstudy.across_models import splits
 from bertstudy.base.atomic_io import atomic_write_json, read_json
 from bertstudy.base.errors import UsageError
+from bertstudy.base.hashing import file_sha256
 from bertstudy.corpus.corpus_io import load_documents, write_documents
 from bertstudy.downstream.tasks import read_reviews, read_segmentation
 
 SPLIT_FORMAT = "chinese-bert-correlation/across-models-split-v1"
 CORPUS_NAME, SPLIT_NAME = "corpus.jsonl", "split.json"
-
-
-def file_sha256(path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def prepare(source_corpus: Path, out_dir: Path, task_data=None, seg_lines: int = splits.SEG_TEST_LINES,

@@ -17,6 +17,7 @@ import numpy as np
 
 from bertstudy.base.atomic_io import read_json
 from bertstudy.base.errors import BadInputError
+from bertstudy.base.hashing import file_sha256
 from bertstudy.corpus.corpus_io import load_documents
 from bertstudy.downstream import msra
 from bertstudy.downstream.tasks import LeakageGuard, read_reviews, read_segmentation
@@ -83,6 +84,6 @@ def build_tasks(data_dir: Path, task_data=None, msra_root: Path | None = None) -
     }
     data = {"split_key": split.get("split_key"), "corpus_sha256": split.get("corpus_sha256"),
             "msra": {"package": f"{msra.PACKAGE}=={msra.VERSION}", "overlap_chars": msra.OVERLAP_CHARS,
-                     **{f"{name}_sha256": msra.file_sha256(msra.msra_path(name, root)) for name in msra.FILES}},
+                     **{f"{name}_sha256": file_sha256(msra.msra_path(name, root)) for name in msra.FILES}},
             "counts": {name: task.counts for name, task in tasks.items()}}
     return tasks, data

@@ -23,7 +23,7 @@ from bertstudy.corpus.corpus_io import load_documents
 from bertstudy.base.errors import BadInputError, UsageError
 from bertstudy.pretraining.heldout_split import read_split
 from bertstudy.training.milestones import list_milestones
-from bertstudy.pretraining.instances import file_sha256
+from bertstudy.base.hashing import file_sha256
 from bertstudy.base.run_files import (CHECKPOINT_DIR_NAME, DOWNSTREAM_NAME, FINETUNE_NAME,  # noqa: F401
                                       HISTORY_NAME, SPLIT_NAME, VOCAB_NAME)
 from bertstudy.pretraining.vocab import load_vocab

@@ -10,7 +10,6 @@ the package without running it. The project does not redistribute these files (d
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -79,10 +78,6 @@ def read_msra(split: str, root: Path | None = None) -> list[NerSentence]:
         raise BadInputError(path, f"missing: the {PACKAGE} package is installed without its MSRA data") from None
     except UnicodeDecodeError as exc:
         raise BadInputError(path, f"not UTF-8 ({exc.reason})") from None
-
-
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 class SharedStringIndex:

@@ -69,7 +69,7 @@ def read_split(run_dir, history_meta: dict | None = None) -> dict:
         raise BadInputError(run_dir, f"the run cannot tell which documents it held out (no {SPLIT_NAME}, and its "
                                      "history names no corpus hash, seed and held-out fraction); retrain it with this version")
     from bertstudy.corpus.corpus_io import load_documents
-    from bertstudy.pretraining.instances import file_sha256
+    from bertstudy.base.hashing import file_sha256
 
     if not Path(corpus_path).is_file() or file_sha256(corpus_path) != sha:
         raise BadInputError(run_dir, f"the run has no {SPLIT_NAME} and its corpus {corpus_path} is missing or changed "

@@ -24,6 +24,7 @@ from typing import Sequence
 
 import numpy as np
 
+from bertstudy.base.hashing import file_sha256
 from bertstudy.base.atomic_io import atomic_write_json, atomic_writer, read_json
 from bertstudy.corpus.corpus_io import Document
 from bertstudy.base.errors import BadInputError, StudyError
@@ -56,14 +57,6 @@ class TokenizedCorpus:
     def document_token_counts(self) -> np.ndarray:
         first_token = self.sentence_offsets[self.document_offsets]
         return np.diff(first_token)
-
-
-def file_sha256(path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def tokenize_documents(documents: Sequence[Document], vocab: Vocab, wwm: bool = False) -> TokenizedCorpus:

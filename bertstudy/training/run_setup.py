@@ -21,7 +21,8 @@ from bertstudy.base.run_files import (CHECKPOINT_DIR_NAME, HISTORY_NAME, LOG_NAM
 from bertstudy.corpus.corpus_io import load_documents
 from bertstudy.model import BertConfig, BertForPretraining
 from bertstudy.pretraining.heldout_split import split_record, write_split
-from bertstudy.pretraining.instances import (InstanceSampler, file_sha256, few_documents_warning, load_or_build_cache,
+from bertstudy.base.hashing import file_sha256
+from bertstudy.pretraining.instances import (InstanceSampler, few_documents_warning, load_or_build_cache,
                                             split_documents)
 from bertstudy.pretraining.loader import batch_to_device, eval_micro_batches, plan_step_buckets, plan_step_shape
 from bertstudy.pretraining.packing import FixedShape, RowBuckets

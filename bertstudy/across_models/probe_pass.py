@@ -95,6 +95,21 @@ def _ready(runs_dir: Path, shard_of: tuple[int, int]) -> tuple[list[tuple[Planne
     return ready, len(mine) - len(ready)
 
 
+def probed_steps(folder: Path) -> set[int]:
+    out = folder / PROBES_NAME
+    return {point["step"] for point in read_json(out)["points"]} if out.exists() else set()
+
+
+def next_point(ready: list[tuple[PlannedRun, Path]]) -> tuple[PlannedRun, Path, int] | None:
+    """The first (run, folder, step) not yet probed, by STEP_ORDER, then plan order: a run that finishes late
+    still has its primary step probed before the earlier runs' other steps."""
+    for step in STEP_ORDER:
+        for run, folder in ready:
+            if step in run.probe_steps and step not in probed_steps(folder):
+                return run, folder, step
+    return None
+
+
 def probe_all(data_dir: Path, runs_dir: Path, follow_seconds: float = 0, shard_of: tuple[int, int] = (1, 1)) -> tuple[int, int]:
     """Probe every finished planned run of the shard (plan.shard); returns (checkpoints scored now, its runs not
     finished yet). follow_seconds > 0: keep looking that often for runs that finish, until all are probed."""
@@ -103,13 +118,13 @@ def probe_all(data_dir: Path, runs_dir: Path, follow_seconds: float = 0, shard_o
         return 0, waiting
     probe_pass, scored = ProbePass(data_dir, runs_dir), 0
     while True:
-        for step in STEP_ORDER:
-            for run, folder in ready:
-                if step in run.probe_steps:
-                    scored += probe_pass.probe_point(run, folder, step)
-        if not follow_seconds or not waiting:
+        todo = next_point(ready)
+        if todo is not None:
+            scored += probe_pass.probe_point(*todo)
+        elif not follow_seconds or not waiting:
             return scored, waiting
-        time.sleep(follow_seconds)
+        else:
+            time.sleep(follow_seconds)
         ready, waiting = _ready(runs_dir, shard_of)
 
 

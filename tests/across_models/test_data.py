@@ -146,3 +146,21 @@ def test_processes_runs_each_shard_as_its_own_process_and_returns_their_worst_co
     assert done.stderr.count("corpus.jsonl") == 2  # one line from each of the two shard processes
     both = subprocess.run([*base, "train", "--processes", "2", "--shard", "1/2"], capture_output=True, text=True, cwd=ROOT)
     assert both.returncode == 2 and "not allowed with" in both.stderr
+
+
+def test_the_next_probe_is_the_primary_step_of_any_run_before_the_other_steps(tmp_path):
+    from bertstudy.across_models.plan import PlannedRun, candidates
+    from bertstudy.across_models.probe_pass import PROBES_NAME, next_point
+
+    found = candidates()
+    early, late = tmp_path / "early", tmp_path / "late"
+    for folder in (early, late):
+        folder.mkdir()
+    (early / PROBES_NAME).write_text(json.dumps({"points": [{"step": 1000}]}))
+    ready = [(PlannedRun("quick", 1, found["quick"]), early), (PlannedRun("baseline", 1, found["baseline"]), late)]
+    run, folder, step = next_point(ready)
+    assert (run.recipe, step) == ("baseline", 1000)  # the late run's step 1,000 before the early run's step 500
+    (late / PROBES_NAME).write_text(json.dumps({"points": [{"step": 1000}, {"step": 500}]}))
+    assert next_point(ready)[1:] == (early, 500)
+    (early / PROBES_NAME).write_text(json.dumps({"points": [{"step": s} for s in (0, 300, 500, 700, 1000)]}))
+    assert next_point(ready) is None

@@ -18,6 +18,7 @@ from bertstudy.base.atomic_io import atomic_write_json, read_json
 from bertstudy.base.errors import BadInputError
 from bertstudy.base.run_files import FINAL_MODEL_NAME, VOCAB_NAME
 from bertstudy.training.milestones import milestone_path
+from bertstudy.training.recipes import read_results
 
 PROBES_FORMAT = "chinese-bert-correlation/across-probes-v1"
 PROBES_NAME, CONTROLS_NAME = "across_probes.json", "probe_controls.json"
@@ -28,8 +29,6 @@ def run_folders(runs_dir: Path) -> dict[tuple[str, int], Path]:
     """(recipe, seed) -> its folder, from the shards' results lines of finished runs."""
     found = {}
     for results in sorted(runs_dir.glob("runs_shard*.jsonl")):
-        from bertstudy.training.recipes import read_results
-
         for record in read_results(results):
             if record.get("status") == "done":
                 found[(record["name"], int(record["seed"]))] = Path(record["run_dir"]).name

@@ -19,7 +19,7 @@ from bertstudy.downstream.metrics import TAGS
 from bertstudy.downstream.ner import _ALLOWED as NER_ALLOWED, _START as NER_START, LABELS, ner_result
 from bertstudy.downstream.probe import _ALLOWED as SEG_ALLOWED, _END as SEG_END, _START as SEG_START
 from bertstudy.downstream.probe import mean_layers, review_inputs, segmentation_result, sentence_features
-from bertstudy.downstream.tasks import model_text
+from bertstudy.downstream.tasks import fold_chars, model_text
 
 RESAMPLES = 2000  # bootstrap draws of each test set
 WIDTH = 128  # the identity control's projected width: the across-model models' hidden size
@@ -37,6 +37,8 @@ class TokenTask:
     types: probes.CharTypes = None
     y_train: torch.Tensor = None
     y_test: torch.Tensor = None
+    ids_train: torch.Tensor = None  # each character's row of the identity table
+    ids_test: torch.Tensor = None
     control_train: torch.Tensor = None
     control_test: torch.Tensor = None
     controls: dict = field(default_factory=dict)
@@ -81,7 +83,8 @@ def prepare_token_task(name: str, train: list, test: list) -> TokenTask:
                                     np.bincount(task.y_train.numpy(), minlength=len(task.labels)).astype(float))
     task.control_train = torch.tensor([control[c] for s in train for c in s.chars], dtype=torch.long)
     task.control_test = torch.tensor([control[c] for s in test for c in s.chars], dtype=torch.long)
-    ids_train, ids_test = task.types.ids(s.chars for s in train), task.types.ids(s.chars for s in test)
+    task.ids_train, task.ids_test = task.types.ids(s.chars for s in train), task.types.ids(s.chars for s in test)
+    ids_train, ids_test = task.ids_train, task.ids_test
     classes = len(task.labels)
     wide = probes.fit_mixed_probe(None, ids_train, task.y_train, classes, len(task.types))
     task.identity_items = _sentence_counts(task, wide.log_probs(None, ids_test))
@@ -96,13 +99,12 @@ def prepare_token_task(name: str, train: list, test: list) -> TokenTask:
 
 def score_token_layer(task: TokenTask, train_x: torch.Tensor, test_x: torch.Tensor) -> dict:
     classes = len(task.labels)
-    ids_train, ids_test = task.types.ids(s.chars for s in task.train), task.types.ids(s.chars for s in task.test)
     plain = probes.fit_mixed_probe(train_x, None, task.y_train, classes)
     plain_lp = plain.log_probs(test_x, None)
     items = _sentence_counts(task, plain_lp)
     control = probes.fit_mixed_probe(train_x, None, task.control_train, classes)
-    both = probes.fit_mixed_probe(train_x, ids_train, task.y_train, classes, len(task.types), start=task.identity_probe)
-    both_items = _sentence_counts(task, both.log_probs(test_x, ids_test))
+    both = probes.fit_mixed_probe(train_x, task.ids_train, task.y_train, classes, len(task.types), start=task.identity_probe)
+    both_items = _sentence_counts(task, both.log_probs(test_x, task.ids_test))
     char_acc = probes.char_accuracy(plain_lp, task.y_test)
     control_acc = probes.char_accuracy(control.log_probs(test_x, None), task.control_test)
     return {**_summary(items, task.draws), "char_accuracy": char_acc, "control_task_char_accuracy": control_acc,
@@ -130,8 +132,6 @@ class SentimentTask:
 
 
 def _review_chars(review, width: int) -> str:
-    from bertstudy.downstream.tasks import fold_chars
-
     return fold_chars(model_text(review.text))[:width]
 
 

@@ -11,7 +11,9 @@ import time
 from bertstudy.corpus.corpus_io import load_documents
 from bertstudy.pretraining.loader import step_micro_batches
 from bertstudy.pretraining.packing import collate_padded, padding_fraction
-from bertstudy.pretraining.instances import InstanceSampler, load_or_build_cache, split_documents, training_instances
+from bertstudy.pretraining.heldout_split import split_documents
+from bertstudy.pretraining.instances import InstanceSampler, training_instances
+from bertstudy.pretraining.token_cache import load_or_build_cache
 from bertstudy.training.config import TrainConfig
 from bertstudy.pretraining.vocab import build_vocab
 

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 IGNORE_INDEX = -100  # label value of the positions that are not masked (PyTorch's CE default)
 # What the 80/10/10 recipe did to a predicted position, by its code in `mlm_kinds` (0, 1, 2; -1 = none):
-# [MASK] in its place, a random token in its place, left unchanged (pretraining/instances.py's KIND_*).
+# [MASK] in its place, a random token in its place, left unchanged (pretraining/masking.py's KIND_*).
 MLM_KINDS = ("mask", "random", "unchanged")
 
 

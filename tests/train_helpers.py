@@ -60,7 +60,8 @@ def tiny_training_parts(base: dict, **overrides):
     import torch
 
     from bertstudy.model import BertForPretraining
-    from bertstudy.pretraining.instances import InstanceSampler, tokenize_documents
+    from bertstudy.pretraining.instances import InstanceSampler
+    from bertstudy.pretraining.token_cache import tokenize_documents
     from bertstudy.pretraining.vocab import build_vocab
     from bertstudy.training.config import preset_config
     from bertstudy.training.trainer import model_config_for

@@ -1,5 +1,8 @@
-"""Which documents a training run held out, recorded so later stages can avoid leakage.
+"""Which documents a training run holds out: chosen by `split_documents`, recorded so later stages can
+avoid leakage.
 
+`split_documents` picks the held-out documents (never trained on) by a seeded permutation of the
+documents with text; `few_documents_warning` says when a split is too small to learn from or measure on.
 The run writes `heldout_documents.json` into its folder: the corpus it split (path and sha256),
 the seed and fraction, and the ids of the held-out documents. A probe that tests on text the
 model never trained on reads it back (`read_split`). Runs older than this file can still tell
@@ -14,10 +17,35 @@ from pathlib import Path
 import numpy as np
 
 from bertstudy.base.atomic_io import atomic_write_json, read_json
-from bertstudy.base.errors import BadInputError
+from bertstudy.base.errors import BadInputError, StudyError
 from bertstudy.base.run_files import SPLIT_NAME
+from bertstudy.pretraining.token_cache import TokenizedCorpus
 
 SPLIT_FORMAT = "chinese-bert-correlation/heldout-split-v1"
+FEW_DOCUMENTS = 20  # below this a run can neither learn much nor measure it: said, not refused (tests train on fewer)
+
+
+def few_documents_warning(train_docs, heldout_docs) -> str | None:
+    """A warning for a split too small to learn from or to measure on; None otherwise."""
+    total = len(train_docs) + len(heldout_docs)
+    if total >= FEW_DOCUMENTS:
+        return None
+    return (f"warning: the corpus has only {total} documents with text ({len(train_docs)} to train on, "
+            f"{len(heldout_docs)} held out): too few to learn from, and the held-out accuracy of {len(heldout_docs)} "
+            f"document(s) is mostly noise; the embedded corpus (make quickstart) has thousands")
+
+
+def split_documents(corpus: TokenizedCorpus, heldout_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Held-out documents (never trained on) chosen by a seeded permutation; returns (train, heldout) ids."""
+    nonempty = np.flatnonzero(corpus.document_token_counts() > 0)
+    if len(nonempty) < 2:
+        message = (f"has {len(nonempty)} document(s) with text; NSP and a held-out split need at least 2 "
+                   "(one JSON object per document, each with its own sentences)")
+        source = getattr(corpus, "source", None)
+        raise BadInputError(source, message) if source else StudyError(f"the corpus {message}", exit_code=3)
+    num_heldout = min(len(nonempty) - 1, max(1, round(heldout_fraction * len(nonempty))))
+    order = np.random.default_rng([seed, 7]).permutation(nonempty)
+    return np.sort(order[num_heldout:]), np.sort(order[:num_heldout])
 
 
 class _TokenCounts:
@@ -45,8 +73,6 @@ def write_split(out_dir, record: dict) -> Path:
 
 def recompute_split(documents, seed: int, fraction: float) -> list[str]:
     """The held-out ids split_documents picks for these documents (the run's corpus, in its order)."""
-    from bertstudy.pretraining.instances import split_documents
-
     _, heldout = split_documents(_TokenCounts(documents), fraction, seed)
     return [documents[int(i)].id for i in heldout]
 

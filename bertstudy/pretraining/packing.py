@@ -1,9 +1,9 @@
 """Pack unpadded instances into full rows, so almost no computed position is padding.
 
-About half the instances of the study's corpus are shorter than max_seq_len (short documents end
-a chunk early; 10% are drawn short on purpose, as BERT does), so a padded [B, 128] batch is ~22%
-padding. Here several instances share a row of max_seq_len positions, each keeping what it would
-have had alone:
+Many instances are shorter than max_seq_len (short documents end a chunk early; a share
+short_seq_prob is drawn short on purpose, as BERT does), so a padded batch spends much of its compute
+on padding (docs/PERFORMANCE.md has the figures). Here several instances share a row of max_seq_len
+positions, each keeping what it would have had alone:
 
   * positions restart at 0 for each instance (`position_ids`), token types are the instance's own;
   * `instance_ids` numbers the instances of a row 1, 2, ... (0 = padding) and the model lets a
@@ -18,19 +18,17 @@ the instances: a step's batch stays a pure function of (seed, step, micro-step, 
 
 Fixed shapes (`FixedShape`, used with --compile): every micro-batch of a run has the same
 row count and the same MLM and NSP slot counts, so torch.compile compiles once and CUDA graphs
-(`reduce-overhead`) capture one graph; variable packing gave 55-62 distinct shapes in 2,000 steps.
+(`reduce-overhead`) capture one graph, where variable packing gives many distinct shapes.
 The step's rows are cut into micro-batches that fill up to those counts; a step that needs more
 (rare: the counts are the most of a sample of the run's first steps) gets one more micro-batch of the
 same shape. The trainer weights micro-batches by their masked tokens, so the mathematics is the same.
-The price is padding: on the embedded corpus at large_100k's shape 13.6% (32 x 4: 29 rows, 704 MLM
-and 40 NSP slots; 7 of 300 steps took a fifth micro-batch) or 13.4% (128 x 1: 116 rows) instead of
-3.9%, so it is used only where shapes matter (--compile); whether compiling wins it back is the GPU
-run's to say (docs/PERFORMANCE.md). The CUDA-graph compile modes cannot take that extra micro-batch (its
-forward reuses the graph's memory pool, where the first micro-batch's gradients live), so they train one
-micro-batch per step in `RowBuckets`: up to 4 row counts planned from the first steps (`plan_row_buckets`),
-the largest one row per instance (`no_overflow_shape`, which no step can overflow), MLM and NSP slots fixed
-at the most a step can need. On the embedded corpus at 128 x 1 that is about 6% padding over 300 steps
-(the worst-case shape alone: 19%; one fixed shape, 13.4% and an overflow step every ~100).
+The price is padding, more than variable packing's, so it is used only where shapes matter
+(--compile); the measured padding, and whether compiling wins it back, are in docs/PERFORMANCE.md.
+The CUDA-graph compile modes cannot take that extra micro-batch (its forward reuses the graph's memory
+pool, where the first micro-batch's gradients live), so they train one micro-batch per step in
+`RowBuckets`: up to 4 row counts planned from the first steps (`plan_row_buckets`), the largest one row
+per instance (`no_overflow_shape`, which no step can overflow), MLM and NSP slots fixed at the most a
+step can need: less padding than one fixed shape, and no overflow step (docs/PERFORMANCE.md).
 """
 
 from __future__ import annotations
@@ -39,7 +37,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bertstudy.pretraining.instances import IGNORE_INDEX, NO_KIND, PAD_ID
+from bertstudy.pretraining.masking import IGNORE_INDEX, NO_KIND
+from bertstudy.pretraining.vocab import PAD_ID
 
 PACKED_KEYS = ("input_ids", "token_type_ids", "position_ids", "instance_ids", "mlm_positions", "mlm_labels",
                "mlm_kinds", "cls_positions", "nsp_labels")
@@ -78,9 +77,9 @@ class FixedShape:
     nsp_slots: int
 
 
-# what the fixed counts add to the sample's most per micro-batch: rows none (a row is ~950 MLM slots of
-# work; a step with more rows than sampled gets one more micro-batch), the cheap MLM and NSP slots 25%,
-# so that they do not close a micro-batch before its rows are full
+# what the fixed counts add to the sample's most per micro-batch: rows none (a row costs far more than an
+# MLM or NSP slot; a step with more rows than sampled gets one more micro-batch), the cheap MLM and NSP
+# slots 25%, so that they do not close a micro-batch before its rows are full
 SHAPE_SLACK = (0.0, 0.25, 0.25)
 
 

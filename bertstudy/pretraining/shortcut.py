@@ -30,7 +30,8 @@ from typing import Mapping
 
 import numpy as np
 
-from bertstudy.pretraining.instances import MASK_SHARE, RANDOM_SHARE, UNCHANGED_SHARE, TokenizedCorpus
+from bertstudy.pretraining.masking import MASK_SHARE, RANDOM_SHARE, UNCHANGED_SHARE
+from bertstudy.pretraining.token_cache import TokenizedCorpus
 from bertstudy.pretraining.vocab import NUM_SPECIAL, Vocab
 
 RECIPE = {"mask": MASK_SHARE, "random": RANDOM_SHARE, "unchanged": UNCHANGED_SHARE}

@@ -6,10 +6,12 @@ import numpy as np
 import pytest
 
 from bertstudy.corpus.corpus_io import Document
-from bertstudy.pretraining.instances import (IGNORE_INDEX, IS_NEXT, KIND_MASK, KIND_RANDOM, KIND_UNCHANGED, NO_KIND,
-                                             NOT_NEXT, InstanceSampler, create_masked_lm_predictions,
-                                             fixed_eval_instances, load_or_build_cache, split_documents, tokenize_documents,
-                                             training_instances, truncate_seq_pair, Segment)
+from bertstudy.pretraining.heldout_split import split_documents
+from bertstudy.pretraining.instances import (IS_NEXT, NOT_NEXT, InstanceSampler, Segment, fixed_eval_instances,
+                                             training_instances, truncate_seq_pair)
+from bertstudy.pretraining.masking import (IGNORE_INDEX, KIND_MASK, KIND_RANDOM, KIND_UNCHANGED, NO_KIND,
+                                           create_masked_lm_predictions)
+from bertstudy.pretraining.token_cache import load_or_build_cache, tokenize_documents
 from bertstudy.pretraining.vocab import CLS_ID, MASK_ID, NUM_SPECIAL, PAD_ID, SEP_ID, build_vocab
 from tests.train_helpers import CHARS, tiny_documents, write_tiny_corpus
 

@@ -15,8 +15,10 @@ from bertstudy.corpus.corpus_io import load_documents
 from bertstudy.pretraining.loader import LoaderClock, batch_to_device, make_step_loader, step_micro_batches
 from bertstudy.model import BertConfig, BertForPretraining
 from bertstudy.pretraining.packing import IGNORE_INDEX, PACKED_KEYS, collate_packed, collate_padded, pack_micro_batches, pack_rows, padding_fraction
-from bertstudy.pretraining.instances import (NO_KIND, InstanceSampler, split_documents, tokenize_documents,
-                                        training_instances)
+from bertstudy.pretraining.heldout_split import split_documents
+from bertstudy.pretraining.instances import InstanceSampler, training_instances
+from bertstudy.pretraining.masking import NO_KIND
+from bertstudy.pretraining.token_cache import tokenize_documents
 from bertstudy.training.run_log import TIMING_LISTS
 from bertstudy.pretraining.vocab import build_vocab
 from tests.train_helpers import tiny_args, tiny_documents, write_tiny_corpus

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from bertstudy.corpus.corpus_io import Document
-from bertstudy.pretraining.instances import IGNORE_INDEX, KIND_MASK, create_masked_lm_predictions, tokenize_documents
+from bertstudy.pretraining.masking import IGNORE_INDEX, KIND_MASK, create_masked_lm_predictions
+from bertstudy.pretraining.token_cache import tokenize_documents
 from bertstudy.pretraining.shortcut import corpus_shortcut, shortcut_levels, training_char_counts
 from bertstudy.pretraining.vocab import CLS_ID, MASK_ID, NUM_SPECIAL, SEP_ID, build_vocab
 

@@ -9,7 +9,7 @@ import pytest
 
 import train_large_100k
 from bertstudy.base.errors import EXIT_USAGE, UsageError
-from bertstudy.pretraining.instances import IGNORE_INDEX, NO_KIND
+from bertstudy.pretraining.masking import IGNORE_INDEX, NO_KIND
 from bertstudy.pretraining.loader import first_overflow_step, plan_step_buckets, plan_step_shape, step_micro_batches
 from bertstudy.pretraining.packing import (FixedShape, RowBuckets, no_overflow_shape, pack_fixed, plan_row_buckets,
                                            shape_can_overflow)

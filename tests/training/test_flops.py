@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from bertstudy.model import BertConfig, BertForPretraining, training_flops, training_flops_per_token
-from bertstudy.pretraining.instances import IGNORE_INDEX
+from bertstudy.pretraining.masking import IGNORE_INDEX
 from bertstudy.pretraining.loader import plan_step_shape, step_micro_batches
 from bertstudy.pretraining.packing import block_lengths
 from bertstudy.training.flops import micro_batch_flops, step_flops

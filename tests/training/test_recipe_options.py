@@ -15,7 +15,7 @@ import train_large_100k
 from bertstudy.base.atomic_io import read_json
 from bertstudy.base.errors import EXIT_USAGE, UsageError
 from bertstudy.model import BertForPretraining
-from bertstudy.pretraining.instances import tokenize_documents
+from bertstudy.pretraining.token_cache import tokenize_documents
 from bertstudy.pretraining.loader import eval_micro_batches
 from bertstudy.pretraining.packing import host_counts
 from bertstudy.pretraining.shortcut import training_id_counts, unigram_log_frequencies

@@ -21,7 +21,8 @@ from bertstudy.base.atomic_io import iter_jsonl, read_json
 from bertstudy.training.device import Distributed
 from bertstudy.base.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UsageError
 from bertstudy.model import BertForPretraining
-from bertstudy.pretraining.instances import InstanceSampler, tokenize_documents
+from bertstudy.pretraining.instances import InstanceSampler
+from bertstudy.pretraining.token_cache import tokenize_documents
 from bertstudy.training.config import PRESETS, preset_config, preset_drift, resume_config
 from bertstudy.training.trainer import Trainer, model_config_for
 from bertstudy.training.weights import migrate_config

@@ -274,7 +274,7 @@ def _hand_built_batch(answer: int, other: int) -> dict:
     """Two instances whose predicted positions are labelled by hand: [MASK] positions with labels
     answer, other, answer, answer; a random position labelled other; unchanged positions labelled
     answer, answer. A model that always predicts `answer` gets 3/4, 0/1 and 2/2 of them."""
-    from bertstudy.pretraining.instances import KIND_MASK, KIND_RANDOM, KIND_UNCHANGED, NO_KIND
+    from bertstudy.pretraining.masking import KIND_MASK, KIND_RANDOM, KIND_UNCHANGED, NO_KIND
     from bertstudy.pretraining.packing import collate_packed
     from bertstudy.pretraining.vocab import CLS_ID, MASK_ID, SEP_ID
 

@@ -98,19 +98,17 @@ def prepare(args) -> int:
 def train(args) -> int:
     from bertstudy.across_models.plan import STEPS, planned_runs, shard
     from bertstudy.base.atomic_io import check_writable_dir
-    from bertstudy.training import recipes
+    from bertstudy.recipe_search import recipes
 
     corpus = Path(args.data_dir) / "corpus.jsonl"
     if not corpus.is_file():
         raise BadInputError(corpus, "no such corpus file (run `across_models.py prepare` first)")
     out_dir = check_writable_dir(args.runs_dir, "--runs-dir")
     index, count = args.shard
-    import train_large_100k
-
     for run in shard(planned_runs(), index, count):
         settings = recipes.SearchSettings(str(corpus), out_dir, out_dir / f"runs_shard{index}of{count}.jsonl",
                                           args.cache_dir, (run.seed,), STEPS, args.threads)
-        code = recipes.run_search([run.candidate], settings, train_large_100k.main)
+        code = recipes.run_search([run.candidate], settings)
         if code != EXIT_OK:
             return code
     return EXIT_OK

@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """Search training recipes for the quick preset: train each candidate and record one JSON line.
 
-Each candidate (a name and overrides of --preset quick_plateau, the recipe before the search) trains with
-train_large_100k.py into its own folder under --out-dir; its line in --results holds its config, steps, training seconds, held-out [MASK] accuracy
-(final, best, by eval), the shortcut level (the most frequent character's share) and the target (twice it)
-with the seconds to reach it, and the top 3 for the probe sentences. Rerun the same command to continue:
+Each candidate (a name and overrides of --preset quick_plateau, the recipe before the search) trains into its
+own folder under --out-dir, the run `train_large_100k.py --resume-if-possible` with those flags would make;
+its line in --results holds its config, steps, training seconds, held-out [MASK] accuracy (final, best, by
+eval), the shortcut level (the most frequent character's share) and the target (twice it) with the seconds
+to reach it, and the top 3 for the probe sentences. Rerun the same command to continue:
 recorded candidates are skipped, an interrupted one resumes from its checkpoint. The search is
-bertstudy/training/recipes.py; --list shows the built-in candidates.
+bertstudy/recipe_search/recipes.py; --list shows the built-in candidates.
 """
 
 from __future__ import annotations
@@ -51,8 +52,8 @@ def name_list(text: str) -> list[str]:
 
 
 def print_table(results: Path) -> int:
-    from bertstudy.training.recipe_table import markdown_table
-    from bertstudy.training.recipes import RESULT_KEYS, read_results
+    from bertstudy.recipe_search.recipe_table import markdown_table
+    from bertstudy.recipe_search.recipes import RESULT_KEYS, read_results
 
     if not results.is_file():
         raise BadInputError(results, "no such results file (the search writes it; or give --results)")
@@ -94,7 +95,7 @@ def main(argv=None) -> int:
         import json
 
         from bertstudy.base.atomic_io import check_writable_dir, check_writable_file
-        from bertstudy.training import recipes
+        from bertstudy.recipe_search import recipes
 
         candidates = recipes.select(recipes.load_candidates(args.candidates), args.only)
         if args.list:
@@ -110,9 +111,7 @@ def main(argv=None) -> int:
         results = check_writable_file(args.results or out_dir / "recipes.jsonl", "--results")
         settings = recipes.SearchSettings(str(corpus), out_dir, results, args.cache_dir, tuple(args.seeds), args.steps,
                                           args.threads)
-        import train_large_100k
-
-        return recipes.run_search(candidates, settings, train_large_100k.main)
+        return recipes.run_search(candidates, settings)
 
     return run_main(body)
 

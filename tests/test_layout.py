@@ -18,11 +18,13 @@ ALLOWED = {
     "corpus": {"base"},
     "pretraining": {"base", "corpus"},
     "training": {"base", "model", "pretraining", "corpus"},
+    "recipe_search": {"base", "model", "pretraining", "training"},
     "analysis": {"base"},
     "charts": {"base", "analysis"},
     "downstream": {"base", "model", "corpus", "pretraining", "training", "analysis", "charts"},
     "monitor": {"base", "analysis", "training"},
-    "across_models": {"base", "model", "corpus", "pretraining", "training", "analysis", "charts", "downstream"},
+    "across_models": {"base", "model", "corpus", "pretraining", "training", "recipe_search", "analysis", "charts",
+                      "downstream"},
 }
 MAX_FUNCTION_LINES = 80
 MAX_MODULE_LINES = 420
@@ -75,6 +77,15 @@ def test_no_module_name_in_two_stages():
             stages_of.setdefault(module.rsplit(".", 1)[-1], set()).add(stage(module))
     repeated = {name: sorted(found) for name, found in stages_of.items() if len(found) > 1}
     assert not repeated, f"module names used in more than one stage: {repeated}"
+
+
+def test_the_recipe_search_lives_outside_training():
+    """training/ trains one run; the search over many runs (recipe_search/) calls training.run.run_training
+    with a TrainConfig, and nothing of training/ knows about it."""
+    training = sorted((PACKAGE / "training").rglob("*.py"))
+    assert not [p.name for p in training if p.stem in ("recipes", "recipe_table")]
+    assert not [p.name for p in training if "run_search" in p.read_text(encoding="utf-8")]
+    assert (PACKAGE / "recipe_search" / "recipes.py").is_file()
 
 
 def test_imports_point_down_the_stages(graph):

@@ -2,7 +2,7 @@
 the recipe search's range of held-out [MASK] accuracy, three seeds each, and three more seeds of `quick`
 so that the spread from the seed alone is measured at one recipe (docs/ACROSS_MODELS_PLAN.md).
 
-Each run is a candidate of the recipe search (training/recipes.py: overrides of `quick_plateau`) trained
+Each run is a candidate of the recipe search (recipe_search/recipes.py: overrides of `quick_plateau`) trained
 for STEPS steps with milestones at MILESTONES, in its own folder, resumable. `shard(k, n)` splits the
 runs for n processes, seed by seed, so that every recipe has a first seed early.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bertstudy.training.recipes import DEFAULT_CANDIDATES, Candidate
+from bertstudy.recipe_search.recipes import DEFAULT_CANDIDATES, Candidate
 
 STEPS = 1000  # the quick preset's length: every model is compared at the same step
 MILESTONES = "300,500,700,1000"  # with step 0, which every milestone list has

@@ -17,8 +17,8 @@ from bertstudy.across_models.test_sets import build_tasks
 from bertstudy.base.atomic_io import atomic_write_json, read_json
 from bertstudy.base.errors import BadInputError
 from bertstudy.base.run_files import FINAL_MODEL_NAME, VOCAB_NAME
+from bertstudy.recipe_search.recipes import read_results
 from bertstudy.training.milestones import milestone_path
-from bertstudy.training.recipes import read_results
 
 PROBES_FORMAT = "chinese-bert-correlation/across-probes-v1"
 PROBES_NAME, CONTROLS_NAME = "across_probes.json", "probe_controls.json"

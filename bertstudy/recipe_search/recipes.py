@@ -5,10 +5,11 @@ A candidate is a name and overrides of the `quick_plateau` preset (that recipe) 
 `equal_flops` its steps are scaled so that its training FLOPs (model.training_flops_per_token x tokens per
 step x steps) equal the preset's: width and depth compared at (about) equal compute, hence time. Each
 candidate and seed trains into its own folder under the search's --out-dir (named by the name, seed and a
-hash of what it trains with) through train_large_100k.py's `main`, given to `run_search` by the script, with
---resume-if-possible: an interrupted candidate continues from its checkpoint. Then one JSON line is appended
-to the results file (rewritten atomically): `result_record`. A candidate already there with the same name,
-seed, overrides and steps is skipped, so a rerun continues the search.
+hash of what it trains with) through training.run.run_training with its TrainConfig built here (the values
+`train_large_100k.py --resume-if-possible` would resolve from the same flags): an interrupted candidate
+continues from its checkpoint. Then one JSON line is appended to the results file (rewritten atomically):
+`result_record`. A candidate already there with the same name, seed, overrides and steps is skipped, so a
+rerun continues the search.
 """
 
 from __future__ import annotations
@@ -17,15 +18,18 @@ import hashlib
 import json
 import sys
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from bertstudy.base.atomic_io import atomic_write_text, iter_jsonl, read_json, read_text_utf8
 from bertstudy.base.errors import (EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, BadInputError, StudyError,
                                    UsageError)
 from bertstudy.base.run_files import FINAL_MODEL_NAME, HISTORY_NAME, VOCAB_NAME
-from bertstudy.training.recipe_table import percent
+from bertstudy.recipe_search.recipe_table import percent
+
+if TYPE_CHECKING:
+    from bertstudy.training.config import TrainConfig
 
 PRESET = "quick_plateau"  # the candidates are changes to the recipe that ends on the plateau
 # What make quickstart asks the model (the Makefile's PROBE_SENTENCES), one [MASK] each.
@@ -120,16 +124,23 @@ def _typed_overrides(overrides, where: str, name: str) -> dict:
     return typed
 
 
-def config_of(typed: dict):
-    """The TrainConfig a candidate trains with (before the search's own fields); `batch_size: "auto"` is
-    --batch-size auto, as on the command line."""
-    from bertstudy.training.config import preset_config
-
+def _as_given(typed: dict) -> dict:
+    """The typed overrides as the command line sets them (config.given_fields): `batch_size: "auto"` is
+    --batch-size auto (auto_batch), a number fixes the split (auto_batch off)."""
     values = dict(typed)
     if values.get("batch_size") == "auto":
         del values["batch_size"]
         values["auto_batch"] = True
-    return preset_config(PRESET, **values)
+    elif "batch_size" in values:
+        values["auto_batch"] = False
+    return values
+
+
+def config_of(typed: dict):
+    """The TrainConfig a candidate trains with (before the search's own fields)."""
+    from bertstudy.training.config import preset_config
+
+    return preset_config(PRESET, **_as_given(typed))
 
 
 def parse_candidates(items, where: str) -> list[Candidate]:
@@ -207,16 +218,49 @@ def run_folder(settings: SearchSettings, key: dict) -> Path:
     return settings.out_dir / f"{key['name']}_seed{key['seed']}_{digest}"
 
 
-def train_argv(settings: SearchSettings, candidate: Candidate, seed: int, steps: int, folder: Path) -> list[str]:
-    argv = ["--preset", PRESET, "--corpus", str(settings.corpus), "--cache-dir", str(settings.cache_dir),
-            "--out-dir", str(folder), "--seed", str(seed), "--resume-if-possible", "--no-progress"]
-    for key, value in candidate.overrides.items():
-        if key == "steps":
-            continue
-        flag = "--" + key.replace("_", "-")
-        argv += [flag if value else "--no-" + key.replace("_", "-")] if isinstance(value, bool) else [flag, str(value)]
-    argv += ["--steps", str(steps)]
-    return argv + (["--threads", str(settings.threads)] if settings.threads is not None else [])
+def train_fields(settings: SearchSettings, candidate: Candidate, seed: int, steps: int, folder: Path) -> dict:
+    """The fields the search sets for one run, as config.given_fields gives a command line's (`preset`
+    included): the search's own, the candidate's overrides (its `steps` replaced by `steps`), the threads
+    when the search has them. run_training checks them against the run's config on a resume."""
+    typed = _typed_overrides(candidate.overrides, "candidates", candidate.name)
+    typed.pop("steps", None)
+    given = {"preset": PRESET, "corpus": str(settings.corpus), "cache_dir": str(settings.cache_dir),
+             "out_dir": str(folder), "seed": seed, "progress": False, **_as_given(typed), "steps": steps}
+    if settings.threads is not None:
+        given["threads"] = settings.threads
+    return given
+
+
+def train_config(given: dict) -> TrainConfig:
+    """The run's TrainConfig: the preset with the given fields (config.config_from_args' rule)."""
+    from bertstudy.training.config import preset_config
+
+    return preset_config(given["preset"], **{name: value for name, value in given.items() if name != "preset"})
+
+
+def _with_free_threads(config: TrainConfig) -> TrainConfig:
+    """The config with its threads chosen from the cores free now when the search gave none (as
+    train_large_100k.py chooses them), the reason said on stderr."""
+    from bertstudy.training.machine import machine_threads
+
+    if config.threads is not None:
+        return config
+    threads, why = machine_threads()
+    print(why, file=sys.stderr)
+    return replace(config, threads=threads)
+
+
+def train_candidate(config: TrainConfig, given: dict) -> int:
+    """Train one run: resumed from the newest valid checkpoint in its folder, else started there. An error is
+    its exit code (its one line `error: ...` on stderr, as a script prints it), an interrupt 130."""
+    from bertstudy.base.cli import run_main
+
+    def body() -> int:
+        from bertstudy.training.run import run_training  # torch only once a run trains
+
+        return run_training(_with_free_threads(config), resume="auto", given=given, if_possible=True)
+
+    return run_main(body)
 
 
 def _seconds_at(history: dict, step: int) -> float:
@@ -306,11 +350,14 @@ def summary_line(record: dict) -> str:
             f"{'never reached' if reached is None else f'reached at {reached:.0f} s'}; {answers}")
 
 
-def run_search(candidates: list[Candidate], settings: SearchSettings, train: Callable[[list[str]], int]) -> int:
-    """Train and record every (candidate, seed) not yet in the results file. A candidate whose training could
-    not finish (exit 4: non-finite losses, a full disk) is recorded with status "failed" and the search goes
-    on; an interruption (130), a usage or input error (2, 3: nothing a next candidate would do better) stops
-    it with that code, recording nothing: a rerun continues (the run resumes from its checkpoint)."""
+def run_search(candidates: list[Candidate], settings: SearchSettings,
+               train: Callable[[TrainConfig, dict], int] | None = None) -> int:
+    """Train and record every (candidate, seed) not yet in the results file; `train(config, given)` trains one
+    run and returns its exit code (default train_candidate). A candidate whose training could not finish
+    (exit 4: non-finite losses, a full disk) is recorded with status "failed" and the search goes on; an
+    interruption (130), a usage or input error (2, 3: nothing a next candidate would do better) stops it
+    with that code, recording nothing: a rerun continues (the run resumes from its checkpoint)."""
+    train = train or train_candidate
     done = done_keys(settings.results)
     failed = 0
     for candidate in candidates:
@@ -322,7 +369,8 @@ def run_search(candidates: list[Candidate], settings: SearchSettings, train: Cal
                 continue
             folder = run_folder(settings, key)
             print(f"{candidate.name} (seed {seed}, {steps} steps): training in {folder}", file=sys.stderr)
-            code = train(train_argv(settings, candidate, seed, steps, folder))
+            given = train_fields(settings, candidate, seed, steps, folder)
+            code = train(train_config(given), given)
             if code in (EXIT_INTERRUPTED, EXIT_USAGE, EXIT_BAD_INPUT):
                 return code
             if code != EXIT_OK:

@@ -1,5 +1,6 @@
-"""scripts/quick_recipes.py (issue 23): tiny candidates trained end to end, one JSON line each, skipped on a
-rerun; an interrupted candidate resumes; bad input is one line naming the file; the built-in list."""
+"""scripts/quick_recipes.py and bertstudy/recipe_search: tiny candidates trained end to end, one JSON line each,
+skipped on a rerun; an interrupted candidate resumes; bad input is one line naming the file; the built-in
+list; the run folders' names and each run's config stay what the command-line round trip gave."""
 
 from __future__ import annotations
 
@@ -12,9 +13,9 @@ import pytest
 
 import train_large_100k
 from bertstudy.base.atomic_io import iter_jsonl
-from bertstudy.base.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_USAGE
-from bertstudy.training import recipes
-from bertstudy.training.config import config_from_args, preset_config
+from bertstudy.base.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_USAGE, BadInputError
+from bertstudy.recipe_search import recipes
+from bertstudy.training.config import config_from_args, given_fields, preset_config
 from bertstudy.training.trainer import Trainer
 from tests.train_helpers import write_tiny_corpus
 
@@ -80,10 +81,10 @@ def test_two_tiny_candidates_give_one_line_each_and_a_rerun_skips_them(search, m
     out = capsys.readouterr().out
     assert out.count("(seed 1, 4 steps, ") == 2 and "中国[MASK]民 -> " in out
 
-    def no_training(argv):
+    def no_training(config, given):
         raise AssertionError("a recorded candidate was trained again")
 
-    monkeypatch.setattr(train_large_100k, "main", no_training)
+    monkeypatch.setattr(recipes, "train_candidate", no_training)
     before = results.read_bytes()
     assert quick_recipes.main(argv) == 0
     assert results.read_bytes() == before
@@ -172,7 +173,7 @@ def test_the_built_in_candidates_cover_every_knob_and_parse():
     assert {k for c in ablations for k in set(everything) - set(c.overrides)} == set(everything)
 
 
-def test_equal_flops_scales_the_steps_and_the_flags_rebuild_the_config(tmp_path):
+def test_equal_flops_scales_the_steps():
     deep = recipes.Candidate("deep", {"num_layers": 4}, equal_flops=True)
     ratio = recipes.flops_per_step(preset_config(recipes.PRESET)) / recipes.flops_per_step(preset_config(recipes.PRESET, num_layers=4))
     assert 0.4 < ratio < 0.6
@@ -180,13 +181,85 @@ def test_equal_flops_scales_the_steps_and_the_flags_rebuild_the_config(tmp_path)
     assert recipes.candidate_steps(deep, 100) == round(100 * ratio)
     assert recipes.candidate_steps(recipes.Candidate("same", {}, equal_flops=True), 300) == 300
     assert recipes.candidate_steps(recipes.Candidate("own", {"steps": 50}), None) == 50
-    settings = recipes.SearchSettings("c.jsonl", tmp_path, tmp_path / "r.jsonl", "cache", (1,), None, None)
-    overrides = {"pre_ln": True, "dropout": 0.0, "lr": 3e-3, "schedule": "constant", "batch_size": 32}
-    argv = recipes.train_argv(settings, recipes.Candidate("x", overrides), 7, 90, tmp_path / "x")
-    args = train_large_100k.build_parser().parse_args(argv)
-    assert config_from_args(args) == preset_config(recipes.PRESET, corpus="c.jsonl", cache_dir="cache", out_dir=str(tmp_path / "x"),
-                                                   seed=7, steps=90, progress=False, auto_batch=False, **overrides)
-    assert args.resume_if_possible
+
+
+def test_run_folders_keep_their_names():
+    """The folder name hashes the run key: runs/across_models and runs/recipes are found again by it, so a
+    change here would retrain every finished run in a new folder."""
+    settings = recipes.SearchSettings("c", Path("runs/across_models"), Path("r"), "cache", (1,), 1000, None)
+    quick = recipes.Candidate("quick", {"mlm_bias_init": "unigram", "schedule": "constant", "lr": 0.004,
+                                        "nsp_weight": 0.0, "mask_rate": 0.25, "max_predictions": 16,
+                                        "milestones": "300,500,700,1000"})
+    key = recipes.run_key(quick, 1, 1000)
+    assert key == {"name": "quick", "seed": 1, "overrides": quick.overrides, "steps": 1000}
+    assert recipes.run_folder(settings, key) == Path("runs/across_models/quick_seed1_c00a9785")
+    other = recipes.run_key(recipes.Candidate("x", {"pre_ln": True, "lr": 0.003, "batch_size": 32}), 7, 90)
+    assert recipes.run_folder(settings, other).name == "x_seed7_8a56077a"
+    from bertstudy.across_models.plan import STEPS, planned_runs
+
+    names = {recipes.run_folder(settings, recipes.run_key(r.candidate, r.seed, recipes.candidate_steps(r.candidate, STEPS))).name
+             for r in planned_runs()}
+    assert {"baseline_seed1_93a35ea7", "all-no-mask-25_seed2_b3d73da4", "quick-no-constant_seed3_cc97083f",
+            "quick_seed6_e8b0dc0b"} <= names and len(names) == 21
+
+
+def _old_train_argv(settings, candidate, seed, steps, folder) -> list[str]:
+    """The command line the search used to give train_large_100k.main: the config it parsed to is the one
+    train_fields and train_config must still give."""
+    argv = ["--preset", recipes.PRESET, "--corpus", str(settings.corpus), "--cache-dir", str(settings.cache_dir),
+            "--out-dir", str(folder), "--seed", str(seed), "--resume-if-possible", "--no-progress"]
+    for key, value in candidate.overrides.items():
+        if key == "steps":
+            continue
+        flag = "--" + key.replace("_", "-")
+        argv += [flag if value else "--no-" + key.replace("_", "-")] if isinstance(value, bool) else [flag, str(value)]
+    argv += ["--steps", str(steps)]
+    return argv + (["--threads", str(settings.threads)] if settings.threads is not None else [])
+
+
+@pytest.mark.parametrize("candidate,threads", [
+    (recipes.Candidate("x", {"pre_ln": True, "wwm": False, "dropout": 0.0, "lr": 3e-3, "schedule": "constant",
+                             "batch_size": 32}), None),
+    (recipes.Candidate("deep-4", {"num_layers": 4}, equal_flops=True), 1),
+    (recipes.Candidate("auto", {"batch_size": "auto", "steps": 50, "lr": "0.001", "milestones": "10,20"}), 2),
+    (recipes.Candidate("all-no-pre-ln", {k: v for k, v in recipes.ALL.items() if k != "pre_ln"}), None),
+])
+def test_the_config_built_directly_is_the_one_the_flags_gave(tmp_path, candidate, threads):
+    settings = recipes.SearchSettings("c.jsonl", tmp_path, tmp_path / "r.jsonl", "cache", (7,), None, threads)
+    steps = recipes.candidate_steps(candidate, settings.steps)
+    folder = recipes.run_folder(settings, recipes.run_key(candidate, 7, steps))
+    args = train_large_100k.build_parser().parse_args(_old_train_argv(settings, candidate, 7, steps, folder))
+    given = recipes.train_fields(settings, candidate, 7, steps, folder)
+    assert given == given_fields(args)
+    config = recipes.train_config(given)
+    assert config == config_from_args(args)
+    assert config.steps == steps and config.seed == 7 and config.threads == threads and not config.progress
+
+
+def test_a_run_is_trained_resumable_and_its_errors_are_exit_codes(monkeypatch, capsys):
+    import bertstudy.training.run as run
+
+    calls = []
+
+    def fake_run_training(config, resume=None, *, given=None, overwrite=False, if_possible=False):
+        calls.append((config, resume, given, overwrite, if_possible))
+        if config.seed == 3:
+            raise BadInputError("c.jsonl", "not a corpus")
+        if config.seed == 4:
+            raise KeyboardInterrupt
+        return 0
+
+    monkeypatch.setattr(run, "run_training", fake_run_training)
+    given = {"preset": recipes.PRESET, "seed": 1, "threads": 1}
+    config = recipes.train_config(given)
+    assert recipes.train_candidate(config, given) == 0
+    assert calls == [(config, "auto", given, False, True)]
+    unthreaded = recipes.train_config({"preset": recipes.PRESET, "seed": 1})
+    assert recipes.train_candidate(unthreaded, {}) == 0 and calls[-1][0].threads >= 1  # the free cores, said
+    capsys.readouterr()
+    assert recipes.train_candidate(recipes.train_config({**given, "seed": 3}), given) == EXIT_BAD_INPUT
+    assert capsys.readouterr().err == "error: c.jsonl: not a corpus\n"
+    assert recipes.train_candidate(recipes.train_config({**given, "seed": 4}), given) == EXIT_INTERRUPTED
 
 
 def test_the_quick_preset_is_the_searchs_winner_on_the_searchs_baseline():

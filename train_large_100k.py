@@ -47,21 +47,6 @@ def build_parser():
     return parser
 
 
-def with_threads(config):
-    """The config with --threads chosen from the cores free now when the command line did not give it."""
-    import os
-    from dataclasses import replace
-
-    from bertstudy.training.machine import machine_threads
-
-    if config.threads is not None:
-        return config
-    threads, why = machine_threads(int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
-    if os.environ.get("RANK", "0") == "0":
-        print(why, file=sys.stderr)
-    return replace(config, threads=threads)
-
-
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -69,14 +54,14 @@ def main(argv=None) -> int:
         print(describe_preset(args.show_preset))
         return EXIT_OK
 
-    def body():
+    def train() -> int:
         from bertstudy.training.run import run_training  # torch is imported only once the command line is valid
 
         resume = "auto" if args.resume_if_possible else args.resume
-        return run_training(with_threads(config_from_args(args)), resume=resume, given=given_fields(args),
+        return run_training(config_from_args(args), resume=resume, given=given_fields(args),
                             overwrite=args.overwrite, if_possible=args.resume_if_possible)
 
-    return run_main(body)
+    return run_main(train)
 
 
 if __name__ == "__main__":

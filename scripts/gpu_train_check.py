@@ -92,7 +92,7 @@ def interval_flops(out_dir: Path) -> dict:
     from bertstudy.training.config import TrainConfig
     from bertstudy.training.device import Distributed
     from bertstudy.training.flops import step_flops
-    from bertstudy.training.run_setup import prepare_data, step_shape
+    from bertstudy.training.run_data import prepare_data, step_shape
 
     history = read_json(out_dir / "training_history_100k.json")
     resolved = read_json(out_dir / "resolved_config.json")
@@ -188,7 +188,7 @@ def first_sampled_overflow(train_args: list[str]) -> dict:
     from bertstudy.pretraining.loader import first_overflow_step, plan_step_shape
     from bertstudy.training.config import config_from_args
     from bertstudy.training.device import Distributed
-    from bertstudy.training.run_setup import prepare_data
+    from bertstudy.training.run_data import prepare_data
 
     config = config_from_args(train_large_100k.build_parser().parse_args(train_args))
     sampler = prepare_data(config, Distributed(device=torch.device("cpu"))).train_sampler

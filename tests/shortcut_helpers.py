@@ -7,7 +7,8 @@ import json
 
 import numpy as np
 
-from bertstudy.analysis.history import OURS_FORMAT, History, load_history
+from bertstudy.analysis.history import History, load_history
+from bertstudy.base.run_files import HISTORY_FORMAT
 
 PLATEAU = 0.05  # the [MASK] accuracy's plateau level
 
@@ -27,7 +28,7 @@ def kinds_history_dict(mask_level: float | None = PLATEAU, n: int = 300, eval_ev
     unchanged = np.clip(0.1 + 0.3 * (u - u[0]), 0, 0.95)
     overall = 0.8 * mask + 0.1 * unchanged + 0.1 * 0.01
     obj = {"steps": steps.tolist(), "mlm_acc": (overall + 0.005).tolist(), "loss": (8 - u).tolist(),
-           "meta": {"format": OURS_FORMAT, "preset": "synthetic", "total_steps": 6_000}}
+           "meta": {"format": HISTORY_FORMAT, "preset": "synthetic", "total_steps": 6_000}}
     picked = slice(None, None, eval_every)
     obj["eval_steps"] = steps[picked].tolist()
     obj["eval_mlm_acc"] = overall[picked].tolist()

@@ -115,7 +115,7 @@ def test_the_overflow_part_finds_the_step_from_the_loaders_shapes(tmp_path):
     from bertstudy.pretraining.packing import FixedShape
     from bertstudy.training.config import config_from_args
     from bertstudy.training.device import Distributed
-    from bertstudy.training.run_setup import prepare_data
+    from bertstudy.training.run_data import prepare_data
     from scripts.gpu_train_check import first_sampled_overflow
     from tests.train_helpers import tiny_args, write_tiny_corpus
 
@@ -176,7 +176,7 @@ def test_the_flops_of_a_runs_last_interval_come_from_its_own_batches(tmp_path):
     from bertstudy.training.config import TrainConfig
     from bertstudy.training.device import Distributed
     from bertstudy.training.flops import step_flops
-    from bertstudy.training.run_setup import prepare_data
+    from bertstudy.training.run_data import prepare_data
     from scripts.gpu_train_check import interval_flops
     from tests.train_helpers import tiny_args, write_tiny_corpus
 

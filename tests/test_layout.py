@@ -154,3 +154,40 @@ def test_defined_once(name):
              if (isinstance(node, (ast.FunctionDef, ast.ClassDef)) and node.name == name)
              or (isinstance(node, ast.Assign) and any(getattr(t, "id", None) == name for t in node.targets))]
     assert len(where) == 1, f"{name} defined {len(where)} times: {where}"
+
+
+CONFIG_MAKERS = {"replace", "resume_config", "with_threads", "with_device_split", "resolve_batch_split", "split_for"}
+CONFIG_RESOLVERS = {"config.py", "run_start.py", "batch_fit.py"}  # what resolve_run calls to settle the config
+
+
+def _called_name(node: ast.Call) -> str | None:
+    if isinstance(node.func, ast.Attribute) and getattr(node.func.value, "id", None) in ("os", "str", "text"):
+        return None  # os.replace moves files; str.replace edits text
+    return node.func.id if isinstance(node.func, ast.Name) else getattr(node.func, "attr", None)
+
+
+def test_the_run_config_is_settled_once_by_resolve_run():
+    """training.run_start.resolve_run settles the TrainConfig (threads, resume, batch split, precision);
+    after it nothing in training/ makes a new one, sets a config on anything, or sets the trainer's fields
+    from outside the Trainer."""
+    found = []
+    for path in sorted((PACKAGE / "training").glob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and path.name not in CONFIG_RESOLVERS and _called_name(node) in CONFIG_MAKERS:
+                found.append(f"{path.name}:{node.lineno} calls {_called_name(node)}")
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target] \
+                if isinstance(node, (ast.AugAssign, ast.AnnAssign)) else []
+            for target in targets:
+                if not isinstance(target, ast.Attribute):
+                    continue
+                owner = target.value
+                owner_name = owner.id if isinstance(owner, ast.Name) else getattr(owner, "attr", None)
+                if target.attr == "config" and owner_name != "self":
+                    found.append(f"{path.name}:{target.lineno} sets {owner_name}.config")
+                if owner_name == "trainer" and path.name != "trainer.py":
+                    found.append(f"{path.name}:{target.lineno} sets trainer.{target.attr} from outside")
+    run_py = ast.parse((PACKAGE / "training" / "run.py").read_text(encoding="utf-8"))
+    resolved = [node for node in ast.walk(run_py) if isinstance(node, ast.Call) and _called_name(node) == "resolve_run"]
+    assert len(resolved) == 1, "run.py resolves the run exactly once"
+    assert not found, "the config is changed after resolve_run:\n" + "\n".join(found)

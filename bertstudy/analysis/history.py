@@ -27,8 +27,8 @@ import numpy as np
 
 from bertstudy.base.atomic_io import is_finite_number, iter_jsonl, read_json
 from bertstudy.base.errors import BadInputError, UsageError
+from bertstudy.base.run_files import HISTORY_FORMAT
 
-OURS_FORMAT = "chinese-bert-correlation/history-v1"
 REQUIRED_KEYS = ("steps", "mlm_acc")
 MAIN_KEYS = ("mlm_acc", "nsp_acc", "loss", "lr")  # parallel to `steps`, named attributes of History
 # MLM accuracy at [MASK] positions, at randomly replaced ones and at unchanged ones (the 80/10/10

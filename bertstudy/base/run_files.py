@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 HISTORY_NAME = "training_history_100k.json"  # the original's history, a superset (docs/DESIGN.md)
+HISTORY_FORMAT = "chinese-bert-correlation/history-v1"  # meta.format of our histories (the original's has none)
 LOG_NAME = "training_log_100k.jsonl"  # one record per event, streamed
 RESOLVED_CONFIG_NAME = "resolved_config.json"  # the run's config as resolved (minGPT's habit)
 VOCAB_NAME = "vocab.txt"  # BERT's layout: special tokens first

@@ -18,7 +18,7 @@ import hashlib
 import json
 import sys
 import time
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
@@ -238,29 +238,18 @@ def train_config(given: dict) -> TrainConfig:
     return preset_config(given["preset"], **{name: value for name, value in given.items() if name != "preset"})
 
 
-def _with_free_threads(config: TrainConfig) -> TrainConfig:
-    """The config with its threads chosen from the cores free now when the search gave none (as
-    train_large_100k.py chooses them), the reason said on stderr."""
-    from bertstudy.training.machine import machine_threads
-
-    if config.threads is not None:
-        return config
-    threads, why = machine_threads()
-    print(why, file=sys.stderr)
-    return replace(config, threads=threads)
-
-
 def train_candidate(config: TrainConfig, given: dict) -> int:
-    """Train one run: resumed from the newest valid checkpoint in its folder, else started there. An error is
-    its exit code (its one line `error: ...` on stderr, as a script prints it), an interrupt 130."""
+    """Train one run: resumed from the newest valid checkpoint in its folder, else started there (without
+    threads in `config`, run_training's resolve_run takes the free cores). An error is its exit code (its
+    one line `error: ...` on stderr, as a script prints it), an interrupt 130."""
     from bertstudy.base.cli import run_main
 
-    def body() -> int:
+    def train() -> int:
         from bertstudy.training.run import run_training  # torch only once a run trains
 
-        return run_training(_with_free_threads(config), resume="auto", given=given, if_possible=True)
+        return run_training(config, resume="auto", given=given, if_possible=True)
 
-    return run_main(body)
+    return run_main(train)
 
 
 def _seconds_at(history: dict, step: int) -> float:

@@ -10,9 +10,8 @@ for it explicitly); on a CPU the configured split stays.
 
 How it is measured (`fit_micro_batch`): a forward and backward of full rows after a warm-up at
 realistic sizes (up to PROBE_ROWS rows, halved on out-of-memory): at 1 or 2 rows the peak is set by
-the weights and gradients, not by the activations (large_100k fp32 gave ~1 byte per row there, bf16
-22.6 MiB against 53-54 MiB from 8 to 16 rows), and the old probe took the whole batch on any card.
-Then AdamW's two moments and DDP's gradient buckets are added, the largest divisor that fits is
+the weights and gradients, not by the activations, so a per-row cost measured there is far too small
+(docs/PERFORMANCE.md has the measured figures). Then AdamW's two moments and DDP's gradient buckets are added, the largest divisor that fits is
 confirmed by one real forward and backward at that size (halved on out-of-memory), every rank takes
 the smallest choice, and the choice is the run's config (batch_size x grad_accum, in
 resolved_config.json and every checkpoint).

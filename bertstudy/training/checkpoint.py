@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as torch_dist
 
 from bertstudy.base.errors import BadInputError
 from bertstudy.base.run_files import (CHECKPOINT_DIR_NAME, CHECKPOINT_FILE, FINAL_MODEL_NAME,  # noqa: F401
@@ -47,6 +48,16 @@ def restore_rng_states(states: dict, device: torch.device | None = None) -> None
     torch.set_rng_state(states["torch"])
     if states["cuda"] and device is not None and device.type == "cuda":
         torch.cuda.set_rng_state(states["cuda"][0], device)
+
+
+def gather_rng_states(dist) -> list | None:
+    """Each rank's RNG states, gathered to rank 0 (None on the other ranks)."""
+    rng = capture_rng_states(dist.device)
+    if not dist.enabled:
+        return [rng]
+    gathered = [None] * dist.world_size if dist.is_main else None
+    torch_dist.gather_object(rng, gathered, dst=0)
+    return gathered
 
 
 def rank_rng_states(state: dict, rank: int) -> dict:

@@ -20,95 +20,95 @@ from bertstudy.training.device import device_choice
 from bertstudy.base.errors import UsageError
 
 
-def _f(default, kind, help_text):
+def flag_field(default, kind, help_text):
+    """A TrainConfig field that is also a command-line flag: its argparse type and help text ride in the metadata."""
     return field(default=default, metadata={"type": kind, "help": help_text})
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     # ---- data
-    corpus: str = _f("data/corpus.jsonl", str, "corpus: ours JSONL or the original study's JSON")  # rare_char_fetch.py's output
-    out_dir: str = _f(".", str, "folder for history, log, checkpoints, final model")  # "." as in the original study
-    cache_dir: str = _f("data/cache", str, "folder for the tokenized-corpus cache")  # beside the corpus, never committed
-    min_freq: int = _f(1, cli.positive_int, "keep characters seen at least this often")  # 1: every character; rare ones are the study's point
-    heldout_fraction: float = _f(0.02, cli.open_unit_float, "fraction of documents held out for eval")  # 2%: enough instances, little lost
-    max_seq_len: int = _f(128, cli.positive_int, "tokens per instance incl. [CLS]/[SEP]")  # the original's length; BERT phase 1
-    mask_rate: float = _f(0.15, cli.open_unit_float, "fraction of tokens to predict in training")  # BERT's 15%
-    eval_mask_rate: float = _f(0.15, cli.open_unit_float, "fraction of tokens predicted in the held-out "
+    corpus: str = flag_field("data/corpus.jsonl", str, "corpus: ours JSONL or the original study's JSON")  # rare_char_fetch.py's output
+    out_dir: str = flag_field(".", str, "folder for history, log, checkpoints, final model")  # "." as in the original study
+    cache_dir: str = flag_field("data/cache", str, "folder for the tokenized-corpus cache")  # beside the corpus, never committed
+    min_freq: int = flag_field(1, cli.positive_int, "keep characters seen at least this often")  # 1: every character; rare ones are the study's point
+    heldout_fraction: float = flag_field(0.02, cli.open_unit_float, "fraction of documents held out for eval")  # 2%: enough instances, little lost
+    max_seq_len: int = flag_field(128, cli.positive_int, "tokens per instance incl. [CLS]/[SEP]")  # the original's length; BERT phase 1
+    mask_rate: float = flag_field(0.15, cli.open_unit_float, "fraction of tokens to predict in training")  # BERT's 15%
+    eval_mask_rate: float = flag_field(0.15, cli.open_unit_float, "fraction of tokens predicted in the held-out "
                                                           "instances, whatever --mask-rate training uses")
     # BERT's 15%, apart from mask_rate so that runs trained at another rate are scored on the same
     # kind of held-out instances; a run from before the field evaluated at its mask_rate and keeps it (resume_config)
-    max_predictions: int = _f(20, cli.positive_int, "most masked positions per instance")  # BERT's 20 for length 128
-    short_seq_prob: float = _f(0.1, cli.unit_float, "chance of a shorter target length")  # BERT's 0.1: fewer train/test length mismatches
-    wwm: bool = _f(False, bool, "whole-word masking with jieba words (Chinese-BERT-wwm)")  # off: character masking as the original
-    eval_instances: int = _f(1024, cli.positive_int, "held-out instances scored at each eval")  # ~150k masked tokens of 128-length: +-0.3% noise
+    max_predictions: int = flag_field(20, cli.positive_int, "most masked positions per instance")  # BERT's 20 for length 128
+    short_seq_prob: float = flag_field(0.1, cli.unit_float, "chance of a shorter target length")  # BERT's 0.1: fewer train/test length mismatches
+    wwm: bool = flag_field(False, bool, "whole-word masking with jieba words (Chinese-BERT-wwm)")  # off: character masking as the original
+    eval_instances: int = flag_field(1024, cli.positive_int, "held-out instances scored at each eval")  # ~150k masked tokens of 128-length: +-0.3% noise
     # ---- model
-    hidden_size: int = _f(512, cli.positive_int, "hidden width")  # the original's large_100k
-    num_layers: int = _f(12, cli.positive_int, "encoder layers")  # BERT-base depth
-    num_heads: int = _f(8, cli.positive_int, "attention heads")  # 64-dim heads
-    intermediate_size: int = _f(2048, cli.positive_int, "feed-forward width")  # 4 x hidden
-    dropout: float = _f(0.1, cli.unit_float, "dropout rate")  # BERT's 0.1
-    pre_ln: bool = _f(False, bool, "pre-LayerNorm layers (x + Attn(LN(x)), x + FFN(LN(x)), a final LayerNorm); "
+    hidden_size: int = flag_field(512, cli.positive_int, "hidden width")  # the original's large_100k
+    num_layers: int = flag_field(12, cli.positive_int, "encoder layers")  # BERT-base depth
+    num_heads: int = flag_field(8, cli.positive_int, "attention heads")  # 64-dim heads
+    intermediate_size: int = flag_field(2048, cli.positive_int, "feed-forward width")  # 4 x hidden
+    dropout: float = flag_field(0.1, cli.unit_float, "dropout rate")  # BERT's 0.1
+    pre_ln: bool = flag_field(False, bool, "pre-LayerNorm layers (x + Attn(LN(x)), x + FFN(LN(x)), a final LayerNorm); "
                                    "not exportable to transformers' post-LN BERT")  # off: BERT's post-LN, as the original
-    mlm_bias_init: str = _f("zeros", str, "the MLM output bias at a fresh start: zeros, or unigram (log of the "
+    mlm_bias_init: str = flag_field("zeros", str, "the MLM output bias at a fresh start: zeros, or unigram (log of the "
                                           "training characters' add-one frequencies)")  # zeros: BERT's
     # unigram starts the model at the "most frequent character" answer instead of learning it first
     # ---- optimizer and schedule
-    lr: float = _f(5e-4, cli.positive_float, "peak learning rate")
+    lr: float = flag_field(5e-4, cli.positive_float, "peak learning rate")
     # 5e-4, not the original's 5e-5: that is a fine-tuning rate; from scratch with a batch of 128 a
     # 512-wide BERT needs ~1e-4..1e-3 (BERT-base used 1e-4 at batch 256, RoBERTa 6e-4 at 8k with
     # post-LN warm-up); 5e-4 with 2k warm-up steps and beta2 0.98 trains stably at this width.
-    min_lr_ratio: float = _f(0.1, cli.unit_float, "the schedule decays to lr x this (0: to zero)")  # 10%: the tail still learns
-    schedule: str = _f("cosine", str, "after the warm-up: cosine (decay over all remaining steps) or constant "
+    min_lr_ratio: float = flag_field(0.1, cli.unit_float, "the schedule decays to lr x this (0: to zero)")  # 10%: the tail still learns
+    schedule: str = flag_field("cosine", str, "after the warm-up: cosine (decay over all remaining steps) or constant "
                                       "(the peak lr, then a linear decay over the last --decay-fraction of the "
                                       "steps)")  # cosine: the study's schedule; constant is the trapezoid / WSD one
-    decay_fraction: float = _f(0.2, cli.unit_float, "with --schedule constant: the share of the steps at the end "
+    decay_fraction: float = flag_field(0.2, cli.unit_float, "with --schedule constant: the share of the steps at the end "
                                                     "that decay linearly")  # 20%: the usual WSD cool-down
-    warmup_steps: int = _f(2000, cli.non_negative_int, "linear warm-up steps")  # 2% of 100k, BERT used 1%
-    weight_decay: float = _f(0.01, cli.non_negative_float, "AdamW weight decay")  # BERT's 0.01
-    beta1: float = _f(0.9, cli.open_unit_float, "AdamW beta1")  # BERT's
-    beta2: float = _f(0.98, cli.open_unit_float, "AdamW beta2")  # RoBERTa's 0.98: steadier with large lr
-    adam_eps: float = _f(1e-6, cli.positive_float, "AdamW epsilon")  # BERT's 1e-6
-    grad_clip: float = _f(1.0, cli.non_negative_float, "clip the global grad norm (0: off)")  # BERT's 1.0
-    nsp_weight: float = _f(1.0, cli.non_negative_float, "the loss is MLM + this x NSP (0: NSP measured, "
+    warmup_steps: int = flag_field(2000, cli.non_negative_int, "linear warm-up steps")  # 2% of 100k, BERT used 1%
+    weight_decay: float = flag_field(0.01, cli.non_negative_float, "AdamW weight decay")  # BERT's 0.01
+    beta1: float = flag_field(0.9, cli.open_unit_float, "AdamW beta1")  # BERT's
+    beta2: float = flag_field(0.98, cli.open_unit_float, "AdamW beta2")  # RoBERTa's 0.98: steadier with large lr
+    adam_eps: float = flag_field(1e-6, cli.positive_float, "AdamW epsilon")  # BERT's 1e-6
+    grad_clip: float = flag_field(1.0, cli.non_negative_float, "clip the global grad norm (0: off)")  # BERT's 1.0
+    nsp_weight: float = flag_field(1.0, cli.non_negative_float, "the loss is MLM + this x NSP (0: NSP measured, "
                                                         "not trained)")  # BERT's plain sum
     # ---- run
-    steps: int = _f(100_000, cli.positive_int, "optimizer steps")  # the study's 100k
-    batch_size: int = _f(32, cli.positive_int, "instances per micro-batch per process, or auto: keep the global "
+    steps: int = flag_field(100_000, cli.positive_int, "optimizer steps")  # the study's 100k
+    batch_size: int = flag_field(32, cli.positive_int, "instances per micro-batch per process, or auto: keep the global "
                                                "batch (batch size x grad accum) and pick the largest micro-batch "
                                                "that fits the GPU (a CPU keeps the split)")  # the original's 32
-    grad_accum: int = _f(4, cli.positive_int, "micro-batches per optimizer step")  # 32 x 4 = 128 per step
-    log_interval: int = _f(100, cli.positive_int, "steps between training log points")  # 1000 points over 100k
-    eval_interval: int = _f(1000, cli.positive_int, "steps between held-out evals")  # 100 evals over 100k
-    save_interval: int = _f(2000, cli.positive_int, "steps between checkpoints")  # lose <= ~2% of a run on a crash
-    keep_last: int = _f(3, cli.non_negative_int, "checkpoints kept (0: all)")  # 3: a corrupt newest still leaves two
-    milestones: str = _f("none", str, "weights kept for probing, never pruned: none, log (0, 1, 2, 5, 10, ... "
+    grad_accum: int = flag_field(4, cli.positive_int, "micro-batches per optimizer step")  # 32 x 4 = 128 per step
+    log_interval: int = flag_field(100, cli.positive_int, "steps between training log points")  # 1000 points over 100k
+    eval_interval: int = flag_field(1000, cli.positive_int, "steps between held-out evals")  # 100 evals over 100k
+    save_interval: int = flag_field(2000, cli.positive_int, "steps between checkpoints")  # lose <= ~2% of a run on a crash
+    keep_last: int = flag_field(3, cli.non_negative_int, "checkpoints kept (0: all)")  # 3: a corrupt newest still leaves two
+    milestones: str = flag_field("none", str, "weights kept for probing, never pruned: none, log (0, 1, 2, 5, 10, ... "
                                       "and the end) or steps, e.g. 100,500,log")  # none: a probe pass is opt-in (milestones.py)
-    seed: int = _f(42, cli.non_negative_int, "seed of init, dropout, training batches and their masks")
-    split_seed: int = _f(42, cli.non_negative_int, "seed of the held-out split and the fixed held-out instances")
+    seed: int = flag_field(42, cli.non_negative_int, "seed of init, dropout, training batches and their masks")
+    split_seed: int = flag_field(42, cli.non_negative_int, "seed of the held-out split and the fixed held-out instances")
     # apart from --seed so that runs with several pretraining seeds (make study-cpu SEEDS="1 2 3") hold
     # out the same documents and score the same held-out instances; 42, the seed's default, so a run
     # with the default seed splits as it did before the field existed (resume_config: older runs keep theirs)
-    amp: bool | None = _f(None, bool, "mixed precision (default: on for CUDA, off for CPU)")  # CPU bf16 is slower on most CPUs
-    compile: bool = _f(False, bool, "torch.compile the model")  # off: compile time dominates short runs
-    compile_mode: str = _f("default", str, "torch.compile mode: default, reduce-overhead (CUDA graphs) or "
+    amp: bool | None = flag_field(None, bool, "mixed precision (default: on for CUDA, off for CPU)")  # CPU bf16 is slower on most CPUs
+    compile: bool = flag_field(False, bool, "torch.compile the model")  # off: compile time dominates short runs
+    compile_mode: str = flag_field("default", str, "torch.compile mode: default, reduce-overhead (CUDA graphs) or "
                                            "max-autotune")  # default: CUDA graphs unmeasured here (docs/PERFORMANCE.md)
-    auto_batch: bool | None = _f(None, bool, "pick the largest micro-batch that fits the GPU, keeping the global "
+    auto_batch: bool | None = flag_field(None, bool, "pick the largest micro-batch that fits the GPU, keeping the global "
                                              "batch (unset: on CUDA unless --batch-size N fixes the split)")
     # unset: on a GPU the split follows the device (the same mathematics, fewer launches), on a CPU the
     # configured split stays; --batch-size auto sets it, --batch-size N clears it (batch_fit.py)
-    device: str = _f("auto", device_choice, "auto, cpu, cuda or cuda:N")  # auto: CUDA when present; cuda: GPU LOCAL_RANK
-    data_workers: int = _f(-1, cli.int_in_range(-1, 64), "processes building batches ahead (-1: 2 on CUDA, "
+    device: str = flag_field("auto", device_choice, "auto, cpu, cuda or cuda:N")  # auto: CUDA when present; cuda: GPU LOCAL_RANK
+    data_workers: int = flag_field(-1, cli.int_in_range(-1, 64), "processes building batches ahead (-1: 2 on CUDA, "
                                                         "0 on CPU = built in the loop)")
     # -1: on a GPU two workers keep ahead of the step; on a CPU they would take cores from the model
-    max_nonfinite: int = _f(5, cli.positive_int, "stop after this many non-finite losses in a row")
-    progress: bool = _f(True, bool, "show a tqdm progress bar")
-    threads: int | None = _f(None, cli.non_negative_int, "torch CPU threads (unset: the cores free at the start, "
+    max_nonfinite: int = flag_field(5, cli.positive_int, "stop after this many non-finite losses in a row")
+    progress: bool = flag_field(True, bool, "show a tqdm progress bar")
+    threads: int | None = flag_field(None, cli.non_negative_int, "torch CPU threads (unset: the cores free at the start, "
                                                          "i.e. cores minus the load average, at least 1, said at "
                                                          "the start; 0: torch's default, one per core)")
-    # unset: train_large_100k.py picks the free cores (training/machine.py). On 2 cores shared with other
-    # jobs (load 5-8) 2 threads ran ~5x slower than 1 (1.0-1.8k vs 7.7k tokens/s for quick): the threads
-    # wait on each other at every matmul; on idle cores one per core is fastest.
+    # unset: the run takes the free cores (training/machine.py): threads on cores busy with other jobs wait
+    # on each other at every matmul; on idle cores one per core is fastest.
     preset: str = "large_100k"  # set by --preset, recorded for the history's meta
 
     def to_dict(self) -> dict:
@@ -179,7 +179,7 @@ COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-
 # reads overwritten gradients (a crash in torch 2.13, only the last micro-batch's gradients before it)
 CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
 SCHEDULES = ("cosine", "constant")  # trainer.lr_at
-MLM_BIAS_INITS = ("zeros", "unigram")  # run_setup.init_mlm_bias
+MLM_BIAS_INITS = ("zeros", "unigram")  # run.init_mlm_bias
 
 
 def batch_size_or_auto(text: str):

@@ -57,7 +57,7 @@ def prepare_carry(carry: Path, train_args: list[str], corpus: Path | None = None
 
     from bertstudy.training.config import add_config_arguments, config_from_args
     from bertstudy.training.device import Distributed
-    from bertstudy.training.run_setup import prepare_data
+    from bertstudy.training.run_data import prepare_data
 
     carry.mkdir(parents=True, exist_ok=True)
     target = carry / "corpus.jsonl"

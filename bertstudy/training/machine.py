@@ -2,7 +2,7 @@
 early estimate of the run's length on a CPU (with a preset sized for it).
 
 Threads: torch's default is one thread per core, which on cores that other jobs also use makes the
-threads wait on each other at every matmul (2 threads on 2 shared cores ran ~5x slower than 1).
+threads wait on each other at every matmul (docs/PERFORMANCE.md has the measured cost).
 Unless --threads is given, a run takes the cores free at its start: the cores it may use minus the
 cores other work keeps busy (rounded), at least 1, shared among the processes of a torchrun. "Busy"
 is measured now, from /proc/stat over a fraction of a second, not the last minute's load average:
@@ -22,7 +22,7 @@ import time
 
 EARLY_STEPS = (5, 20, 50)  # steps after the start at which the speed is logged (the estimate at the first)
 LONG_RUN_S = 3600.0  # a shorter projected run on a CPU says nothing
-CPU_PRESETS = {"quick": "about 7 min on 2 idle cores", "cpu_study": "about 25 min", "cpu_100k": "about 1 h"}
+CPU_PRESETS = ("quick", "cpu_study", "cpu_100k")  # shortest first; docs/PRESETS.md gives their measured times
 
 
 def free_cores(cores: int, load: float | None) -> int:
@@ -103,9 +103,9 @@ def start_estimate(steps_done: int, seconds: float, total_steps: int, device_typ
             f"take about {_rough(projected)} on this CPU")
     if preset in CPU_PRESETS:
         return note + "; Ctrl-C stops it with a checkpoint (continue later with --resume)"
-    sized = ", ".join(f"--preset {name} ({time})" for name, time in CPU_PRESETS.items())
-    return (note + f"; preset {preset} is sized for a GPU. On a CPU try {sized}, or fewer --steps; Ctrl-C stops it "
-                   "with a checkpoint")
+    sized = ", ".join(f"--preset {name}" for name in CPU_PRESETS)
+    return (note + f"; preset {preset} is sized for a GPU. On a CPU try {sized} (docs/PRESETS.md gives their times), "
+                   "or fewer --steps; Ctrl-C stops it with a checkpoint")
 
 
 class EarlySpeed:

@@ -1,39 +1,137 @@
-"""One training run from corpus to final model, top to bottom: set_up (run_setup.py) -> step_loop ->
-finish; run_training at the end is the entry point (process group, start plan, teardown).
+"""One training run from corpus to final model, top to bottom, in nanoGPT's order:
+run_training -> resolve_run (run_start.py: the final config and how the run starts) -> set_up (data,
+model, trainer, a checkpoint's state, the run folder's first files) -> step_loop (update, log point,
+held-out eval and milestone, checkpoint) -> finish (final model, export, summary).
 
-Order per step (nanoGPT's): update -> log point (rank 0) -> held-out eval (rank 0) -> checkpoint.
-A checkpoint at step s therefore holds the history up to and including s, and the RNG states as
-they are just before step s+1, so a resumed run continues exactly as an uninterrupted one would.
+A checkpoint at step s holds the history up to and including s, and the RNG states as they are just
+before step s+1, so a resumed run continues exactly as an uninterrupted one would.
 """
 
 from __future__ import annotations
 
 import math
+import random
 import shutil
 import signal
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.distributed as torch_dist
 from tqdm import tqdm
 
 from bertstudy.base.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_RUNTIME, StudyError
-from bertstudy.base.run_files import (CHECKPOINT_DIR_NAME, EXPORT_DIR_NAME, FINAL_MODEL_NAME, HISTORY_NAME, LOG_NAME,
-                                      RESOLVED_CONFIG_NAME, VOCAB_NAME)
-from bertstudy.pretraining.loader import LoaderClock, make_step_loader, resolve_workers
+from bertstudy.base.run_files import CHECKPOINT_DIR_NAME, EXPORT_DIR_NAME, FINAL_MODEL_NAME, HISTORY_NAME
+from bertstudy.model import BertConfig, BertForPretraining
+from bertstudy.pretraining.loader import LoaderClock, batch_to_device, eval_micro_batches, make_step_loader, resolve_workers
+from bertstudy.pretraining.shortcut import unigram_log_frequencies
 from bertstudy.training import checkpoint as ckpt
 from bertstudy.training import milestones as ms
 from bertstudy.training import weights
-from bertstudy.training.config import TrainConfig
+from bertstudy.training.config import ARCHITECTURE_FIELDS, TrainConfig
 from bertstudy.training.device import Distributed, setup_distributed, teardown_distributed
 from bertstudy.training.machine import EarlySpeed
-from bertstudy.training.run_folder import StartPlan, plan_start
-from bertstudy.training.run_log import add_eval_point, add_train_point
-from bertstudy.training.run_setup import Run, set_up
-from bertstudy.training.trainer import KIND_ACC_KEYS
+from bertstudy.training.run_data import PreparedData, check_same_corpus, prepare_data, step_shape
+from bertstudy.training.run_folder import finished_summary, new_run_history, open_log, prepare_out_dir
+from bertstudy.training.run_log import HistoryFile, RunLog, add_eval_point, add_train_point, truncate_history
+from bertstudy.training.run_start import StartPlan, resolve_run
+from bertstudy.training.trainer import KIND_ACC_KEYS, Stopwatch, Trainer, model_config_for
+
+
+@dataclass
+class Run:
+    """What set-up hands to the step loop and the finish: one record instead of closures over locals."""
+
+    config: TrainConfig  # as resolve_run settled it; never replaced
+    dist: Distributed
+    data: PreparedData
+    model: BertForPretraining
+    model_config: BertConfig
+    trainer: Trainer
+    history: dict
+    log: RunLog | None  # rank 0 only
+    resumed: bool
+    step: int  # the next step to train; after the loop, the steps done
+    milestone_steps: set[int]
+    eval_batches: list  # rank 0's fixed held-out batches, on the device
+    clock: Stopwatch
+    history_file: HistoryFile | None = None  # rank 0: when the history JSON is rewritten (run_log.HistoryFile)
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.config.out_dir)
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.out_dir / CHECKPOINT_DIR_NAME
+
+
+# ---- set-up: data, model, trainer, a checkpoint's state, the run folder's first files
+
+def _seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def init_mlm_bias(model: BertForPretraining, id_counts: np.ndarray) -> None:
+    """`--mlm-bias-init unigram`: the MLM output bias set to the training characters' log add-one frequencies
+    (shortcut.unigram_log_frequencies), so a fresh model already answers with the most frequent character."""
+    bias = torch.as_tensor(unigram_log_frequencies(id_counts), dtype=model.mlm_bias.dtype)
+    with torch.no_grad():
+        model.mlm_bias.copy_(bias.to(model.mlm_bias.device))
+
+
+def _restore(state: dict, plan: StartPlan, config: TrainConfig, data: PreparedData, model, trainer: Trainer,
+             dist: Distributed) -> tuple[int, float, dict]:
+    """Load a checkpoint into model, optimizer and RNGs; (start step, elapsed seconds, history up to it)."""
+    ckpt.check_compatible(state, plan.path, config.to_dict(), data.vocab.hash, ARCHITECTURE_FIELDS)
+    check_same_corpus(state, data, config)
+    model.load_state_dict(state["model"])
+    trainer.load_state(state)
+    ckpt.restore_rng_states(ckpt.rank_rng_states(state, dist.rank), dist.device)
+    if dist.is_main:
+        print(f"resuming from {plan.path} (step {state['step']})", file=sys.stderr)
+    return state["step"], state["elapsed_s"], truncate_history(state["history"], state["step"])
+
+
+def set_up(config: TrainConfig, plan: StartPlan, dist: Distributed, overwrite: bool) -> Run:
+    """Everything before the first step; a resumed run continues exactly where its checkpoint stopped."""
+    state, plan.state = plan.state, None  # loaded below; do not keep a second copy alive
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    data = prepare_data(config, dist)
+    _seed_all(config.seed)  # the same initial weights on every rank
+    model_config = model_config_for(config, len(data.vocab))
+    model = BertForPretraining(model_config).to(dist.device)
+    torch.manual_seed(config.seed + dist.rank)  # dropout streams differ per rank
+    shape = step_shape(config, data, dist.rank) if config.compile else None  # compiled once (packing.py)
+    trainer = Trainer(config, model, data.train_sampler, dist, precision=(plan.amp_dtype, plan.use_scaler),
+                      shape=shape)
+    start_step, elapsed, history = 0, 0.0, None
+    if state is not None:  # the checkpoint's weights, the bias included
+        start_step, elapsed, history = _restore(state, plan, config, data, model, trainer, dist)
+        del state
+    elif config.mlm_bias_init == "unigram":  # a fresh start only; the same counts on every rank
+        init_mlm_bias(model, data.id_counts)
+    resumed = history is not None
+    if dist.is_main:
+        prepare_out_dir(config, data, resumed, overwrite)
+    milestone_steps = set(ms.milestone_steps(config.milestones, config.steps))
+    trainer.wrap()
+    history = history or new_run_history(config, data, model, dist, milestone_steps)
+    history["meta"]["total_steps"] = config.steps
+    # the one upgrade weights.migrate cannot make: a history begun before the field needs this corpus's levels
+    history["meta"].setdefault("shortcut", data.shortcut)
+    eval_batches = [batch_to_device(b, dist.device) for b in eval_micro_batches(
+        data.eval_sampler, config.split_seed, config.eval_instances, config.batch_size)] if dist.is_main else []
+    log = open_log(config, model_config, dist, start_step, start_step if resumed else None) if dist.is_main else None
+    history_file = HistoryFile(Path(config.out_dir) / HISTORY_NAME) if dist.is_main else None
+    return Run(config, dist, data, model, model_config, trainer, history, log, resumed, start_step, milestone_steps,
+               eval_batches, Stopwatch(elapsed), history_file)
 
 
 class StopRequest:
@@ -58,8 +156,8 @@ class StopRequest:
             signal.signal(sig, handler)
 
 
-def _agree(flag: bool, dist: Distributed) -> bool:
-    """Any rank asking to stop stops them all at the same step."""
+def _any_rank(flag: bool, dist: Distributed) -> bool:
+    """True on every rank when `flag` is true on any (a stop, a failed write: all ranks act at the same step)."""
     if not dist.enabled:
         return flag
     value = torch.tensor([1.0 if flag else 0.0], device=dist.device)
@@ -90,22 +188,12 @@ def save_milestone(run: Run, step: int, heldout: dict | None) -> None:
                   heldout_nsp_acc=(heldout or {}).get("nsp_acc"))
 
 
-def _gather_rng_states(dist: Distributed) -> list | None:
-    """Each rank's RNG states, gathered to rank 0 (None on the other ranks)."""
-    rng = ckpt.capture_rng_states(dist.device)
-    if not dist.enabled:
-        return [rng]
-    gathered = [None] * dist.world_size if dist.is_main else None
-    torch_dist.gather_object(rng, gathered, dst=0)
-    return gathered
-
-
 def save(run: Run, step: int) -> None:
     """Every rank: metric totals summed over ranks, each rank's RNG states gathered to rank 0, which
     writes; then all ranks learn whether the write worked (so none runs on or exits before it is done)."""
     config, dist = run.config, run.dist
     trainer_state = run.trainer.state()  # collective: the totals are all-reduced
-    rng_by_rank = _gather_rng_states(dist)
+    rng_by_rank = ckpt.gather_rng_states(dist)
     failure = None
     if dist.is_main:
         run.history["meta"]["nonfinite_skipped"] = run.trainer.nonfinite_total
@@ -124,7 +212,7 @@ def save(run: Run, step: int) -> None:
             ckpt.prune_checkpoints(run.checkpoint_dir, config.keep_last)
         except StudyError as exc:
             failure = exc
-    if _agree(failure is not None, dist):
+    if _any_rank(failure is not None, dist):
         raise failure or StudyError(f"rank 0 could not write the checkpoint of step {step}", exit_code=EXIT_RUNTIME)
 
 
@@ -218,7 +306,7 @@ def _stop_agreed(run: Run, stop: StopRequest) -> bool:
     if not run.dist.enabled:
         return stop.requested
     if run.trainer.syncs_are_free:
-        return _agree(stop.requested, run.dist)
+        return _any_rank(stop.requested, run.dist)
     return False
 
 
@@ -243,28 +331,11 @@ def finish(run: Run) -> None:
     run.history["meta"]["finished_at"] = time.time()
     run.history["meta"]["nonfinite_skipped"] = run.trainer.nonfinite_total
     run.history_file.save(run.history)
-    print(_summary(run.history, run.out_dir, run.step, exported=not run.model_config.pre_ln))
+    print(finished_summary(run.history, run.out_dir, run.step, exported=not run.model_config.pre_ln))
 
 
-def _summary(history: dict, out_dir: Path, step: int, exported: bool = True) -> str:
-    """What a finished run prints: the final held-out accuracies and the files it wrote."""
-    lines = [f"done: {step} steps"]
-    if history["eval_steps"]:
-        mask = f"[MASK] accuracy {history['eval_mask_acc'][-1]:.1%}, " if history.get("eval_mask_acc") else ""
-        lines[0] += (f"; held-out {mask}MLM accuracy (all positions) {history['eval_mlm_acc'][-1]:.1%}, NSP accuracy "
-                     f"{history['eval_nsp_acc'][-1]:.1%} (step {history['eval_steps'][-1]})")
-    if history["loss"]:
-        lines[0] += f"; training loss {history['loss'][-1]:.3f}"
-    names = [HISTORY_NAME, LOG_NAME, RESOLVED_CONFIG_NAME, VOCAB_NAME, FINAL_MODEL_NAME] + [EXPORT_DIR_NAME + "/"] * exported
-    checkpoints = ckpt.list_checkpoints(out_dir / CHECKPOINT_DIR_NAME)
-    if checkpoints:
-        names.append(f"{CHECKPOINT_DIR_NAME}/ ({len(checkpoints)} checkpoint(s))")
-    lines.append(f"wrote in {out_dir}: {', '.join(names)}")
-    return "\n".join(lines)
-
-
-def _train(plan: StartPlan, dist: Distributed, overwrite: bool) -> int:
-    run = set_up(plan, dist, overwrite)
+def _train(config: TrainConfig, plan: StartPlan, dist: Distributed, overwrite: bool) -> int:
+    run = set_up(config, plan, dist, overwrite)
     if dist.is_main and not run.resumed:
         initial = evaluate(run, 0)  # the untrained model's accuracy: the curve's first point
         if 0 in run.milestone_steps:
@@ -298,15 +369,15 @@ def run_training(config: TrainConfig, resume: str | None = None, *, given: dict 
     """Train per `config`. resume: None (a new run), "auto" (the newest valid checkpoint in out_dir) or a
     checkpoint path; given: the flags set on the command line (on resume only some may change the run's
     config); if_possible: a new run when "auto" finds no checkpoint; overwrite: a new run may replace
-    another run's files in out_dir. The rules are in run_folder.py."""
+    another run's files in out_dir. The rules are in run_start.py."""
     dist = setup_distributed(config.device)
     try:
         try:
-            plan = plan_start(config, resume, given or {}, overwrite, if_possible, dist)
+            config, plan = resolve_run(config, resume, given or {}, overwrite, if_possible, dist)
         except StudyError as exc:
             if dist.is_main:
                 raise
             return exc.exit_code  # rank 0 prints the one line
-        return _train(plan, dist, overwrite)
+        return _train(config, plan, dist, overwrite)
     finally:
         teardown_distributed(dist)

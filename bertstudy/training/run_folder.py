@@ -1,174 +1,87 @@
-"""How a training run starts in its --out-dir: fresh, resumed, or refused (nothing is ever lost).
-
-- A new run in a folder that holds another run's checkpoints, history, log or final model is
-  refused (exit 2) unless --overwrite is given; nothing is deleted by the refusal.
-- --resume continues from a checkpoint (the newest valid one in the folder, or the one named) and
-  fails when there is none; --resume-if-possible starts a new run then instead.
-- The resumed run takes its config from the checkpoint (train_config.resume_config).
-- A resume cannot shorten a run: --steps below the checkpoint's step is refused (exit 2).
-- A finished run (its last checkpoint at its last step, the history's finished_at set, the final
-  model written) rerun with --resume or --resume-if-possible says "already complete" and changes
-  nothing: no log record, no rewritten finished_at or training time (exit 0).
-- A resume line that names the run's preset, where the preset has changed since the run started,
-  continues the run as it was and says on stderr which of the preset's values differ.
-- A CUDA-graph compile mode with accumulation is refused before any work when the command line (or
-  the CPU) fixes the split, and again after a GPU's batch probe chose one (config.check_cuda_graph_split).
-- Output folders are checked before any work: a folder under a file or one that cannot be written
-  is a one-line usage error (exit 2).
-Under DDP rank 0 makes this decision and sends it, the checkpoint included, to every rank, so the
-ranks need no shared filesystem (only rank 0 writes outputs).
-"""
+"""What a run writes in its --out-dir besides checkpoints: at the start the vocabulary, the held-out
+split, resolved_config.json, the history's meta and the log's start record; at the end the summary
+of the files it wrote. (Whether the folder may be used at all is run_start.py's decision.)"""
 
 from __future__ import annotations
 
+import platform
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict
 from pathlib import Path
 
-import torch.distributed as torch_dist
+import torch
 
+from bertstudy.base.atomic_io import atomic_write_json
+from bertstudy.base.run_files import (CHECKPOINT_DIR_NAME, EXPORT_DIR_NAME, FINAL_MODEL_NAME, HISTORY_NAME, LOG_NAME,
+                                      RESOLVED_CONFIG_NAME, SPLIT_NAME, VOCAB_NAME)
+from bertstudy.model import BertConfig
+from bertstudy.pretraining.heldout_split import write_split
+from bertstudy.pretraining.vocab import save_vocab
 from bertstudy.training import checkpoint as ckpt
-from bertstudy.base.atomic_io import check_writable_dir, read_json
+from bertstudy.training import milestones as ms
+from bertstudy.training.config import TrainConfig
 from bertstudy.training.device import Distributed
-from bertstudy.base.errors import BadInputError, NothingToDo, StudyError, UsageError
-from bertstudy.base.run_files import EXPORT_DIR_NAME, HISTORY_NAME, LOG_NAME
-from bertstudy.corpus.corpus_io import missing_corpus_hint
-from bertstudy.training.batch_fit import wants_auto_batch
-from bertstudy.training.config import TrainConfig, check_cuda_graph_split, preset_drift, resume_config
+from bertstudy.training.run_data import PreparedData
+from bertstudy.training.run_log import RunLog, new_history
 
 
-@dataclass
-class StartPlan:
-    config: TrainConfig  # the config this run trains with
-    state: dict | None = None  # the checkpoint resumed from (None: a new run)
-    path: Path | None = None  # its file
+def prepare_out_dir(config: TrainConfig, data: PreparedData, resumed: bool, overwrite: bool) -> None:
+    """Rank 0, once the inputs are valid: from here on the run writes into out_dir."""
+    out_dir = Path(config.out_dir)
+    checkpoint_dir = out_dir / CHECKPOINT_DIR_NAME
+    if not resumed and overwrite:
+        stale = ckpt.list_checkpoints(checkpoint_dir)
+        if stale:  # --overwrite: old checkpoints would otherwise win a later --resume
+            print(f"note: --overwrite: removing {len(stale)} checkpoint(s) of an earlier run in {checkpoint_dir}",
+                  file=sys.stderr)
+        # and an earlier run's milestones would mix two runs in a probe
+        for _, path in stale + ms.list_milestones(checkpoint_dir):
+            path.unlink(missing_ok=True)
+    save_vocab(data.vocab, out_dir / VOCAB_NAME)
+    write_split(out_dir, data.split)  # probes test only on the held-out documents
 
 
-def earlier_run_files(out_dir: Path) -> list[str]:
-    """The files in out_dir that belong to a run: what a new run would overwrite or make stale."""
-    found = [name for name in (HISTORY_NAME, LOG_NAME, ckpt.FINAL_MODEL_NAME, EXPORT_DIR_NAME) if (out_dir / name).exists()]
-    checkpoints = ckpt.list_checkpoints(out_dir / ckpt.CHECKPOINT_DIR_NAME)
+def new_run_history(config: TrainConfig, data: PreparedData, model, dist: Distributed, milestone_steps) -> dict:
+    """A fresh run's history: empty lists and the meta that says what made it."""
+    return new_history({
+        "preset": config.preset, "config": config.to_dict(), "total_steps": config.steps,
+        "vocab_size": len(data.vocab), "vocab_hash": data.vocab.hash,
+        "corpus": {"path": str(config.corpus), "sha256": data.corpus_sha256, "tokens": data.corpus_tokens,
+                   "train_documents": data.train_documents, "heldout_documents": data.heldout_documents,
+                   "heldout_split": SPLIT_NAME},
+        "milestones": sorted(milestone_steps), "shortcut": data.shortcut,
+        "parameters": model.num_parameters(), "device": str(dist.device), "world_size": dist.world_size,
+        "global_batch": config.global_batch * dist.world_size, "torch": str(torch.__version__),
+        "python": platform.python_version(), "started_at": time.time(), "finished_at": None,
+        "nonfinite_skipped": 0,
+    })
+
+
+def open_log(config: TrainConfig, model_config: BertConfig, dist: Distributed, start_step: int,
+             resumed_from: int | None) -> RunLog:
+    """resolved_config.json, then the log (cut back to the resumed step, or fresh) with its start record."""
+    out_dir = Path(config.out_dir)
+    atomic_write_json(out_dir / RESOLVED_CONFIG_NAME, {**config.to_dict(), "model": asdict(model_config),
+                                                       "world_size": dist.world_size})
+    log = RunLog(out_dir / LOG_NAME, resume_step=start_step if resumed_from is not None else None)
+    log.write("start", total_steps=config.steps, preset=config.preset, resumed_from=resumed_from,
+              config=config.to_dict())
+    return log
+
+
+def finished_summary(history: dict, out_dir: Path, step: int, exported: bool = True) -> str:
+    """What a finished run prints: the final held-out accuracies and the files it wrote."""
+    lines = [f"done: {step} steps"]
+    if history["eval_steps"]:
+        mask = f"[MASK] accuracy {history['eval_mask_acc'][-1]:.1%}, " if history.get("eval_mask_acc") else ""
+        lines[0] += (f"; held-out {mask}MLM accuracy (all positions) {history['eval_mlm_acc'][-1]:.1%}, NSP accuracy "
+                     f"{history['eval_nsp_acc'][-1]:.1%} (step {history['eval_steps'][-1]})")
+    if history["loss"]:
+        lines[0] += f"; training loss {history['loss'][-1]:.3f}"
+    names = [HISTORY_NAME, LOG_NAME, RESOLVED_CONFIG_NAME, VOCAB_NAME, FINAL_MODEL_NAME] + [EXPORT_DIR_NAME + "/"] * exported
+    checkpoints = ckpt.list_checkpoints(out_dir / CHECKPOINT_DIR_NAME)
     if checkpoints:
-        found.append(f"{len(checkpoints)} checkpoint(s) in {ckpt.CHECKPOINT_DIR_NAME}/")
-    return found
-
-
-def check_corpus(path, resuming: bool = False) -> None:
-    path = Path(path)
-    if not path.exists() and resuming:
-        raise BadInputError(path, "no such corpus (the one the run was trained on); give its new place with --corpus")
-    if not path.exists():
-        raise BadInputError(path, f"no such corpus; {missing_corpus_hint(path, '--corpus ')}")
-    if path.is_dir():
-        raise BadInputError(path, "is a folder; --corpus takes a corpus file (JSONL, or the original's JSON)")
-
-
-def _find_checkpoint(config: TrainConfig, resume: str, if_possible: bool):
-    """(state, path) to resume from, or None for a new run (if_possible only)."""
-    if resume != "auto":
-        return ckpt.load_checkpoint(resume), Path(resume)
-    folder = Path(config.out_dir) / ckpt.CHECKPOINT_DIR_NAME
-    found = ckpt.find_resume_checkpoint(folder)
-    if found is None and not if_possible:
-        where = "no valid checkpoint in it" if folder.is_dir() else "no such folder"
-        raise BadInputError(folder, f"nothing to resume ({where}); start a new run without --resume, "
-                                    f"or use --resume-if-possible")
-    return found
-
-
-def finished_at(out_dir: Path) -> float | None:
-    """When the run in out_dir finished (its history's meta.finished_at, with the final model present), else None."""
-    if not (out_dir / ckpt.FINAL_MODEL_NAME).is_file():
-        return None
-    try:
-        meta = read_json(out_dir / HISTORY_NAME).get("meta")
-    except (StudyError, AttributeError):
-        return None
-    stamp = meta.get("finished_at") if isinstance(meta, dict) else None
-    return stamp if isinstance(stamp, (int, float)) else None
-
-
-def check_resume_length(step: int, config: TrainConfig, path: Path) -> None:
-    """Refuse a resume that would shorten the run; say "already complete" (exit 0) for a finished one."""
-    if step > config.steps:
-        raise UsageError(f"--steps {config.steps} is below the step this run has reached ({step:,}, {path}); a run "
-                         f"cannot be shortened: give --steps {step} or more, or start a new run in another --out-dir")
-    out_dir = Path(config.out_dir)
-    done = finished_at(out_dir) if step == config.steps else None
-    if done is not None:
-        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(done))
-        raise NothingToDo(f"{out_dir}: this run is already complete ({step:,} of {config.steps:,} steps, finished "
-                          f"{when}); nothing was changed. To train it longer: --resume --steps N (N > {step}); "
-                          f"to start over: --overwrite")
-
-
-def note_preset_drift(resumed: TrainConfig, given: dict, path: Path) -> None:
-    """Say (stderr) where the resumed run differs from the preset this command line names, as defined today."""
-    drift = preset_drift(resumed, given)
-    if drift:
-        fields_said = ", ".join(f"{name} {run} (preset now {today})" for name, run, today in drift)
-        print(f"note: {path} was trained with --preset {given['preset']} as it was then; it continues with its own "
-              f"values, which differ from today's preset in {fields_said}. For today's recipe train in another "
-              f"--out-dir", file=sys.stderr)
-
-
-def check_fixed_split(config: TrainConfig, device) -> None:
-    """Where no batch probe will choose the split (a CPU, or --batch-size N), refuse a CUDA-graph compile
-    mode with accumulation now, before anything is read or written."""
-    if not wants_auto_batch(config, device):
-        check_cuda_graph_split(config)
-
-
-def _plan_on_this_rank(config: TrainConfig, resume: str | None, given: dict, overwrite: bool, if_possible: bool,
-                       world_size: int, device=None) -> StartPlan:
-    out_dir = Path(config.out_dir)
-    check_writable_dir(out_dir, "--out-dir")
-    found = _find_checkpoint(config, resume, if_possible) if resume else None
-    if found is None:
-        if device is not None:
-            check_fixed_split(config, device)
-        earlier = earlier_run_files(out_dir)
-        if earlier and not overwrite:
-            raise UsageError(f"--out-dir {out_dir} holds another run ({', '.join(earlier)}); continue it with "
-                             f"--resume, or replace it with --overwrite (or choose another --out-dir)")
-        check_writable_dir(config.cache_dir, "--cache-dir")
-        check_corpus(config.corpus)
-        return StartPlan(config)
-    state, path = found
-    resumed = resume_config(state["config"], given, config, str(path))
-    if device is not None:
-        check_fixed_split(resumed, device)
-    note_preset_drift(resumed, given, path)
-    check_resume_length(int(state["step"]), resumed, path)
-    saved_world = state.get("data_position", {}).get("world_size", 1)
-    if saved_world != world_size:
-        raise UsageError(f"--resume: {path} was written by {saved_world} process(es) (global batch "
-                         f"{resumed.global_batch * saved_world}), this run has {world_size} (global batch "
-                         f"{resumed.global_batch * world_size}); resume with torchrun --nproc_per_node {saved_world}"
-                         if saved_world > 1 else f"--resume: {path} was written by 1 process (global batch "
-                         f"{resumed.global_batch}), this run has {world_size}; resume it without torchrun")
-    check_writable_dir(resumed.cache_dir, "--cache-dir")
-    check_corpus(resumed.corpus, resuming=True)
-    return StartPlan(resumed, state, path)
-
-
-def plan_start(config: TrainConfig, resume: str | None, given: dict, overwrite: bool, if_possible: bool,
-               dist: Distributed) -> StartPlan:
-    """Decide on rank 0; under DDP send the decision (or its error) to every rank."""
-    plan, error = None, None
-    if dist.is_main:
-        try:
-            plan = _plan_on_this_rank(config, resume, given or {}, overwrite, if_possible, dist.world_size,
-                                      dist.device)
-        except StudyError as exc:
-            if not dist.enabled:
-                raise
-            error = (str(exc), exc.exit_code)
-    if dist.enabled:
-        box = [(plan, error)]
-        torch_dist.broadcast_object_list(box, src=0)
-        plan, error = box[0]
-        if error:
-            raise StudyError(error[0], exit_code=error[1])
-    return plan
+        names.append(f"{CHECKPOINT_DIR_NAME}/ ({len(checkpoints)} checkpoint(s))")
+    lines.append(f"wrote in {out_dir}: {', '.join(names)}")
+    return "\n".join(lines)

@@ -19,9 +19,8 @@ import time
 from pathlib import Path
 
 from bertstudy.base.atomic_io import atomic_write_json, atomic_writer, iter_jsonl
-from bertstudy.base.run_files import HISTORY_NAME, LOG_NAME  # noqa: F401  (the names this module writes)
+from bertstudy.base.run_files import HISTORY_FORMAT, HISTORY_NAME, LOG_NAME  # noqa: F401  (the names this module writes)
 
-HISTORY_FORMAT = "chinese-bert-correlation/history-v1"
 TRAIN_LISTS = {  # history list -> key of the "train" log record
     "steps": "step", "mlm_acc": "mlm_acc", "nsp_acc": "nsp_acc", "loss": "loss", "lr": "lr",
     "mlm_loss": "mlm_loss", "nsp_loss": "nsp_loss", "tokens_per_s": "tokens_per_s", "elapsed_s": "elapsed_s",

@@ -93,7 +93,10 @@ class Trainer:
     """Holds model, optimizer and scaler; `train_step(step)` makes one optimizer update."""
 
     def __init__(self, config: TrainConfig, model: BertForPretraining, sampler: InstanceSampler,
-                 dist: Distributed | None = None):
+                 dist: Distributed | None = None, *, precision: tuple | None = None, shape=None):
+        """precision: (autocast dtype or None, use a GradScaler) as the run resolved it (run_start.resolve_run);
+        None: device.precision_settings for this device and config.amp. shape: with --compile, the
+        packing.FixedShape of every micro-batch or the RowBuckets (run_data.step_shape); else None."""
         self.config = config
         self.dist = dist or Distributed()
         self.raw_model = model
@@ -101,7 +104,7 @@ class Trainer:
         device = self.dist.device
         self.optimizer = model.configure_optimizer(config.lr, config.weight_decay, (config.beta1, config.beta2),
                                                    config.adam_eps, device.type)
-        self.amp_dtype, use_scaler = precision_settings(device, config.amp)
+        self.amp_dtype, use_scaler = precision or precision_settings(device, config.amp)
         self.scaler = torch.amp.GradScaler("cuda") if use_scaler else None
         self.model = model
         self.totals = torch.zeros(len(TOTAL_NAMES), dtype=torch.float64, device=device)
@@ -111,7 +114,7 @@ class Trainer:
         # on the CPU reading a value costs nothing; on a GPU the loop reads only at log points and saves
         self.syncs_are_free = device.type == "cpu"
         self.skipped_logged = 0  # skipped_total at the last log point
-        self.shape = None  # with --compile: packing.FixedShape of every micro-batch, or RowBuckets; else None
+        self.shape = shape
 
     def wrap(self) -> None:
         """DDP and torch.compile after any checkpoint was loaded into raw_model."""

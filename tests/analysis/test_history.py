@@ -10,7 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bertstudy.base.errors import EXIT_BAD_INPUT, BadInputError
-from bertstudy.analysis.history import OURS_FORMAT, load_history
+from bertstudy.analysis.history import load_history
+from bertstudy.base.run_files import HISTORY_FORMAT
 
 FIXTURE = Path(__file__).parent.parent / "data" / "original_training_history_100k.json"
 HYPOTHESIS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -55,7 +56,7 @@ def test_our_format_with_series_eval_lists_and_meta(tmp_path):
     obj = small_history(4)
     obj.update(mlm_loss=[7.0, 6.0, 5.0, 4.0], nsp_loss=[0.7] * 4, tokens_per_s=[1e3] * 4, elapsed_s=[1, 2, 3, 4],
                eval_steps=[200, 400], eval_mlm_acc=[0.2, 0.3], eval_nsp_acc=[0.5, 0.5], eval_mlm_loss=[6.0, 5.0],
-               meta={"format": OURS_FORMAT, "preset": "tiny", "total_steps": 400})
+               meta={"format": HISTORY_FORMAT, "preset": "tiny", "total_steps": 400})
     h = load_history(write_json(tmp_path / "ours.json", obj))
     assert h.source_format == "ours" and h.meta["preset"] == "tiny"
     assert set(h.series) == {"mlm_loss", "nsp_loss", "tokens_per_s", "elapsed_s"}

@@ -255,7 +255,7 @@ def test_a_run_is_trained_resumable_and_its_errors_are_exit_codes(monkeypatch, c
     assert recipes.train_candidate(config, given) == 0
     assert calls == [(config, "auto", given, False, True)]
     unthreaded = recipes.train_config({"preset": recipes.PRESET, "seed": 1})
-    assert recipes.train_candidate(unthreaded, {}) == 0 and calls[-1][0].threads >= 1  # the free cores, said
+    assert recipes.train_candidate(unthreaded, {}) == 0 and calls[-1][0].threads is None  # resolve_run picks them
     capsys.readouterr()
     assert recipes.train_candidate(recipes.train_config({**given, "seed": 3}), given) == EXIT_BAD_INPUT
     assert capsys.readouterr().err == "error: c.jsonl: not a corpus\n"

@@ -44,10 +44,10 @@ def test_the_rule_itself():
 
 def test_a_split_the_batch_probe_chose_is_refused_too(tmp_path, capsys, monkeypatch):
     """On a GPU the batch probe may choose accumulation (a small card): refused once it has, before a step."""
-    from bertstudy.training import run_setup
+    from bertstudy.training import run_start
     from bertstudy.training.batch_fit import split_for
 
-    monkeypatch.setattr(run_setup, "resolve_batch_split", lambda config, *a, **k: split_for(config, 4))
+    monkeypatch.setattr(run_start, "with_device_split", lambda config, *a, **k: split_for(config, 4))
     corpus = write_tiny_corpus(tmp_path)
     out = tmp_path / "run"
     code = train_large_100k.main(tiny_args(corpus, out, tmp_path / "cache", compile=True, compile_mode="reduce-overhead",
@@ -138,11 +138,11 @@ def test_a_cuda_graph_mode_run_trains_on_row_buckets_as_an_eager_run(tmp_path, m
     import torch
 
     from bertstudy.base.atomic_io import read_json
-    from bertstudy.training import run_setup
+    from bertstudy.training import run_data
 
     planned = []
-    real_plan = run_setup.plan_step_buckets
-    monkeypatch.setattr(run_setup, "plan_step_buckets", lambda *a: planned.append(real_plan(*a)) or planned[-1])
+    real_plan = run_data.plan_step_buckets
+    monkeypatch.setattr(run_data, "plan_step_buckets", lambda *a: planned.append(real_plan(*a)) or planned[-1])
     monkeypatch.setattr(torch, "compile", lambda model, **kwargs: model)
     corpus = write_tiny_corpus(tmp_path)
     losses = {}

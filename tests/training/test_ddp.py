@@ -193,11 +193,11 @@ CACHE_FAILS_LAUNCHER = """
 import os, sys
 sys.path.insert(0, os.environ["REPO_ROOT"])
 from bertstudy.base.errors import BadInputError
-from bertstudy.training import run_setup
+from bertstudy.training import run_data
 def failing_cache(*args, **kwargs):
     raise BadInputError("corpus.jsonl", "rank 0 could not build the token cache (simulated)")
 if os.environ["RANK"] == "0":
-    run_setup.load_or_build_cache = failing_cache
+    run_data.load_or_build_cache = failing_cache
 import train_large_100k
 sys.exit(train_large_100k.main(sys.argv[1:]))
 """

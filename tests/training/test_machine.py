@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 import train_large_100k
-from bertstudy.training import machine
+from bertstudy.training import machine, run_start
+from bertstudy.training.device import Distributed
 from bertstudy.training.config import PRESETS
 
 
@@ -26,11 +27,12 @@ def test_default_threads_are_the_free_cores(cores, load, processes, expected):
 
 def test_the_chosen_threads_are_said_at_the_start_and_an_explicit_value_wins(capsys, monkeypatch):
     monkeypatch.setattr(machine, "machine_threads", lambda processes=1: (1, "threads: 1 (2 core(s), ...)"))
+    monkeypatch.setattr(run_start, "machine_threads", machine.machine_threads)
     args = train_large_100k.build_parser().parse_args(["--preset", "quick"])
-    config = train_large_100k.with_threads(train_large_100k.config_from_args(args))
+    config = run_start.with_threads(train_large_100k.config_from_args(args), Distributed())
     assert config.threads == 1 and "threads: 1 (2 core(s)" in capsys.readouterr().err
     args = train_large_100k.build_parser().parse_args(["--preset", "quick", "--threads", "2"])
-    assert train_large_100k.with_threads(train_large_100k.config_from_args(args)).threads == 2
+    assert run_start.with_threads(train_large_100k.config_from_args(args), Distributed()).threads == 2
     assert capsys.readouterr().err == ""
 
 

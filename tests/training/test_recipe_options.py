@@ -22,7 +22,8 @@ from bertstudy.pretraining.shortcut import training_id_counts, unigram_log_frequ
 from bertstudy.pretraining.vocab import NUM_SPECIAL, build_vocab
 from bertstudy.training import checkpoint as ckpt
 from bertstudy.training import milestones as ms
-from bertstudy.training import run_setup
+from bertstudy.training import run as training_run
+from bertstudy.training import run_data
 from bertstudy.training.config import TrainConfig, preset_config, resume_config
 from bertstudy.training.device import Distributed
 from bertstudy.training.trainer import Trainer, lr_at, model_config_for
@@ -113,7 +114,7 @@ def test_a_fresh_model_with_the_unigram_bias_predicts_the_most_frequent_characte
     counts[top] = 40  # the most frequent character, by far
     torch.manual_seed(0)
     model = BertForPretraining(model_config_for(preset_config("quick_plateau", **TINY), len(vocab))).eval()
-    run_setup.init_mlm_bias(model, counts)
+    training_run.init_mlm_bias(model, counts)
     np.testing.assert_allclose(model.mlm_bias.detach().numpy(), unigram_log_frequencies(counts), rtol=1e-6)
     assert int(torch.softmax(model.mlm_bias, -1).argmax()) == top
     ids = torch.tensor([[2, 9, 4, 11, 4, 3]])  # [CLS] x [MASK] y [MASK] [SEP]
@@ -129,13 +130,13 @@ def test_held_out_instances_are_masked_at_15_percent_whatever_training_uses(tmp_
 
     corpus = write_tiny_corpus(tmp_path)
     base = dict(corpus=str(corpus), cache_dir=str(tmp_path / "cache"), max_seq_len=32, max_predictions=20)
-    default = run_setup.prepare_data(preset_config("quick_plateau", **base), Distributed())
-    heavier = run_setup.prepare_data(preset_config("quick_plateau", mask_rate=0.4, **base), Distributed())
+    default = run_data.prepare_data(preset_config("quick_plateau", **base), Distributed())
+    heavier = run_data.prepare_data(preset_config("quick_plateau", mask_rate=0.4, **base), Distributed())
     assert (default.train_sampler.mask_rate, default.eval_sampler.mask_rate) == (0.15, 0.15)
     assert (heavier.train_sampler.mask_rate, heavier.eval_sampler.mask_rate) == (0.4, 0.15)
     a, b = (eval_micro_batches(d.eval_sampler, 42, 16, 8) for d in (default, heavier))
     assert len(a) == len(b) and all(np.array_equal(x[k], y[k]) for x, y in zip(a, b) for k in x)  # the same eval
-    other = run_setup.prepare_data(preset_config("quick_plateau", eval_mask_rate=0.3, **base), Distributed())
+    other = run_data.prepare_data(preset_config("quick_plateau", eval_mask_rate=0.3, **base), Distributed())
     assert other.eval_sampler.mask_rate == 0.3 and other.train_sampler.mask_rate == 0.15
 
 
@@ -208,7 +209,7 @@ def test_the_unigram_bias_is_the_fresh_runs_start_and_a_resume_keeps_the_checkpo
     _, _, out, _ = recipe_run
     resolved = read_json(out / "resolved_config.json")
     config = TrainConfig(**{k: v for k, v in resolved.items() if k in {f.name for f in fields(TrainConfig)}})
-    data = run_setup.prepare_data(config, Distributed())
+    data = run_data.prepare_data(config, Distributed())
     start = load_milestone(ms.milestone_path(out / "checkpoints_100k", 0))
     np.testing.assert_allclose(start["model"]["mlm_bias"].numpy(), unigram_log_frequencies(data.id_counts), rtol=1e-6)
     copy = tmp_path / "run"
@@ -217,7 +218,7 @@ def test_the_unigram_bias_is_the_fresh_runs_start_and_a_resume_keeps_the_checkpo
     def never(*args, **kwargs):
         raise AssertionError("a resumed run took the bias from the counts, not from its checkpoint")
 
-    monkeypatch.setattr(run_setup, "init_mlm_bias", never)
+    monkeypatch.setattr(training_run, "init_mlm_bias", never)
     assert train_large_100k.main(["--out-dir", str(copy), "--resume", "--steps", "8", "--threads", "1",
                                   "--no-progress"]) == 0
     capsys.readouterr()

@@ -142,7 +142,7 @@ def seeds_summary(paths: list[str], out: str | None, quiet: bool, overwrite: boo
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
 
-    def body() -> int:
+    def run_analysis() -> int:
         if args.seeds_summary:
             return seeds_summary(args.seeds_summary, args.out, args.quiet, args.overwrite)
         check_run_labels(args.compare)
@@ -179,7 +179,7 @@ def main(argv=None) -> int:
             return EXIT_CHECK_FAILED
         return EXIT_OK
 
-    return run_main(body)
+    return run_main(run_analysis)
 
 
 if __name__ == "__main__":

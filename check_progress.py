@@ -100,7 +100,7 @@ def main(argv=None) -> int:
     def alert_code(summary: dict) -> int:
         return EXIT_CHECK_FAILED if args.fail_on_alert and summary["alert"] else EXIT_OK
 
-    def body() -> int:
+    def watch() -> int:
         nonlocal reference
         check_run_dir()
         if args.reference:
@@ -138,14 +138,14 @@ def main(argv=None) -> int:
         training, crawl = summary["training"], summary["crawl"]
         return bool(training) and training["status"] in FINISHED and (crawl is None or crawl["done"])
 
-    def body_quiet_on_closed_pipe() -> int:
+    def watch_quiet_on_closed_pipe() -> int:
         try:
-            return body()
+            return watch()
         except BrokenPipeError:  # `check_progress.py | head`: the reader has all it wanted
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
             return EXIT_OK
 
-    return cli.run_main(body_quiet_on_closed_pipe)
+    return cli.run_main(watch_quiet_on_closed_pipe)
 
 
 if __name__ == "__main__":

@@ -56,7 +56,7 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
 
-    def body():
+    def fill_masks():
         import torch
 
         from bertstudy.training.fill_mask import MASK, fill_mask
@@ -83,7 +83,7 @@ def main(argv=None) -> int:
                 print(f"[MASK] {number}: {candidates}")
         return EXIT_OK
 
-    return run_main(body)
+    return run_main(fill_masks)
 
 
 if __name__ == "__main__":

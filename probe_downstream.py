@@ -71,7 +71,7 @@ def build_parser():
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
 
-    def body() -> int:
+    def probe_checkpoints() -> int:
         import torch  # only once the command line is valid
 
         from bertstudy.downstream.downstream_pass import PassSettings, run_pass, summary_lines
@@ -94,7 +94,7 @@ def main(argv=None) -> int:
         print(f"wrote {out} ({scored} checkpoint(s) scored now)")
         return EXIT_OK
 
-    return run_main(body)
+    return run_main(probe_checkpoints)
 
 
 if __name__ == "__main__":

@@ -65,7 +65,7 @@ def build_parser():
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
 
-    def body() -> int:
+    def fetch() -> int:
         check_writable_file(args.out, "--out")  # before the crawl: a bad path fails at once, not after it
         config = build_config(args)
         check_corpus_out(config.out, config.source, args.overwrite)  # a crawl saved there is not lost
@@ -74,7 +74,7 @@ def main(argv=None) -> int:
             print(line)
         return EXIT_OK
 
-    return run_main(body)
+    return run_main(fetch)
 
 
 if __name__ == "__main__":

@@ -75,7 +75,7 @@ def build_parser():
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
 
-    def body() -> int:
+    def verify() -> int:
         check_writable_file(args.report, "--report")  # before the work: near duplicates take a while
         check_report_out(args.report, args.overwrite)  # an unrelated JSON there is not replaced
         config = ReportConfig(
@@ -103,7 +103,7 @@ def main(argv=None) -> int:
         print(f"report written to {args.report}")
         return EXIT_OK if report["passed"] else EXIT_CHECK_FAILED
 
-    return cli.run_main(body)
+    return cli.run_main(verify)
 
 
 if __name__ == "__main__":

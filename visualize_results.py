@@ -151,7 +151,7 @@ def write_chart(path: Path, figure, style, dpi: int, fingerprint: str, source) -
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
 
-    def body() -> int:
+    def draw_charts() -> int:
         check_run_labels(args.compare or [])
         style = choose_text_style(args.lang)
         if style.warning:
@@ -187,7 +187,7 @@ def main(argv=None) -> int:
             write_chart(out_dir / name, figure, style, args.dpi, fingerprint, args.history)
         return EXIT_OK
 
-    return run_main(body)
+    return run_main(draw_charts)
 
 
 if __name__ == "__main__":

@@ -49,7 +49,7 @@ def main(argv=None) -> int:
     if (args.prepare is None) == (args.summary is None):
         parser.error("give one of --prepare CARRY or --summary OUT")
 
-    def body():
+    def prepare_or_summarize():
         from bertstudy.training import gpu_study
 
         if args.prepare is not None:
@@ -60,7 +60,7 @@ def main(argv=None) -> int:
                           for seed, run in summary["runs"].items()}))
         return EXIT_OK
 
-    return run_main(body)
+    return run_main(prepare_or_summarize)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,13 @@
 """The analysis of one training history: a pure function from `History` objects to the result dict
 that analyze_100k.py writes as `analysis_100k_result.json`, and a readable text report of it.
 
-The dict keeps the original study's keys (`total_steps, data_points, pearson_correlation,
-r_squared, mlm_stats, loss_stats, comparison`) with their meaning (`mlm_stats` always describes the
-training MLM accuracy, as the original's did) and adds `association, curves, best_curve, forecast,
-bootstrap, targets, nsp_stats, metric, metric_stats, source`,
+`study_result` computes the analysis' parts as a typed `study_result.StudyResult` (summaries,
+association, curve fits, bootstrap intervals and steps to targets, the phase model and the curve
+chosen, the shortcut level, the chart data); `study_result.study_json` turns it into the dict, and
+`analyze` is the two in one. The dict keeps the original study's keys (`total_steps, data_points,
+pearson_correlation, r_squared, mlm_stats, loss_stats, comparison`) with their meaning (`mlm_stats`
+always describes the training MLM accuracy, as the original's did) and adds `association, curves,
+best_curve, forecast, bootstrap, targets, nsp_stats, metric, metric_stats, source`,
 `association_dependence, r_by_step_range, curve_ranking, forecast_rolling, phases, model_choice,
 chosen_curve`, then `best_curve_is` and `chart_data` (what the curve charts draw); docs/DESIGN.md says
 what each holds. Numbers that are undefined are None (JSON null), never NaN. The text report is `report.format_report`.
@@ -23,6 +26,8 @@ from bertstudy.base.errors import BadInputError
 from bertstudy.analysis.history import History, predicted_shortcut
 from bertstudy.analysis.provenance import series_fingerprint
 from bertstudy.analysis.stats import json_number
+from bertstudy.analysis.study_result import (AssociationFigures, BootstrapIntervals, CurveChoice, CurveFits, Goal,
+                                             MetricChoice, SeriesSummaries, Source, StudyResult, study_json)
 
 METRIC_DESCRIPTIONS = {
     "mlm_acc": "training masked-LM accuracy (per logged batch; the original study's metric)",
@@ -42,8 +47,6 @@ FAR_BEYOND_FACTOR = 100  # a predicted step beyond 100x the run's last step is "
 MIN_POINTS = 3  # a correlation needs three points; fewer is bad input, not a result
 NSP_CHANCE = 0.5  # NSP is balanced 50/50 IsNext/NotNext, so chance accuracy is one half
 ROLLING_ORIGINS = dependence.ROLLING_ORIGINS  # forecast origins, as shares of the curve points
-BEST_CURVE_IS = ("the family (linear, log_linear, power_saturating) with the smallest raw AIC, the first "
-                 "version's key; the curve the study reports is chosen_curve (a family or the phase model)")
 MAX_PHASE_RESAMPLES = 200  # each plateau resample refits the kept segmented model (~0.1-0.3 s on 500 points)
 
 
@@ -89,13 +92,6 @@ def nsp_summary(history: History, final_window: float = 0.1, alpha: float = 0.01
     return {"mean": float(nsp.mean()), "final": float(nsp[-1]), "final_window_mean": float(window.mean()),
             "final_window_points": k, "chance": NSP_CHANCE, "p_value_vs_chance": p_value, "alpha": alpha,
             "left_chance": left, "verdict": verdict}
-
-
-def _curve_note(fit: curves.CurveFit) -> str:
-    if fit.name == "power_saturating" and fit.ok and fit.params["c"] <= curves.POWER_C_BOUNDS[0] * 1.01:
-        return ("exponent c is at its lower bound: the data show no saturation, the power law reduces to "
-                "log-linear and its ceiling a is not identified")
-    return ""
 
 
 def _target_status(step: float, last_step: float) -> str:
@@ -199,36 +195,44 @@ def _association_dependence(steps, values, assoc: dict, level: float) -> dict:
             "plain_intervals_assume": "independent points (Fisher z interval, p-values, the slope's t-interval)"}
 
 
-def _ranking_json(ranking: dict) -> dict:
-    return {k: ([{**row, "residual_lag1": json_number(row["residual_lag1"])} for row in v] if k == "order" else v)
-            for k, v in ranking.items()}
+def _association_figures(steps, values, level: float) -> AssociationFigures:
+    plain = stats.association(steps, values, level)
+    return AssociationFigures(plain=plain, under_dependence=_association_dependence(steps, values, plain, level),
+                              by_step_range=dependence.r_by_step_range(steps, values))
 
 
-def _honest_parts(steps, values, curve_x, curve_y, fits, assoc: dict, bootstrap: int, seed: int,
-                  level: float) -> dict:
-    """The autocorrelation-aware keys: dependence-aware association figures, r by step range, the effective-n
-    AIC ranking, the rolling-origin forecast (families and the phase model), the phase model and
-    which curve is chosen."""
-    phase = phases.detect_phases(curve_x, curve_y, n_resamples=min(bootstrap, MAX_PHASE_RESAMPLES), seed=seed + 2,
-                                 level=level)
-    compared = phase_choice.compare_with_families(curve_x, curve_y, fits, phase, ROLLING_ORIGINS)
-    ranking, rolling, phase_forecast, choice = (compared[k] for k in ("ranking", "rolling", "phase_forecast", "choice"))
-    rolling["phases"] = phase_forecast
+def _fit_curves(steps, values, train_fraction: float) -> CurveFits:
+    """The families on the points with step > 0: ln(step) and step^(-c) need it, so an evaluation of the
+    untrained model at step 0 is left out of every curve (the same points for all three, so their AICs
+    stay comparable); and each family's forecast check."""
+    positive = steps > 0
+    x, y = steps[positive], values[positive]
+    fits = curves.fit_all_curves(x, y)
+    return CurveFits(steps=x, values=y, excluded_steps=tuple(int(s) for s in steps[~positive]), fits=fits,
+                     best_by_raw_aic=curves.best_curve(fits), forecast_check=curves.forecast_check(x, y, train_fraction))
+
+
+def _bootstrap_intervals(steps, values, fitted: CurveFits, targets: Sequence[float], n_resamples: int, seed: int,
+                         level: float) -> BootstrapIntervals:
+    summary, draws = _run_bootstrap(steps, values, fitted.steps, fitted.values, fitted.fits, n_resamples, seed, level)
+    return BootstrapIntervals(summary=summary,
+                              targets=_targets(fitted.steps, fitted.values, fitted.fits, draws, targets, level))
+
+
+def _choose_curve(fitted: CurveFits, n_resamples: int, seed: int, level: float) -> CurveChoice:
+    """The phase model (its plateau's intervals from at most MAX_PHASE_RESAMPLES resamples), the families'
+    effective-n AIC ranking, the rolling-origin forecasts of the families and the phase model, and which
+    curve is chosen."""
+    x, y = fitted.steps, fitted.values
+    phase = phases.detect_phases(x, y, n_resamples=min(n_resamples, MAX_PHASE_RESAMPLES), seed=seed + 2, level=level)
+    compared = phase_choice.compare_with_families(x, y, fitted.fits, phase, ROLLING_ORIGINS)
+    ranking, rolling = compared["ranking"], compared["rolling"]
+    rolling["phases"] = compared["phase_forecast"]
     bound_hit = "power_saturating" in ranking.get("notes", {})
     # a power law on its exponent bound is log-linear: a forecast "win" of it is log-linear's
     rolling["best_read_as"] = ("log_linear" if bound_hit and rolling["best_by_mean_mae"] == "power_saturating"
                                else rolling["best_by_mean_mae"])
-    return {"association_dependence": _association_dependence(steps, values, assoc, level),
-            "r_by_step_range": dependence.r_by_step_range(steps, values),
-            "curve_ranking": _ranking_json(ranking), "forecast_rolling": rolling, "phases": phase,
-            "model_choice": choice, "chosen_curve": choice["chosen"]}
-
-
-def _forecast_json(check: dict) -> dict:
-    out = {k: v for k, v in check.items() if k != "curves"}
-    out["curves"] = {name: {"mae": e["mae"], "rmse": e["rmse"], "fit": e["fit"].to_json()}
-                     for name, e in check["curves"].items()}
-    return out
+    return CurveChoice(phases=phase, ranking=ranking, rolling_forecast=rolling, decision=compared["choice"])
 
 
 def metric_arrays(history: History, metric: str) -> tuple[np.ndarray, np.ndarray]:
@@ -282,64 +286,42 @@ def compare_runs(runs: Sequence[tuple[str, History]], metric: str = "mlm_acc", f
     return {"metric": metric, "baseline": labels[0], "runs": summaries, "differences": differences}
 
 
+def study_result(history: History, metric: str | None = None, *, train_fraction: float = 0.5,
+                 targets: Sequence[float] = (), bootstrap: int = 500, seed: int = 0,
+                 compare: Sequence[tuple[str, History]] = (), require_r: float | None = None,
+                 level: float = 0.95, final_window: float = 0.1) -> StudyResult:
+    """Every part of the analysis of `history` (arguments as `analyze`'s). Pure."""
+    metric, why = choose_metric(history, metric)
+    steps, values = metric_arrays(history, metric)
+    source = Source(path=history.path, format=history.source_format, preset=history.meta.get("preset"),
+                    meta_total_steps=history.meta.get("total_steps"), data_sha256=series_fingerprint(steps, values))
+    summaries = SeriesSummaries(training_mlm=series_summary(history.mlm_acc, final_window),
+                                metric=series_summary(values, final_window),
+                                loss=loss_summary(history, final_window), nsp=nsp_summary(history, final_window))
+    association = _association_figures(steps, values, level)
+    fitted = _fit_curves(steps, values, train_fraction)
+    intervals = _bootstrap_intervals(steps, values, fitted, targets, bootstrap, seed, level)
+    choice = _choose_curve(fitted, bootstrap, seed, level)
+    shortcut = predicted_shortcut(history)
+    # what correlation_analysis.png and forecast.png draw: the analysed metric, this analysis' own fits
+    charted = chart_data.build(steps, values, fitted.fits, choice.phases, choice.chosen, fitted.forecast_check,
+                               metric=metric, shortcut=shortcut_level.reference(shortcut, metric))
+    r = association.pearson_r
+    goal = None if require_r is None else Goal(require_r=require_r, r=r, achieved=bool(r is not None and r >= require_r))
+    return StudyResult(
+        source=source, metric=MetricChoice(name=metric, description=METRIC_DESCRIPTIONS.get(metric, metric), why=why),
+        steps=steps, values=values, summaries=summaries, association=association, curve_fits=fitted,
+        bootstrap=intervals, comparison=compare_runs(compare, metric, final_window) if compare else None,
+        curve_choice=choice, shortcut=shortcut_level.shortcut_entry(shortcut, metric, choice.phases.get("plateau")),
+        chart_data=charted, goal=goal)
+
+
 def analyze(history: History, metric: str | None = None, *, train_fraction: float = 0.5,
             targets: Sequence[float] = (), bootstrap: int = 500, seed: int = 0,
             compare: Sequence[tuple[str, History]] = (), require_r: float | None = None,
             level: float = 0.95, final_window: float = 0.1) -> dict:
-    """Everything analyze_100k.py reports, as a JSON-ready dict. Pure: nothing is read or written.
-    `metric` None: `choose_metric`'s default."""
-    metric, why = choose_metric(history, metric)
-    steps, values = metric_arrays(history, metric)
-    assoc = stats.association(steps, values, level)
-    # ln(step) and step^(-c) need step > 0; an evaluation of the untrained model at step 0 is left
-    # out of every curve (the same points for all three, so their AICs stay comparable).
-    positive = steps > 0
-    curve_x, curve_y = steps[positive], values[positive]
-    fits = curves.fit_all_curves(curve_x, curve_y)
-    best = curves.best_curve(fits)
-    curve_entries = {}
-    for name, fit in fits.items():
-        entry = fit.to_json()
-        entry["delta_aic"] = json_number(fit.aic - fits[best].aic) if best and fit.ok else None
-        entry["note"] = _curve_note(fit)
-        curve_entries[name] = entry
-    check = curves.forecast_check(curve_x, curve_y, train_fraction)
-    boot, draws = _run_bootstrap(steps, values, curve_x, curve_y, fits, bootstrap, seed, level)
-    r = assoc["pearson"]["r"]
-    result = {
-        "source": {"path": history.path, "format": history.source_format,
-                   "preset": history.meta.get("preset"), "meta_total_steps": history.meta.get("total_steps"),
-                   # the analysed numbers' hash: visualize_results.py checks an analysis belongs to its history
-                   "data_sha256": series_fingerprint(steps, values)},
-        "metric": {"name": metric, "description": METRIC_DESCRIPTIONS.get(metric, metric),
-                   "why": why},
-        "total_steps": int(steps[-1]),
-        "data_points": len(steps),
-        "pearson_correlation": r,
-        "r_squared": assoc["r_squared"],
-        "mlm_stats": series_summary(history.mlm_acc, final_window),
-        "metric_stats": series_summary(values, final_window),
-        "loss_stats": loss_summary(history, final_window),
-        "nsp_stats": nsp_summary(history, final_window),
-        "association": assoc,
-        "curves": curve_entries,
-        "best_curve": best,
-        "best_curve_is": BEST_CURVE_IS,
-        "curve_points": {"n": int(positive.sum()), "excluded_steps": [int(x) for x in steps[~positive]],
-                         "why": "curves need step > 0" if not positive.all() else ""},
-        "forecast": _forecast_json(check),
-        "bootstrap": boot,
-        "targets": _targets(curve_x, curve_y, fits, draws, targets, level),
-        "comparison": compare_runs(compare, metric, final_window) if compare else None,
-    }
-    result.update(_honest_parts(steps, values, curve_x, curve_y, fits, assoc, bootstrap, seed, level))
-    shortcut = predicted_shortcut(history)
-    if shortcut is not None:
-        result["shortcut"] = shortcut_level.shortcut_entry(shortcut, metric, result["phases"].get("plateau"))
-    # what correlation_analysis.png and forecast.png draw: the analysed metric, this analysis' own fits
-    result["chart_data"] = chart_data.build(steps, values, fits, result["phases"], result["chosen_curve"], check,
-                                            metric=metric, shortcut=shortcut_level.reference(shortcut, metric))
-    if require_r is not None:
-        result["goal"] = {"require_r": require_r, "r": r}
-        result["goal_achieved"] = bool(r is not None and r >= require_r)
-    return result
+    """Everything analyze_100k.py reports, as a JSON-ready dict (`study_json` of `study_result`). Pure:
+    nothing is read or written. `metric` None: `choose_metric`'s default."""
+    return study_json(study_result(history, metric, train_fraction=train_fraction, targets=targets,
+                                   bootstrap=bootstrap, seed=seed, compare=compare, require_r=require_r,
+                                   level=level, final_window=final_window))

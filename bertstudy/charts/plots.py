@@ -33,7 +33,7 @@ COMPARISON_CHART = "comparison_50k_100k.png"  # the same chart with --compare: i
 CHART_FILES = ("training_curves.png", "correlation_analysis.png", SUMMARY_CHART, "loss_analysis.png", "forecast.png")
 
 
-def run_summary(history: History) -> dict:
+def summary_chart_figures(history: History) -> dict:
     """Mean, max and final training MLM accuracy over all positions (the original's figures), the final
     training loss (None where absent), and the final and best held-out [MASK] accuracy where the history
     has it (the study's headline)."""
@@ -205,7 +205,7 @@ def run_comparison(runs: Sequence[tuple[str, History]], style: TextStyle,
     if not runs:
         raise ValueError("run_comparison needs at least one run")
     colors = [f"C{i % 10}" for i in range(len(runs))]
-    summaries = [run_summary(h) for _, h in runs]
+    summaries = [summary_chart_figures(h) for _, h in runs]
     with rc_context(style.rc_params()):
         fig = new_figure(style, config, height=config.height * 0.8)
         ax_curves, ax_acc, ax_loss = fig.subplots(1, 3, width_ratios=(2.2, 1.6, 0.9))

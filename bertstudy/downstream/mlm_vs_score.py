@@ -118,12 +118,12 @@ def downstream_correlations(doc: dict, source: str = "", level: float = 0.95) ->
             "note": "checkpoints of one run are not independent samples; intervals describe this trajectory"}
 
 
-def _f(value, spec=".3f") -> str:
+def _fmt_number(value, spec=".3f") -> str:
     return "n/a" if value is None else format(value, spec)
 
 
 def _ci(ci) -> str:
-    return f"[{_f(ci[0])}, {_f(ci[1])}]"
+    return f"[{_fmt_number(ci[0])}, {_fmt_number(ci[1])}]"
 
 
 def _honest_lines(h: dict) -> list[str]:
@@ -131,13 +131,13 @@ def _honest_lines(h: dict) -> list[str]:
     steps = h["pre_learning_steps"]
     pre = (f"{h['collapsed'] + 1} pre-learning checkpoints (steps {steps[0]}-{steps[-1]}) as one"
            if h["collapsed"] else "no pre-learning checkpoints to collapse")
-    pairs = [f"{label} vs score r {_f(h[key]['pearson']['r'])} {_ci(h[key]['pearson']['ci'])}, "
-             f"rho {_f(h[key]['spearman']['rho'])} (n={h[key]['pearson']['n']})"
+    pairs = [f"{label} vs score r {_fmt_number(h[key]['pearson']['r'])} {_ci(h[key]['pearson']['ci'])}, "
+             f"rho {_fmt_number(h[key]['spearman']['rho'])} (n={h[key]['pearson']['n']})"
              for label, key in (("MLM acc", "mlm_vs_score"), ("ln step", "ln_step_vs_score"))]
     partial, diff = h["partial_mlm_given_ln_step"], h["first_differences"]
     return [f"    honest: {pre}, n={h['n']}", "      " + "; ".join(pairs),
-            f"      partial r of score and MLM acc given ln step {_f(partial['r'])} {_ci(partial['ci'])} "
-            f"(n={partial['n']}); first differences r {_f(diff['r'])} {_ci(diff['ci'])} (n={diff['n']})",
+            f"      partial r of score and MLM acc given ln step {_fmt_number(partial['r'])} {_ci(partial['ci'])} "
+            f"(n={partial['n']}); first differences r {_fmt_number(diff['r'])} {_ci(diff['ci'])} (n={diff['n']})",
             *_adjacent_lines(h.get("adjacent")), *_best_layer_lines(h.get("best_layer_vs_last"))]
 
 
@@ -170,13 +170,14 @@ def _adjacent_lines(adjacent: dict | None) -> list[str]:
 def format_downstream(result: dict) -> str:
     lines = [f"Downstream ({result['mode']}, {result['source']}): does held-out MLM accuracy predict the score?"]
     for name, t in result["tasks"].items():
-        base = ", ".join(f"{k} {_f(v, '.4f')}" for k, v in t["baselines"].items())
-        lines.append(f"  {name} ({t['metric']}, {t['checkpoints']} checkpoints; best {_f(t['best'] and t['best']['score'], '.4f')}"
+        base = ", ".join(f"{k} {_fmt_number(v, '.4f')}" for k, v in t["baselines"].items())
+        best_score = _fmt_number(t['best'] and t['best']['score'], '.4f')
+        lines.append(f"  {name} ({t['metric']}, {t['checkpoints']} checkpoints; best {best_score}"
                      f" at step {t['best'] and t['best']['step']}; baselines {base})")
         for label, key in (("MLM acc vs score ", "mlm_vs_score"), ("log10 step vs score", "log_step_vs_score")):
             pr, sp = t[key]["pearson"], t[key]["spearman"]
-            lines.append(f"    {label}: Pearson {_f(pr['r'])} {_ci(pr['ci'])}, Spearman {_f(sp['rho'])} {_ci(sp['ci'])}, "
-                         f"n={pr['n']}")
+            lines.append(f"    {label}: Pearson {_fmt_number(pr['r'])} {_ci(pr['ci'])}, "
+                         f"Spearman {_fmt_number(sp['rho'])} {_ci(sp['ci'])}, n={pr['n']}")
         lines += _honest_lines(t["honest"])
     lines.append(f"  ({result['note']})")
     return "\n".join(lines)

@@ -238,8 +238,8 @@ def test_comparison_of_one_and_of_three_runs(english):
     curves, acc_bars, loss_bars = three.axes
     assert len(acc_bars.patches) == 9 and len(loss_bars.patches) == 3
     assert [t.get_text() for t in curves.get_legend().get_texts()][0].startswith("run0")
-    # The bars show the numbers run_summary computed.
-    summary = plots.run_summary(runs[2][1])
+    # The bars show the numbers summary_chart_figures computed.
+    summary = plots.summary_chart_figures(runs[2][1])
     assert acc_bars.patches[8].get_height() == pytest.approx(summary["final_mlm"])
     assert loss_bars.patches[2].get_height() == pytest.approx(summary["final_loss"])
     with pytest.raises(ValueError):

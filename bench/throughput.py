@@ -399,7 +399,7 @@ def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
 
-    def body():
+    def measure():
         if args.threads:
             torch.set_num_threads(args.threads)
         if args.memory_child:
@@ -409,7 +409,7 @@ def main(argv=None) -> int:
         print("\n".join(report(result)) + f"\n-> {args.out}")
         return EXIT_OK
 
-    return run_main(body)
+    return run_main(measure)
 
 
 if __name__ == "__main__":

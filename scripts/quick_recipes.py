@@ -91,7 +91,7 @@ def build_parser():
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
 
-    def body():
+    def search():
         import json
 
         from bertstudy.base.atomic_io import check_writable_dir, check_writable_file
@@ -113,7 +113,7 @@ def main(argv=None) -> int:
                                           args.threads)
         return recipes.run_search(candidates, settings)
 
-    return run_main(body)
+    return run_main(search)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ from bertstudy.pretraining.packing import (PACKED_KEYS, FixedShape, RowBuckets, 
                                            pack_rows, plan_fixed_shape, plan_row_buckets)
 from bertstudy.pretraining.instances import InstanceSampler, fixed_eval_instances, training_instances
 
-DEFAULT_CUDA_WORKERS = 2  # two builders outpace one large_100k step on an H100 (docs/PERFORMANCE.md)
+DEFAULT_CUDA_WORKERS = 4  # a compiled step (the CUDA default) is shorter than the eager one two were sized for (docs/PERFORMANCE.md)
 PREFETCH_STEPS = 4  # steps each worker builds ahead: a few, to ride out slow ones
 
 

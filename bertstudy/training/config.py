@@ -20,6 +20,13 @@ from bertstudy.training.device import device_choice
 from bertstudy.base.errors import UsageError
 
 
+# The fields whose unset value (None) depends on the device the run trains on: run_start.device_defaults
+# fills them in (the reasons are there) before anything is built, so a run's resolved_config.json and its
+# checkpoints hold these values, never None.
+UNSET_ON_CPU = dict(compile=False, save_interval=2_000)
+UNSET_ON_CUDA = dict(compile=True, save_interval=10_000)
+
+
 def flag_field(default, kind, help_text):
     """A TrainConfig field that is also a command-line flag: its argparse type and help text ride in the metadata."""
     return field(default=default, metadata={"type": kind, "help": help_text})
@@ -81,7 +88,10 @@ class TrainConfig:
     grad_accum: int = flag_field(4, cli.positive_int, "micro-batches per optimizer step")  # 32 x 4 = 128 per step
     log_interval: int = flag_field(100, cli.positive_int, "steps between training log points")  # 1000 points over 100k
     eval_interval: int = flag_field(1000, cli.positive_int, "steps between held-out evals")  # 100 evals over 100k
-    save_interval: int = flag_field(2000, cli.positive_int, "steps between checkpoints")  # lose <= ~2% of a run on a crash
+    save_interval: int | None = flag_field(None, cli.positive_int, "steps between checkpoints (unset: "
+                                           f"{UNSET_ON_CUDA['save_interval']:,} on CUDA, "
+                                           f"{UNSET_ON_CPU['save_interval']:,} on CPU)")
+    # unset: the device's (run_start.device_defaults); a resumed run keeps its own unless the flag is given
     keep_last: int = flag_field(3, cli.non_negative_int, "checkpoints kept (0: all)")  # 3: a corrupt newest still leaves two
     milestones: str = flag_field("none", str, "weights kept for probing, never pruned: none, log (0, 1, 2, 5, 10, ... "
                                       "and the end) or steps, e.g. 100,500,log")  # none: a probe pass is opt-in (milestones.py)
@@ -91,7 +101,8 @@ class TrainConfig:
     # out the same documents and score the same held-out instances; 42, the seed's default, so a run
     # with the default seed splits as it did before the field existed (resume_config: older runs keep theirs)
     amp: bool | None = flag_field(None, bool, "mixed precision (default: on for CUDA, off for CPU)")  # CPU bf16 is slower on most CPUs
-    compile: bool = flag_field(False, bool, "torch.compile the model")  # off: compile time dominates short runs
+    compile: bool | None = flag_field(None, bool, "torch.compile the model (unset: on for CUDA, off for CPU)")
+    # unset: the device's (run_start.device_defaults); on a CPU compile time dominates short runs
     compile_mode: str = flag_field("default", str, "torch.compile mode: default, reduce-overhead (CUDA graphs) or "
                                            "max-autotune")  # default: CUDA graphs unmeasured here (docs/PERFORMANCE.md)
     auto_batch: bool | None = flag_field(None, bool, "pick the largest micro-batch that fits the GPU, keeping the global "
@@ -99,9 +110,9 @@ class TrainConfig:
     # unset: on a GPU the split follows the device (the same mathematics, fewer launches), on a CPU the
     # configured split stays; --batch-size auto sets it, --batch-size N clears it (batch_fit.py)
     device: str = flag_field("auto", device_choice, "auto, cpu, cuda or cuda:N")  # auto: CUDA when present; cuda: GPU LOCAL_RANK
-    data_workers: int = flag_field(-1, cli.int_in_range(-1, 64), "processes building batches ahead (-1: 2 on CUDA, "
+    data_workers: int = flag_field(-1, cli.int_in_range(-1, 64), "processes building batches ahead (-1: 4 on CUDA, "
                                                         "0 on CPU = built in the loop)")
-    # -1: on a GPU two workers keep ahead of the step; on a CPU they would take cores from the model
+    # -1: on a GPU loader.DEFAULT_CUDA_WORKERS keep ahead of the step; on a CPU they would take cores from the model
     max_nonfinite: int = flag_field(5, cli.positive_int, "stop after this many non-finite losses in a row")
     progress: bool = flag_field(True, bool, "show a tqdm progress bar")
     threads: int | None = flag_field(None, cli.non_negative_int, "torch CPU threads (unset: the cores free at the start, "
@@ -229,7 +240,7 @@ def _preset_values(name: str) -> str:
     if len(set(map(repr, values.values()))) == 1:
         value = next(iter(values.values()))
         return "" if value is None else f" (default {value})"
-    return " (" + "; ".join(f"{preset}: {value}" for preset, value in values.items()) + ")"
+    return " (" + "; ".join(f"{preset}: {'unset' if value is None else value}" for preset, value in values.items()) + ")"
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -279,8 +290,8 @@ def describe_preset(name: str) -> str:
             continue
         value = getattr(config, f.name)
         flag = "--" + f.name.replace("_", "-")
-        if isinstance(value, bool) or value is None:
-            shown = {True: flag, False: "--no-" + f.name.replace("_", "-"), None: "(unset: " + f.metadata["help"] + ")"}
+        if isinstance(value, bool) or value is None:  # unset: the flag, then what unset means (its help)
+            shown = {True: flag, False: "--no-" + f.name.replace("_", "-"), None: f"{flag} unset: " + f.metadata["help"]}
             lines.append(f"  {shown[value]}")
         else:
             lines.append(f"  {flag} {value}")

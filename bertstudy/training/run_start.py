@@ -17,6 +17,8 @@ The run's --out-dir decides whether it starts fresh, resumes, or is refused (not
   continues the run as it was and says on stderr which of the preset's values differ.
 - A CUDA-graph compile mode with accumulation is refused before any work when the command line (or
   the CPU) fixes the split, and again after a GPU's batch probe chose one (config.check_cuda_graph_split).
+- --compile and --save-interval left unset take the device's value (device_defaults) before the start is
+  planned, so that refusal already sees whether the run compiles; a resumed run keeps its own save interval.
 - Output folders are checked before any work: a folder under a file or one that cannot be written
   is a one-line usage error (exit 2).
 Under DDP rank 0 makes this decision and sends it, the checkpoint included, to every rank, so the
@@ -34,17 +36,17 @@ from pathlib import Path
 import torch
 import torch.distributed as torch_dist
 
-from bertstudy.training import checkpoint as ckpt
 from bertstudy.base.atomic_io import check_writable_dir, read_json
-from bertstudy.training.device import Distributed, autocast_context, precision_settings
 from bertstudy.base.errors import BadInputError, NothingToDo, StudyError, UsageError
 from bertstudy.base.run_files import EXPORT_DIR_NAME, HISTORY_NAME, LOG_NAME
-from bertstudy.corpus.corpus_io import missing_corpus_hint
-from bertstudy.corpus.corpus_io import load_documents
+from bertstudy.corpus.corpus_io import load_documents, missing_corpus_hint
 from bertstudy.model import BertForPretraining
 from bertstudy.pretraining.vocab import build_vocab
+from bertstudy.training import checkpoint as ckpt
 from bertstudy.training.batch_fit import resolve_batch_split, wants_auto_batch
-from bertstudy.training.config import TrainConfig, check_cuda_graph_split, preset_drift, resume_config
+from bertstudy.training.config import (UNSET_ON_CPU, UNSET_ON_CUDA, TrainConfig, check_cuda_graph_split, preset_drift,
+                                       resume_config)
+from bertstudy.training.device import Distributed, autocast_context, precision_settings
 from bertstudy.training.machine import machine_threads
 from bertstudy.training.trainer import model_config_for
 
@@ -198,6 +200,17 @@ def with_threads(config: TrainConfig, dist: Distributed) -> TrainConfig:
     return replace(config, threads=threads)
 
 
+def device_defaults(config: TrainConfig, device_type: str) -> TrainConfig:
+    """The fields left unset (None) that depend on the device, filled in: config.UNSET_ON_CUDA on "cuda",
+    config.UNSET_ON_CPU elsewhere; a value the command line or the preset gave stays."""
+    # CUDA compiles (torch.compile ran well ahead of eager on an H200) and checkpoints every 10,000 steps (a
+    # large_100k checkpoint with AdamW's moments every 2,000 took a few percent of a GPU run's wall clock);
+    # a CPU keeps eager (compiling was slower there) and 2,000 steps, as before. Figures: docs/PERFORMANCE.md.
+    defaults = UNSET_ON_CUDA if device_type == "cuda" else UNSET_ON_CPU
+    unset = {name: value for name, value in defaults.items() if getattr(config, name) is None}
+    return replace(config, **unset) if unset else config
+
+
 def with_device_split(config: TrainConfig, dist: Distributed, amp_dtype) -> TrainConfig:
     """The batch split the device takes (batch_fit.py): on CUDA, unless --batch-size N fixed it, the largest
     micro-batch that fits, measured on a model of the run's shape built for the measurement only (its
@@ -218,11 +231,15 @@ def with_device_split(config: TrainConfig, dist: Distributed, amp_dtype) -> Trai
 
 def resolve_run(config: TrainConfig, resume: str | None, given: dict, overwrite: bool, if_possible: bool,
                 dist: Distributed) -> tuple[TrainConfig, StartPlan]:
-    """The run's final TrainConfig and its StartPlan, settled before anything is built: threads, then
-    the start (new, resumed with the checkpoint's own config, or refused), then the device's batch split
-    and precision. `given`: the fields the command line set (a resume may change only some)."""
-    config = with_threads(config, dist)
+    """The run's final TrainConfig and its StartPlan, settled before anything is built: threads and the
+    device's defaults, then the start (new, resumed with the checkpoint's own config, or refused), then
+    the device's batch split and precision. `given`: the fields the command line set (a resume may change
+    only some)."""
+    # the device's defaults before planning: check_fixed_split (inside it) reads whether the run compiles;
+    # a resume takes --compile from this session and the save interval from its checkpoint (or the line)
+    config = device_defaults(with_threads(config, dist), dist.device.type)
     config, state, path = plan_start(config, resume, given or {}, overwrite, if_possible, dist)
+    config = device_defaults(config, dist.device.type)  # a resumed config: nothing left unset, kept as it is
     amp_dtype, use_scaler = precision_settings(dist.device, config.amp)
     config = with_device_split(config, dist, amp_dtype)
     check_cuda_graph_split(config)  # the measurement may have chosen accumulation (a small card)

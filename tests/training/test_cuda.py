@@ -99,8 +99,8 @@ def test_batch_size_auto_probe_picks_a_divisor_of_the_global_batch():
 def test_resume_on_cuda_matches_the_uninterrupted_run(tmp_path):
     corpus = write_tiny_corpus(tmp_path)
     reference, resumed = tmp_path / "reference", tmp_path / "resumed"
-    assert train_large_100k.main(tiny_args(corpus, reference, tmp_path / "cache", device="cuda", **RUN)) == 0
-    args = tiny_args(corpus, resumed, tmp_path / "cache", device="cuda", **RUN)
+    assert train_large_100k.main(tiny_args(corpus, reference, tmp_path / "cache", device="cuda", compile=False, **RUN)) == 0
+    args = tiny_args(corpus, resumed, tmp_path / "cache", device="cuda", compile=False, **RUN)
     process = _start(args, tmp_path / "unused", step_pause=0.5)
     log = resumed / "training_log_100k.jsonl"
     _wait_for(lambda: log.exists() and '"kind": "train", "step": 6' in log.read_text(encoding="utf-8"), process)
@@ -117,7 +117,7 @@ def test_export_from_a_cuda_run_loads_in_transformers(tmp_path):
     transformers = pytest.importorskip("transformers")
     corpus = write_tiny_corpus(tmp_path)
     out = tmp_path / "run"
-    assert train_large_100k.main(tiny_args(corpus, out, tmp_path / "cache", device="cuda", steps=4)) == 0
+    assert train_large_100k.main(tiny_args(corpus, out, tmp_path / "cache", device="cuda", compile=False, steps=4)) == 0
     ours, _ = load_exported(out / "export_hf")
     theirs = transformers.BertForPreTraining.from_pretrained(out / "export_hf").eval()
     ids = torch.randint(5, theirs.config.vocab_size, (2, 16))
@@ -141,7 +141,7 @@ def test_sigterm_to_the_group_with_loader_workers_on_cuda_then_exact_resume(tmp_
 
     corpus = write_tiny_corpus(tmp_path)
     reference, out = tmp_path / "reference", tmp_path / "terminated"
-    run = {**RUN, "device": "cuda", "data_workers": 2}
+    run = {**RUN, "device": "cuda", "data_workers": 2, "compile": False}
     assert train_large_100k.main(tiny_args(corpus, reference, tmp_path / "cache", **run)) == 0
     args = tiny_args(corpus, out, tmp_path / "cache", **run)
     env = {**os.environ, "SLOW_STEP_SECONDS": "0.25", "SLOW_SAVE_STEP": "-1", "SLOW_SAVE_SECONDS": "0",

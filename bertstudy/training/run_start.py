@@ -203,9 +203,9 @@ def with_threads(config: TrainConfig, dist: Distributed) -> TrainConfig:
 def device_defaults(config: TrainConfig, device_type: str) -> TrainConfig:
     """The fields left unset (None) that depend on the device, filled in: config.UNSET_ON_CUDA on "cuda",
     config.UNSET_ON_CPU elsewhere; a value the command line or the preset gave stays."""
-    # CUDA compiles (torch.compile ran well ahead of eager on an H200) and checkpoints every 10,000 steps (a
-    # large_100k checkpoint with AdamW's moments every 2,000 took a few percent of a GPU run's wall clock);
-    # a CPU keeps eager (compiling was slower there) and 2,000 steps, as before. Figures: docs/PERFORMANCE.md.
+    # CUDA compiles (torch.compile is well ahead of eager there) and checkpoints rarely (a large_100k
+    # checkpoint with AdamW's moments is large against a GPU step); a CPU stays eager (compiling does not
+    # pay there) and checkpoints every 2,000 steps. The measurements: docs/PERFORMANCE.md.
     defaults = UNSET_ON_CUDA if device_type == "cuda" else UNSET_ON_CPU
     unset = {name: value for name, value in defaults.items() if getattr(config, name) is None}
     return replace(config, **unset) if unset else config

@@ -5,6 +5,7 @@ what those files give."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -28,7 +29,14 @@ def test_every_seed_has_its_history_downstream_file_and_analyses():
 
 
 @pytest.mark.slow
-def test_the_committed_seeds_summary_is_what_the_committed_analyses_give(tmp_path):
+def test_the_committed_seeds_summary_is_what_the_committed_analyses_give(tmp_path, monkeypatch):
+    # each analysis names its history as it lay when the analysis was made (runs/cpu_study_seedN/...):
+    # the committed copies are put back there, in a scratch folder
+    for seed in ("1", "2", "3"):
+        run = tmp_path / "runs" / f"cpu_study_seed{seed}"
+        run.mkdir(parents=True)
+        shutil.copy(SEEDS_DIR / f"seed{seed}" / "training_history_100k.json", run)
+    monkeypatch.chdir(tmp_path)
     inputs = [str(SEEDS_DIR / seed / name) for seed in ("seed1", "seed2", "seed3")
               for name in ("analysis_heldout_mlm.json", "analysis_heldout_mask.json")]
     out = tmp_path / "seeds_summary.json"

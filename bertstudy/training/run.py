@@ -378,6 +378,9 @@ def run_training(config: TrainConfig, resume: str | None = None, *, given: dict 
             if dist.is_main:
                 raise
             return exc.exit_code  # rank 0 prints the one line
-        return _train(config, plan, dist, overwrite)
+        code = _train(config, plan, dist, overwrite)
+        if dist.enabled:  # a run that ended normally: every rank leaves the group together, after rank 0's
+            torch_dist.barrier()  # finish; a rank torn down while a peer still works can abort at exit (gloo)
+        return code
     finally:
         teardown_distributed(dist)

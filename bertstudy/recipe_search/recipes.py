@@ -124,23 +124,11 @@ def _typed_overrides(overrides, where: str, name: str) -> dict:
     return typed
 
 
-def _as_given(typed: dict) -> dict:
-    """The typed overrides as the command line sets them (config.given_fields): `batch_size: "auto"` is
-    --batch-size auto (auto_batch), a number fixes the split (auto_batch off)."""
-    values = dict(typed)
-    if values.get("batch_size") == "auto":
-        del values["batch_size"]
-        values["auto_batch"] = True
-    elif "batch_size" in values:
-        values["auto_batch"] = False
-    return values
-
-
 def config_of(typed: dict):
     """The TrainConfig a candidate trains with (before the search's own fields)."""
-    from bertstudy.training.config import preset_config
+    from bertstudy.training.config import preset_config, with_batch_choice
 
-    return preset_config(PRESET, **_as_given(typed))
+    return preset_config(PRESET, **with_batch_choice(typed))
 
 
 def parse_candidates(items, where: str) -> list[Candidate]:
@@ -222,20 +210,22 @@ def train_fields(settings: SearchSettings, candidate: Candidate, seed: int, step
     """The fields the search sets for one run, as config.given_fields gives a command line's (`preset`
     included): the search's own, the candidate's overrides (its `steps` replaced by `steps`), the threads
     when the search has them. run_training checks them against the run's config on a resume."""
+    from bertstudy.training.config import with_batch_choice
+
     typed = _typed_overrides(candidate.overrides, "candidates", candidate.name)
     typed.pop("steps", None)
     given = {"preset": PRESET, "corpus": str(settings.corpus), "cache_dir": str(settings.cache_dir),
-             "out_dir": str(folder), "seed": seed, "progress": False, **_as_given(typed), "steps": steps}
+             "out_dir": str(folder), "seed": seed, "progress": False, **with_batch_choice(typed), "steps": steps}
     if settings.threads is not None:
         given["threads"] = settings.threads
     return given
 
 
 def train_config(given: dict) -> TrainConfig:
-    """The run's TrainConfig: the preset with the given fields (config.config_from_args' rule)."""
-    from bertstudy.training.config import preset_config
+    """The run's TrainConfig: what `given` asks for, as from a command line."""
+    from bertstudy.training.config import config_from_given
 
-    return preset_config(given["preset"], **{name: value for name, value in given.items() if name != "preset"})
+    return config_from_given(given)
 
 
 def train_candidate(config: TrainConfig, given: dict) -> int:

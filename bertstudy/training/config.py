@@ -262,23 +262,36 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
                                 help=f.metadata["help"] + _preset_values(f.name))
 
 
+def with_batch_choice(values: dict) -> dict:
+    """Field values as a command line sets them: `batch_size` "auto" (--batch-size auto) keeps the global batch
+    of the preset's (or the given) split and asks for the device's choice (auto_batch); a number (--batch-size
+    N) fixes the split, also on a GPU."""
+    values = dict(values)
+    if values.get("batch_size") == "auto":
+        del values["batch_size"]
+        values["auto_batch"] = True
+    elif "batch_size" in values:
+        values["auto_batch"] = False
+    return values
+
+
 def given_fields(args: argparse.Namespace) -> dict:
     """The fields set on the command line (not their defaults), --preset included when given."""
     given = {f.name: getattr(args, f.name) for f in fields(TrainConfig)
              if f.name != "preset" and getattr(args, f.name, None) is not None}
     if getattr(args, "preset", None) is not None:
         given["preset"] = args.preset
-    if given.get("batch_size") == "auto":  # --batch-size auto: the global batch stays the preset's (or given) split
-        del given["batch_size"]
-        given["auto_batch"] = True
-    elif "batch_size" in given:  # --batch-size N: this split, also on a GPU
-        given["auto_batch"] = False
-    return given
+    return with_batch_choice(given)
+
+
+def config_from_given(given: dict) -> TrainConfig:
+    """The config that `given` (given_fields' form) asks for: its preset (default large_100k) with its fields."""
+    overrides = {name: value for name, value in given.items() if name != "preset"}
+    return preset_config(given.get("preset") or "large_100k", **overrides)
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    overrides = {name: value for name, value in given_fields(args).items() if name != "preset"}
-    return preset_config(getattr(args, "preset", None) or "large_100k", **overrides)
+    return config_from_given(given_fields(args))
 
 
 def describe_preset(name: str) -> str:

@@ -8,10 +8,8 @@ replace it with --overwrite. Multi-GPU/CPU: torchrun --nproc_per_node N train_la
 (DDP; the global batch is batch x accumulation x N).
 """
 
-import sys
-
 from bertstudy.base import deps  # noqa: F401  (first: a missing package is one line, not a traceback)
-from bertstudy.base.cli import make_parser, run_main
+from bertstudy.base.cli import exit_script, make_parser, run_main
 from bertstudy.base.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_RUNTIME, EXIT_USAGE
 from bertstudy.training.config import PRESETS, add_config_arguments, config_from_args, describe_preset, given_fields
 
@@ -65,4 +63,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_script(main())

@@ -6,6 +6,7 @@ stderr and an exit code instead of a traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Callable, Sequence
 
@@ -124,3 +125,24 @@ def run_main(body: Callable[[], int | None]) -> int:
         print(message, file=sys.stderr)
         return EXIT_USAGE
     return EXIT_OK if code is None else code
+
+
+def exit_script(code: int) -> None:
+    """Leave the process with `code`. One of several torchrun processes leaves at once, without the
+    interpreter's teardown: DDP keeps the gloo process group (and its threads) alive in C++ after
+    destroy_process_group, and tearing the interpreter down around those threads aborted one rank with
+    SIGABRT ("terminate called without an active exception") in some clean-clone CI runs, after the run's
+    files were all written. By this point every file is closed and renamed into place; only the
+    standard streams need flushing. A single process exits the ordinary way."""
+    if _int_or_zero(os.environ.get("WORLD_SIZE")) > 1:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
+def _int_or_zero(text: str | None) -> int:
+    try:
+        return int(text or 0)
+    except ValueError:
+        return 0

@@ -4,6 +4,9 @@ types, exit-code handling, and the corpus reader for both formats."""
 import argparse
 import json
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -172,3 +175,27 @@ def test_check_writable_dir_refuses_a_file_or_a_path_under_one(tmp_path):
     atomic_io.check_writable_dir(tmp_path / "new" / "charts")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["README.md"]
     assert afile.read_text() == "keep me"
+
+
+EXIT_PROBE = """
+import atexit, sys
+sys.path.insert(0, {root!r})
+from bertstudy.base.cli import exit_script
+atexit.register(lambda: print("teardown ran"))
+print("written before the exit", end="")
+sys.stderr.write("and to stderr")
+exit_script(3)
+"""
+
+
+@pytest.mark.parametrize("world, teardown", [(None, True), ("1", True), ("2", False)])
+def test_exit_script_skips_the_teardown_only_for_one_of_several_processes(tmp_path, world, teardown):
+    """One of several torchrun processes leaves without the interpreter's teardown (atexit does not run),
+    its buffered output still flushed; a single process exits the ordinary way. Both with the code."""
+    probe = tmp_path / "probe.py"
+    probe.write_text(EXIT_PROBE.format(root=str(Path(__file__).resolve().parents[2])), encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if k != "WORLD_SIZE"} | ({"WORLD_SIZE": world} if world else {})
+    done = subprocess.run([sys.executable, str(probe)], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 3
+    assert done.stdout.startswith("written before the exit") and done.stderr == "and to stderr"
+    assert ("teardown ran" in done.stdout) == teardown

@@ -11,8 +11,8 @@
 # one, fp16 with the GradScaler forced on, ours vs transformers on the same batches, and torch.compile
 # on its own; then the CUDA-graph parts: a CUDA-graph compile mode with accumulation refused in one line,
 # torch.compile under DDP (NCCL, a process group of one) with accumulation (no_sync), and reduce-overhead at
-# 128 x 1 through the first step that overflows the shape the default mode plans (found from the loader's
-# shapes). The README's GPU section lists exactly the commands below (tests/test_gpu_check.py).
+# 128 x 1 through the first step that would overflow one shape planned from the first 32 steps (found from
+# the loader's shapes). The README's GPU section lists exactly the commands below (tests/test_gpu_check.py).
 # Exit codes: 0 all passed, 1 a part failed, 2 runs/gpu_check already exists, 4 no CUDA device.
 set -uo pipefail
 cd "$(dirname "$0")/.."

@@ -181,7 +181,8 @@ def expect_refusal(out: Path, train_args: list[str]) -> int:
 
 
 def first_sampled_overflow(train_args: list[str]) -> dict:
-    """The shape --compile's default mode would plan for this run, and its first overflow step."""
+    """One shape planned from this run's first 32 steps (the plan row buckets replaced), and the first step
+    that would overflow it: the step a CUDA-graph run has to pass without a second micro-batch."""
     import torch
 
     import train_large_100k

@@ -16,19 +16,17 @@ positions, each keeping what it would have had alone:
 Rows are filled first-fit-decreasing (longest instance first, ties by index), a pure function of
 the instances: a step's batch stays a pure function of (seed, step, micro-step, rank).
 
-Fixed shapes (`FixedShape`, used with --compile): every micro-batch of a run has the same
-row count and the same MLM and NSP slot counts, so torch.compile compiles once and CUDA graphs
-(`reduce-overhead`) capture one graph, where variable packing gives many distinct shapes.
-The step's rows are cut into micro-batches that fill up to those counts; a step that needs more
-(rare: the counts are the most of a sample of the run's first steps) gets one more micro-batch of the
-same shape. The trainer weights micro-batches by their masked tokens, so the mathematics is the same.
-The price is padding, more than variable packing's, so it is used only where shapes matter
-(--compile); the measured padding, and whether compiling wins it back, are in docs/PERFORMANCE.md.
-The CUDA-graph compile modes cannot take that extra micro-batch (its forward reuses the graph's memory
-pool, where the first micro-batch's gradients live), so they train one micro-batch per step in
-`RowBuckets`: up to 4 row counts planned from the first steps (`plan_row_buckets`), the largest one row
-per instance (`no_overflow_shape`, which no step can overflow), MLM and NSP slots fixed at the most a
-step can need: less padding than one fixed shape, and no overflow step (docs/PERFORMANCE.md).
+Under --compile the packed layout stays as it is (a variable row count, slots rounded up to multiples
+of 64 and 8): the trainer marks every input's first dimension dynamic, so torch.compile compiles one
+graph for every row count, with no padding rows beyond what packing leaves and no extra micro-batch.
+The CUDA-graph compile modes (`reduce-overhead`, `max-autotune`) capture one graph per shape and cannot
+take a second micro-batch in a step (its forward reuses the graph's memory pool, where the first
+micro-batch's gradients live), so they train one micro-batch per step in `RowBuckets`: up to 4 row
+counts planned from the first steps (`plan_row_buckets`), the largest one row per instance
+(`no_overflow_shape`, which no step can overflow), MLM and NSP slots fixed at the most a step can
+need. `FixedShape` cut into micro-batches (`pack_fixed`, `plan_fixed_shape`) is the one-shape plan
+these replaced; it stays to find the steps where such a plan overflows (the GPU check runs through
+one). The padding of each layout is in docs/PERFORMANCE.md.
 """
 
 from __future__ import annotations

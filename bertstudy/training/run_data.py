@@ -14,8 +14,8 @@ from bertstudy.base.hashing import file_sha256
 from bertstudy.corpus.corpus_io import load_documents
 from bertstudy.pretraining.heldout_split import few_documents_warning, split_documents, split_record
 from bertstudy.pretraining.instances import InstanceSampler
-from bertstudy.pretraining.loader import plan_step_buckets, plan_step_shape
-from bertstudy.pretraining.packing import FixedShape, RowBuckets
+from bertstudy.pretraining.loader import plan_step_buckets
+from bertstudy.pretraining.packing import RowBuckets
 from bertstudy.pretraining.shortcut import corpus_shortcut, training_id_counts
 from bertstudy.pretraining.token_cache import load_or_build_cache
 from bertstudy.pretraining.vocab import Vocab, build_vocab
@@ -74,10 +74,12 @@ def check_same_corpus(state: dict, data: PreparedData, config: TrainConfig) -> N
                                            f"file's {data.corpus_sha256[:12]}); resume with that run's --corpus")
 
 
-def step_shape(config: TrainConfig, data: PreparedData, rank: int) -> FixedShape | RowBuckets:
-    """The micro-batch shape under --compile: one fixed shape planned from the run's first steps, or in a
-    CUDA-graph mode (one micro-batch per step: check_cuda_graph_split) up to 4 row buckets whose largest
-    holds any step (packing.plan_row_buckets): no step needs a second micro-batch, at most 4 graphs."""
+def step_shape(config: TrainConfig, data: PreparedData, rank: int) -> RowBuckets | None:
+    """The micro-batch shape under --compile. In a CUDA-graph mode (one micro-batch per step:
+    check_cuda_graph_split) up to 4 row buckets whose largest holds any step (packing.plan_row_buckets):
+    no step needs a second micro-batch, at most 4 graphs. Otherwise None: the micro-batches are packed
+    as in an eager run, and the trainer marks their first dimension dynamic, so one compiled graph takes
+    every row count with no padding rows and no extra micro-batch."""
     if config.compile_mode in CUDA_GRAPH_MODES:
         return plan_step_buckets(data.train_sampler, config.seed, rank, config.batch_size)
-    return plan_step_shape(data.train_sampler, config.seed, rank, config.batch_size, config.grad_accum)
+    return None

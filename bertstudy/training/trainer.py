@@ -89,14 +89,23 @@ class StepResult:
         return bool(self.good.item() > 0)
 
 
+def mark_first_dim_dynamic(batch: dict[str, torch.Tensor]) -> None:
+    """Tell torch.compile that every input's first dimension (rows; masked and [CLS] slots) varies from
+    step to step, so it compiles one graph for all of them instead of one per shape. maybe_: a dimension
+    the graph has to specialise stays static rather than failing the step."""
+    for tensor in batch.values():
+        torch._dynamo.maybe_mark_dynamic(tensor, 0)
+
+
 class Trainer:
     """Holds model, optimizer and scaler; `train_step(step)` makes one optimizer update."""
 
     def __init__(self, config: TrainConfig, model: BertForPretraining, sampler: InstanceSampler,
                  dist: Distributed | None = None, *, precision: tuple | None = None, shape=None):
         """precision: (autocast dtype or None, use a GradScaler) as the run resolved it (run_start.resolve_run);
-        None: device.precision_settings for this device and config.amp. shape: with --compile, the
-        packing.FixedShape of every micro-batch or the RowBuckets (run_data.step_shape); else None."""
+        None: device.precision_settings for this device and config.amp. shape: in a CUDA-graph compile
+        mode the packing.RowBuckets (run_data.step_shape); else None, the variable packed layout, whose
+        first dimensions a compiled model takes as dynamic (one graph for every row count)."""
         self.config = config
         self.dist = dist or Distributed()
         self.raw_model = model
@@ -115,6 +124,7 @@ class Trainer:
         self.syncs_are_free = device.type == "cpu"
         self.skipped_logged = 0  # skipped_total at the last log point
         self.shape = shape
+        self.dynamic_rows = config.compile and shape is None
 
     def wrap(self) -> None:
         """DDP and torch.compile after any checkpoint was loaded into raw_model."""
@@ -180,6 +190,8 @@ class Trainer:
         on_device = batches.to_device(device) if hasattr(batches, "to_device") else None  # one copy per step
         for m, host_batch in enumerate(batches):
             batch = on_device[m] if on_device is not None else batch_to_device(host_batch, device)
+            if self.dynamic_rows:
+                mark_first_dim_dynamic(batch)
             last = m == len(batches) - 1
             sync = contextlib.nullcontext() if (last or not self.dist.enabled) else self.model.no_sync()
             with sync:

@@ -4,6 +4,7 @@ resume exactly after SIGTERM and SIGKILL."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -255,4 +256,48 @@ def test_a_forced_process_group_of_one_trains_through_ddp_like_one_process(tmp_p
     assert train_large_100k.main(tiny_args(corpus, plain, tmp_path / "cache", device="cpu", **RUN)) == 0
     a, b = read_json(forced / "training_history_100k.json"), read_json(plain / "training_history_100k.json")
     assert a["steps"] == b["steps"] and a["meta"]["world_size"] == 1
+    torch.testing.assert_close(torch.tensor(a["loss"]), torch.tensor(b["loss"]), rtol=1e-5, atol=1e-6)
+
+
+COUNTING_COMPILE_LAUNCHER = """
+import os, sys
+sys.path.insert(0, os.environ["REPO_ROOT"])
+import torch
+from torch._dynamo.testing import CompileCounter
+counter, real_compile = CompileCounter(), torch.compile
+torch.compile = lambda model, **kwargs: real_compile(model, backend=counter)
+from bertstudy.training import trainer
+shapes, real_mark = set(), trainer.mark_first_dim_dynamic
+def marking(batch):
+    shapes.add(tuple(tuple(t.shape) for t in batch.values()))
+    real_mark(batch)
+trainer.mark_first_dim_dynamic = marking
+import train_large_100k
+code = train_large_100k.main(sys.argv[1:])
+print(f"graphs {counter.frame_count} shapes {len(shapes)}", file=sys.stderr)
+sys.exit(code)
+"""
+
+
+def test_compile_under_ddp_with_accumulation_takes_every_row_count_in_one_graph(tmp_path):
+    """The GPU check's compile + DDP part on CPU (gloo, a forced process group of one): torch.compile of the
+    DDP model with two micro-batches a step (no_sync on the first) captures one graph for all the changing
+    row counts (the graphs run eagerly: a counting backend) and trains as the eager run does."""
+    corpus = write_tiny_corpus(tmp_path)
+    launcher = tmp_path / "launch.py"
+    launcher.write_text(COUNTING_COMPILE_LAUNCHER, encoding="utf-8")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", "REPO_ROOT": str(ROOT),
+           "BERTSTUDY_FORCE_PROCESS_GROUP": "1"}
+    run = dict(device="cpu", batch_size=4, grad_accum=2, steps=8, log_interval=1)
+    compiled = tmp_path / "compiled"
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1",
+                           str(launcher), *tiny_args(corpus, compiled, tmp_path / "cache", compile=True, **run)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    graphs, shapes = (int(x) for x in re.search(r"graphs (\d+) shapes (\d+)", done.stderr).groups())
+    assert graphs == 1 and shapes >= 2, done.stderr[-500:]
+    eager = tmp_path / "eager"
+    assert train_large_100k.main(tiny_args(corpus, eager, tmp_path / "cache", **run)) == 0
+    a, b = read_json(compiled / "training_history_100k.json"), read_json(eager / "training_history_100k.json")
+    assert a["meta"]["world_size"] == 1 and a["steps"] == b["steps"]
     torch.testing.assert_close(torch.tensor(a["loss"]), torch.tensor(b["loss"]), rtol=1e-5, atol=1e-6)

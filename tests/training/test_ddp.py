@@ -78,7 +78,8 @@ def held_step(self, step, *args, **kwargs):
     return result
 trainer.Trainer.train_step = held_step
 import train_large_100k
-sys.exit(train_large_100k.main(sys.argv[1:]))
+from bertstudy.base.cli import exit_script  # as the script ends (train_large_100k.py)
+exit_script(train_large_100k.main(sys.argv[1:]))
 """
 DROPOUT_RUN = dict(steps=60, log_interval=10, save_interval=20, eval_interval=20, dropout=0.1, batch_size=4,
                    grad_accum=2, device="cpu", keep_last=0, num_layers=1)
@@ -200,7 +201,8 @@ def failing_cache(*args, **kwargs):
 if os.environ["RANK"] == "0":
     run_data.load_or_build_cache = failing_cache
 import train_large_100k
-sys.exit(train_large_100k.main(sys.argv[1:]))
+from bertstudy.base.cli import exit_script  # as the script ends (train_large_100k.py)
+exit_script(train_large_100k.main(sys.argv[1:]))
 """
 
 
@@ -234,7 +236,8 @@ def recording_init(self, *args, **kwargs):
     real_init(self, *args, **kwargs)
 torch.nn.parallel.DistributedDataParallel.__init__ = recording_init
 import train_large_100k
-sys.exit(train_large_100k.main(sys.argv[1:]))
+from bertstudy.base.cli import exit_script  # as the script ends (train_large_100k.py)
+exit_script(train_large_100k.main(sys.argv[1:]))
 """
 
 

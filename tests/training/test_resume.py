@@ -47,7 +47,8 @@ def slow_step(self, *args, **kwargs):
     return real_step(self, *args, **kwargs)
 torch.save, trainer.Trainer.train_step = slow_save, slow_step
 import train_large_100k
-sys.exit(train_large_100k.main(sys.argv[1:]))
+from bertstudy.base.cli import exit_script  # as the script ends (train_large_100k.py)
+exit_script(train_large_100k.main(sys.argv[1:]))
 """
 
 

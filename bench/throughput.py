@@ -46,11 +46,11 @@ from bench.data_pipeline import build_figures, corpus_sampler  # noqa: E402
 from bertstudy.base.atomic_io import atomic_write_json  # noqa: E402
 from bertstudy.base.cli import make_parser, non_negative_int, positive_float, positive_int, run_main  # noqa: E402
 from bertstudy.base.errors import EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, StudyError, UsageError  # noqa: E402
-from bertstudy.pretraining.loader import LoaderClock, make_step_loader, resolve_workers  # noqa: E402
+from bertstudy.pretraining.loader import LoaderClock, make_step_loader, plan_step_buckets, resolve_workers  # noqa: E402
 from bertstudy.model import BertForPretraining, PretrainingOutput, _masked_cross_entropy, training_flops_per_token  # noqa: E402
 from bertstudy.pretraining.packing import collate_padded, host_counts  # noqa: E402
 from bertstudy.pretraining.instances import training_instances  # noqa: E402
-from bertstudy.training.config import preset_config  # noqa: E402
+from bertstudy.training.config import CUDA_GRAPH_MODES, TrainConfig, check_cuda_graph_split, preset_config  # noqa: E402
 from bertstudy.training.device import Distributed, enable_tf32, gpu_peak_tflops, precision_settings  # noqa: E402
 from bertstudy.training.flops import step_flops  # noqa: E402
 from bertstudy.training.trainer import Trainer, model_config_for  # noqa: E402
@@ -111,13 +111,16 @@ class Runner:
 
     def __init__(self, name: str, config, sampler, vocab_size: int, device, compiled: bool = False):
         self.name, self.config, self.sampler, self.device = name, config, sampler, device
+        # as a run: a CUDA-graph mode trains one micro-batch a step in row buckets, other modes rows dynamic
+        shape = plan_step_buckets(sampler, config.seed, 0, config.batch_size) if (
+            compiled and config.compile_mode in CUDA_GRAPH_MODES) else None
         self.trainer = Trainer(replace(config, compile=compiled), build_model(name, config, vocab_size, device),
-                               sampler, Distributed(device=device))
+                               sampler, Distributed(device=device), shape=shape)
         self.trainer.wrap()
         self.step = 0
         self.model_config = model_config_for(config, vocab_size)  # for the FLOPs of the steps it times
         self.loader = LoaderClock(make_step_loader(sampler, config.seed, 0, config.batch_size, config.grad_accum, 0,
-                                                   10**9, device, resolve_workers(config.data_workers, device))
+                                                   10**9, device, resolve_workers(config.data_workers, device), shape)
                                   if name.endswith("packed") else [])
 
     def _batches(self):
@@ -199,6 +202,17 @@ def bench_config(preset: str, device, batch, grad_accum):
     return preset_config(name, device=device.type, progress=False, **overrides)
 
 
+def compile_pair_config(preset: str, mode: str, device) -> TrainConfig:
+    """The split at which eager and compiled are timed side by side: the preset's, except that a CUDA-graph
+    mode takes the whole per-process batch as one micro-batch, as a run in that mode must
+    (config.check_cuda_graph_split: a second micro-batch would overwrite the first's gradients)."""
+    config = replace(bench_config(preset, device, None, None), compile_mode=mode)
+    if mode in CUDA_GRAPH_MODES and config.grad_accum > 1:
+        config = replace(config, batch_size=config.batch_size * config.grad_accum, grad_accum=1)
+    check_cuda_graph_split(replace(config, compile=True))
+    return config
+
+
 def time_runners(runners: dict, warmup: int, steps: int, repeats: int) -> dict:
     """Warm-up, then `repeats` rounds of `steps` steps per runner, alternating who goes first."""
     compile_seconds = {}
@@ -278,14 +292,13 @@ def run_benchmark(args, argv: list[str]) -> dict:
 
     compiled = None
     if args.compile_preset != "none":
-        c_config = bench_config(args.compile_preset, device, None, None)
+        c_config = compile_pair_config(args.compile_preset, args.compile_mode, device)
         c_sampler, c_vocab = corpus_sampler(c_config, args.corpus, args.cache_dir)
         pair = {"eager": Runner("ours-packed", c_config, c_sampler, c_vocab, device),
-                "compiled": Runner("ours-packed", replace(c_config, compile_mode=args.compile_mode), c_sampler, c_vocab,
-                                   device, compiled=True)}
+                "compiled": Runner("ours-packed", c_config, c_sampler, c_vocab, device, compiled=True)}
         compiled = {"preset": args.compile_preset, "mode": args.compile_mode, "batch_size": c_config.batch_size,
                     "grad_accum": c_config.grad_accum,
-                    **time_runners(pair, max(warmup, 8), steps, repeats)}  # 8 warm-up steps: packed shapes vary, recompiles
+                    **time_runners(pair, max(warmup, 8), steps, repeats)}  # 8 warm-up steps: the compile, row buckets' graphs
         compiled["speedup"] = compiled["compiled"]["tokens_per_s"] / compiled["eager"]["tokens_per_s"]
 
     import transformers

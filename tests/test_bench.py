@@ -89,3 +89,30 @@ def test_bad_options_exit_2(tmp_path, capsys):
     if not torch.cuda.is_available():
         assert throughput.main(["--preset", "tiny", "--device", "cuda", "--out", str(tmp_path / "y.json")]) == 2
     assert not (tmp_path / "x.json").exists()
+
+
+def test_the_compile_pair_takes_one_micro_batch_a_step_in_a_cuda_graph_mode():
+    """A CUDA-graph mode is timed at the whole per-process batch as one micro-batch (a run in that mode must
+    take it so); the default mode keeps the preset's split."""
+    cuda = torch.device("cuda")  # only its type is read: the split a GPU run would have
+    default = throughput.compile_pair_config("large_100k", "default", cuda)
+    graphs = throughput.compile_pair_config("large_100k", "reduce-overhead", cuda)
+    assert (default.batch_size, default.grad_accum) == (32, 4)
+    assert (graphs.batch_size, graphs.grad_accum, graphs.compile_mode) == (128, 1, "reduce-overhead")
+
+
+def test_a_compiled_runner_in_a_cuda_graph_mode_steps_in_row_buckets(tmp_path, monkeypatch):
+    """As a run does: one micro-batch a step, in the row buckets planned from the first steps (torch.compile
+    itself stood in for: the CPU cannot capture CUDA graphs)."""
+    from bench.data_pipeline import corpus_sampler
+    from bertstudy.pretraining.packing import RowBuckets
+
+    monkeypatch.setattr(torch, "compile", lambda model, **kwargs: model)
+    cpu = torch.device("cpu")
+    config = throughput.compile_pair_config("tiny", "reduce-overhead", cpu)
+    sampler, vocab = corpus_sampler(config, str(write_tiny_corpus(tmp_path)), str(tmp_path / "cache"))
+    runner = throughput.Runner("ours-packed", config, sampler, vocab, cpu, compiled=True)
+    assert isinstance(runner.trainer.shape, RowBuckets) and runner.trainer.shape.rows[-1] == config.batch_size
+    step, batches = runner.loader.next_step()
+    assert step == 0 and len(batches) == 1 and len(batches[0]["input_ids"]) in runner.trainer.shape.rows
+    assert runner.run(2)["tokens"] > 0

@@ -13,8 +13,8 @@
     gpu_train_check.py --out F.json --expect-refusal -- TRAIN_ARGS...   the run must be refused in one line
         (exit 2) before any work: a CUDA-graph compile mode with accumulation;
     gpu_train_check.py --out F.json --through-overflow -- TRAIN_ARGS...   the run (one micro-batch per step)
-        trains through the first step that needs a second micro-batch of the shape --compile's default mode
-        plans from steps 0-31 (found from the loader's shapes, not by luck: --steps is set to it + 1);
+        trains through the first step that would need a second micro-batch of one shape planned from steps
+        0-31 (found from the loader's shapes, not by luck: --steps is set to it + 1);
     gpu_train_check.py --summarize DIR [--final]     gather the parts' statuses and JSON files into
         DIR/gpu_check.json (run after every part; --final: exit 1 if anything failed).
 """

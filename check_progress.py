@@ -65,6 +65,65 @@ def build_parser():
     return parser
 
 
+def show(summary: dict, config: MonitorConfig, as_json: bool, clear: bool) -> None:
+    if as_json:
+        print(json.dumps(summary, ensure_ascii=False), flush=True)
+        return
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(summary["time"]))
+    text = nothing_to_watch_hint(config) + " (waiting)" if summary["nothing_to_watch"] else format_progress(summary)
+    print(f"{CLEAR_SCREEN if clear else ''}[{stamp}]\n{text}", flush=True)
+
+
+def check_run_dir(named: str | None) -> None:
+    """A folder named on the command line must exist: a typo would otherwise show nothing (or, with the
+    default '.', the current folder's crawl) and exit 0."""
+    if named is None:
+        return
+    path = Path(named)
+    if not path.exists():
+        raise BadInputError(path, "no such folder (the run folder is train_large_100k.py's --out-dir; "
+                            "start the run first or check the spelling)")
+    if not path.is_dir():
+        raise BadInputError(path, f"is a file, not a run folder; give the folder that holds it: "
+                            f"python check_progress.py {path.parent}")
+
+
+def finished(summary: dict) -> bool:
+    """Nothing left to follow: the run has ended (done, interrupted, failed) and no crawl is running."""
+    training, crawl = summary["training"], summary["crawl"]
+    return bool(training) and training["status"] in FINISHED and (crawl is None or crawl["done"])
+
+
+def follow(config: MonitorConfig, reference, args) -> int:
+    """Redraw every --interval seconds until the run ends, an alert fails it (--fail-on-alert), --count
+    refreshes have been shown, or Ctrl-C."""
+    clear = sys.stdout.isatty()  # redraw in place on a terminal; append when piped to a file
+    refreshes = 0
+    try:
+        while True:
+            try:
+                summary = collect_progress(config, reference=reference)
+                show(summary, config, args.json, clear)
+                code = EXIT_NOTHING_TO_WATCH if summary["nothing_to_watch"] else alert_code(summary, args)
+                if code == EXIT_CHECK_FAILED or finished(summary):
+                    return code
+            except StudyError as exc:  # a watcher keeps watching: the writer may repair the file
+                if exc.exit_code == EXIT_BAD_INPUT and args.reference and str(args.reference) in str(exc):
+                    raise  # a reference that does not fit the run will not start fitting it
+                print(f"error: {exc}", file=sys.stderr, flush=True)
+                code = exc.exit_code
+            refreshes += 1
+            if args.count and refreshes >= args.count:
+                return code
+            time.sleep(args.interval)
+    except KeyboardInterrupt:
+        return EXIT_OK  # Ctrl-C is how --follow is meant to end
+
+
+def alert_code(summary: dict, args) -> int:
+    return EXIT_CHECK_FAILED if args.fail_on_alert and summary["alert"] else EXIT_OK
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -73,70 +132,17 @@ def main(argv=None) -> int:
     run_dir = args.run_dir_arg or args.run_dir or MonitorConfig().run_dir
     config = MonitorConfig(crawl_progress=Path(args.crawl_progress), run_dir=Path(run_dir),
                            stale_minutes=args.stale_minutes, alert_evals=args.alert_evals)
-    reference = None
-
-    def show(summary: dict, clear: bool) -> None:
-        if args.json:
-            print(json.dumps(summary, ensure_ascii=False), flush=True)
-            return
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(summary["time"]))
-        text = nothing_to_watch_hint(config) + " (waiting)" if summary["nothing_to_watch"] else format_progress(summary)
-        print(f"{CLEAR_SCREEN if clear else ''}[{stamp}]\n{text}", flush=True)
-
-    def check_run_dir() -> None:
-        """A folder named on the command line must exist: a typo would otherwise show nothing (or,
-        with the default '.', the current folder's crawl) and exit 0."""
-        named = args.run_dir_arg or args.run_dir
-        if named is None:
-            return
-        path = Path(named)
-        if not path.exists():
-            raise BadInputError(path, "no such folder (the run folder is train_large_100k.py's --out-dir; "
-                                "start the run first or check the spelling)")
-        if not path.is_dir():
-            raise BadInputError(path, f"is a file, not a run folder; give the folder that holds it: "
-                                f"python check_progress.py {path.parent}")
-
-    def alert_code(summary: dict) -> int:
-        return EXIT_CHECK_FAILED if args.fail_on_alert and summary["alert"] else EXIT_OK
 
     def watch() -> int:
-        nonlocal reference
-        check_run_dir()
-        if args.reference:
-            reference = load_reference(args.reference)
-        if not args.follow:
-            summary = collect_progress(config, reference=reference)
-            if summary["nothing_to_watch"]:
-                raise StudyError(nothing_to_watch_hint(config), exit_code=EXIT_NOTHING_TO_WATCH)
-            show(summary, clear=False)
-            return alert_code(summary)
-        clear = sys.stdout.isatty()  # redraw in place on a terminal; append when piped to a file
-        refreshes = 0
-        try:
-            while True:
-                try:
-                    summary = collect_progress(config, reference=reference)
-                    show(summary, clear)
-                    code = EXIT_NOTHING_TO_WATCH if summary["nothing_to_watch"] else alert_code(summary)
-                    if code == EXIT_CHECK_FAILED or finished(summary):
-                        return code
-                except StudyError as exc:  # a watcher keeps watching: the writer may repair the file
-                    if exc.exit_code == EXIT_BAD_INPUT and args.reference and str(args.reference) in str(exc):
-                        raise  # a reference that does not fit the run will not start fitting it
-                    print(f"error: {exc}", file=sys.stderr, flush=True)
-                    code = exc.exit_code
-                refreshes += 1
-                if args.count and refreshes >= args.count:
-                    return code
-                time.sleep(args.interval)
-        except KeyboardInterrupt:
-            return EXIT_OK  # Ctrl-C is how --follow is meant to end
-
-    def finished(summary: dict) -> bool:
-        """Nothing left to follow: the run has ended (done, interrupted, failed) and no crawl is running."""
-        training, crawl = summary["training"], summary["crawl"]
-        return bool(training) and training["status"] in FINISHED and (crawl is None or crawl["done"])
+        check_run_dir(args.run_dir_arg or args.run_dir)
+        reference = load_reference(args.reference) if args.reference else None
+        if args.follow:
+            return follow(config, reference, args)
+        summary = collect_progress(config, reference=reference)
+        if summary["nothing_to_watch"]:
+            raise StudyError(nothing_to_watch_hint(config), exit_code=EXIT_NOTHING_TO_WATCH)
+        show(summary, config, args.json, clear=False)
+        return alert_code(summary, args)
 
     def watch_quiet_on_closed_pipe() -> int:
         try:

@@ -444,7 +444,7 @@ def test_help_description_is_whole(capsys):
 
 
 def test_an_eta_from_the_first_steps_before_the_first_log_point(tmp_path, capsys):
-    """Issue 18 (11): large_100k on a CPU logs its first train record at step 100 (hours away); the
+    """large_100k on a CPU logs its first train record at step 100 (hours away); the
     speed records of its first steps (training/machine.py) give the step and an ETA before that."""
     records = [start(total=100_000), {"kind": "speed", "step": 5, "steps_per_s": 0.03, "time": T0 + 175},
                {"kind": "speed", "step": 20, "steps_per_s": 0.03, "time": T0 + 700}]

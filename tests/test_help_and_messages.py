@@ -1,4 +1,4 @@
-"""Issue 18 (13): --help lists only the exit codes and causes that apply to the script; messages give
+"""--help lists only the exit codes and causes that apply to the script; messages give
 the advice that fits the command (the export folder for fill_mask.py, the file for a corpus of one
 document)."""
 

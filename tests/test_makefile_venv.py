@@ -1,4 +1,4 @@
-"""Issue 18 (10): `make venv` once .venv exists reinstalls torch when TORCH_SPEC or TORCH_INDEX changes
+"""`make venv` once .venv exists reinstalls torch when TORCH_SPEC or TORCH_INDEX changes
 (a stamp named after them), and does nothing while they stay the same. Checked with `make -n`."""
 
 from __future__ import annotations

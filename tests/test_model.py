@@ -227,7 +227,7 @@ def test_fused_adamw_takes_the_same_steps_as_the_plain_one():
 
 @pytest.mark.parametrize("amp", [False, True])
 def test_the_attention_mask_is_built_once_per_forward_in_the_attention_dtype(monkeypatch, amp):
-    """Issue 20 item 8: every layer gets the same additive mask, already in q's dtype, so SDPA converts
+    """Every layer gets the same additive mask, already in q's dtype, so SDPA converts
     nothing per layer (with a boolean mask it ran 2 aten::where per layer); and outputs are unchanged."""
     config = tiny_config(dropout=0.0)
     torch.manual_seed(0)
@@ -262,7 +262,7 @@ def test_the_attention_mask_is_built_once_per_forward_in_the_attention_dtype(mon
         torch.testing.assert_close(hidden, reference)
 
 
-# ---- pre-LN layers (issue 23)
+# ---- pre-LN layers
 
 def _hand_attention(layer, x: torch.Tensor) -> torch.Tensor:
     """Multi-head attention from the layer's weights, written out (softmax(q k^T / sqrt(d)) v), no mask."""
@@ -307,7 +307,7 @@ def test_a_post_ln_layer_is_the_formula_by_hand_bit_for_bit():
         b, t, h = x.shape
         q, k, v = layer.qkv(x).view(b, t, 3, layer.num_heads, h // layer.num_heads).permute(2, 0, 3, 1, 4)
         attended = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, t, h)
-        y = layer.attn_norm(x + layer.attn_out(attended))  # the code before issue 23, verbatim
+        y = layer.attn_norm(x + layer.attn_out(attended))  # the post-LN code as first written, verbatim
         expected = layer.ffn_norm(y + layer.ffn_out(F.gelu(layer.ffn_in(y))))
         assert torch.equal(layer(x, None), expected)
         torch.testing.assert_close(expected, layer.ffn_norm(y + _hand_ffn(layer, y)), rtol=1e-5, atol=1e-5)

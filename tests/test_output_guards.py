@@ -82,7 +82,7 @@ def _one_line(capsys) -> str:
 
 @pytest.mark.slow  # analyses and charts of real histories
 def test_rare_char_fetch_keeps_a_corpus_of_another_source(tmp_path, capsys):
-    """Issue 18 (6): a crawl at --out is not replaced by an embedded collection without --overwrite."""
+    """A crawl at --out is not replaced by an embedded collection without --overwrite."""
     out = tmp_path / "corpus.jsonl"
     crawl = json.dumps({"id": "wiki-1", "title": "t", "source": "wiki-api", "domain": "d", "url": None,
                         "sentences": ["一个很长的中文句子在这里"]}, ensure_ascii=False) + "\n"
@@ -119,7 +119,7 @@ def test_verify_report_keeps_an_unrelated_json(tmp_path, capsys):
 
 
 def test_make_quickstart_and_study_cpu_leave_data_corpus_alone():
-    """Issue 18 (6): the README's crawl target data/corpus.jsonl (and its progress file) is not the
+    """The README's crawl target data/corpus.jsonl (and its progress file) is not the
     Makefile's: make quickstart / study-cpu collect into a folder of their own."""
     import subprocess
 

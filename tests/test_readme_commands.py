@@ -227,7 +227,7 @@ def test_the_readme_has_the_pipeline_lines(commands):
 
 
 def test_the_readme_says_to_run_the_scripts_with_the_venv_before_its_first_script_line(commands):
-    """Issue 18 (2): once, where the reader needs it: before the first `python X.py` line of the README."""
+    """Once, where the reader needs it: before the first `python X.py` line of the README."""
     text = README.read_text(encoding="utf-8")
     said = text.find(f"`source {README_VENV}/bin/activate`")
     assert said >= 0 and f"`{README_VENV}/bin/python`" in text

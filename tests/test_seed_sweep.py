@@ -1,4 +1,4 @@
-"""`make study-cpu SEEDS="1 2"` (issue 21 item 5): the lines `make -n` expands to, run on tiny data as
+"""`make study-cpu SEEDS="1 2"`: the lines `make -n` expands to, run on tiny data as
 tests/test_readme_commands.py runs the single-seed ones. A sweep stopped after its first seed continues
 with the next without retraining the first; the seeds share the held-out split; the summary covers both."""
 

@@ -1,4 +1,4 @@
-"""The analyzer's phase model and honest reporting (issue 15), on synthetic series with known answers,
+"""The analyzer's phase model and honest reporting, on synthetic series with known answers,
 the original study's history (no plateau) and the committed CPU-tier history (a plateau)."""
 
 import json

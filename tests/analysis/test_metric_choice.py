@@ -1,4 +1,4 @@
-"""Issue 21, the analysis side: the metric analysed by default (held-out [MASK] accuracy where the
+"""The analysed metric, the analysis side: the metric analysed by default (held-out [MASK] accuracy where the
 history has it, else the original's training MLM accuracy), why it was chosen, any list of the history
 as --metric, and the predicted shortcut level against the measured plateau."""
 

@@ -1,4 +1,4 @@
-"""The summary across pretraining seeds (issue 21 item 5): hand-made analyses with answers worked out
+"""The summary across pretraining seeds: hand-made analyses with answers worked out
 by hand, and analyze_100k.py --seeds-summary on real analyses of real histories."""
 
 from __future__ import annotations

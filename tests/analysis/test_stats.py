@@ -133,7 +133,7 @@ def test_block_indices_are_runs_of_consecutive_positions_that_wrap():
 
 
 def test_circular_blocks_cover_the_ends_as_often_as_the_middle():
-    # blocks that stop at the end left the first held-out point of the CPU tier out of 78% of resamples (issue 15)
+    # blocks that stop at the end left the first held-out point of the CPU tier out of 78% of resamples
     idx = stats.circular_block_indices(40, 12, 4000, np.random.default_rng(1))
     share_with_first = np.mean((idx == 0).any(axis=1))
     share_with_middle = np.mean((idx == 20).any(axis=1))

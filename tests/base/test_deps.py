@@ -1,4 +1,4 @@
-"""Issue 18 (2): a script run with a python that lacks a dependency (the system python instead of the
+"""A script run with a python that lacks a dependency (the system python instead of the
 virtualenv) prints one line naming the virtualenv and the install command, and exits 2."""
 
 from __future__ import annotations

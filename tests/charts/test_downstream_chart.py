@@ -1,6 +1,6 @@
 """downstream.png's legibility: legends sit under the panels, off the baseline lines; step labels of
-close checkpoints are merged, so no two labels overlap (the committed CPU-tier downstream file). Issue 22:
-points with per-layer scores add a score-by-layer-and-step panel; a file without them draws as before."""
+close checkpoints are merged, so no two labels overlap (the committed CPU-tier downstream file).
+Points with per-layer scores add a score-by-layer-and-step panel; a file without them draws as before."""
 
 import copy
 from pathlib import Path
@@ -65,7 +65,7 @@ def test_step_groups_merge_only_close_points():
 
 def with_layers(doc: dict, depth: int = 4) -> dict:
     """The pinned pass with planted per-layer scores: layer i of a point scores score + 0.01 (depth - 1 - i),
-    the embedding output best, the last layer its score (issue 22's shape)."""
+    the embedding output best, the last layer its score (the shape of a per-layer pass)."""
     doc = copy.deepcopy(doc)
     for task in doc["tasks"].values():
         for point in task["points"]:

@@ -1,4 +1,4 @@
-"""seeds.png (issue 21 item 5): the held-out accuracies across seeds as a band with each seed's line and
+"""seeds.png: the held-out accuracies across seeds as a band with each seed's line and
 the predicted shortcut level, from a seeds summary; visualize_results.py --seeds-summary and its guards."""
 
 import json

@@ -1,4 +1,4 @@
-"""Issue 21, the charts: the position kinds on one panel of training_curves.png, the predicted shortcut
+"""The shortcut measures in the charts: the position kinds on one panel of training_curves.png, the predicted shortcut
 level as a labelled reference line on the accuracy charts, the curve charts drawing the analysed metric,
 and visualize_results.py's --metric."""
 
@@ -111,7 +111,7 @@ def test_visualize_metric_without_and_with_an_analysis(tmp_path, capsys):
 def test_long_bilingual_labels_keep_the_panels_evenly_spaced_and_the_title_on_the_figure(tmp_path):
     """A quickstart-sized run analysed on held-out [MASK] accuracy, drawn in both languages: the
     headline, the axis label, the panels' legends and the 'band cut' notes are long; the forecast
-    panels keep equal gaps and the training chart's title stays inside the figure (issue 18.12)."""
+    panels keep equal gaps and the training chart's title stays inside the figure."""
     style = choose_text_style("both")
     if style.lang != "both":
         pytest.skip("no CJK font: the bilingual labels are what is long")

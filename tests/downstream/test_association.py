@@ -179,7 +179,7 @@ def test_downstream_correlations_carries_the_honest_key():
 
 
 def test_paired_tests_between_adjacent_checkpoints_by_hand():
-    """Issue 22 (4): each checkpoint against the next by step, on the last layer's per-item lists."""
+    """Each checkpoint against the next by step, on the last layer's per-item lists."""
     reviews = {0: [0, 0, 0, 0, 1, 1], 10: [1, 1, 1, 0, 1, 1], 100: [1, 1, 1, 0, 1, 0]}
     points = [{"step": s, "score": sum(c) / 6, "item_correct": c} for s, c in reviews.items()][::-1]  # any order
     out = paired_tests(points)

@@ -195,7 +195,7 @@ def test_a_corpus_without_reviews_skips_sentiment(tiny_run, tmp_path, capsys):
 
 
 def test_out_is_checked_before_any_scoring(tiny_run, tmp_path, capsys, monkeypatch):
-    """Issue 18 (7, 13): a bad --out fails at once (exit 2), an unrelated file there is a refusal (exit 2), kept."""
+    """A bad --out fails at once (exit 2), an unrelated file there is a refusal (exit 2), kept."""
     root, task_data, _, run = tiny_run
 
     def no_work(*args, **kwargs):
@@ -228,7 +228,7 @@ def test_a_bad_checkpoint_gets_probe_advice_not_training_advice(tiny_run, tmp_pa
 
 
 def test_a_downstream_pass_of_another_run_is_refused(tiny_run, scored, tmp_path, capsys):
-    """Issue 18 (8): analyze_100k.py and visualize_results.py check --downstream against the history (exit 3)."""
+    """analyze_100k.py and visualize_results.py check --downstream against the history (exit 3)."""
     import json
 
     root, _, _, run = tiny_run
@@ -260,7 +260,7 @@ def test_a_downstream_pass_of_another_run_is_refused(tiny_run, scored, tmp_path,
 
 
 def test_a_probe_file_from_before_the_per_layer_pass_is_refused(tiny_run, scored, tmp_path, capsys):
-    """Issue 22 (5): a probe file whose points have the last layer only is not resumed with per-layer points."""
+    """A probe file whose points have the last layer only is not resumed with per-layer points."""
     import json
 
     root, task_data, _, run = tiny_run

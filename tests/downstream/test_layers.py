@@ -1,4 +1,4 @@
-"""Issue 22 (1, 4): probes on every layer. The extraction is the model's own hidden states (by hand, block
+"""Probes on every layer. The extraction is the model's own hidden states (by hand, block
 by block, and transformers' hidden_states); a probe on layer L scores what the last-layer probe scores on
 the model cut after L blocks; a toy pass writes `layers`, `best_layer` and the per-item lists, the paired
 tests between adjacent checkpoints read them, and a probe file from before the per-layer pass is refused."""

@@ -1,4 +1,4 @@
-"""Near-copies out of the test sets (issue 22 item 5): a planted near-copy in the probe's training
+"""Near-copies out of the test sets: a planted near-copy in the probe's training
 items and one in the trained-on text are dropped, an exact guard's miss is caught, unrelated and short
 sentences are kept, and the counts say how many went."""
 

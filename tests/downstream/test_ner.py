@@ -1,4 +1,4 @@
-"""Named entities from tag/199801.txt (issue 22 item 3): the corpus's conventions on hand-made lines,
+"""Named entities from tag/199801.txt: the corpus's conventions on hand-made lines,
 BIO round trips, entity F1 worked by hand, the legal-transition decoder, the reader on the real
 files' first lines, and the probe on a toy model whose characters decide the entities."""
 

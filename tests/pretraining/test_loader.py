@@ -216,7 +216,7 @@ def test_fixed_shapes_one_shape_for_every_micro_batch_of_a_run(embedded_sampler)
 
 
 def test_workers_hand_over_one_buffer_per_step_copied_to_the_device_once(monkeypatch):
-    """Issue 20 item 8: a step's micro-batches travel as one contiguous buffer (one tensor through the
+    """A step's micro-batches travel as one contiguous buffer (one tensor through the
     worker queue and the pinning thread, not 9 per micro-batch) and reach the device in one copy."""
     from bertstudy.training.config import preset_config
     from bertstudy.training.trainer import Trainer, model_config_for

@@ -1,4 +1,4 @@
-"""The shortcut's level, predicted from character counts and the 80/10/10 recipe (issue 21 item 2):
+"""The shortcut's level, predicted from character counts and the 80/10/10 recipe:
 a toy corpus whose answer is worked out by hand, and a simulation of the shortcut on real masking."""
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def test_levels_of_a_toy_count_by_hand():
 
 
 def test_the_issues_arithmetic_and_ties():
-    # "，" at 4.61% of the characters and a large vocabulary: 0.8 x 4.61% + 10% = 13.69% (issue 21)
+    # "，" at 4.61% of the characters and a large vocabulary: 0.8 x 4.61% + 10% = 13.69%
     rest = {chr(0x4E00 + i): 1 for i in range(9539)}  # 9,539 other characters once each
     levels = shortcut_levels({"，": 461, **rest}, random_ids=10000)
     assert levels["top_char"] == "，"

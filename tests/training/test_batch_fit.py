@@ -85,7 +85,7 @@ class FakeGpuMemory:
 
 
 def test_the_probe_measures_activations_at_realistic_sizes_not_at_one_and_two_rows():
-    """Issue 20 item 5: at 1 and 2 rows the fake card's peak is the same (the gradients dominate), as
+    """At 1 and 2 rows the fake card's peak is the same (the gradients dominate), as
     the old probe saw on large_100k (about 1 byte per row): it took the whole batch of 128 on an 8 GB
     card, an out-of-memory crash at step 0. Measured from 8 to 16 rows after a warm-up: 54 MiB a row."""
     card = FakeGpuMemory(capacity=8 * GiB)
@@ -128,7 +128,7 @@ def test_ddp_counts_its_buckets_and_every_rank_takes_the_smallest_choice(monkeyp
 
 
 def test_the_default_split_follows_the_device():
-    """Issue 20 item 9: without --batch-size a GPU gets the split that fits (one micro-batch of 128 on
+    """Without --batch-size a GPU gets the split that fits (one micro-batch of 128 on
     an H100-sized card: no accumulation), not the 32 x 4 a CPU keeps; --batch-size N still fixes it."""
     parser = argparse.ArgumentParser()
     add_config_arguments(parser)

@@ -129,7 +129,7 @@ def test_export_from_a_cuda_run_loads_in_transformers(tmp_path):
 
 
 def test_sigterm_to_the_group_with_loader_workers_on_cuda_then_exact_resume(tmp_path):
-    """Issue 20 items 2 and 10 on the GPU: two pinned-memory loader workers, SIGTERM to the whole process
+    """On the GPU: two pinned-memory loader workers, SIGTERM to the whole process
     group mid-run: checkpoint, exit 130, no process left, and the resumed run's history and weights
     equal an uninterrupted run's (same device, same kernels: exact)."""
     import os

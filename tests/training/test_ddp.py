@@ -156,7 +156,7 @@ def test_ddp_sigterm_mid_interval_then_sigkill_then_resume_equals_uninterrupted(
 
 
 def test_ddp_sigterm_to_each_rank_s_group_with_loader_workers_saves_and_resumes_exactly(tmp_path):
-    """Issue 20 item 2 under DDP: torchrun passes a SIGTERM on to each rank's whole process group
+    """A group signal under DDP: torchrun passes a SIGTERM on to each rank's whole process group
     (os.killpg), loader workers included. The workers leave it to their rank: checkpoint, exit 130,
     no process left, and the resumed run equals the uninterrupted one."""
     from tests.training.test_resume import _assert_same_as_reference, _group_alive
@@ -207,7 +207,7 @@ exit_script(train_large_100k.main(sys.argv[1:]))
 
 
 def test_when_rank_0_fails_building_the_cache_every_rank_stops_at_once_with_one_line(tmp_path):
-    """Issue 20 item 4: the others heard of it through one collective and each printed one line,
+    """The others heard of it through one collective and each printed one line,
     instead of waiting at the barrier (under NCCL until the process group's timeout)."""
     corpus = write_tiny_corpus(tmp_path)
     launcher = tmp_path / "launch.py"
@@ -242,7 +242,7 @@ exit_script(train_large_100k.main(sys.argv[1:]))
 
 
 def test_a_forced_process_group_of_one_trains_through_ddp_like_one_process(tmp_path):
-    """Issue 20 item 10: the GPU check's DDP part (BERTSTUDY_FORCE_PROCESS_GROUP=1 under torchrun with one
+    """The GPU check's DDP part (BERTSTUDY_FORCE_PROCESS_GROUP=1 under torchrun with one
     process) really goes through DDP and its collectives, and trains as a plain single process does."""
     corpus = write_tiny_corpus(tmp_path)
     launcher, marker = tmp_path / "launch.py", tmp_path / "ddp_used"

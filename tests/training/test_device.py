@@ -34,7 +34,7 @@ def tf32_flags() -> tuple[bool, bool]:
 
 
 def test_tf32_reads_back_through_both_apis(gpus):
-    """Issue 20 item 1: after the project sets TF32, the legacy getters (read by torch.compile's
+    """After the project sets TF32, the legacy getters (read by torch.compile's
     max-autotune, _inductor/select_algorithm.py) and the per-backend fp32_precision agree; setting the
     new API alone made the legacy ones raise "mix of the legacy and new APIs"."""
     device_module.enable_tf32()
@@ -147,7 +147,7 @@ def process_group(monkeypatch):
 
 
 def test_one_visible_gpu_per_process_is_that_rank_s_gpu_whatever_local_rank(gpus, process_group):
-    """Issue 20 item 4: SLURM --gpus-per-task=1 shows each process one GPU (index 0) while LOCAL_RANK
+    """SLURM --gpus-per-task=1 shows each process one GPU (index 0) while LOCAL_RANK
     counts up: rank 1 must take cuda:0, not fail with 'GPU 1 does not exist'; NCCL gets device_id and a
     timeout long enough for rank 0 to tokenize a large corpus (NCCL's default is 10 minutes)."""
     bound = gpus(1)
@@ -212,7 +212,7 @@ def test_a_failure_on_one_rank_stops_the_others_within_seconds_with_one_line(tmp
 
 
 def test_the_gpu_check_can_force_fp16_and_a_process_group_of_one(gpus, process_group, monkeypatch):
-    """Issue 20 item 10: the GPU check runs fp16 with its GradScaler on a bf16 GPU, and DDP over NCCL
+    """The GPU check runs fp16 with its GradScaler on a bf16 GPU, and DDP over NCCL
     with one process (torchrun --nproc_per_node 1 sets WORLD_SIZE 1, which alone makes no group)."""
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
     assert precision_settings(torch.device("cuda", 0), None) == (torch.bfloat16, False)

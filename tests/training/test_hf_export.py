@@ -170,7 +170,7 @@ def test_fill_mask_takes_the_model_dir_positionally_as_the_readme_shows(exported
             fill_mask_script.main(argv)
         assert info.value.code == 2
         assert "error:" in capsys.readouterr().err
-    # MODEL_DIR TEXT TEXT is several sentences now (issue 23): one without [MASK] is named before any answer
+    # MODEL_DIR TEXT TEXT is several sentences: one without [MASK] is named before any answer
     assert fill_mask_script.main([str(out_dir), "北[MASK]", "b"]) == 2
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err.strip() == "error: text has no [MASK] to fill: 'b'"

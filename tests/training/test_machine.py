@@ -1,4 +1,4 @@
-"""Issue 18 (3, 11): the default thread count from the cores free at the start, and a CPU run's early
+"""The default thread count from the cores free at the start, and a CPU run's early
 estimate with the CPU presets (training/machine.py)."""
 
 from __future__ import annotations

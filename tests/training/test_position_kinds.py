@@ -1,4 +1,4 @@
-"""A run's record of issue 21's measures: accuracy by position kind in the history and the log, the
+"""A run's record of the shortcut measures: accuracy by position kind in the history and the log, the
 predicted shortcut level in the history's meta, and a held-out split that --seed does not move."""
 
 from __future__ import annotations

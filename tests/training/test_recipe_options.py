@@ -1,4 +1,4 @@
-"""Issue 23's recipe options: the constant (trapezoid) schedule, --nsp-weight, --mlm-bias-init unigram,
+"""The recipe options: the constant (trapezoid) schedule, --nsp-weight, --mlm-bias-init unigram,
 --eval-mask-rate apart from --mask-rate, --pre-ln through a run, their validation and their resume rules."""
 
 from __future__ import annotations

@@ -173,7 +173,7 @@ def _group_alive(pgid: int) -> list[int]:
 
 
 def test_sigterm_to_the_group_with_loader_workers_saves_and_resumes_exactly(reference, tmp_path):
-    """Issue 20 item 2: torchrun, SLURM and `timeout` signal the whole process group. With two loader
+    """torchrun, SLURM and `timeout` signal the whole process group. With two loader
     workers the workers must leave SIGTERM to the training process: before, they died, the step raised
     'DataLoader worker ... is killed by signal: Terminated', exit 1 and no checkpoint."""
     root, corpus, reference_out = reference

@@ -1,4 +1,4 @@
-"""How a training run starts, resumes, refuses and ends (issue 13): nothing is ever lost, every message is
+"""How a training run starts, resumes, refuses and ends: nothing is ever lost, every message is
 one whole line that says what to do."""
 
 from __future__ import annotations
@@ -184,7 +184,7 @@ def test_finished_run_prints_held_out_accuracies_and_files(finished, tmp_path, c
     assert train_large_100k.main(tiny_args(corpus, out, root / "cache", steps=2, eval_interval=2)) == EXIT_OK
     printed = capsys.readouterr().out.strip().splitlines()
     history = read_json(out / "training_history_100k.json")
-    assert printed[0].startswith("done: 2 steps; held-out [MASK] accuracy")  # the headline metric first (issue 21)
+    assert printed[0].startswith("done: 2 steps; held-out [MASK] accuracy")  # the headline metric first
     assert "MLM accuracy (all positions)" in printed[0]
     assert f"{history['eval_mlm_acc'][-1]:.1%}" in printed[0] and f"{history['eval_nsp_acc'][-1]:.1%}" in printed[0]
     assert printed[1].startswith(f"wrote in {out}:") and "stage4_large_100k_final.pth" in printed[1]

@@ -115,7 +115,7 @@ def test_run_stops_after_k_non_finite_losses_in_a_row(tmp_path, capsys):
     records = [r for _, r in iter_jsonl(out / "training_log_100k.jsonl")]
     assert records[-1]["kind"] == "end" and records[-1]["status"] == "failed"
     assert not (out / "stage4_large_100k_final.pth").exists()
-    # issue 20 item 6: the skipped updates are in the log and in check_progress.py's report
+    # the skipped updates are in the log and in check_progress.py's report
     assert [r["skipped_steps"] for r in records if r["kind"] == "train"] == [1]  # step 2 (step 3 raised first)
     import check_progress
 
@@ -153,7 +153,7 @@ def _optimizer_tensors(optimizer) -> dict:
 
 
 def test_resume_places_every_optimizer_tensor_for_this_device_in_both_directions():
-    """Issue 20 item 3. torch places a loaded optimizer's tensors by the *saved* param groups
+    """torch places a loaded optimizer's tensors by the *saved* param groups
     (optimizer.py, _process_value_according_to_param_policy(..., state_dict["param_groups"])): a CPU
     checkpoint has no `fused`, so on CUDA `step` stayed on the CPU under the fused AdamW. The meta device
     stands in for the GPU: parameters there, the groups as configure_optimizer builds them on CUDA."""
@@ -199,7 +199,7 @@ def ckpt_roundtrip(state: dict) -> dict:
 
 
 def test_fp16_steps_the_grad_scaler_skips_are_counted_not_added():
-    """Issue 20 item 6: with fp16 the GradScaler skips a step whose scaled gradients overflow; that step
+    """With fp16 the GradScaler skips a step whose scaled gradients overflow; that step
     made no update, so its metrics must not be added and it counts as skipped (before: the loss was
     finite, so the step counted as good and reset the counter). A CPU GradScaler with a scale that
     overflows stands in for CUDA's."""
@@ -225,7 +225,7 @@ SYNC_METHODS = ("item", "tolist", "__bool__", "__float__", "__int__", "__index__
 
 @pytest.mark.parametrize("world_size", [1, 2])
 def test_the_step_reads_nothing_back_from_the_device(monkeypatch, world_size):
-    """Issue 20 item 7: with the fused AdamW of a GPU run no value goes from the device to the host
+    """With the fused AdamW of a GPU run no value goes from the device to the host
     during a step (each read is a host-device sync that leaves the GPU idle while the host launches
     the next step). The fused AdamW also exists on the CPU, so the CPU stands in; every Tensor method
     that reads a value back is counted, and so are the collectives (a fake one under DDP)."""

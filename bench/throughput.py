@@ -53,6 +53,7 @@ from bertstudy.pretraining.instances import training_instances  # noqa: E402
 from bertstudy.training.config import CUDA_GRAPH_MODES, TrainConfig, check_cuda_graph_split, preset_config  # noqa: E402
 from bertstudy.training.device import Distributed, enable_tf32, gpu_peak_tflops, precision_settings  # noqa: E402
 from bertstudy.training.flops import step_flops  # noqa: E402
+from bertstudy.training.machine import cpu_model  # noqa: E402
 from bertstudy.training.trainer import Trainer, model_config_for  # noqa: E402
 
 H100_BF16_DENSE_TFLOPS = 989.0  # H100 SXM dense bf16 peak (NVIDIA datasheet), the CUDA default
@@ -305,7 +306,7 @@ def run_benchmark(args, argv: list[str]) -> dict:
 
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "device": device.type, "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
+        "device": device.type, "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model(),
         "threads": torch.get_num_threads(), "torch": torch.__version__, "transformers_version": transformers.__version__,
         "load_average_before": load_before, "load_average_after": os.getloadavg(), "cpu_count": os.cpu_count(),
         "preset": args.preset, "corpus": str(args.corpus), "vocab_size": vocab_size,
@@ -326,17 +327,6 @@ def run_benchmark(args, argv: list[str]) -> dict:
 def runners_precision(device) -> str:
     dtype, scaler = precision_settings(device, None)[:2]
     return "fp32" if dtype is None else f"{dtype} autocast" + (" + GradScaler" if scaler else "")
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "cpu"
 
 
 # ------------------------------------------------------------------------------ command line

@@ -133,3 +133,28 @@ class EarlySpeed:
 
             tqdm.write(note, file=sys.stderr)  # above the progress bar, not through it
         return note
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo ("cpu" where there is none)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "cpu"
+
+
+def machine_identity(device) -> dict:
+    """What a run's numbers depend on beyond its config: the same code and seed on another CPU (other vector
+    instructions, so other rounding) trains to a different end point (results/cpu_study_seeds/README.md).
+    Recorded in the history's meta and in every start record of the log."""
+    import torch
+
+    identity = {"cpu": cpu_model(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                "threads": torch.get_num_threads()}
+    if getattr(device, "type", None) == "cuda":
+        identity["gpu"] = torch.cuda.get_device_name(device)
+    return identity

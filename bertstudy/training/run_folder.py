@@ -22,6 +22,7 @@ from bertstudy.training import checkpoint as ckpt
 from bertstudy.training import milestones as ms
 from bertstudy.training.config import TrainConfig
 from bertstudy.training.device import Distributed
+from bertstudy.training.machine import machine_identity
 from bertstudy.training.run_data import PreparedData
 from bertstudy.training.run_log import RunLog, new_history
 
@@ -53,8 +54,8 @@ def new_run_history(config: TrainConfig, data: PreparedData, model, dist: Distri
         "milestones": sorted(milestone_steps), "shortcut": data.shortcut,
         "parameters": model.num_parameters(), "device": str(dist.device), "world_size": dist.world_size,
         "global_batch": config.global_batch * dist.world_size, "torch": str(torch.__version__),
-        "python": platform.python_version(), "started_at": time.time(), "finished_at": None,
-        "nonfinite_skipped": 0,
+        "python": platform.python_version(), "machine": machine_identity(dist.device), "started_at": time.time(),
+        "finished_at": None, "nonfinite_skipped": 0,
     })
 
 
@@ -66,7 +67,7 @@ def open_log(config: TrainConfig, model_config: BertConfig, dist: Distributed, s
                                                        "world_size": dist.world_size})
     log = RunLog(out_dir / LOG_NAME, resume_step=start_step if resumed_from is not None else None)
     log.write("start", total_steps=config.steps, preset=config.preset, resumed_from=resumed_from,
-              config=config.to_dict())
+              config=config.to_dict(), machine=machine_identity(dist.device))
     return log
 
 

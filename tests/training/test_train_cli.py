@@ -41,6 +41,10 @@ def test_run_writes_every_output(finished_run):
     records = [obj for _, obj in iter_jsonl(out / "training_log_100k.jsonl")]
     kinds = [r["kind"] for r in records]
     assert kinds[0] == "start" and kinds[-1] == "end" and records[-1]["status"] == "done"
+    # the machine a run's rounding depends on, in the meta and in each start record
+    assert set(meta["machine"]) == {"cpu", "cpu_capability", "threads"} and meta["machine"]["threads"] >= 1
+    assert meta["machine"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert records[0]["machine"] == meta["machine"]
     assert [r["step"] for r in records if r["kind"] == "train"] == [2, 4, 6]
     assert [r["step"] for r in records if r["kind"] == "checkpoint"] == [3, 6]
     assert [s for s, _ in list_checkpoints(out / "checkpoints_100k")] == [3, 6]

@@ -18,7 +18,7 @@ ORIGINAL_KEYS = ("total_steps", "data_points", "pearson_correlation", "r_squared
                  "comparison")
 FIRST_VERSION_KEYS = ("association", "curves", "best_curve", "forecast", "bootstrap", "targets", "nsp_stats",
                       "metric", "metric_stats", "source", "curve_points")
-ISSUE_15_KEYS = ("association_dependence", "r_by_step_range", "curve_ranking", "forecast_rolling", "phases",
+DEPENDENCE_AND_PHASE_KEYS = ("association_dependence", "r_by_step_range", "curve_ranking", "forecast_rolling", "phases",
                  "model_choice", "chosen_curve")
 
 
@@ -81,7 +81,7 @@ def test_the_phase_model_is_chosen_when_aic_and_the_forecast_agree(two_phase_res
 
 
 def test_result_keeps_every_earlier_key_and_is_strict_json(two_phase_result):
-    for key in ORIGINAL_KEYS + FIRST_VERSION_KEYS + ISSUE_15_KEYS:
+    for key in ORIGINAL_KEYS + FIRST_VERSION_KEYS + DEPENDENCE_AND_PHASE_KEYS:
         assert key in two_phase_result, key
     assert "split_step" in two_phase_result["forecast"]  # the single split stays beside the rolling origins
     json.loads(json.dumps(two_phase_result, allow_nan=False))

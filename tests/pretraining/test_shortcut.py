@@ -28,7 +28,7 @@ def test_levels_of_a_toy_count_by_hand():
     assert levels["characters"] == 10 and levels["distinct_characters"] == 3
 
 
-def test_the_issues_arithmetic_and_ties():
+def test_the_13_69_percent_shortcut_arithmetic_and_ties():
     # "，" at 4.61% of the characters and a large vocabulary: 0.8 x 4.61% + 10% = 13.69%
     rest = {chr(0x4E00 + i): 1 for i in range(9539)}  # 9,539 other characters once each
     levels = shortcut_levels({"，": 461, **rest}, random_ids=10000)

@@ -61,7 +61,6 @@ NOT_RUN = {
                             "on tiny runs of one corpus)",
 }
 # make targets whose expanded script lines also run here on tiny data (each in its own copy).
-MAKE_TARGETS_RUN = ("quickstart", "study-cpu")
 COMMAND_START = re.compile(r"^(python3?|make|\.venv/bin/python)\s")
 # The README tells the reader to run the scripts with this virtualenv (`source .venv/bin/activate`, or
 # `.venv/bin/python` for `python`); its lines run here through that venv's python (the one `make test`
@@ -354,9 +353,12 @@ def test_readme_script_lines_run_in_order_on_tiny_data(commands, tmp_path):
     work = make_workspace(tmp_path, "readme")
     committed = snapshot(work / "results")
     assert committed, "results/ holds the committed charts the README shows"
-    for tokens in make_script_lines(["quickstart"], work):  # the README's next steps come after it
+    quickstart = make_script_lines(["quickstart"], work)  # `make quickstart`'s lines: the README's next steps follow it
+    assert list(dict.fromkeys(s for s in map(script_of, quickstart) if s in SCRIPTS[:5])) == list(SCRIPTS[:5])
+    for tokens in quickstart:
         run_line(tiny(tokens), work)
     assert (work / "data" / "embedded" / "corpus.jsonl").exists() and (work / "runs" / "quick" / "export_hf").is_dir()
+    assert snapshot(work / "results") == committed and len(snapshot(work / "results" / "quickstart")) == 5
     ran = []
     for tokens in commands:
         if is_make(tokens) or is_torchrun(tokens) or not_run_reason(tokens):
@@ -396,27 +398,24 @@ def run_wiki_dump_line(tokens: list[str], tmp_path: Path) -> None:
     assert (work / "data" / "corpus.jsonl").stat().st_size > 0
 
 
-@pytest.mark.slow  # a make target's whole pipeline, line by line as subprocesses
-@pytest.mark.parametrize("target", MAKE_TARGETS_RUN)
-def test_makefile_pipeline_lines_run_on_tiny_data(tmp_path, target):
-    work = make_workspace(tmp_path, target)
+@pytest.mark.slow  # the make target's whole pipeline, line by line as subprocesses
+def test_make_study_cpu_lines_run_on_tiny_data(tmp_path):
+    """`make study-cpu`'s lines in order (`make quickstart`'s run first in the README lines' test); the study
+    replaces the committed charts on purpose, so its lines say --overwrite."""
+    work = make_workspace(tmp_path, "study-cpu")
     committed = snapshot(work / "results")
-    lines = make_script_lines([target], work)
+    lines = make_script_lines(["study-cpu"], work)
     scripts = [script_of(t) for t in lines]
-    # the five pipeline stages in order (study-cpu adds probe_downstream.py and a second analysis between them)
+    # the five pipeline stages in order (probe_downstream.py and a second analysis come between them)
     assert list(dict.fromkeys(s for s in scripts if s in SCRIPTS[:5])) == list(SCRIPTS[:5])
     for tokens in lines:
         run_line(tiny(tokens), work)
-    if target == "study-cpu":  # it replaces the committed charts on purpose, so its line says --overwrite
-        after = snapshot(work / "results")
-        # seeds.png is drawn only with SEEDS=... (the seeds band); one run leaves the committed one as it is
-        seeds_only = {"seeds.png"}
-        assert committed.keys() <= after.keys()
-        assert all(after[k] != committed[k] for k in committed if k not in seeds_only)
-        assert all(after[k] == committed[k] for k in committed if k in seeds_only)
-    else:
-        assert snapshot(work / "results") == committed
-        assert len(snapshot(work / "results" / "quickstart")) == 5
+    after = snapshot(work / "results")
+    # seeds.png is drawn only with SEEDS=... (the seeds band); one run leaves the committed one as it is
+    seeds_only = {"seeds.png"}
+    assert committed.keys() <= after.keys()
+    assert all(after[k] != committed[k] for k in committed if k not in seeds_only)
+    assert all(after[k] == committed[k] for k in committed if k in seeds_only)
 
 
 def test_workspace_leaves_out_what_the_users_runs_left(tmp_path):

@@ -156,6 +156,10 @@ def train_figures(out: Path, train_args: list[str], count_syncs: bool, memory_ca
     code = train_large_100k.main(train_args)
     figures = _run_figures(Path(train_args[train_args.index("--out-dir") + 1]), code, time.monotonic() - started)
     figures["memory_cap_gb"] = memory_cap_gb
+    if figures["compile"]:  # one graph for every row count (rows dynamic); a CUDA-graph mode: one per row bucket
+        from torch._dynamo.utils import counters
+
+        figures["compiled_graphs"] = counters["stats"]["unique_graphs"]
     if syncs is not None:
         figures["syncs_in_steps"] = len(syncs)
         figures["syncs_per_step"] = len(syncs) / max(figures["steps"], 1)

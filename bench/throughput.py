@@ -46,14 +46,15 @@ from bench.data_pipeline import build_figures, corpus_sampler  # noqa: E402
 from bertstudy.base.atomic_io import atomic_write_json  # noqa: E402
 from bertstudy.base.cli import make_parser, non_negative_int, positive_float, positive_int, run_main  # noqa: E402
 from bertstudy.base.errors import EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, StudyError, UsageError  # noqa: E402
-from bertstudy.pretraining.loader import LoaderClock, make_step_loader, plan_step_buckets, resolve_workers  # noqa: E402
+from bertstudy.pretraining.loader import LoaderClock, make_step_loader, resolve_workers  # noqa: E402
 from bertstudy.model import BertForPretraining, PretrainingOutput, _masked_cross_entropy, training_flops_per_token  # noqa: E402
 from bertstudy.pretraining.packing import collate_padded, host_counts  # noqa: E402
 from bertstudy.pretraining.instances import training_instances  # noqa: E402
-from bertstudy.training.config import CUDA_GRAPH_MODES, TrainConfig, check_cuda_graph_split, preset_config  # noqa: E402
+from bertstudy.training.config import CUDA_GRAPH_MODES, TrainConfig, preset_config  # noqa: E402
 from bertstudy.training.device import Distributed, enable_tf32, gpu_peak_tflops, precision_settings  # noqa: E402
 from bertstudy.training.flops import step_flops  # noqa: E402
 from bertstudy.training.machine import cpu_model  # noqa: E402
+from bertstudy.training.run_data import step_shape  # noqa: E402
 from bertstudy.training.trainer import Trainer, model_config_for  # noqa: E402
 
 H100_BF16_DENSE_TFLOPS = 989.0  # H100 SXM dense bf16 peak (NVIDIA datasheet), the CUDA default
@@ -112,11 +113,10 @@ class Runner:
 
     def __init__(self, name: str, config, sampler, vocab_size: int, device, compiled: bool = False):
         self.name, self.config, self.sampler, self.device = name, config, sampler, device
-        # as a run: a CUDA-graph mode trains one micro-batch a step in row buckets, other modes rows dynamic
-        shape = plan_step_buckets(sampler, config.seed, 0, config.batch_size) if (
-            compiled and config.compile_mode in CUDA_GRAPH_MODES) else None
-        self.trainer = Trainer(replace(config, compile=compiled), build_model(name, config, vocab_size, device),
-                               sampler, Distributed(device=device), shape=shape)
+        config = replace(config, compile=compiled)
+        shape = step_shape(config, sampler, 0)  # as a run's: row buckets in a CUDA-graph mode, else None
+        self.trainer = Trainer(config, build_model(name, config, vocab_size, device), sampler,
+                               Distributed(device=device), shape=shape)
         self.trainer.wrap()
         self.step = 0
         self.model_config = model_config_for(config, vocab_size)  # for the FLOPs of the steps it times
@@ -210,7 +210,6 @@ def compile_pair_config(preset: str, mode: str, device) -> TrainConfig:
     config = replace(bench_config(preset, device, None, None), compile_mode=mode)
     if mode in CUDA_GRAPH_MODES and config.grad_accum > 1:
         config = replace(config, batch_size=config.batch_size * config.grad_accum, grad_accum=1)
-    check_cuda_graph_split(replace(config, compile=True))
     return config
 
 

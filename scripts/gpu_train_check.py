@@ -98,7 +98,7 @@ def interval_flops(out_dir: Path) -> dict:
     resolved = read_json(out_dir / "resolved_config.json")
     config = TrainConfig(**{f.name: resolved[f.name] for f in fields(TrainConfig) if f.name in resolved})
     data = prepare_data(config, Distributed(device=torch.device("cpu")))
-    shape = step_shape(config, data, 0) if config.compile else None
+    shape = step_shape(config, data.train_sampler, 0)
     first = history["steps"][-2] if len(history["steps"]) > 1 else 0  # 0-based steps first..last-1
     steps = range(first, history["steps"][-1])
     batches = [b for s in steps for b in step_micro_batches(data.train_sampler, config.seed, s, 0, config.batch_size,

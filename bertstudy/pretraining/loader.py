@@ -112,7 +112,7 @@ class StepBatches(torch.utils.data.Dataset):
     """Item `step`: (step, [(host counts, model inputs as CPU tensors) per micro-batch])."""
 
     def __init__(self, sampler: InstanceSampler, seed: int, rank: int, batch_size: int, grad_accum: int,
-                 shape: FixedShape | None = None):
+                 shape: FixedShape | RowBuckets | None = None):
         self.sampler, self.seed, self.rank = sampler, seed, rank
         self.batch_size, self.grad_accum, self.shape = batch_size, grad_accum, shape
 
@@ -184,7 +184,7 @@ def leave_signals_to_main(worker_id: int) -> None:
 
 def make_step_loader(sampler: InstanceSampler, seed: int, rank: int, batch_size: int, grad_accum: int,
                      first_step: int, last_step: int, device: torch.device, num_workers: int,
-                     shape: FixedShape | None = None):
+                     shape: FixedShape | RowBuckets | None = None):
     """Steps first_step .. last_step-1 as (step, StepBatch): each step's micro-batches in one buffer
     (built by the workers, pinned on CUDA), viewed as dicts of tensors."""
     dataset = StepBatches(sampler, seed, rank, batch_size, grad_accum, shape)

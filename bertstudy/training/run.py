@@ -108,7 +108,7 @@ def set_up(config: TrainConfig, plan: StartPlan, dist: Distributed, overwrite: b
     model_config = model_config_for(config, len(data.vocab))
     model = BertForPretraining(model_config).to(dist.device)
     torch.manual_seed(config.seed + dist.rank)  # dropout streams differ per rank
-    shape = step_shape(config, data, dist.rank) if config.compile else None  # compiled once (packing.py)
+    shape = step_shape(config, data.train_sampler, dist.rank)  # compiled once, or in row buckets (packing.py)
     trainer = Trainer(config, model, data.train_sampler, dist, precision=(plan.amp_dtype, plan.use_scaler),
                       shape=shape)
     start_step, elapsed, history = 0, 0.0, None
@@ -380,7 +380,7 @@ def run_training(config: TrainConfig, resume: str | None = None, *, given: dict 
             return exc.exit_code  # rank 0 prints the one line
         code = _train(config, plan, dist, overwrite)
         if dist.enabled:  # a run that ended normally: every rank leaves the group together, after rank 0's
-            torch_dist.barrier()  # finish; a rank torn down while a peer still works can abort at exit (gloo)
+            torch_dist.barrier()  # finish (how a torchrun process then exits: base/cli.exit_script)
         return code
     finally:
         teardown_distributed(dist)

@@ -74,12 +74,12 @@ def check_same_corpus(state: dict, data: PreparedData, config: TrainConfig) -> N
                                            f"file's {data.corpus_sha256[:12]}); resume with that run's --corpus")
 
 
-def step_shape(config: TrainConfig, data: PreparedData, rank: int) -> RowBuckets | None:
-    """The micro-batch shape under --compile. In a CUDA-graph mode (one micro-batch per step:
+def step_shape(config: TrainConfig, sampler: InstanceSampler, rank: int) -> RowBuckets | None:
+    """The micro-batch shape of a run (None without --compile). In a CUDA-graph mode (one micro-batch per step:
     check_cuda_graph_split) up to 4 row buckets whose largest holds any step (packing.plan_row_buckets):
     no step needs a second micro-batch, at most 4 graphs. Otherwise None: the micro-batches are packed
     as in an eager run, and the trainer marks their first dimension dynamic, so one compiled graph takes
     every row count with no padding rows and no extra micro-batch."""
-    if config.compile_mode in CUDA_GRAPH_MODES:
-        return plan_step_buckets(data.train_sampler, config.seed, rank, config.batch_size)
+    if config.compile and config.compile_mode in CUDA_GRAPH_MODES:
+        return plan_step_buckets(sampler, config.seed, rank, config.batch_size)
     return None

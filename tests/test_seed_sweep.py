@@ -9,7 +9,7 @@ import json
 import pytest
 
 from bertstudy.base.atomic_io import iter_jsonl
-from tests.test_readme_commands import make_script_lines, make_workspace, run_line, script_of, tiny
+from tests.readme_helpers import make_script_lines, make_workspace, run_line, script_of, tiny
 
 pytestmark = pytest.mark.slow  # make study-cpu's lines for two seeds, each a subprocess
 

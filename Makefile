@@ -69,13 +69,19 @@ quickstart: system-deps venv  ## collect, verify, train the quick preset, analyz
 	$(PY) visualize_results.py $(QUICK_DIR)/training_history_100k.json --analysis $(QUICK_DIR)/analysis_100k_result.json --out-dir results/quickstart
 	$(PY) fill_mask.py $(QUICK_DIR)/export_hf $(PROBE_SENTENCES) --top-k 3
 
+# pytest-xdist's processes for make test and test-fast: 2, CI's cores (most tests use one core: OMP_NUM_THREADS=1 in
+# tests/conftest.py). worksteal hands a finished process the other's waiting tests, so the two end together.
+# TEST_WORKERS=auto takes one per core; TEST_WORKERS=0 runs in this process (pdb, print debugging).
+TEST_WORKERS ?= 2
+PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal --durations=10
+
 test: system-deps-test venv  ## every test (what CI runs)
-	$(PY) -m pytest -q --durations=10 tests
+	$(PYTEST) tests
 
 # The development loop: the tests not marked slow (tests/conftest.py says what is), without the MediaWiki's
 # packages; `make test` (and CI) runs every test.
 test-fast: system-deps venv  ## the tests not marked slow
-	$(PY) -m pytest -q -m "not slow" --durations=10 tests
+	$(PYTEST) -m "not slow" tests
 
 # Training throughput on this machine, ours vs transformers (minutes on a CPU; docs/PERFORMANCE.md has the figures and times).
 bench: venv data/corpus.jsonl  ## training throughput on this machine, ours vs transformers

@@ -15,7 +15,8 @@
 # Each run has `timeout -s TERM RUN_LIMIT_S`: a run cut off saves and exits 130, and its history comes back.
 # A trap on EXIT (also on SIGTERM/SIGINT) writes the summary JSON and packs histories, logs, configs, probe
 # JSON, the summary, nvidia-smi samples and this script's log into ARCHIVE; no checkpoint or weight file.
-# The probes need scipy and jieba in the image (packages are not carried); without them the probe part fails
+# The runs need torch, numpy, tqdm and safetensors in the image, the probes also scipy, jieba and datasketch
+# (packages are not carried: jieba alone is 42 MB); without them the probe part fails
 # in one line (seed_S/probe.log) and the training results still come back.
 # Settings (environment): PY, CARRY, STUDY_DIR, SEEDS, PRESET, RUN_LIMIT_S, PROBE_LIMIT_S, TRAIN_ARGS (more
 # training flags, e.g. --compile), PROBE_ARGS (more probe flags), ARCHIVE.

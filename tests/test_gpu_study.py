@@ -79,3 +79,22 @@ def test_refusals_are_one_line(tmp_path, carry):
     done = subprocess.run(["bash", str(SCRIPT)], cwd=ROOT, env=_env(tmp_path, tmp_path / "nowhere", STUDY_DIR=str(tmp_path / "o2")),
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 3 and "corpus.jsonl: missing" in done.stderr and not (tmp_path / "o2").exists()
+
+
+def test_the_readme_runs_this_script_with_settings_it_reads():
+    """The README's GPU study line (a GPU-only block, so the test above runs the script in its place) names
+    only settings the script reads; its CPU-side carry line runs with the README's other script lines."""
+    import re
+    import shlex
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### The GPU study tier", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```sh gpu-only\n(.*?)```", section, flags=re.S)
+    assert len(blocks) == 1 and len(blocks[0].strip().splitlines()) == 1
+    tokens = shlex.split(blocks[0])
+    settings = dict(token.split("=", 1) for token in tokens[:-1])
+    assert tokens[-1] == "scripts/gpu_study.sh" and settings["PY"] == "python3"
+    read = set(re.findall(r'^([A-Z_]+)="\$\{\1:-', SCRIPT.read_text(encoding="utf-8"), flags=re.M))
+    assert set(settings) <= read, f"the README sets what the script does not read: {set(settings) - read}"
+    assert "`.venv/bin/python scripts/gpu_study_files.py --prepare .gpucarry/gpu_study " in section
+    assert settings["ARCHIVE"].startswith("$OUT/")  # the device tool's folder that comes back

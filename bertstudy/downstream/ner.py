@@ -29,7 +29,7 @@ import torch
 
 from bertstudy.base.errors import BadInputError
 from bertstudy.downstream.controls import char_index, frequent_chars, identity_features
-from bertstudy.downstream.probe import by_layer, fit_device, fit_linear_probe, sentence_features
+from bertstudy.downstream.probe import by_layer, fit_linear_probe, model_device, sentence_features
 from bertstudy.downstream.tasks import TAG_FILE, _lines, read_segmentation, task_root
 
 ENTITY_TYPES = {"nr": "PER", "ns": "LOC", "nt": "ORG"}
@@ -216,7 +216,7 @@ def probe_ner(model, train: list[NerSentence], test: list[NerSentence], vocab, w
     train_x, test_x, sizes = features or sentence_features(model, train, test, vocab, width, all_layers)
     labels, results = _label_tensor(train), []
     for layer_train, layer_test in zip(train_x, test_x):
-        probe = fit_linear_probe(layer_train, labels, len(LABELS), device=fit_device(model))
+        probe = fit_linear_probe(layer_train, labels, len(LABELS), device=model_device(model))
         predicted = [viterbi_bio(probe.log_probs(f).numpy()) for f in layer_test.split(sizes)]
         results.append(ner_result(test, predicted))
     return by_layer(results, "sentence_counts") if all_layers else results[-1]

@@ -5,7 +5,7 @@ fits a softmax regression from a character's vector to its b/m/e/s tag and decod
 with Viterbi over the legal tag transitions; sentiment fits a logistic regression on the mean of a
 review's vectors. Features are standardized, the regression is full-batch L-BFGS with a small L2
 penalty from zero weights, in float32 (PROBE_DTYPE): no randomness at all, so a checkpoint scores the
-same every time on one machine. The fits run where the model runs (`fit_device`), so a pass on a GPU
+same every time on one machine. The fits run where the model runs (`model_device`), so a pass on a GPU
 does not wait for a CPU's (on 2 CPU cores the fits of a gpu_study-sized model, 5 layers x 3 tasks, took
 about 75 s a checkpoint); a GPU's fit rounds a little differently from a CPU's.
 With all_layers (what the pass uses) the same probe is also fitted on the embedding output (layer 0) and
@@ -79,6 +79,11 @@ def windows(ids: list[int], width: int) -> list[list[int]]:
     return [ids[i:i + width] for i in range(0, len(ids), width)] or [[]]
 
 
+def model_device(model) -> torch.device:
+    """The device a model's parameters are on: where its inputs go and where its probes fit."""
+    return next(model.parameters()).device
+
+
 def _padded_batches(sequences: list[list[int]], batch_size: int, device):
     """(indices, ids, mask) per batch of [CLS] sequence [SEP] rows; batches are formed by length so
     little time goes into padding."""
@@ -115,7 +120,7 @@ def encode_layers(model: BertForPretraining, sequences: list[list[int]], batch_s
     starts = np.cumsum([0, *lengths]).tolist()
     layers = 1 if last_only else model.config.num_layers + 1
     out = torch.empty(layers, starts[-1], model.config.hidden_size)
-    device = next(model.parameters()).device
+    device = model_device(model)
     for group, ids, mask in _padded_batches(sequences, batch_size, device):
         states = _layer_states(model, ids, mask, last_only)
         for row, i in enumerate(group):
@@ -130,7 +135,7 @@ def mean_layers(model: BertForPretraining, sequences: list[list[int]], batch_siz
     token vectors of every layer are never all held (what the sentiment probe reads)."""
     layers = 1 if last_only else model.config.num_layers + 1
     out = torch.empty(layers, len(sequences), model.config.hidden_size)
-    device = next(model.parameters()).device
+    device = model_device(model)
     for group, ids, mask in _padded_batches(sequences, batch_size, device):
         states = _layer_states(model, ids, mask, last_only)
         for row, i in enumerate(group):
@@ -205,10 +210,6 @@ def _sparse_moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     squares = torch.sparse.sum(x * x, 0).to_dense()
     return mean, ((squares - n * mean * mean) / max(n - 1, 1)).clamp_min(0).sqrt()
 
-
-def fit_device(model) -> torch.device:
-    """Where a model's probes fit: the device its parameters are on."""
-    return next(model.parameters()).device
 
 
 def fit_linear_probe(features: torch.Tensor, labels: torch.Tensor, num_classes: int,
@@ -313,7 +314,7 @@ def probe_segmentation(model, train: list[SegSentence], test: list[SegSentence],
     train_x, test_x, sizes = features or sentence_features(model, train, test, vocab, width, all_layers)
     labels, results = _tag_tensor(train), []
     for layer_train, layer_test in zip(train_x, test_x):
-        probe = fit_linear_probe(layer_train, labels, 4, device=fit_device(model))
+        probe = fit_linear_probe(layer_train, labels, 4, device=model_device(model))
         predicted = [viterbi_tags(probe.log_probs(f).numpy()) for f in layer_test.split(sizes)]
         results.append(segmentation_result(test, predicted))
     return by_layer(results, "sentence_counts") if all_layers else results[-1]
@@ -327,7 +328,7 @@ def probe_sentiment(model, train: list[Review], test: list[Review], vocab: Vocab
     test_x = mean_layers(model, review_inputs(test, vocab, width), last_only=not all_layers)
     results = []
     for layer_train, layer_test in zip(train_x, test_x):
-        probe = fit_linear_probe(layer_train, labels, 2, device=fit_device(model))
+        probe = fit_linear_probe(layer_train, labels, 2, device=model_device(model))
         results.append(sentiment_result(test, probe.log_probs(layer_test).argmax(-1).tolist()))
     return by_layer(results, "item_correct") if all_layers else results[-1]
 
@@ -345,7 +346,7 @@ def _finetune(model: BertForPretraining, sequences: list[list[int]], targets: li
               token_level: bool, settings: FinetuneSettings) -> tuple[BertForPretraining, torch.nn.Linear]:
     torch.manual_seed(settings.seed)
     encoder = copy.deepcopy(model).train()
-    device = next(model.parameters()).device
+    device = model_device(model)
     head = torch.nn.Linear(model.config.hidden_size, num_classes).to(device)
     params = list(encoder.parameters()) + list(head.parameters())
     optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=0.01)
